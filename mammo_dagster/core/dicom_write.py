@@ -1,0 +1,325 @@
+"""Build and encode mammography DICOM datasets the way real vendors write them.
+
+Owns the vendor header profiles and the DICOM writing used by the synthetic
+archive generator and by the tests (which build tiny images with known pixel
+values and check how they render).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
+from pydicom.uid import (
+    UID,
+    DigitalMammographyXRayImageStorageForPresentation,
+    ExplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGLSLossless,
+    RLELossless,
+)
+
+VoiFunction = Literal["LINEAR", "LINEAR_EXACT", "SIGMOID"]
+VoiKind = Literal["window", "lut", "none"]
+
+#: Transfer syntaxes the writer can produce (name -> UID).
+TRANSFER_SYNTAXES: dict[str, UID] = {
+    "explicit": ExplicitVRLittleEndian,
+    "j2k": JPEG2000Lossless,
+    "jpegls": JPEGLSLossless,
+    "rle": RLELossless,
+}
+
+_ENCODER = {JPEG2000Lossless: "pylibjpeg", JPEGLSLossless: "pyjpegls", RLELossless: "pydicom"}
+
+#: DICOM code for the "magnification" view modifier (CID 4015).
+MAG_MODIFIER = ("R-102D6", "SRT", "Magnification")
+SPOT_MODIFIER = ("R-102D7", "SRT", "Spot Compression")
+VIEW_CODES = {
+    "CC": ("R-10242", "SRT", "cranio-caudal"),
+    "MLO": ("R-10226", "SRT", "medio-lateral oblique"),
+}
+
+
+@dataclass(frozen=True)
+class VendorProfile:
+    """How one vendor writes a For Presentation mammogram."""
+
+    name: str
+    manufacturer: str
+    model: str
+    rows: int
+    columns: int
+    bits_stored: int
+    pixel_spacing_mm: float
+    photometric: Literal["MONOCHROME1", "MONOCHROME2"]
+    voi: VoiKind
+    voi_function: VoiFunction
+    #: (center, width) pairs as fractions of the stored range; several = multi-valued.
+    windows: tuple[tuple[float, float], ...] = ((0.5, 0.6),)
+    pixel_padding: bool = False
+    signed: bool = False
+    transfer_syntaxes: tuple[str, ...] = ("explicit",)
+    #: How this vendor spells a magnification paddle, e.g. Hologic "7.5CM MAG".
+    mag_paddle: str | None = None
+    contact_paddle: str | None = None
+    private_creator: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def max_stored(self) -> int:
+        return (1 << self.bits_stored) - 1
+
+
+VENDOR_PROFILES: dict[str, VendorProfile] = {
+    p.name: p
+    for p in (
+        VendorProfile(
+            name="hologic",
+            manufacturer="HOLOGIC, Inc.",
+            model="Selenia Dimensions",
+            rows=4096,
+            columns=3328,
+            bits_stored=14,
+            pixel_spacing_mm=0.065,
+            photometric="MONOCHROME2",
+            voi="window",
+            voi_function="LINEAR",
+            windows=((0.42, 0.55), (0.40, 0.45), (0.45, 0.65)),
+            transfer_syntaxes=("j2k", "explicit"),
+            mag_paddle="7.5CM MAG",
+            contact_paddle="24x29 BIG",
+            private_creator="HOLOGIC, Inc.",
+        ),
+        VendorProfile(
+            name="ge",
+            manufacturer="GE MEDICAL SYSTEMS",
+            model="Senographe Pristina",
+            rows=2294,
+            columns=1914,
+            bits_stored=12,
+            pixel_spacing_mm=0.1,
+            photometric="MONOCHROME1",
+            voi="window",
+            voi_function="SIGMOID",
+            windows=((0.55, 0.5), (0.5, 0.4)),
+            pixel_padding=True,
+            transfer_syntaxes=("jpegls", "j2k", "explicit"),
+            contact_paddle="STANDARD",
+            mag_paddle="MAG 1.8",
+            private_creator="GEMS_IDEN_01",
+        ),
+        VendorProfile(
+            name="siemens",
+            manufacturer="SIEMENS",
+            model="Mammomat Inspiration",
+            rows=3328,
+            columns=2560,
+            bits_stored=12,
+            pixel_spacing_mm=0.085,
+            photometric="MONOCHROME2",
+            voi="lut",
+            voi_function="LINEAR",
+            windows=((0.45, 0.6),),
+            pixel_padding=True,
+            transfer_syntaxes=("rle", "jpegls", "explicit"),
+            private_creator="SIEMENS MED SMS USG",
+        ),
+        VendorProfile(
+            name="fujifilm",
+            manufacturer="FUJIFILM Corporation",
+            model="AMULET Innovality",
+            rows=2816,
+            columns=2232,
+            bits_stored=12,
+            pixel_spacing_mm=0.1,
+            photometric="MONOCHROME1",
+            voi="none",
+            voi_function="LINEAR_EXACT",
+            transfer_syntaxes=("explicit", "rle"),
+            mag_paddle="MAGNIFICATION",
+        ),
+    )
+}
+
+
+def stable_uid(*parts: object) -> UID:
+    """A deterministic 2.25 UID derived from `parts` (same inputs, same UID)."""
+    digest = hashlib.sha256("|".join(map(str, parts)).encode()).digest()
+    return UID(f"2.25.{int.from_bytes(digest[:16], 'big')}")
+
+
+@dataclass
+class ImageHeader:
+    """Per-image header values a generator (or a test) chooses."""
+
+    sop_instance_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    patient_id: str
+    patient_name: str
+    laterality: Literal["L", "R"] = "L"
+    view: Literal["CC", "MLO"] = "CC"
+    mag_modifier: bool = False
+    spot_modifier: bool = False
+    mag_factor: float | None = None
+    paddle: str | None = None
+    series_description: str | None = None
+    study_description: str = "MAMMO SCREENING BILATERAL"
+    study_date: str = "20240101"
+    accession: str = "A0000001"
+    instance_number: int = 1
+
+
+def _code_item(code: tuple[str, str, str]) -> Dataset:
+    item = Dataset()
+    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = code
+    return item
+
+
+def build_dataset(
+    stored: np.ndarray,
+    profile: VendorProfile,
+    header: ImageHeader,
+    *,
+    photometric: str | None = None,
+    voi: VoiKind | None = None,
+    voi_function: VoiFunction | None = None,
+    bits_stored: int | None = None,
+    signed: bool | None = None,
+    padding_value: int | None = None,
+    windows: tuple[tuple[float, float], ...] | None = None,
+) -> Dataset:
+    """An MG For Presentation dataset (explicit VR LE) holding `stored` pixel values.
+
+    `stored` is a 2-D array (one frame) or 3-D (frames, rows, cols) of stored
+    values. Keyword arguments override the vendor's profile so tests can try
+    every combination; `windows` are absolute (center, width) pairs.
+    """
+    photometric = photometric or profile.photometric
+    voi = voi or profile.voi
+    voi_function = voi_function or profile.voi_function
+    bits = bits_stored or profile.bits_stored
+    signed = profile.signed if signed is None else signed
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = DigitalMammographyXRayImageStorageForPresentation
+    meta.MediaStorageSOPInstanceUID = header.sop_instance_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = UID("1.2.826.0.1.3680043.10.1484.1")
+    meta.ImplementationVersionName = "MAMMO_SYNTH_1"
+
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.ImageType = ["ORIGINAL", "PRIMARY", ""]
+    ds.SOPClassUID = DigitalMammographyXRayImageStorageForPresentation
+    ds.SOPInstanceUID = header.sop_instance_uid
+    ds.StudyDate = ds.SeriesDate = ds.ContentDate = header.study_date
+    ds.StudyTime = ds.ContentTime = "101500"
+    ds.AccessionNumber = header.accession
+    ds.Modality = "MG"
+    ds.PresentationIntentType = "FOR PRESENTATION"
+    ds.Manufacturer = profile.manufacturer
+    ds.ManufacturerModelName = profile.model
+    ds.InstitutionName = "Synthetic Breast Centre"
+    ds.StudyDescription = header.study_description
+    if header.series_description:
+        ds.SeriesDescription = header.series_description
+    ds.PatientName = header.patient_name
+    ds.PatientID = header.patient_id
+    ds.PatientBirthDate = "19650101"
+    ds.PatientSex = "F"
+    ds.BodyPartExamined = "BREAST"
+    if header.mag_factor is not None:
+        ds.EstimatedRadiographicMagnificationFactor = f"{header.mag_factor:.2f}"
+    if header.paddle:
+        ds.PaddleDescription = header.paddle
+    ds.StudyInstanceUID = header.study_instance_uid
+    ds.SeriesInstanceUID = header.series_instance_uid
+    ds.StudyID = "1"
+    ds.SeriesNumber = 1
+    ds.InstanceNumber = header.instance_number
+    ds.ImageLaterality = header.laterality
+    ds.ViewPosition = header.view
+    ds.PatientOrientation = ["A", "R"] if header.laterality == "L" else ["P", "L"]
+    view_item = _code_item(VIEW_CODES[header.view])
+    modifiers = [m for m, on in ((MAG_MODIFIER, header.mag_modifier),
+                                 (SPOT_MODIFIER, header.spot_modifier)) if on]
+    view_item.ViewModifierCodeSequence = Sequence([_code_item(m) for m in modifiers])
+    ds.ViewCodeSequence = Sequence([view_item])
+    ds.ImagerPixelSpacing = ds.PixelSpacing = [profile.pixel_spacing_mm] * 2
+    ds.BurnedInAnnotation = "NO"
+    if profile.private_creator:
+        block = ds.private_block(0x0029, profile.private_creator, create=True)
+        block.add_new(0x10, "LO", f"{profile.name.upper()} PROC v1")
+
+    arr = np.asarray(stored)
+    frames = arr[None] if arr.ndim == 2 else arr
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = photometric
+    ds.Rows, ds.Columns = frames.shape[1:]
+    if frames.shape[0] > 1:
+        ds.NumberOfFrames = frames.shape[0]
+    ds.BitsAllocated = 16
+    ds.BitsStored = bits
+    ds.HighBit = bits - 1
+    ds.PixelRepresentation = int(signed)
+    dtype = np.int16 if signed else np.uint16
+    ds.PixelData = frames.astype(dtype).tobytes()
+    ds["PixelData"].VR = "OW"
+    ds.PresentationLUTShape = "INVERSE" if photometric == "MONOCHROME1" else "IDENTITY"
+    ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = "0", "1", "US"
+    if padding_value is not None:
+        vr = "SS" if signed else "US"
+        ds.add_new(0x00280120, vr, padding_value)
+
+    lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+    if windows is None:
+        span = hi - lo
+        windows = tuple((lo + c * span, w * span) for c, w in profile.windows)
+    if voi == "window":
+        ds.WindowCenter = [f"{c:.1f}" for c, _ in windows]
+        ds.WindowWidth = [f"{w:.1f}" for _, w in windows]
+        ds.WindowCenterWidthExplanation = [f"WINDOW{i + 1}" for i in range(len(windows))]
+        if voi_function != "LINEAR":
+            ds.VOILUTFunction = voi_function
+    elif voi == "lut":
+        ds.VOILUTSequence = Sequence([linear_voi_lut_item(lo, hi, *windows[0])])
+    return ds
+
+
+def linear_voi_lut_item(lo: int, hi: int, center: float, width: float) -> Dataset:
+    """A 12-bit VOI LUT Sequence item tabulating a linear window over [lo, hi]."""
+    x = np.arange(lo, hi + 1, dtype=np.float64)
+    y = np.clip((x - center) / width + 0.5, 0.0, 1.0)
+    lut = np.round(y * 4095).astype(np.uint16)
+    item = Dataset()
+    n = len(lut)
+    item.LUTDescriptor = [0 if n == 65536 else n, lo, 12]
+    item.LUTExplanation = "NORMAL"
+    item.LUTData = lut.tobytes()
+    item["LUTData"].VR = "OW"
+    return item
+
+
+def encode(ds: Dataset, transfer_syntax: str | UID) -> Dataset:
+    """Compress `ds` in place to a transfer syntax name or UID; keeps the SOP UID."""
+    name = str(transfer_syntax)
+    uid = TRANSFER_SYNTAXES[name] if name in TRANSFER_SYNTAXES else UID(name)
+    if uid != ExplicitVRLittleEndian:
+        ds.compress(uid, encoding_plugin=_ENCODER[uid], generate_instance_uid=False)
+    return ds
+
+
+def write(ds: Dataset, path: str | Path) -> Path:
+    """Write `ds` as a DICOM Part 10 file (preamble + file meta)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path

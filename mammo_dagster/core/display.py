@@ -1,0 +1,218 @@
+"""Stored pixel values -> the 8-bit image a radiologist sees (PS3.3 C.11, C.7.6.3).
+
+The chain is modality LUT / rescale -> VOI (window with LINEAR, LINEAR_EXACT or
+SIGMOID, or a VOI LUT Sequence) -> MONOCHROME1 / INVERSE inversion -> 8 bit, with
+Pixel Padding Value kept black. :func:`display_values` is the exact per-pixel
+function; :func:`display_lut` tabulates it once per header for every possible
+16-bit stored pattern, so the fast path is one table lookup per pixel and gives
+exactly the same values.
+
+Images with no VOI in the header get an automatic window: linear from the 1st
+to the 99.5th percentile of modality values inside the breast, where the breast
+is everything except Pixel Padding and air (values within 5% of the value
+range from the air end: the low end for MONOCHROME2, the high end for
+MONOCHROME1). Percentiles rather than min/max keep small metal markers and
+burned-in labels from squeezing the window.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+from pydicom.pixels.processing import apply_modality_lut, apply_voi
+
+AUTO_WINDOW_PERCENTILES = (1.0, 99.5)
+AIR_FRACTION = 0.05
+
+
+@dataclass(frozen=True)
+class Voi:
+    """The VOI transform chosen for an image."""
+
+    kind: str  # "window", "lut" or "auto"
+    function: str = "LINEAR"
+    center: float = 0.0
+    width: float = 1.0
+    index: int = 0
+
+    def describe(self) -> str:
+        if self.kind == "lut":
+            return f"VOI LUT Sequence item {self.index}"
+        src = "auto percentile" if self.kind == "auto" else f"window {self.index}"
+        return f"{src}: {self.function} c={self.center:g} w={self.width:g}"
+
+
+def _values(elem: object) -> list[float]:
+    if elem is None:
+        return []
+    seq = elem if isinstance(elem, MultiValue | list | tuple) else [elem]
+    out = []
+    for v in seq:
+        try:
+            out.append(float(v))
+        except (TypeError, ValueError):
+            out.append(float("nan"))
+    return out
+
+
+def _voi_source(ds: Dataset) -> Dataset:
+    """The dataset holding the VOI: top level, or the shared functional group."""
+    if "WindowCenter" in ds or "VOILUTSequence" in ds:
+        return ds
+    for group in ds.get("SharedFunctionalGroupsSequence") or []:
+        for item in group.get("FrameVOILUTSequence") or []:
+            return item
+    return ds
+
+
+def window_value(x: np.ndarray, center: float, width: float, function: str) -> np.ndarray:
+    """The standard's VOI function, scaled to [0, 1] (PS3.3 C.11.2.1.2/C.11.2.1.3)."""
+    x = np.asarray(x, dtype=np.float64)
+    if function == "SIGMOID":
+        return 1.0 / (1.0 + np.exp(-4.0 * (x - center) / width))
+    if function == "LINEAR":
+        center, width = center - 0.5, width - 1.0
+    if width <= 0:  # LINEAR with width 1: a threshold at the center
+        return (x > center).astype(np.float64)
+    y = (x - center) / width + 0.5
+    y[x <= center - width / 2] = 0.0
+    y[x > center + width / 2] = 1.0
+    return y
+
+
+def choose_voi(ds: Dataset, index: int = 0) -> Voi | None:
+    """The header's VOI (None when it has none usable): LUT Sequence first, then windows.
+
+    `index` picks among multi-valued windows / LUT items (the first by default;
+    out-of-range falls back to the first). Invalid windows (width <= 0, or < 1 for
+    LINEAR) are skipped in favour of the next valid one.
+    """
+    src = _voi_source(ds)
+    luts = src.get("VOILUTSequence") or []
+    if luts:
+        return Voi(kind="lut", index=index if index < len(luts) else 0)
+    centers, widths = _values(src.get("WindowCenter")), _values(src.get("WindowWidth"))
+    function = str(src.get("VOILUTFunction", "") or "LINEAR").upper().strip()
+    if function not in ("LINEAR", "LINEAR_EXACT", "SIGMOID"):
+        function = "LINEAR"
+    pairs = list(zip(centers, widths, strict=False))
+    order = [index] + [i for i in range(len(pairs)) if i != index] if index < len(pairs) else list(
+        range(len(pairs)))
+    for i in order:
+        c, w = pairs[i]
+        if np.isfinite(c) and np.isfinite(w) and w >= (1 if function == "LINEAR" else 1e-9):
+            return Voi(kind="window", function=function, center=c, width=w, index=i)
+    return None
+
+
+def stored_values(patterns: np.ndarray, bits_stored: int, signed: bool) -> np.ndarray:
+    """Stored pixel values from raw bit patterns: drop bits above BitsStored, sign-extend."""
+    v = patterns.astype(np.int64) & ((1 << bits_stored) - 1)
+    if signed:
+        v = np.where(v >= 1 << (bits_stored - 1), v - (1 << bits_stored), v)
+    return v
+
+
+def _modality(values: np.ndarray, ds: Dataset) -> np.ndarray:
+    return np.asarray(apply_modality_lut(values, ds), dtype=np.float64)
+
+
+def _lut_voi(modality: np.ndarray, ds: Dataset, index: int) -> np.ndarray:
+    src = _voi_source(ds)
+    item = src.VOILUTSequence[index]
+    declared = int(item.LUTDescriptor[2])
+    out = apply_voi(np.rint(modality).astype(np.int64), src, index=index).astype(np.float64)
+    # The descriptor's bit depth may disagree with the data (e.g. 16 declared, 12 used).
+    lut_max = int(np.max(np.frombuffer(item.LUTData, dtype=np.uint16))) if isinstance(
+        item.LUTData, bytes) else int(max(item.LUTData))
+    bits = max(1, min(declared, lut_max.bit_length()))
+    return np.clip(out / ((1 << bits) - 1), 0.0, 1.0)
+
+
+def auto_window(modality: np.ndarray, inverse_air: bool, padding: np.ndarray | None = None
+                ) -> Voi:
+    """A robust linear window from breast pixels (see module docstring)."""
+    v = modality if padding is None else modality[~padding]
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return Voi(kind="auto", function="LINEAR_EXACT", center=0.5, width=1.0)
+    lo_all, hi_all = np.percentile(v, (0.1, 99.9))
+    cut = AIR_FRACTION * (hi_all - lo_all)
+    breast = v[v < hi_all - cut] if inverse_air else v[v > lo_all + cut]
+    if breast.size < 0.01 * v.size:
+        breast = v
+    lo, hi = np.percentile(breast, AUTO_WINDOW_PERCENTILES)
+    if hi <= lo:
+        lo, hi = float(v.min()), float(v.max()) + 1.0
+    return Voi(kind="auto", function="LINEAR_EXACT", center=(lo + hi) / 2, width=hi - lo)
+
+
+def padding_mask(values: np.ndarray, ds: Dataset) -> np.ndarray | None:
+    """True where stored values are Pixel Padding (value, or range up to the limit)."""
+    ppv = ds.get("PixelPaddingValue")
+    if ppv is None:
+        return None
+    ppv = int(ppv if not isinstance(ppv, MultiValue | list) else ppv[0])
+    limit = ds.get("PixelPaddingRangeLimit")
+    if limit is None:
+        return values == ppv
+    lo, hi = sorted((ppv, int(limit)))
+    return (values >= lo) & (values <= hi)
+
+
+def inverts(ds: Dataset) -> bool:
+    """MONOCHROME1, or Presentation LUT Shape INVERSE: one inversion either way."""
+    photometric = str(ds.get("PhotometricInterpretation", "")).upper().strip()
+    shape = str(ds.get("PresentationLUTShape", "") or "").upper().strip()
+    return photometric == "MONOCHROME1" or shape == "INVERSE"
+
+
+def display_values(values: np.ndarray, ds: Dataset, voi: Voi) -> np.ndarray:
+    """Exact display value in [0, 1] for each stored value (float64)."""
+    modality = _modality(values, ds)
+    if voi.kind == "lut":
+        y = _lut_voi(modality, ds, voi.index)
+    else:
+        y = window_value(modality, voi.center, voi.width, voi.function)
+    if inverts(ds):
+        y = 1.0 - y
+    pad = padding_mask(values, ds)
+    if pad is not None:
+        y = np.where(pad, 0.0, y)
+    return y
+
+
+def to_uint8(y: np.ndarray) -> np.ndarray:
+    return np.rint(np.clip(y, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def resolve_voi(ds: Dataset, sample_values: np.ndarray, index: int = 0) -> Voi:
+    """The header's VOI, or an automatic window from a sample of stored values."""
+    voi = choose_voi(ds, index)
+    if voi is not None:
+        return voi
+    sample = sample_values.ravel()
+    pad = padding_mask(sample, ds)
+    photometric = str(ds.get("PhotometricInterpretation", "")).upper().strip()
+    return auto_window(_modality(sample, ds), photometric == "MONOCHROME1", pad)
+
+
+def display_lut(ds: Dataset, voi: Voi) -> np.ndarray:
+    """uint8 table indexed by the raw 8/16-bit pattern of a stored pixel."""
+    bits_alloc = int(ds.get("BitsAllocated", 16))
+    bits_stored = int(ds.get("BitsStored", bits_alloc))
+    signed = int(ds.get("PixelRepresentation", 0)) == 1
+    patterns = np.arange(1 << bits_alloc, dtype=np.int64)
+    return to_uint8(display_values(stored_values(patterns, bits_stored, signed), ds, voi))
+
+
+def apply_lut(pixels: np.ndarray, lut: np.ndarray) -> np.ndarray:
+    """Look pixels up by their raw bit pattern (signed data through an unsigned view)."""
+    if pixels.dtype.kind == "i":
+        pixels = pixels.view(f"u{pixels.dtype.itemsize}")
+    if pixels.dtype.itemsize > 2 or pixels.dtype.kind not in "u":
+        pixels = pixels.astype(np.int64) & (len(lut) - 1)
+    return np.take(lut, pixels)
