@@ -39,9 +39,9 @@ class DicomError(Exception):
     """A file that yields no image, with a typed kind and a one-line reason."""
 
     def __init__(self, kind: Failure, reason: str) -> None:
-        super().__init__(f"{kind.value}: {reason}")
         self.kind = kind
         self.reason = " ".join(str(reason).split())  # always one line
+        super().__init__(f"{kind.value}: {self.reason}")
 
 
 MG_SOP_CLASSES = {
@@ -313,6 +313,8 @@ def open_dicom(path: str | Path, *, pixels: bool = True, salt: str | None = None
             raise DicomError(Failure.TRUNCATED, f"file ends inside the header ({msg})") from e
         raise DicomError(Failure.NOT_DICOM, f"unparseable DICOM: {msg}") from e
 
+    if reason := _truncation(path, ds, size, pixels):
+        raise DicomError(Failure.TRUNCATED, reason)
     sop_class = str(ds.get("SOPClassUID", "") or getattr(
         getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", "") or "")
     if sop_class == DICOMDIR_SOP_CLASS or "DirectoryRecordSequence" in ds:
@@ -331,6 +333,31 @@ def open_dicom(path: str | Path, *, pixels: bool = True, salt: str | None = None
     if pixels:
         _check_pixels(dicom)
     return dicom
+
+
+_PIXEL_TAG = b"\xe0\x7f\x10\x00"
+_UNDEFINED = 0xFFFFFFFF
+
+
+def _truncation(path: Path, ds: Dataset, size: int, pixels: bool) -> str | None:
+    """Why the file looks cut short, or None. pydicom returns a partial dataset silently."""
+    tags = list(ds.keys())
+    if not tags:
+        return "file ends before the first data element"
+    raw = ds.get_item(tags[-1])
+    tell, length = getattr(raw, "value_tell", None), getattr(raw, "length", _UNDEFINED)
+    if tell is None or length == _UNDEFINED:
+        return None
+    end = tell + length
+    if end > size:
+        return f"file ends inside element {tags[-1]} ({size - tell} of {length} bytes)"
+    if pixels and "PixelData" not in ds and end < size:
+        with path.open("rb") as f:
+            f.seek(end)
+            rest = f.read()
+        where = "inside Pixel Data" if _PIXEL_TAG in rest else f"after element {tags[-1]}"
+        return f"file ends {where}: {len(rest)} trailing bytes could not be parsed"
+    return None
 
 
 def _check_pixels(dicom: DicomFile) -> None:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
-from pydicom.pixels.processing import apply_modality_lut, apply_voi
+from pydicom.pixels.processing import apply_modality_lut
 
 AUTO_WINDOW_PERCENTILES = (1.0, 99.5)
 AIR_FRACTION = 0.05
@@ -120,16 +120,35 @@ def _modality(values: np.ndarray, ds: Dataset) -> np.ndarray:
     return np.asarray(apply_modality_lut(values, ds), dtype=np.float64)
 
 
+def lut_table(item: Dataset, ds: Dataset) -> tuple[np.ndarray, int, int]:
+    """(entries, first mapped value, output bits) of a VOI LUT Sequence item.
+
+    Written here rather than with pydicom's ``apply_voi`` because LUTData may be
+    US or OW (raw bytes, in the file's byte order) and pydicom refuses OW when a
+    dataset has no file meta; and because the descriptor's bit depth may
+    disagree with the data (e.g. 16 declared, 12 used), so the output range is
+    taken from what the table really holds.
+    """
+    n, first, declared = (int(v) for v in item.LUTDescriptor)
+    n = n or 65536
+    if int(ds.get("PixelRepresentation", 0)) == 1 and first >= 32768:
+        first -= 65536  # descriptor value written as US holds a signed first mapped value
+    data = item.LUTData
+    if isinstance(data, bytes):
+        meta = getattr(ds, "file_meta", None)
+        big = str(meta.get("TransferSyntaxUID", "")) == "1.2.840.10008.1.2.2" if meta else False
+        table = np.frombuffer(data, dtype=np.uint8 if len(data) == n else (">u2" if big else "<u2"))
+    else:
+        table = np.asarray(data if isinstance(data, MultiValue | list) else [data])
+    table = table[:n].astype(np.float64)
+    bits = max(1, min(declared, int(table.max()).bit_length())) if table.size else declared
+    return table, first, bits
+
+
 def _lut_voi(modality: np.ndarray, ds: Dataset, index: int) -> np.ndarray:
-    src = _voi_source(ds)
-    item = src.VOILUTSequence[index]
-    declared = int(item.LUTDescriptor[2])
-    out = apply_voi(np.rint(modality).astype(np.int64), src, index=index).astype(np.float64)
-    # The descriptor's bit depth may disagree with the data (e.g. 16 declared, 12 used).
-    lut_max = int(np.max(np.frombuffer(item.LUTData, dtype=np.uint16))) if isinstance(
-        item.LUTData, bytes) else int(max(item.LUTData))
-    bits = max(1, min(declared, lut_max.bit_length()))
-    return np.clip(out / ((1 << bits) - 1), 0.0, 1.0)
+    table, first, bits = lut_table(_voi_source(ds).VOILUTSequence[index], ds)
+    idx = np.clip(np.rint(modality).astype(np.int64) - first, 0, len(table) - 1)
+    return np.clip(table[idx] / ((1 << bits) - 1), 0.0, 1.0)
 
 
 def auto_window(modality: np.ndarray, inverse_air: bool, padding: np.ndarray | None = None

@@ -1,0 +1,229 @@
+"""The ``mammo`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+import warnings
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+from .core.config import ENV_HOME, mammo_home
+
+
+class CliError(Exception):
+    """An error reported to the user as one line on stderr."""
+
+
+def _positive(value: str) -> int:
+    n = int(value)
+    if n <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return n
+
+
+def _progress(total: int, desc: str, quiet: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="img", disable=quiet or None, leave=False,
+                file=sys.stderr)
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from .core.synthetic import generate_archive
+
+    out = Path(args.out)
+    with _progress(None, "synth", args.quiet) as bar:
+        images = generate_archive(out, studies=args.studies, seed=args.seed, size=args.size,
+                                  vendors=args.vendor or None,
+                                  transfer_syntaxes=args.transfer_syntax or None,
+                                  progress=bar.update)
+    classes = Counter(
+        {(False, False): "neither", (True, False): "biopsy tool", (False, True): "mag view",
+         (True, True): "both"}[(i.has_biopsy_tool, i.has_mag_view)] for i in images)
+    print(f"wrote {len(images)} images in {len({i.study_instance_uid for i in images})} studies "
+          f"to {out} ({', '.join(f'{k}: {v}' for k, v in sorted(classes.items()))}); "
+          f"ground truth: {out / 'ground_truth.csv'}")
+    return 0
+
+
+def _inspect_one(path: Path, exact: bool) -> dict:
+    from .core.dicom import DicomError, open_dicom
+    from .core.thumbnails import render_frame
+
+    report: dict = {"path": str(path)}
+    try:
+        dicom = open_dicom(path)
+    except DicomError as e:
+        return report | {"status": "error", "error_kind": e.kind.value, "error": e.reason}
+    report["facts"] = dicom.facts.to_dict()
+    frames = []
+    for frame in range(dicom.facts.number_of_frames):
+        t0 = time.perf_counter()
+        try:
+            thumb = render_frame(dicom, frame, 256, exact=exact)
+            frames.append({"frame": frame, "status": "ok", "voi": thumb.voi.describe(),
+                           "decode_ms": round((time.perf_counter() - t0) * 1000, 1)})
+        except DicomError as e:
+            frames.append({"frame": frame, "status": "error", "error_kind": e.kind.value,
+                           "error": e.reason})
+    ok = all(f["status"] == "ok" for f in frames)
+    report |= {"status": "ok" if ok else "error", "frames": frames}
+    if not ok:
+        bad = next(f for f in frames if f["status"] != "ok")
+        report |= {"error_kind": bad["error_kind"], "error": bad["error"]}
+    return report
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    reports = [_inspect_one(Path(p), exact=not args.fast) for p in args.files]
+    print(json.dumps(reports[0] if len(reports) == 1 else reports, indent=2))
+    return 0 if all(r["status"] == "ok" for r in reports) else 1
+
+
+def cmd_thumbnail(args: argparse.Namespace) -> int:
+    from .core.thumbnails import render, save_png
+
+    thumb = render(Path(args.file), args.frame, args.size, pad=not args.no_pad, exact=args.exact)
+    save_png(thumb.image, args.out)
+    print(f"{args.out}: {thumb.image.shape[1]}x{thumb.image.shape[0]} px, {thumb.voi.describe()}")
+    return 0
+
+
+def cmd_thumbnails(args: argparse.Namespace) -> int:
+    from .core.batch import as_dicts, iter_files, thumbnail_folder
+
+    root, out = Path(args.folder), Path(args.out)
+    if not root.is_dir():
+        raise CliError(f"not a folder: {root}")
+    total = sum(1 for _ in iter_files(root))
+    t0 = time.perf_counter()
+    with _progress(total, "thumbnails", args.quiet) as bar:
+        results = thumbnail_folder(root, out, size=args.size, workers=args.workers,
+                                   progress=bar.update)
+    elapsed = time.perf_counter() - t0
+    report = out / "thumbnails.csv"
+    rows = as_dicts(results)
+    with report.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["path"])
+        writer.writeheader()
+        writer.writerows(rows)
+    status = Counter(r.status for r in results)
+    kinds = Counter(r.error_kind for r in results if r.error_kind)
+    rendered = status["ok"]
+    print(f"{len(results)} frames from {total} files in {elapsed:.1f} s "
+          f"({rendered / elapsed if elapsed else 0:.1f} new thumbnails/s): "
+          + ", ".join(f"{k} {v}" for k, v in sorted(status.items()))
+          + (f"; errors: {', '.join(f'{k} {v}' for k, v in kinds.most_common())}" if kinds else "")
+          + f"\nthumbnails in {out}, one row per frame in {report}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    home = Path(args.home) if args.home else mammo_home()
+    drop = home / "incoming" / "demo"
+    thumbs = home / "thumbnails"
+    print(f"mammo demo in {home} (set {ENV_HOME} to use another folder)")
+    if not (drop / "ground_truth.csv").exists():
+        cmd_synth(argparse.Namespace(out=drop, studies=args.studies, seed=args.seed, size="small",
+                                     vendor=None, transfer_syntax=None, quiet=args.quiet))
+    else:
+        print(f"synthetic archive already in {drop}")
+    cmd_thumbnails(argparse.Namespace(folder=drop, out=thumbs, size=args.size,
+                                      workers=args.workers, quiet=args.quiet))
+    print("Pipeline so far: generate -> thumbnails. Dagster assets, training, ONNX prediction and "
+          "the study CSV join this demo as they land.")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mammo",
+        description="Flag biopsy tools/markers and magnification views in mammography DICOMs.",
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("synth", help="generate a synthetic mammography archive",
+                       description="Write synthetic mammograms (several vendors, transfer "
+                       "syntaxes, markers, mag views) and ground_truth.csv; deterministic by seed.")
+    p.add_argument("out", help="output folder")
+    p.add_argument("--studies", type=_positive, default=10, help="number of studies (default 10)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--size", choices=["full", "small"], default="small",
+                   help="full vendor matrix, or ~1/8 scale for fast tests (default small)")
+    p.add_argument("--vendor", action="append", help="restrict to a vendor profile (repeatable)")
+    p.add_argument("--transfer-syntax", action="append",
+                   help="force a transfer syntax: explicit, j2k, jpegls, rle (repeatable)")
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("inspect", help="header facts and decode status as JSON",
+                       description="Print header facts (no patient name or ID) and whether every "
+                       "frame decodes, as JSON. Exit status 1 when a file gives no image.")
+    p.add_argument("files", nargs="+", help="DICOM file(s)")
+    p.add_argument("--fast", action="store_true",
+                   help="check with the fast reduced-resolution decode instead of a full decode")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("thumbnail", help="render one DICOM frame as a PNG thumbnail",
+                       description="Render a frame as the 8-bit image a radiologist would see "
+                       "(VOI, inversion, padding), aspect ratio kept, padded to a square.")
+    p.add_argument("file", help="DICOM file")
+    p.add_argument("out", help="output PNG")
+    p.add_argument("--size", type=_positive, default=512, help="long side in px (default 512)")
+    p.add_argument("--frame", type=int, default=0, help="frame of a multi-frame file (default 0)")
+    p.add_argument("--exact", action="store_true", help="full decode + float VOI (slower)")
+    p.add_argument("--no-pad", action="store_true", help="don't pad to a square")
+    p.set_defaults(func=cmd_thumbnail)
+
+    p = sub.add_parser("thumbnails", help="thumbnail every DICOM below a folder",
+                       description="Render every frame of every file below FOLDER (any depth, "
+                       "any name) into OUT, named <SOPInstanceUID>_<frame>.png; existing ones "
+                       "are kept, so a rerun resumes. Bad files become rows with an error in "
+                       "OUT/thumbnails.csv.")
+    p.add_argument("folder")
+    p.add_argument("out")
+    p.add_argument("--size", type=_positive, default=512, help="long side in px (default 512)")
+    p.add_argument("--workers", type=_positive, default=2, help="worker processes (default 2)")
+    p.set_defaults(func=cmd_thumbnails)
+
+    p = sub.add_parser("demo", help="run the pipeline end to end on generated data",
+                       description=f"Generate a small synthetic archive under ${ENV_HOME} "
+                       "(default ./data) and run everything that exists on it.")
+    p.add_argument("--home", help=f"data folder (default ${ENV_HOME} or ./data)")
+    p.add_argument("--studies", type=_positive, default=12)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", type=_positive, default=512, help="thumbnail long side")
+    p.add_argument("--workers", type=_positive, default=2)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: errors are one line on stderr and a non-zero exit, no traceback."""
+    from .core.dicom import DicomError
+
+    warnings.filterwarnings("ignore", module="pydicom")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except DicomError as e:
+        print(f"mammo {args.command}: {args_target(args)}: {e}", file=sys.stderr)
+    except (CliError, OSError, ValueError) as e:
+        print(f"mammo {args.command}: {e}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"mammo {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 1
+
+
+def args_target(args: argparse.Namespace) -> str:
+    return str(getattr(args, "file", None) or getattr(args, "folder", None) or "")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""Every vendor profile x photometric x VOI x transfer syntax round-trips and renders as expected.
+
+Expectations are analytic: pydicom's own windowing (normalised to its output
+range), the LUT table itself, or properties of the automatic window, never a
+snapshot of our own output.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydicom.pixels.processing import apply_windowing
+
+from mammo_dagster.core.decode import full_frame
+from mammo_dagster.core.dicom import open_dicom
+from mammo_dagster.core.dicom_write import TRANSFER_SYNTAXES, VENDOR_PROFILES
+from mammo_dagster.core.thumbnails import render, render_frame
+from tests.factory import make_file
+
+ROWS, COLS = 64, 48
+VOIS = ["LINEAR", "LINEAR_EXACT", "SIGMOID", "lut", "none"]
+
+
+def ramp(bits: int, padding: int | None) -> np.ndarray:
+    """Stored values covering the whole range in row-major order; padding in the top-left."""
+    top = (1 << bits) - 1
+    img = np.linspace(0, top, ROWS * COLS).round().astype(np.uint16).reshape(ROWS, COLS)
+    if padding is not None:
+        img[:4, :4] = padding
+    return img
+
+
+def expected_display(stored: np.ndarray, ds, voi: str) -> np.ndarray:
+    """Display values in [0, 1] before inversion, by an implementation that is not ours."""
+    if voi == "lut":
+        item = ds.VOILUTSequence[0]
+        table = np.frombuffer(item.LUTData, dtype="<u2")
+        idx = np.clip(stored.astype(np.int64) - int(item.LUTDescriptor[1]), 0, len(table) - 1)
+        return table[idx] / 4095.0
+    y = apply_windowing(stored.astype(np.float64), ds)
+    return y / ((1 << int(ds.BitsStored)) - 1)
+
+
+@pytest.mark.parametrize("ts", list(TRANSFER_SYNTAXES))
+@pytest.mark.parametrize("voi", VOIS)
+@pytest.mark.parametrize("photometric", ["MONOCHROME1", "MONOCHROME2"])
+@pytest.mark.parametrize("vendor", list(VENDOR_PROFILES))
+def test_render_matrix(tmp_path: Path, vendor: str, photometric: str, voi: str, ts: str) -> None:
+    profile = VENDOR_PROFILES[vendor]
+    pad_value = None
+    if profile.pixel_padding:
+        pad_value = profile.max_stored if photometric == "MONOCHROME1" else 0
+    stored = ramp(profile.bits_stored, pad_value)
+    kind = voi if voi in ("lut", "none") else "window"
+    function = voi if kind == "window" else "LINEAR"
+    path = make_file(tmp_path / "x.dcm", stored, vendor, ts, photometric=photometric, voi=kind,
+                     voi_function=function, padding_value=pad_value)
+
+    dicom = open_dicom(path)
+    assert dicom.facts.transfer_syntax_uid == TRANSFER_SYNTAXES[ts]
+    assert dicom.facts.photometric == photometric
+    np.testing.assert_array_equal(full_frame(dicom), stored)  # lossless round trip
+
+    for exact in (False, True):
+        thumb = render_frame(dicom, 0, max(ROWS, COLS), pad=False, exact=exact)
+        img = thumb.image.astype(np.int64)
+        assert img.shape == (ROWS, COLS)
+        pad = np.zeros_like(stored, dtype=bool)
+        if pad_value is not None:
+            pad = stored == pad_value
+            assert (img[pad] == 0).all(), "padding must stay black"
+        if kind == "none":
+            assert thumb.voi.kind == "auto"
+            # a monotonic ramp in display space, brighter for higher values on MONOCHROME2
+            line = img[~pad] if photometric == "MONOCHROME2" else img[~pad][::-1]
+            assert (np.diff(line) >= 0).all()
+            assert line.min() == 0 and line.max() == 255
+            continue
+        y = expected_display(stored, dicom.ds, voi)
+        if photometric == "MONOCHROME1":
+            y = 1.0 - y
+        want = np.rint(y * 255).astype(np.int64)
+        np.testing.assert_array_equal(img[~pad], want[~pad])
+
+
+@pytest.mark.parametrize("ts", list(TRANSFER_SYNTAXES))
+def test_signed_pixels(tmp_path: Path, ts: str) -> None:
+    stored = np.linspace(-2048, 2047, ROWS * COLS).round().astype(np.int16).reshape(ROWS, COLS)
+    path = make_file(tmp_path / "s.dcm", stored, "ge", ts, photometric="MONOCHROME2",
+                     signed=True, voi="window", voi_function="LINEAR_EXACT",
+                     windows=((0.0, 4096.0),))
+    dicom = open_dicom(path)
+    np.testing.assert_array_equal(full_frame(dicom), stored)
+    img = render_frame(dicom, 0, ROWS, pad=False).image.astype(np.int64)
+    want = np.rint(((stored.astype(np.float64) - 0.0) / 4096 + 0.5).clip(0, 1) * 255)
+    np.testing.assert_array_equal(img, want)
+
+
+def test_multi_frame_each_frame_its_own_image(tmp_path: Path) -> None:
+    frames = np.stack([np.full((ROWS, COLS), v, dtype=np.uint16) for v in (500, 2000, 3500)])
+    path = make_file(tmp_path / "mf.dcm", frames, "siemens", "explicit", voi="window",
+                     voi_function="LINEAR_EXACT", windows=((2048.0, 4096.0),), bits_stored=12)
+    dicom = open_dicom(path)
+    assert dicom.facts.number_of_frames == 3
+    levels = [int(render_frame(dicom, f, 32).image[16, 16]) for f in range(3)]
+    assert levels[0] < levels[1] < levels[2]
+    assert levels == [round((v / 4096) * 255) for v in (500, 2000, 3500)]
+
+
+def test_multi_frame_compressed(tmp_path: Path) -> None:
+    frames = np.stack([np.full((ROWS, COLS), v, dtype=np.uint16) for v in (100, 4000)])
+    path = make_file(tmp_path / "mf.dcm", frames, "hologic", "j2k", bits_stored=12,
+                     voi="window", voi_function="LINEAR_EXACT", windows=((2048.0, 4096.0),))
+    a, b = (render(path, f, 32).image[16, 16] for f in (0, 1))
+    assert a < 10 and b > 245
+
+
+def test_high_bits_above_bits_stored_are_ignored(tmp_path: Path) -> None:
+    stored = ramp(12, None)
+    path = make_file(tmp_path / "g.dcm", stored, "siemens", "explicit", voi="window",
+                     voi_function="LINEAR_EXACT", windows=((2048.0, 4096.0),))
+    clean = render(path, size=ROWS, pad=False).image
+    raw = bytearray(path.read_bytes())
+    pixels = np.frombuffer(raw, dtype="<u2", count=ROWS * COLS, offset=len(raw) - ROWS * COLS * 2)
+    garbage = (pixels | 0xF000).astype("<u2").tobytes()
+    raw[len(raw) - len(garbage):] = garbage
+    path.write_bytes(bytes(raw))
+    np.testing.assert_array_equal(render(path, size=ROWS, pad=False).image, clean)
+    np.testing.assert_array_equal(render(path, size=ROWS, pad=False, exact=True).image, clean)
