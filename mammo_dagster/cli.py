@@ -29,8 +29,9 @@ def _positive(value: str) -> int:
 def _progress(total: int, desc: str, quiet: bool):
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit="img", disable=quiet or None, leave=False,
-                file=sys.stderr)
+    return tqdm(
+        total=total, desc=desc, unit="img", disable=quiet or None, leave=False, file=sys.stderr
+    )
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
@@ -38,16 +39,29 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     with _progress(None, "synth", args.quiet) as bar:
-        images = generate_archive(out, studies=args.studies, seed=args.seed, size=args.size,
-                                  vendors=args.vendor or None,
-                                  transfer_syntaxes=args.transfer_syntax or None,
-                                  progress=bar.update)
+        images = generate_archive(
+            out,
+            studies=args.studies,
+            seed=args.seed,
+            size=args.size,
+            vendors=args.vendor or None,
+            transfer_syntaxes=args.transfer_syntax or None,
+            progress=bar.update,
+        )
     classes = Counter(
-        {(False, False): "neither", (True, False): "biopsy tool", (False, True): "mag view",
-         (True, True): "both"}[(i.has_biopsy_tool, i.has_mag_view)] for i in images)
-    print(f"wrote {len(images)} images in {len({i.study_instance_uid for i in images})} studies "
-          f"to {out} ({', '.join(f'{k}: {v}' for k, v in sorted(classes.items()))}); "
-          f"ground truth: {out / 'ground_truth.csv'}")
+        {
+            (False, False): "neither",
+            (True, False): "biopsy tool",
+            (False, True): "mag view",
+            (True, True): "both",
+        }[(i.has_biopsy_tool, i.has_mag_view)]
+        for i in images
+    )
+    print(
+        f"wrote {len(images)} images in {len({i.study_instance_uid for i in images})} studies "
+        f"to {out} ({', '.join(f'{k}: {v}' for k, v in sorted(classes.items()))}); "
+        f"ground truth: {out / 'ground_truth.csv'}"
+    )
     return 0
 
 
@@ -66,11 +80,18 @@ def _inspect_one(path: Path, exact: bool) -> dict:
         t0 = time.perf_counter()
         try:
             thumb = render_frame(dicom, frame, 256, exact=exact)
-            frames.append({"frame": frame, "status": "ok", "voi": thumb.voi.describe(),
-                           "decode_ms": round((time.perf_counter() - t0) * 1000, 1)})
+            frames.append(
+                {
+                    "frame": frame,
+                    "status": "ok",
+                    "voi": thumb.voi.describe(),
+                    "decode_ms": round((time.perf_counter() - t0) * 1000, 1),
+                }
+            )
         except DicomError as e:
-            frames.append({"frame": frame, "status": "error", "error_kind": e.kind.value,
-                           "error": e.reason})
+            frames.append(
+                {"frame": frame, "status": "error", "error_kind": e.kind.value, "error": e.reason}
+            )
     ok = all(f["status"] == "ok" for f in frames)
     report |= {"status": "ok" if ok else "error", "frames": frames}
     if not ok:
@@ -103,8 +124,9 @@ def cmd_thumbnails(args: argparse.Namespace) -> int:
     total = sum(1 for _ in iter_files(root))
     t0 = time.perf_counter()
     with _progress(total, "thumbnails", args.quiet) as bar:
-        results = thumbnail_folder(root, out, size=args.size, workers=args.workers,
-                                   progress=bar.update)
+        results = thumbnail_folder(
+            root, out, size=args.size, workers=args.workers, progress=bar.update
+        )
     elapsed = time.perf_counter() - t0
     report = out / "thumbnails.csv"
     rows = as_dicts(results)
@@ -115,11 +137,13 @@ def cmd_thumbnails(args: argparse.Namespace) -> int:
     status = Counter(r.status for r in results)
     kinds = Counter(r.error_kind for r in results if r.error_kind)
     rendered = status["ok"]
-    print(f"{len(results)} frames from {total} files in {elapsed:.1f} s "
-          f"({rendered / elapsed if elapsed else 0:.1f} new thumbnails/s): "
-          + ", ".join(f"{k} {v}" for k, v in sorted(status.items()))
-          + (f"; errors: {', '.join(f'{k} {v}' for k, v in kinds.most_common())}" if kinds else "")
-          + f"\nthumbnails in {out}, one row per frame in {report}")
+    print(
+        f"{len(results)} frames from {total} files in {elapsed:.1f} s "
+        f"({rendered / elapsed if elapsed else 0:.1f} new thumbnails/s): "
+        + ", ".join(f"{k} {v}" for k, v in sorted(status.items()))
+        + (f"; errors: {', '.join(f'{k} {v}' for k, v in kinds.most_common())}" if kinds else "")
+        + f"\nthumbnails in {out}, one row per frame in {report}"
+    )
     return 0
 
 
@@ -129,14 +153,28 @@ def cmd_demo(args: argparse.Namespace) -> int:
     thumbs = home / "thumbnails"
     print(f"mammo demo in {home} (set {ENV_HOME} to use another folder)")
     if not (drop / "ground_truth.csv").exists():
-        cmd_synth(argparse.Namespace(out=drop, studies=args.studies, seed=args.seed, size="small",
-                                     vendor=None, transfer_syntax=None, quiet=args.quiet))
+        cmd_synth(
+            argparse.Namespace(
+                out=drop,
+                studies=args.studies,
+                seed=args.seed,
+                size="small",
+                vendor=None,
+                transfer_syntax=None,
+                quiet=args.quiet,
+            )
+        )
     else:
         print(f"synthetic archive already in {drop}")
-    cmd_thumbnails(argparse.Namespace(folder=drop, out=thumbs, size=args.size,
-                                      workers=args.workers, quiet=args.quiet))
-    print("Pipeline so far: generate -> thumbnails. Dagster assets, training, ONNX prediction and "
-          "the study CSV join this demo as they land.")
+    cmd_thumbnails(
+        argparse.Namespace(
+            folder=drop, out=thumbs, size=args.size, workers=args.workers, quiet=args.quiet
+        )
+    )
+    print(
+        "Pipeline so far: generate -> thumbnails. Dagster assets, training, ONNX prediction and "
+        "the study CSV join this demo as they land."
+    )
     return 0
 
 
@@ -148,30 +186,49 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("synth", help="generate a synthetic mammography archive",
-                       description="Write synthetic mammograms (several vendors, transfer "
-                       "syntaxes, markers, mag views) and ground_truth.csv; deterministic by seed.")
+    p = sub.add_parser(
+        "synth",
+        help="generate a synthetic mammography archive",
+        description="Write synthetic mammograms (several vendors, transfer "
+        "syntaxes, markers, mag views) and ground_truth.csv; deterministic by seed.",
+    )
     p.add_argument("out", help="output folder")
     p.add_argument("--studies", type=_positive, default=10, help="number of studies (default 10)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--size", choices=["full", "small"], default="small",
-                   help="full vendor matrix, or ~1/8 scale for fast tests (default small)")
+    p.add_argument(
+        "--size",
+        choices=["full", "small"],
+        default="small",
+        help="full vendor matrix, or ~1/8 scale for fast tests (default small)",
+    )
     p.add_argument("--vendor", action="append", help="restrict to a vendor profile (repeatable)")
-    p.add_argument("--transfer-syntax", action="append",
-                   help="force a transfer syntax: explicit, j2k, jpegls, rle (repeatable)")
+    p.add_argument(
+        "--transfer-syntax",
+        action="append",
+        help="force a transfer syntax: explicit, j2k, jpegls, rle (repeatable)",
+    )
     p.set_defaults(func=cmd_synth)
 
-    p = sub.add_parser("inspect", help="header facts and decode status as JSON",
-                       description="Print header facts (no patient name or ID) and whether every "
-                       "frame decodes, as JSON. Exit status 1 when a file gives no image.")
+    p = sub.add_parser(
+        "inspect",
+        help="header facts and decode status as JSON",
+        description="Print header facts (no patient name or ID) and whether every "
+        "frame decodes, as JSON. Exit status 1 when a file gives no image.",
+    )
     p.add_argument("files", nargs="+", help="DICOM file(s)")
-    p.add_argument("--fast", action="store_true",
-                   help="check with the fast reduced-resolution decode instead of a full decode")
+    p.add_argument(
+        "--fast",
+        action="store_true",
+        help="check with the fast reduced-resolution decode instead of a full decode",
+    )
     p.set_defaults(func=cmd_inspect)
 
-    p = sub.add_parser("thumbnail", help="render one DICOM frame as a PNG thumbnail",
-                       description="Render a frame as the 8-bit image a radiologist would see "
-                       "(VOI, inversion, padding), aspect ratio kept, padded to a square.")
+    p = sub.add_parser(
+        "thumbnail",
+        help="render one DICOM frame as a PNG thumbnail",
+        description="Render a frame as the 8-bit image a radiologist would see "
+        "(VOI, inversion, padding), aspect ratio kept, padded to a square.",
+    )
     p.add_argument("file", help="DICOM file")
     p.add_argument("out", help="output PNG")
     p.add_argument("--size", type=_positive, default=512, help="long side in px (default 512)")
@@ -180,20 +237,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-pad", action="store_true", help="don't pad to a square")
     p.set_defaults(func=cmd_thumbnail)
 
-    p = sub.add_parser("thumbnails", help="thumbnail every DICOM below a folder",
-                       description="Render every frame of every file below FOLDER (any depth, "
-                       "any name) into OUT, named <SOPInstanceUID>_<frame>.png; existing ones "
-                       "are kept, so a rerun resumes. Bad files become rows with an error in "
-                       "OUT/thumbnails.csv.")
+    p = sub.add_parser(
+        "thumbnails",
+        help="thumbnail every DICOM below a folder",
+        description="Render every frame of every file below FOLDER (any depth, "
+        "any name) into OUT, named <SOPInstanceUID>_<frame>.png; existing ones "
+        "are kept, so a rerun resumes. Bad files become rows with an error in "
+        "OUT/thumbnails.csv.",
+    )
     p.add_argument("folder")
     p.add_argument("out")
     p.add_argument("--size", type=_positive, default=512, help="long side in px (default 512)")
     p.add_argument("--workers", type=_positive, default=2, help="worker processes (default 2)")
     p.set_defaults(func=cmd_thumbnails)
 
-    p = sub.add_parser("demo", help="run the pipeline end to end on generated data",
-                       description=f"Generate a small synthetic archive under ${ENV_HOME} "
-                       "(default ./data) and run everything that exists on it.")
+    p = sub.add_parser(
+        "demo",
+        help="run the pipeline end to end on generated data",
+        description=f"Generate a small synthetic archive under ${ENV_HOME} "
+        "(default ./data) and run everything that exists on it.",
+    )
     p.add_argument("--home", help=f"data folder (default ${ENV_HOME} or ./data)")
     p.add_argument("--studies", type=_positive, default=12)
     p.add_argument("--seed", type=int, default=0)

@@ -30,8 +30,15 @@ def header(tag: str = "img", **kw) -> ImageHeader:
     )
 
 
-def make_file(path: Path, stored: np.ndarray, vendor: str = "hologic", ts: str = "explicit",
-              tag: str = "img", header_kw: dict | None = None, **kw) -> Path:
+def make_file(
+    path: Path,
+    stored: np.ndarray,
+    vendor: str = "hologic",
+    ts: str = "explicit",
+    tag: str = "img",
+    header_kw: dict | None = None,
+    **kw,
+) -> Path:
     """Write a tiny DICOM holding `stored` values with a vendor's header."""
     ds = build_dataset(stored, VENDOR_PROFILES[vendor], header(tag, **(header_kw or {})), **kw)
     encode(ds, ts)

@@ -37,7 +37,7 @@ def _corrupt_codestream(path: Path) -> Path:
     data = bytearray(path.read_bytes())
     frame = next(generate_frames(pydicom.dcmread(path).PixelData, number_of_frames=1))
     start = data.find(frame[:64])
-    data[start:start + 40] = bytes(range(200, 240))
+    data[start : start + 40] = bytes(range(200, 240))
     path.write_bytes(bytes(data))
     return path
 
@@ -76,36 +76,58 @@ def _color(path: Path) -> Path:
         ds.SamplesPerPixel = 3
         ds.PhotometricInterpretation = "RGB"
         ds.PlanarConfiguration = 0
+
     return edit(good(path), change)
 
 
 CORPUS: dict[str, tuple[Callable[[Path], Path], Failure]] = {
     "empty file": (lambda p: (p.write_bytes(b""), p)[1], Failure.EMPTY_FILE),
     "random bytes": (
-        lambda p: (p.write_bytes(np.random.default_rng(0).bytes(5000)), p)[1], Failure.NOT_DICOM),
-    "text file": (lambda p: (p.write_text("Patient list\nnothing here\n"), p)[1], Failure.NOT_DICOM),
+        lambda p: (p.write_bytes(np.random.default_rng(0).bytes(5000)), p)[1],
+        Failure.NOT_DICOM,
+    ),
+    "text file": (
+        lambda p: (p.write_text("Patient list\nnothing here\n"), p)[1],
+        Failure.NOT_DICOM,
+    ),
     "truncated in pixel data": (
-        lambda p: (p.write_bytes(good(p).read_bytes()[:-1000]), p)[1], Failure.TRUNCATED),
+        lambda p: (p.write_bytes(good(p).read_bytes()[:-1000]), p)[1],
+        Failure.TRUNCATED,
+    ),
     "truncated in header": (
-        lambda p: (p.write_bytes(good(p).read_bytes()[:700]), p)[1], Failure.TRUNCATED),
+        lambda p: (p.write_bytes(good(p).read_bytes()[:700]), p)[1],
+        Failure.TRUNCATED,
+    ),
     "truncated compressed": (
-        lambda p: (p.write_bytes(good(p, "j2k").read_bytes()[:-300]), p)[1], Failure.TRUNCATED),
-    "no pixel data": (lambda p: edit(good(p), lambda ds: delattr(ds, "PixelData")),
-                      Failure.NO_PIXEL_DATA),
+        lambda p: (p.write_bytes(good(p, "j2k").read_bytes()[:-300]), p)[1],
+        Failure.TRUNCATED,
+    ),
+    "no pixel data": (
+        lambda p: edit(good(p), lambda ds: delattr(ds, "PixelData")),
+        Failure.NO_PIXEL_DATA,
+    ),
     "unsupported transfer syntax": (_unsupported_syntax, Failure.UNSUPPORTED_TRANSFER_SYNTAX),
     "wrong modality": (
-        lambda p: edit(good(p), lambda ds: (setattr(ds, "Modality", "CT"),
-                                            setattr(ds, "SOPClassUID", UID("1.2.840.10008.5.1.4.1.1.2")))),
-        Failure.UNSUPPORTED_SOP_CLASS),
-    "zero-size image": (lambda p: edit(good(p), lambda ds: setattr(ds, "Rows", 0)),
-                        Failure.ZERO_SIZE_IMAGE),
+        lambda p: edit(
+            good(p),
+            lambda ds: (
+                setattr(ds, "Modality", "CT"),
+                setattr(ds, "SOPClassUID", UID("1.2.840.10008.5.1.4.1.1.2")),
+            ),
+        ),
+        Failure.UNSUPPORTED_SOP_CLASS,
+    ),
+    "zero-size image": (
+        lambda p: edit(good(p), lambda ds: setattr(ds, "Rows", 0)),
+        Failure.ZERO_SIZE_IMAGE,
+    ),
     "colour image": (_color, Failure.UNSUPPORTED_PIXEL_FORMAT),
-    "corrupt J2K stream": (lambda p: _corrupt_codestream(good(p, "j2k")),
-                           Failure.DECODE_ERROR),
-    "corrupt JPEG-LS stream": (lambda p: _corrupt_codestream(good(p, "jpegls")),
-                               Failure.DECODE_ERROR),
-    "corrupt RLE stream": (lambda p: _corrupt_codestream(good(p, "rle")),
-                           Failure.DECODE_ERROR),
+    "corrupt J2K stream": (lambda p: _corrupt_codestream(good(p, "j2k")), Failure.DECODE_ERROR),
+    "corrupt JPEG-LS stream": (
+        lambda p: _corrupt_codestream(good(p, "jpegls")),
+        Failure.DECODE_ERROR,
+    ),
+    "corrupt RLE stream": (lambda p: _corrupt_codestream(good(p, "rle")), Failure.DECODE_ERROR),
     "DICOMDIR": (_dicomdir, Failure.DICOMDIR),
     "missing file": (lambda p: p / "nope", Failure.UNREADABLE),
 }
@@ -140,8 +162,9 @@ def test_bare_dataset_without_preamble_is_read_with_a_warning(tmp_path: Path) ->
     dicom = open_dicom(path)
     assert any("no DICOM preamble" in w for w in dicom.facts.warnings)
     np.testing.assert_array_equal(
-        render(path, size=64, pad=False).image, render(good(tmp_path / "g.dcm"), size=64,
-                                                       pad=False).image)
+        render(path, size=64, pad=False).image,
+        render(good(tmp_path / "g.dcm"), size=64, pad=False).image,
+    )
 
 
 def test_whole_corpus_in_one_batch_is_rows_not_a_crash(tmp_path: Path) -> None:
@@ -153,8 +176,9 @@ def test_whole_corpus_in_one_batch_is_rows_not_a_crash(tmp_path: Path) -> None:
     good(folder / "ok" / "IM0001")
     rows = thumbnail_folder(folder, tmp_path / "thumbs", size=32, workers=1)
     kinds = sorted(r.error_kind for r in rows if r.status == "error")
-    expected = sorted(k.value for k in (kind for _m, kind in CORPUS.values())
-                      if k != Failure.UNREADABLE)  # the missing file isn't in the folder
+    expected = sorted(
+        k.value for k in (kind for _m, kind in CORPUS.values()) if k != Failure.UNREADABLE
+    )  # the missing file isn't in the folder
     assert kinds == expected
     assert [r.status for r in rows].count("ok") == 1
     assert all(FAKE_PATIENT_ID not in str(r) and FAKE_PATIENT_NAME not in str(r) for r in rows)

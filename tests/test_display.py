@@ -55,12 +55,21 @@ def test_window_value_matches_standard(function: str, x: float, expected: float)
 
 
 @pytest.mark.parametrize("function", ["LINEAR", "LINEAR_EXACT", "SIGMOID"])
-@pytest.mark.parametrize(("bits", "signed", "center", "width"),
-                         [(12, 0, 2048.0, 1024.0), (14, 0, 6000.5, 9000.0), (12, 1, -100.0, 3000.0)])
-def test_window_matches_pydicom(function: str, bits: int, signed: int, center: float,
-                                width: float) -> None:
-    ds = ds_with(BitsStored=bits, HighBit=bits - 1, PixelRepresentation=signed,
-                 WindowCenter=center, WindowWidth=width, VOILUTFunction=function)
+@pytest.mark.parametrize(
+    ("bits", "signed", "center", "width"),
+    [(12, 0, 2048.0, 1024.0), (14, 0, 6000.5, 9000.0), (12, 1, -100.0, 3000.0)],
+)
+def test_window_matches_pydicom(
+    function: str, bits: int, signed: int, center: float, width: float
+) -> None:
+    ds = ds_with(
+        BitsStored=bits,
+        HighBit=bits - 1,
+        PixelRepresentation=signed,
+        WindowCenter=center,
+        WindowWidth=width,
+        VOILUTFunction=function,
+    )
     lo = -(1 << (bits - 1)) if signed else 0
     x = np.arange(lo, lo + (1 << bits))
     theirs = apply_windowing(x.copy(), ds)
@@ -125,20 +134,34 @@ def test_stored_values_drop_garbage_bits_and_sign_extend() -> None:
 
 
 def test_rescale_is_applied_before_windowing() -> None:
-    ds = ds_with(RescaleSlope=2.0, RescaleIntercept=-100.0, WindowCenter=900.0,
-                 WindowWidth=400.0, VOILUTFunction="LINEAR_EXACT")
+    ds = ds_with(
+        RescaleSlope=2.0,
+        RescaleIntercept=-100.0,
+        WindowCenter=900.0,
+        WindowWidth=400.0,
+        VOILUTFunction="LINEAR_EXACT",
+    )
     # stored 500 -> modality 900 = the window center
     assert display_values(np.array([500]), ds, choose_voi(ds))[0] == pytest.approx(0.5)
 
 
-@pytest.mark.parametrize(("photometric", "shape", "inverted"), [
-    ("MONOCHROME2", None, False), ("MONOCHROME2", "IDENTITY", False),
-    ("MONOCHROME1", None, True), ("MONOCHROME1", "INVERSE", True),  # one inversion, not two
-    ("MONOCHROME2", "INVERSE", True),
-])
+@pytest.mark.parametrize(
+    ("photometric", "shape", "inverted"),
+    [
+        ("MONOCHROME2", None, False),
+        ("MONOCHROME2", "IDENTITY", False),
+        ("MONOCHROME1", None, True),
+        ("MONOCHROME1", "INVERSE", True),  # one inversion, not two
+        ("MONOCHROME2", "INVERSE", True),
+    ],
+)
 def test_inversion(photometric: str, shape: str | None, inverted: bool) -> None:
-    ds = ds_with(PhotometricInterpretation=photometric, WindowCenter=2048, WindowWidth=4096,
-                 VOILUTFunction="LINEAR_EXACT")
+    ds = ds_with(
+        PhotometricInterpretation=photometric,
+        WindowCenter=2048,
+        WindowWidth=4096,
+        VOILUTFunction="LINEAR_EXACT",
+    )
     if shape:
         ds.PresentationLUTShape = shape
     assert inverts(ds) is inverted
@@ -162,8 +185,13 @@ def test_padding_stays_black(photometric: str) -> None:
 @pytest.mark.parametrize("signed", [0, 1])
 def test_lut_equals_exact_per_pixel(signed: int) -> None:
     rng = np.random.default_rng(1)
-    ds = ds_with(PixelRepresentation=signed, WindowCenter=[300.0], WindowWidth=[2500.0],
-                 VOILUTFunction="SIGMOID", PhotometricInterpretation="MONOCHROME1")
+    ds = ds_with(
+        PixelRepresentation=signed,
+        WindowCenter=[300.0],
+        WindowWidth=[2500.0],
+        VOILUTFunction="SIGMOID",
+        PhotometricInterpretation="MONOCHROME1",
+    )
     lo = -2048 if signed else 0
     values = rng.integers(lo, lo + 4096, size=(50, 40))
     voi = choose_voi(ds)

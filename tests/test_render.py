@@ -55,8 +55,16 @@ def test_render_matrix(tmp_path: Path, vendor: str, photometric: str, voi: str, 
     stored = ramp(profile.bits_stored, pad_value)
     kind = voi if voi in ("lut", "none") else "window"
     function = voi if kind == "window" else "LINEAR"
-    path = make_file(tmp_path / "x.dcm", stored, vendor, ts, photometric=photometric, voi=kind,
-                     voi_function=function, padding_value=pad_value)
+    path = make_file(
+        tmp_path / "x.dcm",
+        stored,
+        vendor,
+        ts,
+        photometric=photometric,
+        voi=kind,
+        voi_function=function,
+        padding_value=pad_value,
+    )
 
     dicom = open_dicom(path)
     assert dicom.facts.transfer_syntax_uid == TRANSFER_SYNTAXES[ts]
@@ -88,9 +96,17 @@ def test_render_matrix(tmp_path: Path, vendor: str, photometric: str, voi: str, 
 @pytest.mark.parametrize("ts", list(TRANSFER_SYNTAXES))
 def test_signed_pixels(tmp_path: Path, ts: str) -> None:
     stored = np.linspace(-2048, 2047, ROWS * COLS).round().astype(np.int16).reshape(ROWS, COLS)
-    path = make_file(tmp_path / "s.dcm", stored, "ge", ts, photometric="MONOCHROME2",
-                     signed=True, voi="window", voi_function="LINEAR_EXACT",
-                     windows=((0.0, 4096.0),))
+    path = make_file(
+        tmp_path / "s.dcm",
+        stored,
+        "ge",
+        ts,
+        photometric="MONOCHROME2",
+        signed=True,
+        voi="window",
+        voi_function="LINEAR_EXACT",
+        windows=((0.0, 4096.0),),
+    )
     dicom = open_dicom(path)
     np.testing.assert_array_equal(full_frame(dicom), stored)
     img = render_frame(dicom, 0, ROWS, pad=False).image.astype(np.int64)
@@ -100,8 +116,16 @@ def test_signed_pixels(tmp_path: Path, ts: str) -> None:
 
 def test_multi_frame_each_frame_its_own_image(tmp_path: Path) -> None:
     frames = np.stack([np.full((ROWS, COLS), v, dtype=np.uint16) for v in (500, 2000, 3500)])
-    path = make_file(tmp_path / "mf.dcm", frames, "siemens", "explicit", voi="window",
-                     voi_function="LINEAR_EXACT", windows=((2048.0, 4096.0),), bits_stored=12)
+    path = make_file(
+        tmp_path / "mf.dcm",
+        frames,
+        "siemens",
+        "explicit",
+        voi="window",
+        voi_function="LINEAR_EXACT",
+        windows=((2048.0, 4096.0),),
+        bits_stored=12,
+    )
     dicom = open_dicom(path)
     assert dicom.facts.number_of_frames == 3
     levels = [int(render_frame(dicom, f, 32).image[16, 16]) for f in range(3)]
@@ -111,21 +135,36 @@ def test_multi_frame_each_frame_its_own_image(tmp_path: Path) -> None:
 
 def test_multi_frame_compressed(tmp_path: Path) -> None:
     frames = np.stack([np.full((ROWS, COLS), v, dtype=np.uint16) for v in (100, 4000)])
-    path = make_file(tmp_path / "mf.dcm", frames, "hologic", "j2k", bits_stored=12,
-                     voi="window", voi_function="LINEAR_EXACT", windows=((2048.0, 4096.0),))
+    path = make_file(
+        tmp_path / "mf.dcm",
+        frames,
+        "hologic",
+        "j2k",
+        bits_stored=12,
+        voi="window",
+        voi_function="LINEAR_EXACT",
+        windows=((2048.0, 4096.0),),
+    )
     a, b = (render(path, f, 32).image[16, 16] for f in (0, 1))
     assert a < 10 and b > 245
 
 
 def test_high_bits_above_bits_stored_are_ignored(tmp_path: Path) -> None:
     stored = ramp(12, None)
-    path = make_file(tmp_path / "g.dcm", stored, "siemens", "explicit", voi="window",
-                     voi_function="LINEAR_EXACT", windows=((2048.0, 4096.0),))
+    path = make_file(
+        tmp_path / "g.dcm",
+        stored,
+        "siemens",
+        "explicit",
+        voi="window",
+        voi_function="LINEAR_EXACT",
+        windows=((2048.0, 4096.0),),
+    )
     clean = render(path, size=ROWS, pad=False).image
     raw = bytearray(path.read_bytes())
     pixels = np.frombuffer(raw, dtype="<u2", count=ROWS * COLS, offset=len(raw) - ROWS * COLS * 2)
     garbage = (pixels | 0xF000).astype("<u2").tobytes()
-    raw[len(raw) - len(garbage):] = garbage
+    raw[len(raw) - len(garbage) :] = garbage
     path.write_bytes(bytes(raw))
     np.testing.assert_array_equal(render(path, size=ROWS, pad=False).image, clean)
     np.testing.assert_array_equal(render(path, size=ROWS, pad=False, exact=True).image, clean)

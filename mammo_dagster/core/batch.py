@@ -55,15 +55,26 @@ def thumbnail_file(path: Path, out_dir: Path, size: int = DEFAULT_SIZE) -> list[
     rows = []
     for frame in range(facts.number_of_frames):
         out = out_dir / thumbnail_name(facts.sop_instance_uid, frame)
-        row = FrameResult(str(path), facts.sop_instance_uid, frame, "cached", thumbnail=str(out),
-                          manufacturer=facts.manufacturer, transfer_syntax=facts.transfer_syntax)
+        row = FrameResult(
+            str(path),
+            facts.sop_instance_uid,
+            frame,
+            "cached",
+            thumbnail=str(out),
+            manufacturer=facts.manufacturer,
+            transfer_syntax=facts.transfer_syntax,
+        )
         if not out.exists():
             try:
                 save_png(render_frame(dicom, frame, size).image, out)
                 row.status = "ok"
             except DicomError as e:
                 row.status, row.error_kind, row.error, row.thumbnail = (
-                    "error", e.kind.value, e.reason, None)
+                    "error",
+                    e.kind.value,
+                    e.reason,
+                    None,
+                )
         rows.append(row)
     return rows
 
@@ -77,8 +88,9 @@ def _init_worker() -> None:
 def worker_pool(workers: int) -> ProcessPoolExecutor:
     """Worker processes started fresh (not forked) so WORKER_ENV takes effect in them."""
     os.environ.update(WORKER_ENV)
-    return ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
-                               initializer=_init_worker)
+    return ProcessPoolExecutor(
+        workers, mp_context=mp.get_context("spawn"), initializer=_init_worker
+    )
 
 
 def thumbnail_folder(
@@ -101,8 +113,9 @@ def thumbnail_folder(
         return results
     with worker_pool(workers) as pool:
         chunk = max(1, min(16, len(files) // (workers * 8) or 1))
-        for rows in pool.map(thumbnail_file, files, [out_dir] * len(files), [size] * len(files),
-                             chunksize=chunk):
+        for rows in pool.map(
+            thumbnail_file, files, [out_dir] * len(files), [size] * len(files), chunksize=chunk
+        ):
             results += rows
             if progress:
                 progress(1)

@@ -34,9 +34,7 @@ def full_frame(dicom: DicomFile, frame: int = 0) -> np.ndarray:
     if dicom.transfer_syntax in NATIVE_SYNTAXES:
         return _native_frame(dicom, frame)
     try:
-        arr = pixel_array(
-            dicom.ds, index=frame, decoding_plugin=DECODERS[dicom.transfer_syntax]
-        )
+        arr = pixel_array(dicom.ds, index=frame, decoding_plugin=DECODERS[dicom.transfer_syntax])
     except Exception as e:  # codecs raise anything from ValueError to RuntimeError
         raise DicomError(Failure.DECODE_ERROR, f"{dicom.facts.transfer_syntax}: {e}") from e
     if arr.shape != (dicom.facts.rows, dicom.facts.columns):
@@ -55,11 +53,13 @@ def _native_frame(dicom: DicomFile, frame: int) -> np.ndarray:
     frame_bytes = f.rows * f.columns * dtype.itemsize
     tell = getattr(raw, "value_tell", None)
     if tell is not None and getattr(raw, "value", None) is None:  # deferred: map the file
-        return np.memmap(dicom.path, dtype=dtype, mode="r", offset=tell + frame * frame_bytes,
-                         shape=shape)
+        return np.memmap(
+            dicom.path, dtype=dtype, mode="r", offset=tell + frame * frame_bytes, shape=shape
+        )
     data = dicom.ds.PixelData
-    return np.frombuffer(data, dtype=dtype, count=f.rows * f.columns,
-                         offset=frame * frame_bytes).reshape(shape)
+    return np.frombuffer(
+        data, dtype=dtype, count=f.rows * f.columns, offset=frame * frame_bytes
+    ).reshape(shape)
 
 
 def reduce_level(rows: int, cols: int, target_long_side: int) -> int:

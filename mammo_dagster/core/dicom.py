@@ -124,6 +124,8 @@ class HeaderFacts:
     study_description: str
     header_mag_hint: bool
     header_marker_hint: bool
+    study_mag_hint: bool
+    study_marker_hint: bool
     hint_reasons: tuple[str, ...] = ()
     warnings: tuple[str, ...] = field(default_factory=tuple)
 
@@ -184,42 +186,55 @@ def _view(ds: Dataset) -> tuple[str, tuple[str, ...]]:
     for item in view_items:
         modifiers += _codes(item.get("ViewModifierCodeSequence"))
     modifiers += _codes(ds.get("ViewModifierCodeSequence"))  # some writers put it top level
-    names = tuple(
-        str(m.get("CodeMeaning") or m.get("CodeValue") or "") for m in modifiers
-    )
+    names = tuple(str(m.get("CodeMeaning") or m.get("CodeValue") or "") for m in modifiers)
     return str(view_code), names
 
 
-def _hints(ds: Dataset, modifiers: tuple[str, ...], mag_factor: float | None) -> tuple[
-    bool, bool, tuple[str, ...]
-]:
-    reasons: list[str] = []
+def _mentions(ds: Dataset, keywords: tuple[str, ...], words: re.Pattern) -> list[str]:
+    return [f"{k}: {t}" for k in keywords if (t := _text(ds, k)) and words.search(t)]
+
+
+_IMAGE_TEXT = ("SeriesDescription", "AcquisitionDeviceProcessingDescription")
+_STUDY_TEXT = ("StudyDescription", "RequestedProcedureDescription")
+
+
+def _hints(
+    ds: Dataset, modifiers: tuple[str, ...], mag_factor: float | None
+) -> tuple[bool, bool, bool, bool, tuple[str, ...]]:
+    """(image mag, image marker, study mag, study marker, reasons) claimed by the header.
+
+    Image-level claims come from this image's own attributes; a study description
+    ("DIAG LEFT W MAG", "STEREO BX") speaks for the study, not for every image in it.
+    """
+    mag: list[str] = []
     if any("magnif" in m.lower() for m in modifiers):
-        reasons.append("view modifier: magnification")
+        mag.append("view modifier: magnification")
     if mag_factor is not None and mag_factor >= MAG_FACTOR_HINT:
-        reasons.append(f"magnification factor {mag_factor:g}")
+        mag.append(f"magnification factor {mag_factor:g}")
     paddle = _text(ds, "PaddleDescription")
     if paddle and _MAG_WORDS.search(paddle):
-        reasons.append(f"paddle: {paddle}")
-    descriptions = {k: _text(ds, k) for k in
-                    ("SeriesDescription", "StudyDescription", "AcquisitionDeviceProcessingDescription")}
-    for key, text in descriptions.items():
-        if text and _MAG_WORDS.search(text):
-            reasons.append(f"{key}: {text}")
-    mag = bool(reasons)
-    marker_reasons = [f"{k}: {t}" for k, t in descriptions.items() if t and _MARKER_WORDS.search(t)]
-    return mag, bool(marker_reasons), tuple(reasons + marker_reasons)
+        mag.append(f"paddle: {paddle}")
+    mag += _mentions(ds, _IMAGE_TEXT, _MAG_WORDS)
+    marker = _mentions(ds, _IMAGE_TEXT, _MARKER_WORDS)
+    study_mag = _mentions(ds, _STUDY_TEXT, _MAG_WORDS)
+    study_marker = _mentions(ds, _STUDY_TEXT, _MARKER_WORDS)
+    reasons = tuple(dict.fromkeys(mag + marker + study_mag + study_marker))
+    return bool(mag), bool(marker), bool(study_mag), bool(study_marker), reasons
 
 
-def header_facts(ds: Dataset, *, salt: str | None = None, warnings: tuple[str, ...] = ()
-                 ) -> HeaderFacts:
+def header_facts(
+    ds: Dataset, *, salt: str | None = None, warnings: tuple[str, ...] = ()
+) -> HeaderFacts:
     """Header facts of a dataset (reads no pixel data)."""
     meta = getattr(ds, "file_meta", None)
-    ts = UID(str(meta.get("TransferSyntaxUID", "1.2.840.10008.1.2"))) if meta else UID(
-        "1.2.840.10008.1.2")
+    ts = (
+        UID(str(meta.get("TransferSyntaxUID", "1.2.840.10008.1.2")))
+        if meta
+        else UID("1.2.840.10008.1.2")
+    )
     view_code, modifiers = _view(ds)
     mag_factor = _float(ds.get("EstimatedRadiographicMagnificationFactor"))
-    mag_hint, marker_hint, reasons = _hints(ds, modifiers, mag_factor)
+    mag_hint, marker_hint, study_mag, study_marker, reasons = _hints(ds, modifiers, mag_factor)
     windows = ds.get("WindowWidth")
     spacing = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing")
     return HeaderFacts(
@@ -246,8 +261,9 @@ def header_facts(ds: Dataset, *, salt: str | None = None, warnings: tuple[str, .
         photometric=_text(ds, "PhotometricInterpretation"),
         presentation_intent_type=_text(ds, "PresentationIntentType"),
         voi_function=_text(ds, "VOILUTFunction") or "LINEAR",
-        window_count=len(windows) if isinstance(windows, pydicom.multival.MultiValue) else int(
-            windows is not None),
+        window_count=len(windows)
+        if isinstance(windows, pydicom.multival.MultiValue)
+        else int(windows is not None),
         has_voi_lut_sequence=bool(ds.get("VOILUTSequence")),
         pixel_spacing_mm=_float(spacing),
         mag_factor=mag_factor,
@@ -256,6 +272,8 @@ def header_facts(ds: Dataset, *, salt: str | None = None, warnings: tuple[str, .
         study_description=_text(ds, "StudyDescription"),
         header_mag_hint=mag_hint,
         header_marker_hint=marker_hint,
+        study_mag_hint=study_mag,
+        study_marker_hint=study_marker,
         hint_reasons=reasons,
         warnings=warnings,
     )
@@ -315,8 +333,11 @@ def open_dicom(path: str | Path, *, pixels: bool = True, salt: str | None = None
 
     if reason := _truncation(path, ds, size, pixels):
         raise DicomError(Failure.TRUNCATED, reason)
-    sop_class = str(ds.get("SOPClassUID", "") or getattr(
-        getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", "") or "")
+    sop_class = str(
+        ds.get("SOPClassUID", "")
+        or getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", "")
+        or ""
+    )
     if sop_class == DICOMDIR_SOP_CLASS or "DirectoryRecordSequence" in ds:
         raise DicomError(Failure.DICOMDIR, "DICOMDIR (media directory), not an image")
     if "SOPInstanceUID" not in ds:
@@ -375,8 +396,10 @@ def _check_pixels(dicom: DicomFile) -> None:
             f"transfer syntax {facts.transfer_syntax} ({facts.transfer_syntax_uid}) not supported",
         )
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
-    if samples != 1 or facts.bits_allocated not in (8, 16) or not (
-        0 < facts.bits_stored <= facts.bits_allocated
+    if (
+        samples != 1
+        or facts.bits_allocated not in (8, 16)
+        or not (0 < facts.bits_stored <= facts.bits_allocated)
     ):
         raise DicomError(
             Failure.UNSUPPORTED_PIXEL_FORMAT,

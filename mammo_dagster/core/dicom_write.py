@@ -35,7 +35,7 @@ TRANSFER_SYNTAXES: dict[str, UID] = {
     "rle": RLELossless,
 }
 
-_ENCODER = {JPEG2000Lossless: "pylibjpeg", JPEGLSLossless: "pyjpegls", RLELossless: "pydicom"}
+_ENCODER = {JPEG2000Lossless: "pylibjpeg", JPEGLSLossless: "pyjpegls", RLELossless: "pylibjpeg"}
 
 #: DICOM code for the "magnification" view modifier (CID 4015).
 MAG_MODIFIER = ("R-102D6", "SRT", "Magnification")
@@ -249,8 +249,11 @@ def build_dataset(
     ds.ViewPosition = header.view
     ds.PatientOrientation = ["A", "R"] if header.laterality == "L" else ["P", "L"]
     view_item = _code_item(VIEW_CODES[header.view])
-    modifiers = [m for m, on in ((MAG_MODIFIER, header.mag_modifier),
-                                 (SPOT_MODIFIER, header.spot_modifier)) if on]
+    modifiers = [
+        m
+        for m, on in ((MAG_MODIFIER, header.mag_modifier), (SPOT_MODIFIER, header.spot_modifier))
+        if on
+    ]
     view_item.ViewModifierCodeSequence = Sequence([_code_item(m) for m in modifiers])
     ds.ViewCodeSequence = Sequence([view_item])
     ds.ImagerPixelSpacing = ds.PixelSpacing = [profile.pixel_spacing_mm] * 2

@@ -99,8 +99,11 @@ def choose_voi(ds: Dataset, index: int = 0) -> Voi | None:
     if function not in ("LINEAR", "LINEAR_EXACT", "SIGMOID"):
         function = "LINEAR"
     pairs = list(zip(centers, widths, strict=False))
-    order = [index] + [i for i in range(len(pairs)) if i != index] if index < len(pairs) else list(
-        range(len(pairs)))
+    order = (
+        [index] + [i for i in range(len(pairs)) if i != index]
+        if index < len(pairs)
+        else list(range(len(pairs)))
+    )
     for i in order:
         c, w = pairs[i]
         if np.isfinite(c) and np.isfinite(w) and w >= (1 if function == "LINEAR" else 1e-9):
@@ -151,8 +154,7 @@ def _lut_voi(modality: np.ndarray, ds: Dataset, index: int) -> np.ndarray:
     return np.clip(table[idx] / ((1 << bits) - 1), 0.0, 1.0)
 
 
-def auto_window(modality: np.ndarray, inverse_air: bool, padding: np.ndarray | None = None
-                ) -> Voi:
+def auto_window(modality: np.ndarray, inverse_air: bool, padding: np.ndarray | None = None) -> Voi:
     """A robust linear window from breast pixels (see module docstring)."""
     v = modality if padding is None else modality[~padding]
     v = v[np.isfinite(v)]

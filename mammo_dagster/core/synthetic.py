@@ -52,6 +52,7 @@ __all__ = [
     "add_skin_marker",
     "generate_archive",
     "padding_value",
+    "plan_labels",
     "read_ground_truth",
     "synth_breast",
     "to_stored",
@@ -238,10 +239,11 @@ def _stroke(
             t = np.zeros((1, 1), np.float32)
         dist = np.hypot(yy - (p[0] + t * dy), xx - (p[1] + t * dx))
         r = ra + (rb - ra) * t
-        if soft:
-            c = np.exp(-((dist / np.maximum(r, 0.3)) ** 2))
-        else:
-            c = np.clip(r - dist + 0.5, 0.0, 1.0)
+        c = (
+            np.exp(-((dist / np.maximum(r, 0.3)) ** 2))  # Gaussian cross-section
+            if soft
+            else np.clip(r - dist + 0.5, 0.0, 1.0)  # antialiased capsule
+        )
         sub = cov[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0]
         np.maximum(sub, c, out=sub)
     return (slice(y0, y1), slice(x0, x1)), cov
@@ -285,9 +287,7 @@ class _Geometry:
     mag: float = 1.0  # image mm per breast mm
 
 
-def _sample_geometry(
-    rng: np.random.Generator, h_mm: float, w_mm: float, view: str
-) -> _Geometry:
+def _sample_geometry(rng: np.random.Generator, h_mm: float, w_mm: float, view: str) -> _Geometry:
     """Random breast geometry for a detector of h_mm x w_mm (contact view)."""
     size = rng.uniform(0.0, 1.0)
     depth = 60.0 + 100.0 * size + rng.normal(0.0, 8.0)
@@ -394,9 +394,7 @@ def synth_breast(
         raise ValueError(f"view must be CC/MLO and laterality L/R, got {view!r}/{laterality!r}")
     ps = float(pixel_spacing_mm)
     h_mm, w_mm = rows * ps, cols * ps
-    m = float(mag_factor) if mag_factor else (float(rng.uniform(1.5, 2.0)) if mag else 1.0)
-    if not mag:
-        m = 1.0
+    m = (float(mag_factor) if mag_factor else float(rng.uniform(1.5, 2.0))) if mag else 1.0
     density = float(rng.beta(2.0, 2.5)) if density is None else float(density)
 
     g = _sample_geometry(rng, h_mm, w_mm, view)
@@ -414,8 +412,15 @@ def synth_breast(
 
     # texture in breast millimetres: the spectrum is evaluated at f_breast = f_image * m;
     # ducts and glandular lobes are elongated toward the nipple
-    n1 = _power_noise(rng, (cr, cc), sy / m, rng.uniform(2.6, 3.2), 1.0 / 30.0,
-                      stretch=rng.uniform(1.5, 3.0), angle=g.alpha)
+    n1 = _power_noise(
+        rng,
+        (cr, cc),
+        sy / m,
+        rng.uniform(2.6, 3.2),
+        1.0 / 30.0,
+        stretch=rng.uniform(1.5, 3.0),
+        angle=g.alpha,
+    )
     n2 = _power_noise(rng, (cr, cc), sy / m, 3.6, 1.0 / 25.0)
     n3 = _power_noise(rng, (cr, cc), sy / m, 2.2, 1.0 / 4.0, stretch=1.5, angle=g.alpha)
 
@@ -564,9 +569,9 @@ def _apply_mag_field(
     tissue = mask.astype(np.float32)
     inpad = _edge_profile(rows, py0, py1, 3.0)[:, None] * _edge_profile(cols, px0, px1, 3.0)[None]
     # outside the paddle the breast is not compressed: thicker, brighter
-    img += rng.uniform(0.06, 0.14) * (1.0 - inpad) * tissue
+    img += rng.uniform(0.04, 0.1) * (1.0 - inpad) * tissue
     band_w = rng.uniform(0.8, 2.0) / ps  # px
-    band_amp = rng.uniform(0.1, 0.2)
+    band_amp = rng.uniform(0.12, 0.22)
     yy = np.arange(rows, dtype=np.float32)[:, None]
     xx = np.arange(cols, dtype=np.float32)[None, :]
     seg_y = _edge_profile(rows, py0, py1, 2.0)[:, None]
@@ -650,7 +655,10 @@ def _clip_shape(rng: np.random.Generator, kind: str) -> tuple[list[np.ndarray], 
         t = np.linspace(0.0, 1.0, 80)
         lines = [
             np.stack(
-                [t * length + r * k * np.cos(2 * np.pi * turns * t), r * np.sin(2 * np.pi * turns * t)],
+                [
+                    t * length + r * k * np.cos(2 * np.pi * turns * t),
+                    r * np.sin(2 * np.pi * turns * t),
+                ],
                 axis=1,
             )
         ]
@@ -726,7 +734,9 @@ def add_marker(
         hook_len = rng.uniform(4.0, 8.0) / ps
         for sign in (1, -1) if rng.random() < 0.5 else (1,):
             ang = theta + sign * rng.uniform(0.3, 0.6)
-            hook = np.array([[ty, tx], [ty + hook_len * math.sin(ang), tx + hook_len * math.cos(ang)]])
+            hook = np.array(
+                [[ty, tx], [ty + hook_len * math.sin(ang), tx + hook_len * math.cos(ang)]]
+            )
             _burn_metal(img, _stroke(img.shape, hook, r))
         return kind
     # core-biopsy needle: thick shaft, aperture notch, tapered tip
@@ -815,9 +825,7 @@ def add_calcifications(
     sizes = rng.uniform(0.1, 0.5, n)
     if rng.random() < 0.3:
         k = int(rng.integers(2, 6))
-        extra = np.stack(
-            [rng.uniform(0, img.shape[0], k), rng.uniform(0, img.shape[1], k)], axis=1
-        )
+        extra = np.stack([rng.uniform(0, img.shape[0], k), rng.uniform(0, img.shape[1], k)], axis=1)
         centres = np.vstack([centres, extra])
         sizes = np.concatenate([sizes, rng.uniform(0.3, 0.9, k)])
     for (y, x), size in zip(centres, sizes, strict=True):
@@ -892,8 +900,69 @@ def to_stored(
 # ---------------------------------------------------------------------------------------------
 # archive plan
 
-_SURNAMES = ["DOE", "SMITH", "JOHNSON", "GARCIA", "MILLER", "MARTIN", "MULLER", "SCHMIDT", "ROSSI", "DUBOIS", "NOVAK", "KOWALSKA", "TANAKA", "OKAFOR", "SILVA", "NGUYEN", "HANSEN", "JANSEN", "MORENO", "PETROVA", "LINDQVIST", "OBRIEN", "KELLY", "FISCHER", "WEBER", "BAKER", "HUGHES", "PATEL", "CHEN", "LEE"]
-_GIVEN = ["JANE", "MARY", "ANNA", "MARIA", "LINDA", "SUSAN", "KAREN", "EVA", "SOFIA", "ELENA", "GRACE", "HELEN", "ALICE", "CLARA", "NORA", "IRENE", "ROSA", "LUCIA", "PAULA", "RUTH", "AMINA", "YUKI", "MEI", "INGRID", "HANNA", "JULIA", "MARTA", "OLGA"]
+#: Fake names for fake patients.
+_SURNAMES = (
+    "DOE",
+    "SMITH",
+    "JOHNSON",
+    "GARCIA",
+    "MILLER",
+    "MARTIN",
+    "MULLER",
+    "SCHMIDT",
+    "ROSSI",
+    "DUBOIS",
+    "NOVAK",
+    "KOWALSKA",
+    "TANAKA",
+    "OKAFOR",
+    "SILVA",
+    "NGUYEN",
+    "HANSEN",
+    "JANSEN",
+    "MORENO",
+    "PETROVA",
+    "LINDQVIST",
+    "OBRIEN",
+    "KELLY",
+    "FISCHER",
+    "WEBER",
+    "BAKER",
+    "HUGHES",
+    "PATEL",
+    "CHEN",
+    "LEE",
+)
+_GIVEN = (
+    "JANE",
+    "MARY",
+    "ANNA",
+    "MARIA",
+    "LINDA",
+    "SUSAN",
+    "KAREN",
+    "EVA",
+    "SOFIA",
+    "ELENA",
+    "GRACE",
+    "HELEN",
+    "ALICE",
+    "CLARA",
+    "NORA",
+    "IRENE",
+    "ROSA",
+    "LUCIA",
+    "PAULA",
+    "RUTH",
+    "AMINA",
+    "YUKI",
+    "MEI",
+    "INGRID",
+    "HANNA",
+    "JULIA",
+    "MARTA",
+    "OLGA",
+)
 
 #: Study kinds, by whether the patient carries a clip (tuned for ~55/20/15/10 % of
 #: neither/marker/mag/both images; see tests/test_synthetic.py).
@@ -930,19 +999,23 @@ class _StudyPlan:
     vendor: str
     study_date: str
     accession: str
-    study_description: str
     density: float
+    side: str  # the breast the study is about
+    clips: dict[str, str]  # side -> clip kind present at the time of the study
+    new_clip: str | None  # clip placed during this study (stereotactic biopsy)
+    nipple_bbs: bool
+    study_description: str = ""
     images: list[_ImagePlan] = field(default_factory=list)
 
 
 def _side_word(side: str) -> str:
-    return {"L": "LEFT", "R": "RIGHT", "B": "BILATERAL"}[side]
+    return {"L": "LEFT", "R": "RIGHT"}[side]
 
 
 def _plan_patient(
     seed: int, p_idx: int, vendors: Sequence[str], home: str, used_ids: set[str]
 ) -> list[_StudyPlan]:
-    """The studies of one patient over time (clips stay once placed)."""
+    """The studies of one patient over time: kinds, dates, vendors, clips (kept once placed)."""
     rng = np.random.default_rng([seed, 1, p_idx])
     while True:
         pid = f"PID{int(rng.integers(1_000_000, 10_000_000)):07d}"
@@ -955,82 +1028,88 @@ def _plan_patient(
     density = float(rng.beta(2.0, 2.5))
     n_studies = int(rng.choice([1, 2, 3], p=[0.55, 0.3, 0.15]))
     date = _dt.date(2014, 1, 1) + _dt.timedelta(days=int(rng.integers(0, 3300)))
-    clips: dict[str, str] = {}  # side -> clip kind
+    clips: dict[str, str] = {}
     if rng.random() < _P_PRIOR_CLIP:  # arrives with a clip from a biopsy elsewhere
         clips[str(rng.choice(["L", "R"]))] = str(rng.choice(CLIP_KINDS))
-    nipple_bbs = rng.random() < 0.15  # a site habit
+    nipple_bbs = bool(rng.random() < 0.15)  # a site habit
     studies = []
     for _ in range(n_studies):
         table = _KIND_AFTER_BIOPSY if clips else _KIND_NO_BIOPSY
-        kind = rng.choice(list(table), p=list(table.values()))
+        kind = str(rng.choice(list(table), p=list(table.values())))
+        if clips and rng.random() < 0.9:
+            side = str(rng.choice(sorted(clips)))
+        else:
+            side = str(rng.choice(["L", "R"]))
+        new_clip = (clips.get(side) or str(rng.choice(CLIP_KINDS))) if kind == "stereo" else None
         vendor = home if rng.random() < 0.85 or len(vendors) == 1 else str(rng.choice(vendors))
-        study = _StudyPlan(
-            kind=str(kind),  # type: ignore[arg-type]
-            patient_index=p_idx,
-            patient_id=pid,
-            patient_name=name,
-            vendor=vendor,
-            study_date=date.strftime("%Y%m%d"),
-            accession=f"A{int(rng.integers(10_000_000, 100_000_000))}",
-            study_description="",
-            density=density,
+        studies.append(
+            _StudyPlan(
+                kind=kind,  # type: ignore[arg-type]
+                patient_index=p_idx,
+                patient_id=pid,
+                patient_name=name,
+                vendor=vendor,
+                study_date=date.strftime("%Y%m%d"),
+                accession=f"A{int(rng.integers(10_000_000, 100_000_000))}",
+                density=density,
+                side=side,
+                clips=dict(clips),
+                new_clip=new_clip,
+                nipple_bbs=nipple_bbs,
+            )
         )
-        _plan_study_images(rng, study, clips, nipple_bbs)
-        studies.append(study)
+        if new_clip:
+            clips[side] = new_clip
+        if kind == "needle_loc":
+            clips.pop(side, None)  # the lesion and its clip are excised
+            if rng.random() < 0.3:
+                clips[side] = str(rng.choice(CLIP_KINDS))  # post-surgical clip
         date += _dt.timedelta(days=int(rng.integers(20, 500)))
     return studies
 
 
-def _standard_views(rng: np.random.Generator) -> list[tuple[str, str]]:
-    return [("R", "CC"), ("L", "CC"), ("R", "MLO"), ("L", "MLO")]
-
-
-def _plan_study_images(
-    rng: np.random.Generator, study: _StudyPlan, clips: dict[str, str], nipple_bbs: bool
-) -> None:
-    """Fill `study.images` and `study.study_description`; updates `clips` (new biopsies)."""
-    kind = study.kind
-    side = str(rng.choice(sorted(clips))) if clips and rng.random() < 0.9 else str(
-        rng.choice(["L", "R"])
-    )
-    views: list[tuple[str, str, bool, bool]] = []  # lat, view, mag, extra
-    if kind in ("screening", "followup", "diagnostic", "followup_diag"):
-        views = [(lat, v, False, False) for lat, v in _standard_views(rng)]
+def _plan_study_images(rng: np.random.Generator, study: _StudyPlan) -> None:
+    """Fill `study.images` and `study.study_description` (4-8 images)."""
+    kind, side, clips = study.kind, study.side, study.clips
+    views: list[tuple[str, str, bool, bool]] = []  # laterality, view, mag, extra
+    if kind in ("stereo", "needle_loc"):
+        views = [(side, ("CC", "MLO")[i % 2], False, i >= 2) for i in range(rng.integers(4, 7))]
+    else:
+        views = [
+            ("R", "CC", False, False),
+            ("L", "CC", False, False),
+            ("R", "MLO", False, False),
+            ("L", "MLO", False, False),
+        ]
         if kind in ("screening", "followup") and rng.random() < 0.2:
             for _ in range(int(rng.integers(1, 3))):
-                views.append((str(rng.choice(["L", "R"])), str(rng.choice(["CC", "MLO"])),
-                              False, True))
+                lat, view = str(rng.choice(["L", "R"])), str(rng.choice(["CC", "MLO"]))
+                views.append((lat, view, False, True))
         if kind in ("diagnostic", "followup_diag"):
             p_mag = [0.2, 0.35, 0.3, 0.15] if kind == "diagnostic" else [0.1, 0.3, 0.35, 0.25]
             n_mag = int(rng.choice([1, 2, 3, 4], p=p_mag))
-            mag_side = side if kind == "diagnostic" or rng.random() < 0.85 else (
-                "L" if side == "R" else "R"
-            )
+            mag_side = side
+            if kind == "followup_diag" and rng.random() < 0.15:
+                mag_side = "L" if side == "R" else "R"
             for i in range(n_mag):
                 views.append((mag_side, ("CC", "MLO")[i % 2], True, True))
-    new_clip = None
-    if kind == "stereo":
-        new_clip = clips.get(side) or str(rng.choice(CLIP_KINDS))
-    n_proc = int(rng.integers(4, 7))
-    if kind in ("stereo", "needle_loc"):
-        views = [(side, ("CC", "MLO")[i % 2], False, i >= 2) for i in range(n_proc)]
 
     site_bare = rng.random() < 0.3  # this site writes almost no hints
+    sw = _side_word(side)
     descriptions = {
         "screening": ["MAMMO SCREENING BILATERAL", "MG SCREEN BILAT W CAD", "SCREENING MAMMOGRAM"],
-        "diagnostic": [f"MAMMO DIAGNOSTIC {_side_word(side)}", "MG DIAG BILAT",
-                       f"MAMMO DIAG {_side_word(side)} W MAG"],
+        "diagnostic": [f"MAMMO DIAGNOSTIC {sw}", "MG DIAG BILAT", f"MAMMO DIAG {sw} W MAG"],
         "followup": ["MAMMO SCREENING BILATERAL", "MAMMO DIAGNOSTIC BILATERAL", "MG FOLLOW UP"],
-        "followup_diag": [f"MAMMO DIAGNOSTIC {_side_word(side)}", "MG DIAG BILAT"],
-        "stereo": [f"MG BREAST BIOPSY {_side_word(side)}", f"MAMMO PROCEDURE {_side_word(side)}"],
-        "needle_loc": [f"MG LOCALIZATION {_side_word(side)}", f"MAMMO PROCEDURE {_side_word(side)}"],
+        "followup_diag": [f"MAMMO DIAGNOSTIC {sw}", "MG DIAG BILAT"],
+        "stereo": [f"MG BREAST BIOPSY {sw}", f"MAMMO PROCEDURE {sw}"],
+        "needle_loc": [f"MG LOCALIZATION {sw}", f"MAMMO PROCEDURE {sw}"],
     }
     desc = str(rng.choice(descriptions[kind]))
     hint_desc = {
         "followup": (0.08, "MAMMO POST BX FOLLOW UP"),
-        "followup_diag": (0.1, f"MG DIAG POST BX {_side_word(side)}"),
-        "stereo": (0.55, f"STEREO BX {_side_word(side)}"),
-        "needle_loc": (0.6, f"MG NEEDLE LOC {_side_word(side)}"),
+        "followup_diag": (0.1, f"MG DIAG POST BX {sw}"),
+        "stereo": (0.55, f"STEREO BX {sw}"),
+        "needle_loc": (0.6, f"MG NEEDLE LOC {sw}"),
     }
     if kind in hint_desc and not site_bare and rng.random() < hint_desc[kind][0]:
         desc = hint_desc[kind][1]
@@ -1039,8 +1118,8 @@ def _plan_study_images(
     profile = VENDOR_PROFILES[study.vendor]
     for i, (lat, view, mag, extra) in enumerate(views):
         markers: list[str] = []
-        if kind == "stereo":
-            markers = ["needle"] if i < len(views) - 2 else [new_clip or "ribbon"]
+        if kind == "stereo":  # needle in the breast, then the clip it left
+            markers = ["needle"] if i < len(views) - 2 else [study.new_clip or "ribbon"]
             if i < len(views) - 2 and clips.get(lat) and rng.random() < 0.5:
                 markers.append(clips[lat])
         elif kind == "needle_loc":
@@ -1048,18 +1127,20 @@ def _plan_study_images(
         elif lat in clips and (not mag or rng.random() < 0.9):
             markers = [clips[lat]]
         m = float(rng.uniform(1.5, 1.9)) if mag else 1.0
-        calcs = (mag and rng.random() < 0.6) or (not mag and rng.random() < 0.12)
-        skin_bb = not mag and (nipple_bbs or rng.random() < 0.06)
-        img = _ImagePlan(view=view, laterality=lat, mag=mag, mag_factor=m,
-                         markers=tuple(markers), skin_bb=skin_bb, calcs=calcs, extra=extra)
+        calcs = bool((mag and rng.random() < 0.6) or (not mag and rng.random() < 0.12))
+        skin_bb = bool(not mag and (study.nipple_bbs or rng.random() < 0.06))
+        img = _ImagePlan(
+            view=view,
+            laterality=lat,
+            mag=mag,
+            mag_factor=m,
+            markers=tuple(markers),
+            skin_bb=skin_bb,
+            calcs=calcs,
+            extra=extra,
+        )
         _plan_header(rng, img, profile, site_bare, kind)
         study.images.append(img)
-    if new_clip:
-        clips[side] = new_clip
-    if kind == "needle_loc":
-        clips.pop(side, None)  # the lesion and its clip are excised
-        if rng.random() < 0.3:
-            clips[side] = str(rng.choice(CLIP_KINDS))  # post-surgical clips
 
 
 def _plan_header(
@@ -1077,7 +1158,9 @@ def _plan_header(
         if profile.mag_paddle and rng.random() < 0.7:
             img.paddle = profile.mag_paddle
         if rng.random() < 0.55:
-            img.series_description = f"{lat_view} {rng.choice(['MAG', 'SPOT MAG', 'M'])}"
+            img.series_description = (
+                f"{lat_view} {rng.choice(['MAG', 'SPOT MAG', 'MAGNIFICATION'])}"
+            )
         elif rng.random() < 0.5:
             img.series_description = lat_view
     else:
@@ -1107,23 +1190,31 @@ def _plan_header(
 
 
 def _header_mag_hint(img: _ImagePlan, profile: VendorProfile) -> bool:
+    """What the image's own header claims (a spot-compression modifier is not a mag claim).
+
+    Must agree with `mammo_dagster.core.dicom.header_facts` (a test checks it).
+    """
     desc = (img.series_description or "").upper().split()
     return bool(
         img.mag_modifier
-        or img.spot_modifier
         or (img.header_mag_factor is not None and img.header_mag_factor >= 1.3)
         or (img.paddle is not None and img.paddle == profile.mag_paddle)
-        or any(w in ("MAG", "M", "SPOT") for w in desc)
+        or any(w in ("MAG", "MAGNIFICATION") for w in desc)
     )
 
 
 def _header_marker_hint(img: _ImagePlan, study: _StudyPlan) -> bool:
-    text = f"{img.series_description or ''} | {study.study_description}".upper()
-    return any(w in text for w in MARKER_HINT_WORDS)
+    """Image-level claim only: the study description is a study-level fact."""
+    return any(w in (img.series_description or "").upper() for w in MARKER_HINT_WORDS)
 
 
 def _plan_archive(seed: int, studies: int, vendors: Sequence[str]) -> list[_StudyPlan]:
-    """Patients and their studies, in order, truncated to `studies` studies."""
+    """Patients and their studies, in order, truncated to `studies` studies.
+
+    Every vendor gets at least one study when `studies >= len(vendors)` (a patient's later
+    study moves to a missing vendor's site). Images are planned per study from their own
+    random stream, so a study's content does not depend on the studies before it.
+    """
     rng = np.random.default_rng([seed, 0])
     order = [vendors[i] for i in rng.permutation(len(vendors))]
     used: set[str] = set()
@@ -1133,7 +1224,55 @@ def _plan_archive(seed: int, studies: int, vendors: Sequence[str]) -> list[_Stud
         home = order[p_idx % len(order)]
         plans.extend(_plan_patient(seed, p_idx, vendors, home, used))
         p_idx += 1
-    return plans[:studies]
+    plans = plans[:studies]
+    for vendor in order:
+        counts = {v: sum(p.vendor == v for p in plans) for v in order}
+        if counts[vendor] or len(plans) < len(vendors):
+            continue
+        donor = max(order, key=lambda v: counts[v])
+        idx = max(i for i, p in enumerate(plans) if p.vendor == donor)
+        plans[idx].vendor = vendor
+    for s_idx, study in enumerate(plans):
+        _plan_study_images(np.random.default_rng([seed, 4, s_idx]), study)
+    return plans
+
+
+def plan_labels(
+    *, studies: int, seed: int, vendors: Sequence[str] | None = None
+) -> list[dict[str, object]]:
+    """The per-image labels `generate_archive` would write, without making any pixels.
+
+    Keys: study_index, image_index, patient_id, vendor, view, laterality, has_biopsy_tool,
+    has_mag_view, header_mag_hint, header_marker_hint. Cheap: use it for class-mix checks.
+    """
+    vendors = _check_vendors(vendors)
+    out: list[dict[str, object]] = []
+    for s_idx, study in enumerate(_plan_archive(seed, studies, vendors)):
+        profile = VENDOR_PROFILES[study.vendor]
+        for i_idx, ip in enumerate(study.images):
+            out.append(
+                {
+                    "study_index": s_idx,
+                    "image_index": i_idx,
+                    "patient_id": study.patient_id,
+                    "vendor": study.vendor,
+                    "view": ip.view,
+                    "laterality": ip.laterality,
+                    "has_biopsy_tool": bool(ip.markers),
+                    "has_mag_view": ip.mag,
+                    "header_mag_hint": _header_mag_hint(ip, profile),
+                    "header_marker_hint": _header_marker_hint(ip, study),
+                }
+            )
+    return out
+
+
+def _check_vendors(vendors: Sequence[str] | None) -> list[str]:
+    vendors = list(vendors) if vendors else list(VENDOR_PROFILES)
+    unknown = [v for v in vendors if v not in VENDOR_PROFILES]
+    if unknown:
+        raise ValueError(f"unknown vendors {unknown}; use {sorted(VENDOR_PROFILES)}")
+    return vendors
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1187,10 +1326,7 @@ def generate_archive(
     out = Path(out)
     if size not in ("full", "small"):
         raise ValueError(f"size must be 'full' or 'small', got {size!r}")
-    vendors = list(vendors) if vendors else list(VENDOR_PROFILES)
-    unknown = [v for v in vendors if v not in VENDOR_PROFILES]
-    if unknown:
-        raise ValueError(f"unknown vendors {unknown}; use {sorted(VENDOR_PROFILES)}")
+    vendors = _check_vendors(vendors)
     forced = _resolve_syntaxes(transfer_syntaxes) if transfer_syntaxes else None
     plans = _plan_archive(seed, studies, vendors)
     uid_key = ("mammo-synth", seed, size, ",".join(vendors))
@@ -1205,8 +1341,15 @@ def generate_archive(
         for i_idx, ip in enumerate(study.images):
             rng = np.random.default_rng([seed, 2, s_idx, i_idx])
             img, mask = synth_breast(
-                rng, rows, cols, view=ip.view, laterality=ip.laterality, mag=ip.mag,
-                pixel_spacing_mm=ps, mag_factor=ip.mag_factor, density=study.density,
+                rng,
+                rows,
+                cols,
+                view=ip.view,
+                laterality=ip.laterality,
+                mag=ip.mag,
+                pixel_spacing_mm=ps,
+                mag_factor=ip.mag_factor,
+                density=study.density,
             )
             ps_breast = ps / ip.mag_factor
             kinds: list[str] = []

@@ -5,8 +5,9 @@ toward the local maximum where that maximum is near white: a 2-4 mm metal clip
 is a few pixels in a 224-512 px thumbnail, and a plain average would fade it to
 a smudge indistinguishable from tissue. Only near-white maxima are kept, so
 ordinary texture is unchanged: the maximum must be near white *and* stand out
-from its neighbourhood's mean (a marker does; saturated dense tissue doesn't). The aspect ratio is kept and the image padded
-(black) to a square, never stretched.
+from its neighbourhood's mean (a marker does; saturated dense tissue doesn't).
+The aspect ratio is kept and the image padded (black) to a square, never
+stretched.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ DEFAULT_SIZE = 512
 #: Local maxima from this display level up are blended in, fully from KEEP_MAX_FULL,
 #: when they stand out from the local mean by CONTRAST_FROM (fully CONTRAST_FULL) levels.
 KEEP_MAX_FROM, KEEP_MAX_FULL = 232, 250
-CONTRAST_FROM, CONTRAST_FULL = 24, 64
+CONTRAST_FROM, CONTRAST_FULL = 32, 64
 _SAMPLE_PIXELS = 512 * 512
 
 
@@ -70,8 +71,9 @@ def shrink(img: np.ndarray, height: int, width: int) -> np.ndarray:
     """Area-average `img` (uint8) to (height, width), keeping near-white local maxima."""
     if img.shape == (height, width):
         return np.ascontiguousarray(img)
-    mean = np.asarray(Image.fromarray(np.ascontiguousarray(img)).resize((width, height),
-                                                                        Image.Resampling.BOX))
+    mean = np.asarray(
+        Image.fromarray(np.ascontiguousarray(img)).resize((width, height), Image.Resampling.BOX)
+    )
     k = -(-img.shape[0] // height)
     k = max(k, -(-img.shape[1] // width))
     if k < 2:
@@ -90,7 +92,7 @@ def pad_square(img: np.ndarray, size: int) -> np.ndarray:
     h, w = img.shape
     out = np.zeros((size, size), dtype=np.uint8)
     top, left = (size - h) // 2, (size - w) // 2
-    out[top:top + h, left:left + w] = img
+    out[top : top + h, left : left + w] = img
     return out
 
 
@@ -141,8 +143,9 @@ def render_frame(
     )
 
 
-def render(path: str | Path, frame: int = 0, size: int = DEFAULT_SIZE, **kwargs: object
-           ) -> Thumbnail:
+def render(
+    path: str | Path, frame: int = 0, size: int = DEFAULT_SIZE, **kwargs: object
+) -> Thumbnail:
     """Open `path` and render one frame (raises DicomError with a typed reason)."""
     return render_frame(open_dicom(path), frame, size, **kwargs)  # type: ignore[arg-type]
 

@@ -1,0 +1,40 @@
+# Two commands set everything up on a fresh machine: `make demo` and `make test`.
+PY ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
+export MAMMO_HOME ?= $(CURDIR)/data
+
+.PHONY: install demo test test-fast lint format bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[all]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+install: $(STAMP)  ## create .venv and install the project with every extra
+
+demo: $(STAMP)  ## generate a small synthetic archive and run the pipeline on it
+	$(BIN)/mammo demo
+
+test: $(STAMP) lint  ## the whole suite, slow end-to-end tests included (what CI runs)
+	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)  ## skip the slow end-to-end tests
+	$(BIN)/python -m pytest -m "not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check mammo_dagster labeler tests benchmarks
+	$(BIN)/ruff format --check mammo_dagster labeler tests benchmarks
+
+format: $(STAMP)
+	$(BIN)/ruff format mammo_dagster labeler tests benchmarks
+	$(BIN)/ruff check --fix mammo_dagster labeler tests benchmarks
+
+bench: $(STAMP)  ## thumbnail throughput, fast path vs the naive baseline
+	$(BIN)/python benchmarks/bench_thumbnails.py
+
+clean:
+	rm -rf $(VENV) data .pytest_cache .ruff_cache

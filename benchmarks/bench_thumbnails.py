@@ -1,0 +1,169 @@
+"""DICOM -> thumbnail throughput on worker processes: our fast path vs the naive baseline.
+
+Baseline (what the original prototype did): pydicom full decode -> float modality
+LUT + VOI (pydicom) -> MONOCHROME1 inversion -> PIL LANCZOS resize -> PNG.
+Fast path: :func:`mammo_dagster.core.thumbnails.render_frame` (memory-mapped or
+reduced-resolution decode -> 16-bit display LUT -> marker-keeping area
+downsample) -> PNG.
+
+Both run in the same process pool on the same full-size synthetic files (warm
+page cache), interleaved, `--repeats` times; the median is reported with the
+ratio. Quality: mean |fast - exact| gray levels per image against our exact
+path (full decode, float VOI per pixel, same downsampling), and whether images
+with a biopsy marker keep a near-white marker in the fast thumbnail wherever
+the exact thumbnail has one.
+
+    python benchmarks/bench_thumbnails.py [--images 8] [--repeats 3] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from mammo_dagster.core.batch import worker_pool
+from mammo_dagster.core.dicom import open_dicom
+from mammo_dagster.core.synthetic import generate_archive
+from mammo_dagster.core.thumbnails import render_frame, save_png
+
+CASES = [(v, ts) for v in ("hologic", "ge") for ts in ("explicit", "j2k", "jpegls", "rle")]
+SIZE = 512
+RESULTS = Path(__file__).parent / "results"
+
+
+def naive(path: str, out: str) -> None:
+    """The prototype's path: full decode, float VOI, LANCZOS."""
+    import pydicom
+    from pydicom.pixels.processing import apply_modality_lut, apply_voi_lut
+
+    warnings.filterwarnings("ignore")
+    ds = pydicom.dcmread(path)
+    arr = apply_voi_lut(apply_modality_lut(ds.pixel_array, ds), ds).astype(np.float64)
+    arr = (arr - arr.min()) / max(arr.max() - arr.min(), 1e-9)
+    if ds.PhotometricInterpretation == "MONOCHROME1":
+        arr = 1.0 - arr
+    img = Image.fromarray((arr * 255).astype(np.uint8))
+    scale = SIZE / max(img.size)
+    img = img.resize((round(img.width * scale), round(img.height * scale)), Image.LANCZOS)
+    img.save(out)
+
+
+def fast(path: str, out: str) -> None:
+    save_png(render_frame(open_dicom(path), 0, SIZE).image, out)
+
+
+def _timed_run(pool, fn, files: list[str], tmp: str) -> float:
+    outs = [os.path.join(tmp, f"{fn.__name__}_{i}.png") for i in range(len(files))]
+    t0 = time.perf_counter()
+    list(pool.map(fn, files, outs))
+    return len(files) / (time.perf_counter() - t0)
+
+
+def _quality(files: list[str], markers: list[bool]) -> tuple[float, float, int, int]:
+    diffs, kept, with_marker = [], 0, 0
+    for f, has_marker in zip(files, markers, strict=True):
+        dicom = open_dicom(f)
+        a = render_frame(dicom, 0, SIZE).image.astype(np.int16)
+        b = render_frame(dicom, 0, SIZE, exact=True).image.astype(np.int16)
+        diffs.append(float(np.abs(a - b)[b > 0].mean()))
+        if has_marker and (b >= 240).any():
+            with_marker += 1
+            kept += bool(((a >= 240) & (b >= 240)).any())
+    return statistics.mean(diffs), max(diffs), kept, with_marker
+
+
+def _data(vendor: str, ts: str, n: int) -> tuple[list[str], list[bool]]:
+    folder = RESULTS / "data" / f"{vendor}_{ts}_{n}"
+    truth = folder / "ground_truth.csv"
+    if not truth.exists():
+        print(f"  generating {vendor}/{ts} full-size images ...", file=sys.stderr)
+        generate_archive(
+            folder,
+            studies=max(1, -(-n // 4)),
+            seed=7,
+            size="full",
+            vendors=[vendor],
+            transfer_syntaxes=[ts],
+        )
+    with truth.open() as f:
+        rows = list(csv.DictReader(f))[:n]
+    return [str(folder / r["path"]) for r in rows], [r["has_biopsy_tool"] == "1" for r in rows]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--images", type=int, default=8, help="images per vendor x syntax")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--workers", type=int, default=2)
+    args = ap.parse_args()
+    warnings.filterwarnings("ignore")
+    rows = []
+    with worker_pool(args.workers) as pool, tempfile.TemporaryDirectory() as tmp:
+        list(pool.map(abs, range(args.workers * 4)))  # start the workers before timing
+        for vendor, ts in CASES:
+            files, markers = _data(vendor, ts, args.images)
+            base, ours = [], []
+            for _ in range(args.repeats):
+                base.append(_timed_run(pool, naive, files, tmp))
+                ours.append(_timed_run(pool, fast, files, tmp))
+            mean_diff, worst, kept, with_marker = _quality(files, markers)
+            row = {
+                "vendor": vendor,
+                "transfer_syntax": ts,
+                "images": len(files),
+                "naive_img_s": statistics.median(base),
+                "fast_img_s": statistics.median(ours),
+                "mean_abs_diff": mean_diff,
+                "worst_image_diff": worst,
+                "markers_kept": f"{kept}/{with_marker}",
+            }
+            row["speedup"] = row["fast_img_s"] / row["naive_img_s"]
+            rows.append(row)
+            print(
+                f"{vendor:8s} {ts:9s} naive {row['naive_img_s']:6.1f} img/s  fast "
+                f"{row['fast_img_s']:6.1f} img/s  x{row['speedup']:5.1f}  |fast-exact| "
+                f"{mean_diff:.2f} (worst {worst:.2f})  markers kept {kept}/{with_marker}",
+                flush=True,
+            )
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / "thumbnails.json"
+    out.write_text(
+        json.dumps(
+            {
+                "workers": args.workers,
+                "size": SIZE,
+                "repeats": args.repeats,
+                "cpu_count": os.cpu_count(),
+                "rows": rows,
+            },
+            indent=2,
+        )
+    )
+    print(
+        "\n| vendor | transfer syntax | naive img/s | fast img/s | speed-up | "
+        "mean abs diff vs exact | markers kept |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['vendor']} | {r['transfer_syntax']} | {r['naive_img_s']:.1f} | "
+            f"{r['fast_img_s']:.1f} | {r['speedup']:.1f}x | {r['mean_abs_diff']:.2f} | "
+            f"{r['markers_kept']} |"
+        )
+    print(f"\nresults: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

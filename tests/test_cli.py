@@ -1,0 +1,123 @@
+"""The `mammo` command line as a user runs it: a real subprocess, exit codes, stderr."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.factory import FAKE_PATIENT_ID, FAKE_PATIENT_NAME, make_file
+
+COMMANDS = ["synth", "inspect", "thumbnail", "thumbnails", "demo"]
+
+
+def mammo(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "mammo_dagster.cli", "-q", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=os.environ.copy(),
+        timeout=300,
+    )
+
+
+def test_console_script_is_installed() -> None:
+    script = Path(sys.executable).parent / "mammo"
+    assert script.exists()
+    out = subprocess.run([str(script), "--help"], capture_output=True, text=True)
+    assert out.returncode == 0
+    for cmd in COMMANDS:
+        assert cmd in out.stdout
+
+
+@pytest.mark.parametrize("cmd", COMMANDS)
+def test_help_everywhere(cmd: str) -> None:
+    out = mammo(cmd, "--help")
+    assert out.returncode == 0 and "usage: mammo" in out.stdout and out.stderr == ""
+
+
+def test_synth_inspect_thumbnail(tmp_path: Path) -> None:
+    out = mammo("synth", str(tmp_path / "arch"), "--studies", "2", "--seed", "3")
+    assert out.returncode == 0, out.stderr
+    assert "ground_truth.csv" in out.stdout
+    with (tmp_path / "arch" / "ground_truth.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert 8 <= len(rows) <= 16
+    first = tmp_path / "arch" / rows[0]["path"]
+
+    out = mammo("inspect", str(first))
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["status"] == "ok"
+    assert report["facts"]["sop_instance_uid"] == rows[0]["sop_instance_uid"]
+    assert report["frames"][0]["status"] == "ok"
+    assert rows[0]["patient_id"] not in out.stdout  # the synthetic patient ID never shows
+
+    png = tmp_path / "t.png"
+    out = mammo("thumbnail", str(first), str(png), "--size", "224")
+    assert out.returncode == 0, out.stderr
+    assert Image.open(png).size == (224, 224)
+
+
+def test_errors_are_one_line_without_traceback(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.dcm"
+    junk.write_bytes(b"\x00" * 10 + b"not a dicom at all" * 20)
+    out = mammo("thumbnail", str(junk), str(tmp_path / "x.png"))
+    assert out.returncode != 0
+    assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+    assert "not_dicom" in out.stderr and "junk.dcm" in out.stderr
+    assert not (tmp_path / "x.png").exists()
+
+    out = mammo("inspect", str(junk), str(tmp_path / "missing.dcm"))
+    assert out.returncode == 1
+    reports = json.loads(out.stdout)
+    assert [r["error_kind"] for r in reports] == ["not_dicom", "unreadable"]
+
+    out = mammo("synth", str(tmp_path / "a"), "--studies", "0")
+    assert out.returncode == 2 and "positive" in out.stderr
+
+
+def test_thumbnails_folder_with_bad_files_and_resume(tmp_path: Path) -> None:
+    drop = tmp_path / "drop"
+    px = np.full((64, 48), 1500, dtype=np.uint16)
+    make_file(drop / "p1" / "s1" / "IM0001", px, "ge", "explicit", tag="a")
+    make_file(drop / "p1" / "s1" / "IM0002.dcm", px, "hologic", "j2k", tag="b")
+    (drop / "p1" / "DICOMDIR.txt").write_text("index")
+    (drop / "empty").write_bytes(b"")
+    out = mammo("thumbnails", str(drop), str(tmp_path / "thumbs"), "--size", "64", "--workers", "2")
+    assert out.returncode == 0, out.stderr
+    assert "ok 2" in out.stdout and "error 2" in out.stdout
+    with (tmp_path / "thumbs" / "thumbnails.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(r["status"] for r in rows) == ["error", "error", "ok", "ok"]
+    assert FAKE_PATIENT_ID not in (tmp_path / "thumbs" / "thumbnails.csv").read_text()
+    assert FAKE_PATIENT_NAME not in out.stdout + out.stderr
+    pngs = sorted((tmp_path / "thumbs").glob("*.png"))
+    assert len(pngs) == 2
+
+    # a rerun resumes: finished thumbnails are kept, not redone
+    pngs[0].unlink()
+    out = mammo("thumbnails", str(drop), str(tmp_path / "thumbs"), "--size", "64")
+    assert "cached 1" in out.stdout and "ok 1" in out.stdout
+    assert len(list((tmp_path / "thumbs").glob("*.png"))) == 2
+
+
+@pytest.mark.slow
+def test_demo_end_to_end(tmp_path: Path) -> None:
+    out = mammo("demo", "--home", str(tmp_path / "home"), "--studies", "3")
+    assert out.returncode == 0, out.stderr
+    thumbs = tmp_path / "home" / "thumbnails"
+    assert str(thumbs) in out.stdout
+    with (tmp_path / "home" / "incoming" / "demo" / "ground_truth.csv").open() as f:
+        n = len(list(csv.DictReader(f)))
+    assert len(list(thumbs.glob("*.png"))) == n
+    again = mammo("demo", "--home", str(tmp_path / "home"), "--studies", "3")
+    assert f"cached {n}" in again.stdout

@@ -1,0 +1,120 @@
+"""Thumbnails: aspect ratio, padding, small bright markers survive, atomic writes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mammo_dagster.core.dicom import open_dicom
+from mammo_dagster.core.thumbnails import fit_size, render, render_frame, save_png, shrink
+from tests.factory import make_file
+
+TISSUE = 1500  # mid-window stored value (window 0..4095 -> display ~93)
+
+
+def phantom(rows: int, cols: int, marker_px: int, at: tuple[int, int]) -> np.ndarray:
+    """Uniform tissue with one saturated square marker `marker_px` wide."""
+    img = np.full((rows, cols), TISSUE, dtype=np.uint16)
+    y, x = at
+    img[y : y + marker_px, x : x + marker_px] = 4095
+    return img
+
+
+@pytest.mark.parametrize(
+    ("vendor", "ts", "shape"),
+    [
+        ("hologic", "explicit", (4096, 3328)),
+        ("ge", "j2k", (2294, 1914)),  # the reduced-resolution JPEG 2000 path
+    ],
+)
+@pytest.mark.parametrize("exact", [False, True])
+def test_small_marker_survives_224px_thumbnail(
+    tmp_path: Path, vendor: str, ts: str, shape: tuple[int, int], exact: bool
+) -> None:
+    rows, cols = shape
+    at = (rows // 2 + 3, cols // 3 + 5)  # deliberately not aligned with any block grid
+    path = make_file(
+        tmp_path / "m.dcm",
+        phantom(rows, cols, 4, at),
+        vendor,
+        ts,
+        bits_stored=12,
+        photometric="MONOCHROME2",
+        voi="window",
+        voi_function="LINEAR_EXACT",
+        windows=((2048.0, 4096.0),),
+    )
+    thumb = render(path, size=224, pad=False, exact=exact).image
+    h, w = thumb.shape
+    ty, tx = round(at[0] * h / rows), round(at[1] * w / cols)
+    tissue = np.median(thumb)
+    assert abs(tissue - TISSUE / 4096 * 255) <= 1
+    around = thumb[ty - 2 : ty + 3, tx - 2 : tx + 3]
+    assert around.max() >= 240, "the marker must stay clearly bright"
+    # a plain area average would have faded it into the tissue
+    plain = np.asarray(
+        Image.fromarray(render(path, size=rows, pad=False, exact=True).image).resize(
+            (w, h), Image.Resampling.BOX
+        )
+    )
+    assert plain[ty - 2 : ty + 3, tx - 2 : tx + 3].max() < tissue + 20
+    # and nothing else got brighter
+    mask = np.ones_like(thumb, dtype=bool)
+    mask[ty - 2 : ty + 3, tx - 2 : tx + 3] = False
+    assert thumb[mask].max() <= tissue + 1
+
+
+def test_texture_is_not_sharpened() -> None:
+    """Dense tissue that saturates in places is not lifted to its local maxima."""
+    rng = np.random.default_rng(0)
+    img = np.clip(rng.normal(235, 12, (800, 600)), 0, 255).astype(np.uint8)
+    mean = np.asarray(Image.fromarray(img).resize((150, 200), Image.Resampling.BOX))
+    assert np.abs(shrink(img, 200, 150).astype(int) - mean).max() <= 1
+
+
+@pytest.mark.parametrize(("rows", "cols"), [(128, 64), (64, 128), (100, 100)])
+def test_aspect_kept_and_padded_to_square(tmp_path: Path, rows: int, cols: int) -> None:
+    stored = np.full((rows, cols), 3000, dtype=np.uint16)
+    path = make_file(
+        tmp_path / "a.dcm",
+        stored,
+        "siemens",
+        "explicit",
+        voi="window",
+        voi_function="LINEAR_EXACT",
+        windows=((2048.0, 4096.0),),
+    )
+    thumb = render_frame(open_dicom(path), 0, 32)
+    assert thumb.image.shape == (32, 32)
+    h, w = thumb.content_shape
+    assert (h, w) == fit_size(rows, cols, 32) and max(h, w) == 32
+    assert h / w == pytest.approx(rows / cols, rel=0.05)
+    content = thumb.image > 0
+    assert content.sum() == h * w  # everything else is black padding
+    ys, xs = np.nonzero(content)
+    assert ys.max() - ys.min() + 1 == h and xs.max() - xs.min() + 1 == w
+
+
+def test_default_size_is_512(tmp_path: Path) -> None:
+    path = make_file(tmp_path / "d.dcm", np.full((1024, 800), 2000, np.uint16), "ge", "explicit")
+    assert render(path).image.shape == (512, 512)
+
+
+def test_save_png_is_atomic_and_leaves_no_temp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    img = np.arange(64, dtype=np.uint8).reshape(8, 8)
+    out = save_png(img, tmp_path / "sub" / "x.png")
+    np.testing.assert_array_equal(np.asarray(Image.open(out)), img)
+
+    def boom(*_a, **_k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Image.Image, "save", boom)
+    with pytest.raises(OSError):
+        save_png(img[::-1], out)
+    np.testing.assert_array_equal(np.asarray(Image.open(out)), img)  # old file intact
+    assert [p.name for p in out.parent.iterdir()] == ["x.png"]  # no temp left behind
