@@ -14,6 +14,7 @@ with a biopsy marker keep a near-white marker in the fast thumbnail wherever
 the exact thumbnail has one.
 
     python benchmarks/bench_thumbnails.py [--images 8] [--repeats 3] [--workers 2]
+                                          [--sizes 512 224]
 """
 
 from __future__ import annotations
@@ -38,11 +39,10 @@ from mammo_dagster.core.synthetic import generate_archive
 from mammo_dagster.core.thumbnails import render_frame, save_png
 
 CASES = [(v, ts) for v in ("hologic", "ge") for ts in ("explicit", "j2k", "jpegls", "rle")]
-SIZE = 512
 RESULTS = Path(__file__).parent / "results"
 
 
-def naive(path: str, out: str) -> None:
+def naive(path: str, out: str, size: int) -> None:
     """The prototype's path: full decode, float VOI, LANCZOS."""
     import pydicom
     from pydicom.pixels.processing import apply_modality_lut, apply_voi_lut
@@ -54,28 +54,28 @@ def naive(path: str, out: str) -> None:
     if ds.PhotometricInterpretation == "MONOCHROME1":
         arr = 1.0 - arr
     img = Image.fromarray((arr * 255).astype(np.uint8))
-    scale = SIZE / max(img.size)
+    scale = size / max(img.size)
     img = img.resize((round(img.width * scale), round(img.height * scale)), Image.LANCZOS)
     img.save(out)
 
 
-def fast(path: str, out: str) -> None:
-    save_png(render_frame(open_dicom(path), 0, SIZE).image, out)
+def fast(path: str, out: str, size: int) -> None:
+    save_png(render_frame(open_dicom(path), 0, size).image, out)
 
 
-def _timed_run(pool, fn, files: list[str], tmp: str) -> float:
+def _timed_run(pool, fn, files: list[str], tmp: str, size: int) -> float:
     outs = [os.path.join(tmp, f"{fn.__name__}_{i}.png") for i in range(len(files))]
     t0 = time.perf_counter()
-    list(pool.map(fn, files, outs))
+    list(pool.map(fn, files, outs, [size] * len(files)))
     return len(files) / (time.perf_counter() - t0)
 
 
-def _quality(files: list[str], markers: list[bool]) -> tuple[float, float, int, int]:
+def _quality(files: list[str], markers: list[bool], size: int) -> tuple[float, float, int, int]:
     diffs, kept, with_marker = [], 0, 0
     for f, has_marker in zip(files, markers, strict=True):
         dicom = open_dicom(f)
-        a = render_frame(dicom, 0, SIZE).image.astype(np.int16)
-        b = render_frame(dicom, 0, SIZE, exact=True).image.astype(np.int16)
+        a = render_frame(dicom, 0, size).image.astype(np.int16)
+        b = render_frame(dicom, 0, size, exact=True).image.astype(np.int16)
         diffs.append(float(np.abs(a - b)[b > 0].mean()))
         if has_marker and (b >= 240).any():
             with_marker += 1
@@ -106,6 +106,13 @@ def main() -> int:
     ap.add_argument("--images", type=int, default=8, help="images per vendor x syntax")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument(
+        "--sizes",
+        type=int,
+        nargs="+",
+        default=[512, 224],
+        help="thumbnail long sides (512: the default; 224: a model input)",
+    )
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     rows = []
@@ -113,36 +120,38 @@ def main() -> int:
         list(pool.map(abs, range(args.workers * 4)))  # start the workers before timing
         for vendor, ts in CASES:
             files, markers = _data(vendor, ts, args.images)
-            base, ours = [], []
-            for _ in range(args.repeats):
-                base.append(_timed_run(pool, naive, files, tmp))
-                ours.append(_timed_run(pool, fast, files, tmp))
-            mean_diff, worst, kept, with_marker = _quality(files, markers)
-            row = {
-                "vendor": vendor,
-                "transfer_syntax": ts,
-                "images": len(files),
-                "naive_img_s": statistics.median(base),
-                "fast_img_s": statistics.median(ours),
-                "mean_abs_diff": mean_diff,
-                "worst_image_diff": worst,
-                "markers_kept": f"{kept}/{with_marker}",
-            }
-            row["speedup"] = row["fast_img_s"] / row["naive_img_s"]
-            rows.append(row)
-            print(
-                f"{vendor:8s} {ts:9s} naive {row['naive_img_s']:6.1f} img/s  fast "
-                f"{row['fast_img_s']:6.1f} img/s  x{row['speedup']:5.1f}  |fast-exact| "
-                f"{mean_diff:.2f} (worst {worst:.2f})  markers kept {kept}/{with_marker}",
-                flush=True,
-            )
+            for size in args.sizes:
+                base, ours = [], []
+                for _ in range(args.repeats):
+                    base.append(_timed_run(pool, naive, files, tmp, size))
+                    ours.append(_timed_run(pool, fast, files, tmp, size))
+                mean_diff, worst, kept, with_marker = _quality(files, markers, size)
+                row = {
+                    "vendor": vendor,
+                    "transfer_syntax": ts,
+                    "size": size,
+                    "images": len(files),
+                    "naive_img_s": statistics.median(base),
+                    "fast_img_s": statistics.median(ours),
+                    "mean_abs_diff": mean_diff,
+                    "worst_image_diff": worst,
+                    "markers_kept": f"{kept}/{with_marker}",
+                }
+                row["speedup"] = row["fast_img_s"] / row["naive_img_s"]
+                rows.append(row)
+                print(
+                    f"{vendor:8s} {ts:9s} {size:4d}px naive {row['naive_img_s']:6.1f} img/s  "
+                    f"fast {row['fast_img_s']:6.1f} img/s  x{row['speedup']:5.1f}  "
+                    f"|fast-exact| {mean_diff:.2f} (worst {worst:.2f})  "
+                    f"markers kept {kept}/{with_marker}",
+                    flush=True,
+                )
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / "thumbnails.json"
     out.write_text(
         json.dumps(
             {
                 "workers": args.workers,
-                "size": SIZE,
                 "repeats": args.repeats,
                 "cpu_count": os.cpu_count(),
                 "rows": rows,

@@ -365,7 +365,7 @@ def _truncation(path: Path, ds: Dataset, size: int, pixels: bool) -> str | None:
     tags = list(ds.keys())
     if not tags:
         return "file ends before the first data element"
-    raw = ds.get_item(tags[-1])
+    raw = ds.get_item(tags[-1], keep_deferred=True)
     tell, length = getattr(raw, "value_tell", None), getattr(raw, "length", _UNDEFINED)
     if tell is None or length == _UNDEFINED:
         return None
@@ -406,7 +406,7 @@ def _check_pixels(dicom: DicomFile) -> None:
             f"{samples} samples/pixel, {facts.bits_allocated} bits allocated, "
             f"{facts.bits_stored} stored: only grayscale 8/16-bit is supported",
         )
-    raw = ds.get_item("PixelData")
+    raw = ds.get_item("PixelData", keep_deferred=True)
     if facts.transfer_syntax_uid in NATIVE_SYNTAXES and raw is not None:
         expected = facts.rows * facts.columns * facts.number_of_frames * facts.bits_allocated // 8
         length = getattr(raw, "length", None) or len(getattr(raw, "value", b"") or b"")

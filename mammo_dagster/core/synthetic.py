@@ -866,7 +866,8 @@ def to_stored(
     MONOCHROME1: inverted, dense/metal = LOW values; background = air). Metal reaches the
     extreme end of the stored range (max for MONO2, 0 or near for MONO1).
 
-    Adds a background offset, a mild gain curve and quantum-like noise. Where the profile
+    Adds a background offset, a mild gain curve and quantum-like noise (almost none in
+    air, which vendors' processing flattens). Where the profile
     has pixel padding, air more than ~2% of the image height away from the breast is set
     to `padding_value(profile)` and no other pixel takes that value.
     """
@@ -879,7 +880,11 @@ def to_stored(
     s **= gamma
     s *= 1.0 - bg
     s += bg
-    s += sigma * rng.standard_normal(s.shape, dtype=np.float32)
+    # quantum-like noise in tissue; processed For Presentation images flatten the air
+    # (vendors clamp it), which is also why real archives compress 2.5-4:1 losslessly
+    noise = rng.standard_normal(s.shape, dtype=np.float32)
+    noise *= 0.03 + 0.97 * _smoothstep(img, 0.005, 0.04)
+    s += sigma * noise
     s[img >= SATURATION] = 1.0
     np.clip(s, 0.0, 1.0, out=s)
     stored = np.rint(s * maxv).astype(np.uint16)

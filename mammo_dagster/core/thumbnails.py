@@ -25,8 +25,10 @@ from .dicom import DicomFile, HeaderFacts, open_dicom
 from .display import (
     Voi,
     apply_lut,
+    choose_voi,
     display_lut,
     display_values,
+    inverts,
     resolve_voi,
     stored_values,
     to_uint8,
@@ -67,19 +69,29 @@ def _block_max(img: np.ndarray, k: int) -> np.ndarray:
     return rows.reshape(hh // k, ww // k, k).max(axis=2)
 
 
-def shrink(img: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Area-average `img` (uint8) to (height, width), keeping near-white local maxima."""
-    if img.shape == (height, width):
+def shrink(
+    img: np.ndarray, height: int, width: int, *, area: tuple[float, float] | None = None,
+    peaks: np.ndarray | None = None,
+) -> np.ndarray:
+    """Area-average `img` (uint8) to (height, width), keeping near-white local maxima.
+
+    `area` is the (height, width) of the image content in `img`'s pixels when it is
+    not all of `img` (a reduced image covers a fractional number of pixels).
+    `peaks` is the brightest display value within each pixel of `img` when `img`
+    itself was averaged from a finer image (default: `img`).
+    """
+    if img.shape == (height, width) and area is None and peaks is None:
         return np.ascontiguousarray(img)
-    mean = np.asarray(
-        Image.fromarray(np.ascontiguousarray(img)).resize((width, height), Image.Resampling.BOX)
-    )
+    box = None if area is None else (0.0, 0.0, area[1], area[0])
+    src = Image.fromarray(np.ascontiguousarray(img))
+    mean = np.asarray(src.resize((width, height), Image.Resampling.BOX, box=box))
     k = -(-img.shape[0] // height)
     k = max(k, -(-img.shape[1] // width))
-    if k < 2:
+    if k < 2 and peaks is None:
         return mean
-    peaks = Image.fromarray(_block_max(img, k)).resize((width, height), Image.Resampling.NEAREST)
-    peak = np.asarray(peaks).astype(np.float32)
+    top = _block_max(img if peaks is None else peaks, k)
+    peak = np.asarray(Image.fromarray(top).resize((width, height), Image.Resampling.NEAREST))
+    peak = peak.astype(np.float32)
     lift = np.maximum(peak - mean, 0.0)
     weight = np.clip((peak - KEEP_MAX_FROM) / (KEEP_MAX_FULL - KEEP_MAX_FROM), 0.0, 1.0)
     weight *= np.clip((lift - CONTRAST_FROM) / (CONTRAST_FULL - CONTRAST_FROM), 0.0, 1.0)
@@ -99,6 +111,18 @@ def pad_square(img: np.ndarray, size: int) -> np.ndarray:
 def _sample(stored: np.ndarray) -> np.ndarray:
     step = max(1, int(np.sqrt(stored.size / _SAMPLE_PIXELS)))
     return np.asarray(stored[::step, ::step])
+
+
+def _bright_extremes(lut: np.ndarray, bits_stored: int) -> tuple[str, ...]:
+    """Which stored extreme of a cell shows brightest: "max" when the display rises with
+    the stored value, "min" when it falls (MONOCHROME1), both when it does neither."""
+    used = lut[: 1 << min(bits_stored, 16)].astype(np.int16)
+    steps = np.diff(used[used > 0]) if (used > 0).sum() > 1 else np.zeros(1)
+    if (steps >= 0).all():
+        return ("max",)
+    if (steps <= 0).all():
+        return ("min",)
+    return ("min", "max")
 
 
 def _patterns(arr: np.ndarray) -> np.ndarray:
@@ -127,12 +151,26 @@ def render_frame(
         values = stored_values(_patterns(np.asarray(stored)), bits, signed)
         voi = resolve_voi(ds, _sample(values), voi_index)
         img = to_uint8(display_values(values, ds, voi))
+        area, peaks = None, None
     else:
-        stored, _factor = reduced_frame(dicom, frame, size)
-        voi = resolve_voi(ds, stored_values(_patterns(_sample(stored)), bits, signed), voi_index)
-        img = apply_lut(stored, display_lut(ds, voi))
+        header_voi = choose_voi(ds, voi_index)
+        if header_voi is not None:
+            voi, lut = header_voi, display_lut(ds, header_voi)
+            extremes = _bright_extremes(lut, bits)
+        else:  # an automatic window rises with the stored value, then inversion applies
+            extremes = ("min",) if inverts(ds) else ("max",)
+        reduced = reduced_frame(dicom, frame, size, extremes)
+        if header_voi is None:
+            sample = stored_values(_patterns(_sample(reduced.pixels)), bits, signed)
+            voi = resolve_voi(ds, sample, voi_index)
+            lut = display_lut(ds, voi)
+        img = apply_lut(reduced.pixels, lut)
+        peaks = None
+        if reduced.extremes:
+            peaks = np.maximum.reduce([apply_lut(e, lut) for e in reduced.extremes.values()])
+        area = (facts.rows / reduced.factor, facts.columns / reduced.factor)
     h, w = fit_size(facts.rows, facts.columns, size)
-    small = shrink(img, h, w)
+    small = shrink(img, h, w, area=area, peaks=peaks)
     return Thumbnail(
         image=pad_square(small, size) if pad else small,
         facts=facts,
