@@ -34,6 +34,7 @@ import numpy as np
 from PIL import Image
 
 from mammo_dagster.core.batch import worker_pool
+from mammo_dagster.core.decode import DEFAULT_OVERSAMPLE
 from mammo_dagster.core.dicom import open_dicom
 from mammo_dagster.core.synthetic import generate_archive
 from mammo_dagster.core.thumbnails import render_frame, save_png
@@ -59,22 +60,25 @@ def naive(path: str, out: str, size: int) -> None:
     img.save(out)
 
 
-def fast(path: str, out: str, size: int) -> None:
-    save_png(render_frame(open_dicom(path), 0, size).image, out)
+def fast(path: str, out: str, size: int, oversample: int = DEFAULT_OVERSAMPLE) -> None:
+    save_png(render_frame(open_dicom(path), 0, size, oversample=oversample).image, out)
 
 
-def _timed_run(pool, fn, files: list[str], tmp: str, size: int) -> float:
-    outs = [os.path.join(tmp, f"{fn.__name__}_{i}.png") for i in range(len(files))]
+def _timed_run(pool, fn, files: list[str], tmp: str, size: int, *extra: int) -> float:
+    n = len(files)
+    outs = [os.path.join(tmp, f"{fn.__name__}_{i}.png") for i in range(n)]
     t0 = time.perf_counter()
-    list(pool.map(fn, files, outs, [size] * len(files)))
+    list(pool.map(fn, files, outs, [size] * n, *([e] * n for e in extra)))
     return len(files) / (time.perf_counter() - t0)
 
 
-def _quality(files: list[str], markers: list[bool], size: int) -> tuple[float, float, int, int]:
+def _quality(
+    files: list[str], markers: list[bool], size: int, oversample: int
+) -> tuple[float, float, int, int]:
     diffs, kept, with_marker = [], 0, 0
     for f, has_marker in zip(files, markers, strict=True):
         dicom = open_dicom(f)
-        a = render_frame(dicom, 0, size).image.astype(np.int16)
+        a = render_frame(dicom, 0, size, oversample=oversample).image.astype(np.int16)
         b = render_frame(dicom, 0, size, exact=True).image.astype(np.int16)
         diffs.append(float(np.abs(a - b)[b > 0].mean()))
         if has_marker and (b >= 240).any():
@@ -113,21 +117,36 @@ def main() -> int:
         default=[512, 224],
         help="thumbnail long sides (512: the default; 224: a model input)",
     )
+    ap.add_argument(
+        "--oversample",
+        type=int,
+        default=DEFAULT_OVERSAMPLE,
+        help=f"fast path levels finer than the target (default {DEFAULT_OVERSAMPLE})",
+    )
+    ap.add_argument(
+        "--cases",
+        nargs="+",
+        default=[f"{v}/{t}" for v, t in CASES],
+        help="vendor/syntax pairs, e.g. hologic/j2k",
+    )
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     rows = []
     with worker_pool(args.workers) as pool, tempfile.TemporaryDirectory() as tmp:
         list(pool.map(abs, range(args.workers * 4)))  # start the workers before timing
-        for vendor, ts in CASES:
+        for vendor, ts in (c.split("/") for c in args.cases):
             files, markers = _data(vendor, ts, args.images)
             for size in args.sizes:
                 base, ours = [], []
                 for _ in range(args.repeats):
                     base.append(_timed_run(pool, naive, files, tmp, size))
-                    ours.append(_timed_run(pool, fast, files, tmp, size))
-                mean_diff, worst, kept, with_marker = _quality(files, markers, size)
+                    ours.append(_timed_run(pool, fast, files, tmp, size, args.oversample))
+                mean_diff, worst, kept, with_marker = _quality(
+                    files, markers, size, args.oversample
+                )
                 row = {
                     "vendor": vendor,
+                    "oversample": args.oversample,
                     "transfer_syntax": ts,
                     "size": size,
                     "images": len(files),
@@ -147,7 +166,7 @@ def main() -> int:
                     flush=True,
                 )
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / "thumbnails.json"
+    out = RESULTS / f"thumbnails_oversample{args.oversample}.json"
     out.write_text(
         json.dumps(
             {

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .core.config import ENV_HOME, mammo_home
+from .core.decode import DEFAULT_OVERSAMPLE
 
 
 class CliError(Exception):
@@ -109,7 +110,14 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_thumbnail(args: argparse.Namespace) -> int:
     from .core.thumbnails import render, save_png
 
-    thumb = render(Path(args.file), args.frame, args.size, pad=not args.no_pad, exact=args.exact)
+    thumb = render(
+        Path(args.file),
+        args.frame,
+        args.size,
+        pad=not args.no_pad,
+        exact=args.exact,
+        oversample=args.oversample,
+    )
     save_png(thumb.image, args.out)
     print(f"{args.out}: {thumb.image.shape[1]}x{thumb.image.shape[0]} px, {thumb.voi.describe()}")
     return 0
@@ -125,7 +133,12 @@ def cmd_thumbnails(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     with _progress(total, "thumbnails", args.quiet) as bar:
         results = thumbnail_folder(
-            root, out, size=args.size, workers=args.workers, progress=bar.update
+            root,
+            out,
+            size=args.size,
+            workers=args.workers,
+            oversample=args.oversample,
+            progress=bar.update,
         )
     elapsed = time.perf_counter() - t0
     report = out / "thumbnails.csv"
@@ -168,7 +181,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"synthetic archive already in {drop}")
     cmd_thumbnails(
         argparse.Namespace(
-            folder=drop, out=thumbs, size=args.size, workers=args.workers, quiet=args.quiet
+            folder=drop,
+            out=thumbs,
+            size=args.size,
+            workers=args.workers,
+            quiet=args.quiet,
+            oversample=DEFAULT_OVERSAMPLE,
         )
     )
     print(
@@ -176,6 +194,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
         "the study CSV join this demo as they land."
     )
     return 0
+
+
+def _oversample_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--oversample",
+        type=int,
+        choices=[0, 1, 2],
+        default=DEFAULT_OVERSAMPLE,
+        help="halvings finer than --size the fast path decodes at before windowing "
+        f"(default {DEFAULT_OVERSAMPLE}; 0 is fastest for JPEG 2000, ~2 gray levels "
+        "off the exact rendering)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -234,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=_positive, default=512, help="long side in px (default 512)")
     p.add_argument("--frame", type=int, default=0, help="frame of a multi-frame file (default 0)")
     p.add_argument("--exact", action="store_true", help="full decode + float VOI (slower)")
+    _oversample_option(p)
     p.add_argument("--no-pad", action="store_true", help="don't pad to a square")
     p.set_defaults(func=cmd_thumbnail)
 
@@ -249,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out")
     p.add_argument("--size", type=_positive, default=512, help="long side in px (default 512)")
     p.add_argument("--workers", type=_positive, default=2, help="worker processes (default 2)")
+    _oversample_option(p)
     p.set_defaults(func=cmd_thumbnails)
 
     p = sub.add_parser(

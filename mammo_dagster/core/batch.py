@@ -9,6 +9,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .decode import DEFAULT_OVERSAMPLE
 from .dicom import DicomError, open_dicom
 from .thumbnails import DEFAULT_SIZE, render_frame, save_png
 
@@ -45,7 +46,9 @@ def thumbnail_name(sop_instance_uid: str, frame: int) -> str:
     return f"{sop_instance_uid}_{frame}.png"
 
 
-def thumbnail_file(path: Path, out_dir: Path, size: int = DEFAULT_SIZE) -> list[FrameResult]:
+def thumbnail_file(
+    path: Path, out_dir: Path, size: int = DEFAULT_SIZE, oversample: int = DEFAULT_OVERSAMPLE
+) -> list[FrameResult]:
     """Render every frame of one file into `out_dir` (skipping ones already there)."""
     try:
         dicom = open_dicom(path)
@@ -66,7 +69,7 @@ def thumbnail_file(path: Path, out_dir: Path, size: int = DEFAULT_SIZE) -> list[
         )
         if not out.exists():
             try:
-                save_png(render_frame(dicom, frame, size).image, out)
+                save_png(render_frame(dicom, frame, size, oversample=oversample).image, out)
                 row.status = "ok"
             except DicomError as e:
                 row.status, row.error_kind, row.error, row.thumbnail = (
@@ -99,6 +102,7 @@ def thumbnail_folder(
     *,
     size: int = DEFAULT_SIZE,
     workers: int = 2,
+    oversample: int = DEFAULT_OVERSAMPLE,
     progress: Callable[[int], None] | None = None,
 ) -> list[FrameResult]:
     """Thumbnails for every DICOM frame below `root`; idempotent and resumable."""
@@ -107,14 +111,15 @@ def thumbnail_folder(
     results: list[FrameResult] = []
     if workers <= 1:
         for f in files:
-            results += thumbnail_file(f, out_dir, size)
+            results += thumbnail_file(f, out_dir, size, oversample)
             if progress:
                 progress(1)
         return results
     with worker_pool(workers) as pool:
         chunk = max(1, min(16, len(files) // (workers * 8) or 1))
+        n = len(files)
         for rows in pool.map(
-            thumbnail_file, files, [out_dir] * len(files), [size] * len(files), chunksize=chunk
+            thumbnail_file, files, [out_dir] * n, [size] * n, [oversample] * n, chunksize=chunk
         ):
             results += rows
             if progress:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .decode import full_frame, reduced_frame
+from .decode import DEFAULT_OVERSAMPLE, full_frame, reduced_frame
 from .dicom import DicomFile, HeaderFacts, open_dicom
 from .display import (
     Voi,
@@ -70,7 +70,11 @@ def _block_max(img: np.ndarray, k: int) -> np.ndarray:
 
 
 def shrink(
-    img: np.ndarray, height: int, width: int, *, area: tuple[float, float] | None = None,
+    img: np.ndarray,
+    height: int,
+    width: int,
+    *,
+    area: tuple[float, float] | None = None,
     peaks: np.ndarray | None = None,
 ) -> np.ndarray:
     """Area-average `img` (uint8) to (height, width), keeping near-white local maxima.
@@ -137,12 +141,15 @@ def render_frame(
     pad: bool = True,
     exact: bool = False,
     voi_index: int = 0,
+    oversample: int = DEFAULT_OVERSAMPLE,
 ) -> Thumbnail:
     """Render one frame of an opened file as a `size`-px thumbnail.
 
-    The fast path (default) decodes at reduced resolution where the codec allows
-    it and windows through a 16-bit lookup table; ``exact=True`` decodes in full
-    and applies the float VOI per pixel. Both downsample the same way.
+    The fast path (default) gets stored values at `oversample` halvings finer than
+    `size` (a reduced JPEG 2000 decode, else a box average that keeps each cell's
+    extremes) and windows them through a 16-bit lookup table; ``exact=True``
+    decodes in full and applies the float VOI per pixel. Both downsample the same
+    way.
     """
     ds, facts = dicom.ds, dicom.facts
     bits, signed = facts.bits_stored, facts.pixel_representation == 1
@@ -159,7 +166,7 @@ def render_frame(
             extremes = _bright_extremes(lut, bits)
         else:  # an automatic window rises with the stored value, then inversion applies
             extremes = ("min",) if inverts(ds) else ("max",)
-        reduced = reduced_frame(dicom, frame, size, extremes)
+        reduced = reduced_frame(dicom, frame, size, extremes, oversample)
         if header_voi is None:
             sample = stored_values(_patterns(_sample(reduced.pixels)), bits, signed)
             voi = resolve_voi(ds, sample, voi_index)
