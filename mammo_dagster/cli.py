@@ -141,12 +141,7 @@ def cmd_thumbnails(args: argparse.Namespace) -> int:
             progress=bar.update,
         )
     elapsed = time.perf_counter() - t0
-    report = out / "thumbnails.csv"
-    rows = as_dicts(results)
-    with report.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["path"])
-        writer.writeheader()
-        writer.writerows(rows)
+    report = write_csv(out / "thumbnails.csv", as_dicts(results))
     status = Counter(r.status for r in results)
     kinds = Counter(r.error_kind for r in results if r.error_kind)
     rendered = status["ok"]
@@ -158,6 +153,17 @@ def cmd_thumbnails(args: argparse.Namespace) -> int:
         + f"\nthumbnails in {out}, one row per frame in {report}"
     )
     return 0
+
+
+def write_csv(path: Path, rows: list[dict]) -> Path:
+    """Write rows atomically (temp file + rename): a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["path"])
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(path)
+    return path
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -313,6 +319,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"mammo {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # a bug: still one line, and say where to look
+        print(
+            f"mammo {args.command}: internal error {type(e).__name__}: {e} (please report it)",
+            file=sys.stderr,
+        )
     return 1
 
 

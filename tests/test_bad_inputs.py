@@ -11,7 +11,7 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate, generate_frames
 from pydicom.filebase import DicomBytesIO
-from pydicom.uid import UID
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from mammo_dagster.core.batch import thumbnail_folder
 from mammo_dagster.core.dicom import DicomError, Failure, open_dicom
@@ -56,6 +56,16 @@ def _bare_dataset(path: Path) -> Path:
     buf.is_little_endian, buf.is_implicit_VR = True, True
     pydicom.filewriter.write_dataset(buf, ds)  # implicit VR LE, no preamble, no meta
     path.write_bytes(buf.getvalue())
+    return path
+
+
+def _patch_rows(path: Path) -> Path:
+    """Rows (US, VM 1) written with a 3-byte value: explicit VR lets a file say anything."""
+    data = bytearray(path.read_bytes())
+    tag = b"\x28\x00\x10\x00US\x02\x00"
+    i = data.find(tag)
+    data[i : i + len(tag) + 2] = b"\x28\x00\x10\x00US\x03\x00" + data[i + 8 : i + 10] + b"\x00"
+    path.write_bytes(bytes(data))
     return path
 
 
@@ -129,6 +139,25 @@ CORPUS: dict[str, tuple[Callable[[Path], Path], Failure]] = {
     ),
     "corrupt RLE stream": (lambda p: _corrupt_codestream(good(p, "rle")), Failure.DECODE_ERROR),
     "DICOMDIR": (_dicomdir, Failure.DICOMDIR),
+    "frames not a number": (
+        lambda p: edit(good(p), lambda ds: ds.add_new(0x00280008, "LO", "abc")),
+        Failure.INVALID_HEADER,
+    ),
+    "zero frames": (
+        lambda p: edit(good(p), lambda ds: setattr(ds, "NumberOfFrames", 0)),
+        Failure.ZERO_SIZE_IMAGE,
+    ),
+    "odd-length Rows": (lambda p: _patch_rows(good(p)), Failure.INVALID_HEADER),
+    "invalid SOP UID": (
+        lambda p: edit(good(p), lambda ds: setattr(ds, "SOPInstanceUID", "1.2.abc/../x")),
+        Failure.INVALID_HEADER,
+    ),
+    "tomosynthesis": (
+        lambda p: edit(
+            good(p), lambda ds: setattr(ds, "SOPClassUID", UID("1.2.840.10008.5.1.4.1.1.13.1.3"))
+        ),
+        Failure.UNSUPPORTED_SOP_CLASS,
+    ),
     "missing file": (lambda p: p / "nope", Failure.UNREADABLE),
 }
 
@@ -149,6 +178,41 @@ def test_frame_out_of_range(tmp_path: Path) -> None:
     with pytest.raises(DicomError) as err:
         render(good(tmp_path / "a.dcm"), frame=3, size=32)
     assert err.value.kind == Failure.FRAME_OUT_OF_RANGE
+
+
+@pytest.mark.parametrize(
+    ("change", "what"),
+    [
+        (lambda ds: ds.add_new(0x00281053, "LO", "1,5"), "unparseable rescale: identity"),
+        (lambda ds: ds.add_new(0x00280120, "OB", b"\x00"), "odd padding value: ignored"),
+        (lambda ds: ds.add_new(0x00281051, "LO", "abc"), "unparseable window: automatic one"),
+    ],
+)
+def test_odd_header_values_still_render(tmp_path: Path, change, what: str) -> None:
+    """Values a careless writer leaves behind degrade gracefully instead of failing."""
+    path = edit(good(tmp_path / "x.dcm"), change)
+    assert render(path, size=32).image.max() > 0, what
+
+
+def test_voi_lut_without_data_falls_back_to_window(tmp_path: Path) -> None:
+    def change(ds: Dataset) -> None:
+        item = Dataset()
+        item.LUTDescriptor = [4096, 0, 12]
+        ds.VOILUTSequence = [item]
+
+    path = edit(good(tmp_path / "x.dcm", voi="window"), change)
+    thumb = render(path, size=32)
+    assert thumb.voi.kind == "window"
+
+
+def test_deflated_transfer_syntax_renders(tmp_path: Path) -> None:
+    path = good(tmp_path / "x.dcm")
+    ds = pydicom.dcmread(path)
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    ds.save_as(tmp_path / "d.dcm", enforce_file_format=True)
+    np.testing.assert_array_equal(
+        render(tmp_path / "d.dcm", size=64).image, render(path, size=64).image
+    )
 
 
 def test_bare_dataset_without_preamble_is_read_with_a_warning(tmp_path: Path) -> None:

@@ -218,3 +218,34 @@ def test_resolve_voi_uses_header_when_present() -> None:
     ds = ds_with(WindowCenter=100, WindowWidth=50)
     assert resolve_voi(ds, np.arange(10)) == Voi(kind="window", center=100, width=50)
     assert resolve_voi(ds_with(), np.arange(4096)).kind == "auto"
+
+
+def test_signed_padding_written_as_unsigned_still_matches() -> None:
+    ds = ds_with(PixelRepresentation=1, WindowCenter=0, WindowWidth=4096)
+    ds.add_new(0x00280120, "US", 0xF800)  # -2048 as a 12-bit signed value, written as US
+    y = display_values(np.array([-2048, 0, 100]), ds, choose_voi(ds))
+    assert y[0] == 0.0 and y[1] > 0.4
+
+
+def test_voi_lut_declared_depth_is_kept_unless_four_bits_are_never_used() -> None:
+    def lut_ds(top: int, declared: int) -> Dataset:
+        item = Dataset()
+        item.LUTDescriptor = [2, 0, declared]
+        item.LUTData = np.array([0, top], dtype=np.uint16).tobytes()
+        item["LUTData"].VR = "OW"
+        return ds_with(VOILUTSequence=Sequence([item]))
+
+    ds = lut_ds(32000, 16)  # a 16-bit LUT that doesn't reach the top is still 16-bit
+    assert display_values(np.array([1]), ds, choose_voi(ds))[0] == pytest.approx(32000 / 65535)
+    ds = lut_ds(4000, 16)  # the 16-declared / 12-used writer quirk
+    assert display_values(np.array([1]), ds, choose_voi(ds))[0] == pytest.approx(4000 / 4095)
+
+
+def test_signed_first_mapped_value_written_as_unsigned() -> None:
+    item = Dataset()
+    item.LUTDescriptor = [4, 65534, 12]  # first mapped = -2
+    item.LUTData = np.array([0, 1000, 2000, 4095], dtype=np.uint16).tobytes()
+    item["LUTData"].VR = "OW"
+    ds = ds_with(VOILUTSequence=Sequence([item]), RescaleIntercept=-100.0, RescaleSlope=1.0)
+    y = display_values(np.array([98, 99, 100, 101]), ds, choose_voi(ds))  # modality -2..1
+    np.testing.assert_allclose(y, [0.0, 1000 / 4095, 2000 / 4095, 1.0])

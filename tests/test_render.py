@@ -20,15 +20,23 @@ from mammo_dagster.core.thumbnails import render, render_frame
 from tests.factory import make_file
 
 ROWS, COLS = 64, 48
+PAD_ROWS = 16
 VOIS = ["LINEAR", "LINEAR_EXACT", "SIGMOID", "lut", "none"]
 
 
-def ramp(bits: int, padding: int | None) -> np.ndarray:
-    """Stored values covering the whole range in row-major order; padding in the top-left."""
+def ramp(bits: int, padding: int | None, photometric: str = "MONOCHROME2") -> np.ndarray:
+    """Stored values covering the whole range in row-major order, starting from the air
+    end (low for MONOCHROME2, high for MONOCHROME1); with padding, a band of it in the top
+    rows, next to the air as in real images."""
     top = (1 << bits) - 1
-    img = np.linspace(0, top, ROWS * COLS).round().astype(np.uint16).reshape(ROWS, COLS)
+    first = PAD_ROWS if padding is not None else 0
+    values = np.linspace(0, top, (ROWS - first) * COLS).round().astype(np.uint16)
+    if photometric == "MONOCHROME1":
+        values = values[::-1]
+    img = np.empty((ROWS, COLS), dtype=np.uint16)
+    img[first:] = values.reshape(ROWS - first, COLS)
     if padding is not None:
-        img[:4, :4] = padding
+        img[:first] = padding
     return img
 
 
@@ -52,7 +60,7 @@ def test_render_matrix(tmp_path: Path, vendor: str, photometric: str, voi: str, 
     pad_value = None
     if profile.pixel_padding:
         pad_value = profile.max_stored if photometric == "MONOCHROME1" else 0
-    stored = ramp(profile.bits_stored, pad_value)
+    stored = ramp(profile.bits_stored, pad_value, photometric)
     kind = voi if voi in ("lut", "none") else "window"
     function = voi if kind == "window" else "LINEAR"
     path = make_file(
@@ -71,6 +79,15 @@ def test_render_matrix(tmp_path: Path, vendor: str, photometric: str, voi: str, 
     assert dicom.facts.photometric == photometric
     np.testing.assert_array_equal(full_frame(dicom), stored)  # lossless round trip
 
+    # reduced: the fast path (reduced decode / box average) stays close to the exact one
+    fast = render_frame(dicom, 0, 16, pad=False).image.astype(np.int64)
+    exact = render_frame(dicom, 0, 16, pad=False, exact=True).image.astype(np.int64)
+    assert fast.shape == exact.shape == (16, 12)
+    assert np.abs(fast - exact).mean() <= 2.0
+    if pad_value is not None:  # the padded band stays black (its last row borders tissue)
+        band = PAD_ROWS * 16 // ROWS - 1
+        assert (fast[:band] == 0).all() and (exact[:band] == 0).all()
+
     for exact in (False, True):
         thumb = render_frame(dicom, 0, max(ROWS, COLS), pad=False, exact=exact)
         img = thumb.image.astype(np.int64)
@@ -82,7 +99,7 @@ def test_render_matrix(tmp_path: Path, vendor: str, photometric: str, voi: str, 
         if kind == "none":
             assert thumb.voi.kind == "auto"
             # a monotonic ramp in display space, brighter for higher values on MONOCHROME2
-            line = img[~pad] if photometric == "MONOCHROME2" else img[~pad][::-1]
+            line = img[~pad]  # the ramp runs from air (black) to dense (white)
             assert (np.diff(line) >= 0).all()
             assert line.min() == 0 and line.max() == 255
             continue
@@ -175,8 +192,16 @@ def test_reduced_j2k_decode_at_awkward_sizes(tmp_path: Path, rows: int, cols: in
     """Pillow and OpenJPEG disagree on some reduced sizes; those levels must be avoided."""
     yy, xx = np.mgrid[0:rows, 0:cols]
     stored = (2048 + 1500 * np.sin(xx / 300) * np.cos(yy / 400)).astype(np.uint16)
-    path = make_file(tmp_path / "j.dcm", stored, "ge", "j2k", bits_stored=12,
-                     voi="window", voi_function="LINEAR_EXACT", windows=((2048.0, 4096.0),))
+    path = make_file(
+        tmp_path / "j.dcm",
+        stored,
+        "ge",
+        "j2k",
+        bits_stored=12,
+        voi="window",
+        voi_function="LINEAR_EXACT",
+        windows=((2048.0, 4096.0),),
+    )
     dicom = open_dicom(path)
     for size in (32, 64, 128):
         reduced = reduced_frame(dicom, 0, size)

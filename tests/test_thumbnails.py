@@ -31,18 +31,22 @@ def phantom(rows: int, cols: int, marker_px: int, at: tuple[int, int]) -> np.nda
     ],
 )
 @pytest.mark.parametrize("exact", [False, True])
+@pytest.mark.parametrize("photometric", ["MONOCHROME2", "MONOCHROME1"])
 def test_small_marker_survives_224px_thumbnail(
-    tmp_path: Path, vendor: str, ts: str, shape: tuple[int, int], exact: bool
+    tmp_path: Path, vendor: str, ts: str, shape: tuple[int, int], exact: bool, photometric: str
 ) -> None:
     rows, cols = shape
     at = (rows // 2 + 3, cols // 3 + 5)  # deliberately not aligned with any block grid
+    stored = phantom(rows, cols, 4, at)
+    if photometric == "MONOCHROME1":  # metal is the *lowest* stored value
+        stored = 4095 - stored
     path = make_file(
         tmp_path / "m.dcm",
-        phantom(rows, cols, 4, at),
+        stored,
         vendor,
         ts,
         bits_stored=12,
-        photometric="MONOCHROME2",
+        photometric=photometric,
         voi="window",
         voi_function="LINEAR_EXACT",
         windows=((2048.0, 4096.0),),

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
 import multiprocessing as mp
-import os
-from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from PIL import Image
 
 from .decode import DEFAULT_OVERSAMPLE
 from .dicom import DicomError, open_dicom
@@ -15,17 +20,17 @@ from .thumbnails import DEFAULT_SIZE, render_frame, save_png
 
 #: glibc otherwise returns every 10-30 MB decode buffer to the OS and page-faults
 #: it back for the next image: measured 41 -> 15 ms per reduced J2K decode.
-WORKER_ENV = {"MALLOC_MMAP_THRESHOLD_": "268435456", "OMP_NUM_THREADS": "1"}
+MMAP_THRESHOLD = 256 * 1024 * 1024
 
 
 @dataclass
 class FrameResult:
     """One row per frame rendered, or per file that gave no frame."""
 
-    path: str
+    path: str  # relative to the folder processed
     sop_instance_uid: str | None
     frame: int
-    status: str  # "ok", "cached" or "error"
+    status: str  # "ok", "cached", "duplicate" or "error"
     error_kind: str | None = None
     error: str | None = None
     thumbnail: str | None = None
@@ -35,49 +40,57 @@ class FrameResult:
 
 def iter_files(root: Path) -> Iterator[Path]:
     """Every regular file below `root`, any depth, any name, in a stable order."""
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for name in sorted(filenames):
-            if not name.startswith("."):
-                yield Path(dirpath) / name
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and not path.name.startswith("."):
+            yield path
 
 
 def thumbnail_name(sop_instance_uid: str, frame: int) -> str:
     return f"{sop_instance_uid}_{frame}.png"
 
 
+def _cached(out: Path, size: int) -> bool:
+    """A finished thumbnail of this size (PNGs are written whole, by rename)."""
+    try:
+        with Image.open(out) as im:
+            return max(im.size) == size
+    except (OSError, ValueError):
+        return False
+
+
 def thumbnail_file(
-    path: Path, out_dir: Path, size: int = DEFAULT_SIZE, oversample: int = DEFAULT_OVERSAMPLE
+    path: Path,
+    out_dir: Path,
+    size: int = DEFAULT_SIZE,
+    oversample: int = DEFAULT_OVERSAMPLE,
+    root: Path | None = None,
 ) -> list[FrameResult]:
-    """Render every frame of one file into `out_dir` (skipping ones already there)."""
+    """Render every frame of one file into `out_dir` (keeping finished ones)."""
+    shown = str(path.relative_to(root)) if root else str(path)
     try:
         dicom = open_dicom(path)
     except DicomError as e:
-        return [FrameResult(str(path), None, 0, "error", e.kind.value, e.reason)]
+        return [FrameResult(shown, None, 0, "error", e.kind.value, e.reason)]
     facts = dicom.facts
     rows = []
     for frame in range(facts.number_of_frames):
         out = out_dir / thumbnail_name(facts.sop_instance_uid, frame)
         row = FrameResult(
-            str(path),
+            shown,
             facts.sop_instance_uid,
             frame,
             "cached",
-            thumbnail=str(out),
+            thumbnail=out.name,
             manufacturer=facts.manufacturer,
             transfer_syntax=facts.transfer_syntax,
         )
-        if not out.exists():
+        if not _cached(out, size):
             try:
                 save_png(render_frame(dicom, frame, size, oversample=oversample).image, out)
                 row.status = "ok"
             except DicomError as e:
-                row.status, row.error_kind, row.error, row.thumbnail = (
-                    "error",
-                    e.kind.value,
-                    e.reason,
-                    None,
-                )
+                row.status, row.error_kind, row.error = "error", e.kind.value, e.reason
+                row.thumbnail = None
         rows.append(row)
     return rows
 
@@ -86,14 +99,114 @@ def _init_worker() -> None:
     import warnings
 
     warnings.filterwarnings("ignore", module="pydicom")
+    libc = ctypes.util.find_library("c")
+    if libc:
+        with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to tune
+            ctypes.CDLL(libc).mallopt(-3, MMAP_THRESHOLD)  # M_MMAP_THRESHOLD
 
 
 def worker_pool(workers: int) -> ProcessPoolExecutor:
-    """Worker processes started fresh (not forked) so WORKER_ENV takes effect in them."""
-    os.environ.update(WORKER_ENV)
+    """Fresh worker processes (spawned, not forked: no inherited locks or threads)."""
     return ProcessPoolExecutor(
         workers, mp_context=mp.get_context("spawn"), initializer=_init_worker
     )
+
+
+def _crashed(path: Path, root: Path) -> FrameResult:
+    return FrameResult(
+        str(path.relative_to(root)),
+        None,
+        0,
+        "error",
+        "decode_error",
+        "the decoder crashed on this file (its worker process died)",
+    )
+
+
+def _run_pool(
+    files: list[Path],
+    workers: int,
+    job: Callable[[Path], list[FrameResult]],
+    done: Callable[[list[FrameResult]], None],
+    root: Path,
+) -> None:
+    """Run `job` on every file in parallel. A worker that dies (a codec segfault, out
+    of memory) breaks the pool: the files it had in flight are retried one at a time
+    in a worker of their own, so the culprit is found and recorded as an error row and
+    the others finish normally."""
+    pending, suspects = list(files), []
+    while pending:
+        pending, broken = _parallel(pending, workers, job, done)
+        suspects += broken
+    i = 0
+    while i < len(suspects):
+        with worker_pool(1) as pool:
+            while i < len(suspects):
+                path, i = suspects[i], i + 1
+                try:
+                    done(pool.submit(job, path).result())
+                except BrokenProcessPool:
+                    done([_crashed(path, root)])
+                    break  # this pool is dead: start another
+
+
+def _parallel(
+    files: list[Path],
+    workers: int,
+    job: Callable[[Path], list[FrameResult]],
+    done: Callable[[list[FrameResult]], None],
+) -> tuple[list[Path], list[Path]]:
+    """(files not started, files in flight when the pool broke)."""
+    queue, futures, suspects = iter(files), {}, []
+    with worker_pool(workers) as pool:
+        for path in _take(queue, workers * 4):
+            futures[pool.submit(job, path)] = path
+        while futures:
+            finished, _ = wait(futures, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                path = futures.pop(fut)
+                try:
+                    done(fut.result())
+                except BrokenProcessPool:
+                    suspects.append(path)
+            if not suspects:
+                for path in _take(queue, len(finished)):
+                    futures[pool.submit(job, path)] = path
+    return list(queue), suspects
+
+
+def _take(it: Iterator[Path], n: int) -> Iterable[Path]:
+    for _ in range(n):
+        try:
+            yield next(it)
+        except StopIteration:
+            return
+
+
+def _job(path: Path, out_dir: Path, size: int, oversample: int, root: Path) -> list[FrameResult]:
+    try:
+        return thumbnail_file(path, out_dir, size, oversample, root)
+    except Exception as e:  # a bug must not take the batch down: record it and go on
+        return [
+            FrameResult(
+                str(path.relative_to(root)),
+                None,
+                0,
+                "error",
+                "decode_error",
+                f"unexpected {type(e).__name__}: {e}",
+            )
+        ]
+
+
+class _Job:
+    """Picklable `_job` with its fixed arguments (a lambda can't cross processes)."""
+
+    def __init__(self, out_dir: Path, size: int, oversample: int, root: Path) -> None:
+        self.args = (out_dir, size, oversample, root)
+
+    def __call__(self, path: Path) -> list[FrameResult]:
+        return _job(path, *self.args)
 
 
 def thumbnail_folder(
@@ -105,25 +218,40 @@ def thumbnail_folder(
     oversample: int = DEFAULT_OVERSAMPLE,
     progress: Callable[[int], None] | None = None,
 ) -> list[FrameResult]:
-    """Thumbnails for every DICOM frame below `root`; idempotent and resumable."""
+    """Thumbnails for every DICOM frame below `root`; idempotent and resumable.
+
+    Rows come back in file order. A SOP Instance UID seen in an earlier file is a
+    "duplicate" row (its thumbnail is the first file's).
+    """
     files = list(iter_files(root))
     out_dir.mkdir(parents=True, exist_ok=True)
-    results: list[FrameResult] = []
+    job = _Job(out_dir, size, oversample, root)
+    by_path: dict[str, list[FrameResult]] = {}
+
+    def done(rows: list[FrameResult]) -> None:
+        by_path[rows[0].path] = rows
+        if progress:
+            progress(1)
+
     if workers <= 1:
         for f in files:
-            results += thumbnail_file(f, out_dir, size, oversample)
-            if progress:
-                progress(1)
-        return results
-    with worker_pool(workers) as pool:
-        chunk = max(1, min(16, len(files) // (workers * 8) or 1))
-        n = len(files)
-        for rows in pool.map(
-            thumbnail_file, files, [out_dir] * n, [size] * n, [oversample] * n, chunksize=chunk
-        ):
-            results += rows
-            if progress:
-                progress(1)
+            done(job(f))
+    else:
+        _run_pool(files, workers, job, done, root)
+    results = [r for f in files for r in by_path[str(f.relative_to(root))]]
+    return _mark_duplicates(results)
+
+
+def _mark_duplicates(results: list[FrameResult]) -> list[FrameResult]:
+    first: dict[tuple[str, int], str] = {}
+    for r in results:
+        if r.sop_instance_uid is None or r.status == "error":
+            continue
+        key = (r.sop_instance_uid, r.frame)
+        if key in first:
+            r.status, r.error = "duplicate", f"same SOP Instance UID as {first[key]}"
+        else:
+            first[key] = r.path
     return results
 
 

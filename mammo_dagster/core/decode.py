@@ -212,9 +212,10 @@ def _j2k_reduced(dicom: DicomFile, frame: int, level: int) -> np.ndarray | None:
     expected = (math.ceil(f.rows / 2**level), math.ceil(f.columns / 2**level))
     if arr.shape != expected:
         raise DicomError(Failure.DECODE_ERROR, f"reduced decode gave {arr.shape}, not {expected}")
-    if arr.dtype != np.uint16:
-        arr = arr.astype(np.uint16)
-    # Pillow scales <16-bit samples up to 16 bits; bring them back to stored values.
-    if precision < 16:
-        arr = arr >> (16 - precision)
+    # Pillow opens <= 8-bit streams as "L" and scales 9-15-bit ones up to 16 bits;
+    # bring them back to stored values.
+    out_bits = 8 if arr.dtype == np.uint8 else 16
+    arr = arr.astype(np.uint16)
+    if precision < out_bits:
+        arr >>= out_bits - precision
     return arr

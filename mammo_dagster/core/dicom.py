@@ -31,6 +31,7 @@ class Failure(StrEnum):
     UNSUPPORTED_TRANSFER_SYNTAX = "unsupported_transfer_syntax"
     UNSUPPORTED_PIXEL_FORMAT = "unsupported_pixel_format"
     ZERO_SIZE_IMAGE = "zero_size_image"
+    INVALID_HEADER = "invalid_header"
     FRAME_OUT_OF_RANGE = "frame_out_of_range"
     DECODE_ERROR = "decode_error"
 
@@ -44,6 +45,9 @@ class DicomError(Exception):
         super().__init__(f"{kind.value}: {self.reason}")
 
 
+TOMOSYNTHESIS_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.13.1.3"
+DEFLATED = "1.2.840.10008.1.2.1.99"
+_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 MG_SOP_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.1.2",  # Digital Mammography X-Ray Image - For Presentation
     "1.2.840.10008.5.1.4.1.1.1.2.1",  # Digital Mammography X-Ray Image - For Processing
@@ -167,12 +171,18 @@ def _float(value: Any) -> float | None:
         return None
 
 
-def patient_key(patient_id: str | None, salt: str | None = None) -> str | None:
-    """A salted, irreversible key for a PatientID (16 hex chars), None when absent."""
+def patient_key(
+    patient_id: str | None, salt: str | None = None, issuer: str | None = None
+) -> str | None:
+    """A salted, irreversible key for a PatientID (16 hex chars), None when absent.
+
+    The Issuer of Patient ID takes part, so equal IDs from two sites don't collide.
+    """
     if not patient_id:
         return None
     salt = patient_salt() if salt is None else salt
-    return hashlib.blake2b(f"{salt}|{patient_id}".encode(), digest_size=8).hexdigest()
+    text = f"{salt}|{patient_id}" + (f"|{issuer}" if issuer else "")
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
 
 def _codes(seq: Any) -> list[Dataset]:
@@ -242,7 +252,9 @@ def header_facts(
         study_instance_uid=str(ds.get("StudyInstanceUID", "")),
         series_instance_uid=str(ds.get("SeriesInstanceUID", "")),
         sop_class_uid=str(ds.get("SOPClassUID", "")),
-        patient_key=patient_key(str(ds.get("PatientID", "") or ""), salt),
+        patient_key=patient_key(
+            str(ds.get("PatientID", "") or ""), salt, _text(ds, "IssuerOfPatientID")
+        ),
         modality=_text(ds, "Modality"),
         manufacturer=_text(ds, "Manufacturer"),
         model=_text(ds, "ManufacturerModelName"),
@@ -254,7 +266,7 @@ def header_facts(
         transfer_syntax=ts.name if ts.is_valid else str(ts),
         rows=int(ds.get("Rows", 0) or 0),
         columns=int(ds.get("Columns", 0) or 0),
-        number_of_frames=int(ds.get("NumberOfFrames", 1) or 1),
+        number_of_frames=int(ds.NumberOfFrames if "NumberOfFrames" in ds else 1),
         bits_allocated=int(ds.get("BitsAllocated", 0) or 0),
         bits_stored=int(ds.get("BitsStored", 0) or 0),
         pixel_representation=int(ds.get("PixelRepresentation", 0) or 0),
@@ -303,7 +315,7 @@ def open_dicom(path: str | Path, *, pixels: bool = True, salt: str | None = None
     try:
         size = path.stat().st_size
         with path.open("rb") as f:
-            head = f.read(256)
+            head = f.read(2048)
     except OSError as e:
         raise DicomError(Failure.UNREADABLE, f"cannot read file: {e.strerror or e}") from e
     if size == 0:
@@ -314,12 +326,14 @@ def open_dicom(path: str | Path, *, pixels: bool = True, salt: str | None = None
     warnings: tuple[str, ...] = ()
     if kind == "raw":
         warnings = ("no DICOM preamble/file meta: read as a bare dataset",)
+    # A deflated dataset is inflated in memory: file offsets mean nothing, defer nothing.
+    deflated = DEFLATED.encode() in head
     try:
         ds = pydicom.dcmread(
             path,
             force=kind == "raw",
             stop_before_pixels=not pixels,
-            defer_size="64 KB" if pixels else None,
+            defer_size="64 KB" if pixels and not deflated else None,
         )
     except InvalidDicomError as e:
         raise DicomError(Failure.NOT_DICOM, str(e).splitlines()[0]) from e
@@ -331,7 +345,25 @@ def open_dicom(path: str | Path, *, pixels: bool = True, salt: str | None = None
             raise DicomError(Failure.TRUNCATED, f"file ends inside the header ({msg})") from e
         raise DicomError(Failure.NOT_DICOM, f"unparseable DICOM: {msg}") from e
 
-    if reason := _truncation(path, ds, size, pixels):
+    try:
+        return _validate(path, ds, size, pixels, salt, warnings, deflated)
+    except DicomError:
+        raise
+    except Exception as e:  # a value pydicom can't convert: bad VR, odd length, garbage
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DicomError(Failure.INVALID_HEADER, f"unreadable attribute value: {msg}") from e
+
+
+def _validate(
+    path: Path,
+    ds: Dataset,
+    size: int,
+    pixels: bool,
+    salt: str | None,
+    warnings: tuple[str, ...],
+    deflated: bool,
+) -> DicomFile:
+    if not deflated and (reason := _truncation(path, ds, size, pixels)):
         raise DicomError(Failure.TRUNCATED, reason)
     sop_class = str(
         ds.get("SOPClassUID", "")
@@ -342,6 +374,12 @@ def open_dicom(path: str | Path, *, pixels: bool = True, salt: str | None = None
         raise DicomError(Failure.DICOMDIR, "DICOMDIR (media directory), not an image")
     if "SOPInstanceUID" not in ds:
         raise DicomError(Failure.NOT_DICOM, "no SOP Instance UID: not a DICOM image object")
+    if not _UID.match(str(ds.SOPInstanceUID)) or len(str(ds.SOPInstanceUID)) > 64:
+        raise DicomError(Failure.INVALID_HEADER, "SOP Instance UID is not a valid UID")
+    if sop_class == TOMOSYNTHESIS_SOP_CLASS:
+        raise DicomError(
+            Failure.UNSUPPORTED_SOP_CLASS, "breast tomosynthesis volume, not a 2D mammogram"
+        )
     modality = _text(ds, "Modality")
     if sop_class not in MG_SOP_CLASSES and modality != "MG":
         name = UID(sop_class).name if sop_class else "unknown SOP class"

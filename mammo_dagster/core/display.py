@@ -93,7 +93,12 @@ def choose_voi(ds: Dataset, index: int = 0) -> Voi | None:
     src = _voi_source(ds)
     luts = src.get("VOILUTSequence") or []
     if luts:
-        return Voi(kind="lut", index=index if index < len(luts) else 0)
+        i = index if index < len(luts) else 0
+        try:
+            lut_table(luts[i], ds)
+            return Voi(kind="lut", index=i)
+        except (ValueError, TypeError, AttributeError, KeyError):
+            pass  # unusable LUT: fall back to the windows, then to an automatic window
     centers, widths = _values(src.get("WindowCenter")), _values(src.get("WindowWidth"))
     function = str(src.get("VOILUTFunction", "") or "LINEAR").upper().strip()
     if function not in ("LINEAR", "LINEAR_EXACT", "SIGMOID"):
@@ -120,7 +125,11 @@ def stored_values(patterns: np.ndarray, bits_stored: int, signed: bool) -> np.nd
 
 
 def _modality(values: np.ndarray, ds: Dataset) -> np.ndarray:
-    return np.asarray(apply_modality_lut(values, ds), dtype=np.float64)
+    """Modality LUT / rescale (pydicom's); identity when the header's values are unusable."""
+    try:
+        return np.asarray(apply_modality_lut(values, ds), dtype=np.float64)
+    except Exception:  # e.g. RescaleSlope "1,5", a 12-bit-entry Modality LUT
+        return np.asarray(values, dtype=np.float64)
 
 
 def lut_table(item: Dataset, ds: Dataset) -> tuple[np.ndarray, int, int]:
@@ -128,23 +137,38 @@ def lut_table(item: Dataset, ds: Dataset) -> tuple[np.ndarray, int, int]:
 
     Written here rather than with pydicom's ``apply_voi`` because LUTData may be
     US or OW (raw bytes, in the file's byte order) and pydicom refuses OW when a
-    dataset has no file meta; and because the descriptor's bit depth may
-    disagree with the data (e.g. 16 declared, 12 used), so the output range is
-    taken from what the table really holds.
+    dataset has no file meta. Raises ValueError for an unusable item.
+
+    The output range is the descriptor's bit depth, except for a known writer
+    quirk: 16 bits declared for a table that uses no more than 12 (at least 4 bits
+    never set), where the real depth is what the table holds.
     """
     n, first, declared = (int(v) for v in item.LUTDescriptor)
     n = n or 65536
-    if int(ds.get("PixelRepresentation", 0)) == 1 and first >= 32768:
-        first -= 65536  # descriptor value written as US holds a signed first mapped value
-    data = item.LUTData
+    slope = float(ds.get("RescaleSlope", 1) or 1)
+    intercept = float(ds.get("RescaleIntercept", 0) or 0)
+    may_be_negative = int(ds.get("PixelRepresentation", 0)) == 1 or intercept < 0 or slope < 0
+    if may_be_negative and first >= 32768:
+        first -= 65536  # an SS first mapped value written as US (PS3.3 C.11.2.1.1)
+    data = item.get("LUTData")
+    if data is None:
+        raise ValueError("VOI LUT item has no LUT Data")
     if isinstance(data, bytes):
         meta = getattr(ds, "file_meta", None)
         big = str(meta.get("TransferSyntaxUID", "")) == "1.2.840.10008.1.2.2" if meta else False
-        table = np.frombuffer(data, dtype=np.uint8 if len(data) == n else (">u2" if big else "<u2"))
+        if declared <= 8 and len(data) in (n, n + 1):
+            table = np.frombuffer(data[:n], dtype=np.uint8)
+        else:
+            table = np.frombuffer(data[: len(data) // 2 * 2], dtype=">u2" if big else "<u2")
     else:
         table = np.asarray(data if isinstance(data, MultiValue | list) else [data])
     table = table[:n].astype(np.float64)
-    bits = max(1, min(declared, int(table.max()).bit_length())) if table.size else declared
+    if table.size == 0:
+        raise ValueError("VOI LUT item has an empty table")
+    bits = declared
+    used = int(table.max()).bit_length()
+    if declared >= 16 and used <= declared - 4:
+        bits = max(used, 8)
     return table, first, bits
 
 
@@ -171,16 +195,34 @@ def auto_window(modality: np.ndarray, inverse_air: bool, padding: np.ndarray | N
     return Voi(kind="auto", function="LINEAR_EXACT", center=(lo + hi) / 2, width=hi - lo)
 
 
+def _as_stored(value: object, ds: Dataset) -> int | None:
+    """A padding attribute as a stored value: US/SS/bytes, masked and sign-extended the
+    way the pixels are (writers often put a signed value in a US)."""
+    if isinstance(value, MultiValue | list | tuple):
+        value = value[0] if value else None
+    if isinstance(value, bytes):
+        value = int.from_bytes(value[:2], "little") if len(value) >= 2 else None
+    try:
+        raw = int(value) & 0xFFFF  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    bits = int(ds.get("BitsStored", 16) or 16)
+    signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
+    return int(stored_values(np.array([raw]), bits, signed)[0])
+
+
 def padding_mask(values: np.ndarray, ds: Dataset) -> np.ndarray | None:
-    """True where stored values are Pixel Padding (value, or range up to the limit)."""
-    ppv = ds.get("PixelPaddingValue")
+    """True where stored values are Pixel Padding (value, or range up to the limit).
+
+    Padding is compared with stored values, before any rescale (PS3.3 C.7.5.1.1.2).
+    """
+    ppv = _as_stored(ds.get("PixelPaddingValue"), ds)
     if ppv is None:
         return None
-    ppv = int(ppv if not isinstance(ppv, MultiValue | list) else ppv[0])
-    limit = ds.get("PixelPaddingRangeLimit")
+    limit = _as_stored(ds.get("PixelPaddingRangeLimit"), ds)
     if limit is None:
         return values == ppv
-    lo, hi = sorted((ppv, int(limit)))
+    lo, hi = sorted((ppv, limit))
     return (values >= lo) & (values <= hi)
 
 
@@ -217,8 +259,9 @@ def resolve_voi(ds: Dataset, sample_values: np.ndarray, index: int = 0) -> Voi:
         return voi
     sample = sample_values.ravel()
     pad = padding_mask(sample, ds)
-    photometric = str(ds.get("PhotometricInterpretation", "")).upper().strip()
-    return auto_window(_modality(sample, ds), photometric == "MONOCHROME1", pad)
+    # which stored end is air depends on the photometric interpretation, not the display
+    mono1 = str(ds.get("PhotometricInterpretation", "")).upper().strip() == "MONOCHROME1"
+    return auto_window(_modality(sample, ds), mono1, pad)
 
 
 def display_lut(ds: Dataset, voi: Voi) -> np.ndarray:

@@ -16,12 +16,13 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from .decode import DEFAULT_OVERSAMPLE, full_frame, reduced_frame
-from .dicom import DicomFile, HeaderFacts, open_dicom
+from .dicom import DicomError, DicomFile, Failure, HeaderFacts, open_dicom
 from .display import (
     Voi,
     apply_lut,
@@ -134,6 +135,24 @@ def _patterns(arr: np.ndarray) -> np.ndarray:
 
 
 def render_frame(
+    dicom: DicomFile, frame: int = 0, size: int = DEFAULT_SIZE, **kwargs: Any
+) -> Thumbnail:
+    """Render one frame of an opened file as a `size`-px thumbnail (see `_render`).
+
+    Raises :class:`DicomError` only: header values no codec or LUT can use become
+    ``invalid_header``, anything else that stops the pixels ``decode_error``.
+    """
+    try:
+        return _render(dicom, frame, size, **kwargs)
+    except DicomError:
+        raise
+    except (ValueError, TypeError, AttributeError, KeyError, IndexError) as e:
+        raise DicomError(Failure.INVALID_HEADER, f"cannot render: {type(e).__name__}: {e}") from e
+    except Exception as e:
+        raise DicomError(Failure.DECODE_ERROR, f"cannot render: {type(e).__name__}: {e}") from e
+
+
+def _render(
     dicom: DicomFile,
     frame: int = 0,
     size: int = DEFAULT_SIZE,
@@ -143,7 +162,7 @@ def render_frame(
     voi_index: int = 0,
     oversample: int = DEFAULT_OVERSAMPLE,
 ) -> Thumbnail:
-    """Render one frame of an opened file as a `size`-px thumbnail.
+    """Render one frame as a `size`-px thumbnail.
 
     The fast path (default) gets stored values at `oversample` halvings finer than
     `size` (a reduced JPEG 2000 decode, else a box average that keeps each cell's

@@ -1,0 +1,65 @@
+"""Folder thumbnailing: worker crashes, duplicates, cache validity, relative paths."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from mammo_dagster.core.batch import FrameResult, _run_pool, thumbnail_folder
+from tests.factory import make_file
+
+PX = np.full((64, 48), 1500, dtype=np.uint16)
+
+
+class CrashOn:
+    """A job that kills its worker process on one file, like a segfaulting codec."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __call__(self, path: Path) -> list[FrameResult]:
+        if path.name == self.name:
+            os._exit(139)
+        return [FrameResult(path.name, "1.2.3", 0, "ok")]
+
+
+def test_a_crashing_worker_costs_one_row_not_the_run(tmp_path: Path) -> None:
+    files = []
+    for i in range(10):
+        files.append(tmp_path / f"f{i}")
+        files[-1].write_bytes(b"x")
+    rows: list[FrameResult] = []
+    _run_pool(files, 2, CrashOn("f3"), rows.extend, tmp_path)
+    by_name = {r.path: r for r in rows}
+    assert sorted(by_name) == sorted(f.name for f in files)  # every file has exactly one row
+    assert len(rows) == len(files)
+    assert by_name["f3"].status == "error" and "crashed" in by_name["f3"].error
+    assert all(r.status == "ok" for n, r in by_name.items() if n != "f3")
+
+
+def test_duplicates_relative_paths_and_cache(tmp_path: Path) -> None:
+    drop = tmp_path / "drop"
+    make_file(drop / "a" / "IM1", PX, "ge", tag="same")
+    make_file(drop / "b" / "IM1", PX, "ge", tag="same")  # the same SOP Instance UID again
+    make_file(drop / "c" / "IM1", PX, "hologic", "j2k", tag="other")
+    out = tmp_path / "thumbs"
+    rows = thumbnail_folder(drop, out, size=32, workers=2)
+    assert [(r.path, r.status) for r in rows] == [
+        ("a/IM1", "ok"),
+        ("b/IM1", "duplicate"),
+        ("c/IM1", "ok"),
+    ]
+    assert "a/IM1" in rows[1].error
+    assert len(list(out.glob("*.png"))) == 2
+
+    # a thumbnail of another size is not a cache hit; a broken one is redone
+    other = out / rows[2].thumbnail
+    other.write_bytes(b"")
+    rows = thumbnail_folder(drop, out, size=48, workers=1)
+    assert [r.status for r in rows] == ["ok", "duplicate", "ok"]
+    assert all(Image.open(p).size == (48, 48) for p in out.glob("*.png"))
+    rows = thumbnail_folder(drop, out, size=48, workers=1)
+    assert [r.status for r in rows] == ["cached", "duplicate", "cached"]
