@@ -39,6 +39,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
     from .core.synthetic import generate_archive
 
     out = Path(args.out)
+    truth = Path(args.ground_truth) if args.ground_truth else out / "ground_truth.csv"
     with _progress(None, "synth", args.quiet) as bar:
         images = generate_archive(
             out,
@@ -48,6 +49,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
             vendors=args.vendor or None,
             transfer_syntaxes=args.transfer_syntax or None,
             progress=bar.update,
+            ground_truth=truth,
         )
     classes = Counter(
         {
@@ -61,7 +63,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
     print(
         f"wrote {len(images)} images in {len({i.study_instance_uid for i in images})} studies "
         f"to {out} ({', '.join(f'{k}: {v}' for k, v in sorted(classes.items()))}); "
-        f"ground truth: {out / 'ground_truth.csv'}"
+        f"ground truth: {truth}"
     )
     return 0
 
@@ -171,7 +173,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     drop = home / "incoming" / "demo"
     thumbs = home / "thumbnails"
     print(f"mammo demo in {home} (set {ENV_HOME} to use another folder)")
-    if not (drop / "ground_truth.csv").exists():
+    truth = home / "synthetic" / "demo_ground_truth.csv"  # outside the drop the pipeline scans
+    if not truth.exists():
         cmd_synth(
             argparse.Namespace(
                 out=drop,
@@ -180,6 +183,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 size="small",
                 vendor=None,
                 transfer_syntax=None,
+                ground_truth=truth,
                 quiet=args.quiet,
             )
         )
@@ -238,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="full vendor matrix, or ~1/8 scale for fast tests (default small)",
     )
     p.add_argument("--vendor", action="append", help="restrict to a vendor profile (repeatable)")
+    p.add_argument("--ground-truth", help="where to write the CSV (default OUT/ground_truth.csv)")
     p.add_argument(
         "--transfer-syntax",
         action="append",

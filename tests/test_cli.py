@@ -116,7 +116,7 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     thumbs = tmp_path / "home" / "thumbnails"
     assert str(thumbs) in out.stdout
-    with (tmp_path / "home" / "incoming" / "demo" / "ground_truth.csv").open() as f:
+    with (tmp_path / "home" / "synthetic" / "demo_ground_truth.csv").open() as f:
         n = len(list(csv.DictReader(f)))
     assert len(list(thumbs.glob("*.png"))) == n
     again = mammo("demo", "--home", str(tmp_path / "home"), "--studies", "3")

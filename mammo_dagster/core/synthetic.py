@@ -1318,8 +1318,12 @@ def generate_archive(
     vendors: Sequence[str] | None = None,
     transfer_syntaxes: Sequence[str] | None = None,
     progress: Callable[[int], None] | None = None,
+    ground_truth: Path | None = None,
 ) -> list[SynthImage]:
     """Write a synthetic archive under out/ and out/ground_truth.csv; deterministic by seed.
+
+    `ground_truth` puts the CSV elsewhere (e.g. outside a drop folder that a pipeline
+    scans); its paths are then absolute.
 
     Studies hold 4-8 images; a patient may have several studies (later ones keep earlier
     clips) and may change vendor between them. size="small" divides the matrix by 8 and
@@ -1412,7 +1416,7 @@ def generate_archive(
             )
             if progress is not None:
                 progress(len(images))
-    write_ground_truth(images, out / "ground_truth.csv")
+    write_ground_truth(images, ground_truth or out / "ground_truth.csv")
     return images
 
 
