@@ -179,13 +179,13 @@ def main() -> int:
         )
     )
     print(
-        "\n| vendor | transfer syntax | naive img/s | fast img/s | speed-up | "
+        "\n| vendor | transfer syntax | size | naive img/s | fast img/s | speed-up | "
         "mean abs diff vs exact | markers kept |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
-            f"| {r['vendor']} | {r['transfer_syntax']} | {r['naive_img_s']:.1f} | "
+            f"| {r['vendor']} | {r['transfer_syntax']} | {r['size']} | {r['naive_img_s']:.1f} | "
             f"{r['fast_img_s']:.1f} | {r['speedup']:.1f}x | {r['mean_abs_diff']:.2f} | "
             f"{r['markers_kept']} |"
         )

@@ -210,3 +210,25 @@ def test_reduced_j2k_decode_at_awkward_sizes(tmp_path: Path, rows: int, cols: in
         fast = render_frame(dicom, 0, size).image.astype(int)
         exact = render_frame(dicom, 0, size, exact=True).image.astype(int)
         assert np.abs(fast - exact)[exact > 0].mean() < 2.0
+
+
+@pytest.mark.parametrize("bits", [12, 14, 15, 16])
+def test_box_reduce_matches_float_reference(bits: int) -> None:
+    from mammo_dagster.core.decode import box_reduce
+
+    rng = np.random.default_rng(bits)
+    top = (1 << bits) - 1
+    a = rng.integers(0, top + 1, (37, 50)).astype(np.uint16)
+    a[:3, :3] = top  # extremes at the top of the range must not overflow
+    if bits < 16:
+        a |= np.uint16(0xFFFF ^ top)  # garbage above BitsStored
+    clean = (a & top).astype(np.float64)
+    mean, ext = box_reduce(a, 2, bits)
+    padded = np.pad(clean, ((0, 3), (0, 2)), mode="edge")  # 37 -> 40 rows, 50 -> 52 cols
+    ref = padded
+    for _ in range(2):  # halve twice, repeating the edge like box_reduce does
+        h, w = ref.shape
+        ref = np.floor(ref.reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3)) + 0.5)
+    assert mean.shape == (10, 13)
+    np.testing.assert_array_equal(mean[:9, :12], ref[:9, :12])
+    assert ext["max"].max() == top and ext["min"].min() == clean.min()

@@ -62,12 +62,13 @@ def fit_size(rows: int, cols: int, long_side: int) -> tuple[int, int]:
 
 
 def _block_max(img: np.ndarray, k: int) -> np.ndarray:
+    """Maximum over k x k blocks (the last partial block padded with black)."""
     h, w = img.shape
     hh, ww = -(-h // k) * k, -(-w // k) * k
     if (hh, ww) != (h, w):
         img = np.pad(img, ((0, hh - h), (0, ww - w)))
-    rows = img.reshape(hh // k, k, ww).max(axis=1)
-    return rows.reshape(hh // k, ww // k, k).max(axis=2)
+    rows = np.maximum.reduce([img[i::k] for i in range(k)])  # strided slices: no copies
+    return np.maximum.reduce([rows[:, i::k] for i in range(k)])
 
 
 def shrink(
