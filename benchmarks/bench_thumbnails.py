@@ -10,8 +10,8 @@ Both run in the same process pool on the same full-size synthetic files (warm
 page cache), interleaved, `--repeats` times; the median is reported with the
 ratio. Quality: mean |fast - exact| gray levels per image against our exact
 path (full decode, float VOI per pixel, same downsampling), and whether images
-with a biopsy marker keep a near-white marker in the fast thumbnail wherever
-the exact thumbnail has one.
+with a biopsy marker keep a near-white (>= 240) marker in the fast thumbnail
+within one pixel of where the exact thumbnail has one.
 
     python benchmarks/bench_thumbnails.py [--images 8] [--repeats 3] [--workers 2]
                                           [--sizes 512 224]
@@ -83,7 +83,12 @@ def _quality(
         diffs.append(float(np.abs(a - b)[b > 0].mean()))
         if has_marker and (b >= 240).any():
             with_marker += 1
-            kept += bool(((a >= 240) & (b >= 240)).any())
+            bright = np.pad(a >= 240, 1)  # the fast one may sit one pixel off
+            near = np.zeros_like(b, dtype=bool)
+            for dy in range(3):
+                for dx in range(3):
+                    near |= bright[dy : dy + b.shape[0], dx : dx + b.shape[1]]
+            kept += bool((near & (b >= 240)).any())
     return statistics.mean(diffs), max(diffs), kept, with_marker
 
 
