@@ -39,7 +39,11 @@ from mammo_dagster.core.dicom import open_dicom
 from mammo_dagster.core.synthetic import generate_archive
 from mammo_dagster.core.thumbnails import render_frame, save_png
 
-CASES = [(v, ts) for v in ("hologic", "ge") for ts in ("explicit", "j2k", "jpegls", "rle")]
+CASES = [
+    (v, ts)
+    for v in ("hologic", "ge")
+    for ts in ("explicit", "j2k", "jpegls", "rle", "jpeg-lossless")
+]
 RESULTS = Path(__file__).parent / "results"
 
 

@@ -246,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--transfer-syntax",
         action="append",
-        help="force a transfer syntax: explicit, j2k, jpegls, rle (repeatable)",
+        help="force a transfer syntax: explicit, j2k, jpegls, rle, jpeg-lossless (repeatable)",
     )
     p.set_defaults(func=cmd_synth)
 

@@ -41,5 +41,5 @@ def make_file(
 ) -> Path:
     """Write a tiny DICOM holding `stored` values with a vendor's header."""
     ds = build_dataset(stored, VENDOR_PROFILES[vendor], header(tag, **(header_kw or {})), **kw)
-    encode(ds, ts)
+    ds = encode(ds, ts)
     return write(ds, path)

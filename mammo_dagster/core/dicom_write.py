@@ -8,11 +8,13 @@ values and check how they render).
 from __future__ import annotations
 
 import hashlib
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import (
@@ -20,6 +22,7 @@ from pydicom.uid import (
     DigitalMammographyXRayImageStorageForPresentation,
     ExplicitVRLittleEndian,
     JPEG2000Lossless,
+    JPEGLosslessSV1,
     JPEGLSLossless,
     RLELossless,
 )
@@ -33,6 +36,7 @@ TRANSFER_SYNTAXES: dict[str, UID] = {
     "j2k": JPEG2000Lossless,
     "jpegls": JPEGLSLossless,
     "rle": RLELossless,
+    "jpeg-lossless": JPEGLosslessSV1,  # process 14 SV1, common in older archives
 }
 
 _ENCODER = {JPEG2000Lossless: "pylibjpeg", JPEGLSLossless: "pyjpegls", RLELossless: "pylibjpeg"}
@@ -141,7 +145,7 @@ VENDOR_PROFILES: dict[str, VendorProfile] = {
             photometric="MONOCHROME1",
             voi="none",
             voi_function="LINEAR_EXACT",
-            transfer_syntaxes=("explicit", "rle"),
+            transfer_syntaxes=("explicit", "rle", "jpeg-lossless"),
             mag_paddle="MAGNIFICATION",
         ),
     )
@@ -312,12 +316,44 @@ def linear_voi_lut_item(lo: int, hi: int, center: float, width: float) -> Datase
 
 
 def encode(ds: Dataset, transfer_syntax: str | UID) -> Dataset:
-    """Compress `ds` in place to a transfer syntax name or UID; keeps the SOP UID."""
+    """Compress `ds` to a transfer syntax name or UID, keeping the SOP Instance UID.
+
+    pydicom compresses in place; JPEG lossless (which pydicom can't encode) goes
+    through GDCM and comes back as a new dataset. Use the returned dataset.
+    """
     name = str(transfer_syntax)
     uid = TRANSFER_SYNTAXES[name] if name in TRANSFER_SYNTAXES else UID(name)
+    if uid == JPEGLosslessSV1:
+        return _gdcm_encode(ds, uid)
     if uid != ExplicitVRLittleEndian:
         ds.compress(uid, encoding_plugin=_ENCODER[uid], generate_instance_uid=False)
     return ds
+
+
+def _gdcm_encode(ds: Dataset, uid: UID) -> Dataset:
+    import gdcm
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp) / "in.dcm", Path(tmp) / "out.dcm"
+        ds.save_as(src, enforce_file_format=True)
+        reader = gdcm.ImageReader()
+        reader.SetFileName(str(src))
+        if not reader.Read():
+            raise RuntimeError(f"GDCM could not read the dataset to encode {uid.name}")
+        change = gdcm.ImageChangeTransferSyntax()
+        change.SetTransferSyntax(gdcm.TransferSyntax(gdcm.TransferSyntax.JPEGLosslessProcess14_1))
+        change.SetInput(reader.GetImage())
+        if not change.Change():
+            raise RuntimeError(f"GDCM could not encode {uid.name}")
+        writer = gdcm.ImageWriter()
+        writer.SetFileName(str(dst))
+        writer.SetFile(reader.GetFile())
+        writer.SetImage(change.GetOutput())
+        if not writer.Write():
+            raise RuntimeError(f"GDCM could not write {uid.name}")
+        out = pydicom.dcmread(dst)
+        out.PixelData  # noqa: B018 - load it before the temp folder goes
+        return out
 
 
 def write(ds: Dataset, path: str | Path) -> Path:

@@ -1394,7 +1394,7 @@ def generate_archive(
             )
             ds = build_dataset(stored, profile, header, padding_value=padding_value(profile))
             ts_name = syntaxes[(ts_offset + i_idx) % len(syntaxes)]
-            encode(ds, ts_name)
+            ds = encode(ds, ts_name)
             path = write(ds, out / _relative_path(study, s_idx, i_idx, sop))
             images.append(
                 SynthImage(
