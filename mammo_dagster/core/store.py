@@ -1,0 +1,154 @@
+"""The DuckDB store: the one module that owns the schema and every connection.
+
+DuckDB lets one process hold a file read-write *or* several hold it read-only,
+never both, and even a read-only open fails while a writer holds it. Dagster
+runs and the labeler are separate processes on the same file, so every access
+is a short-lived connection opened through :meth:`Store.connect`, which retries
+a lock conflict with jittered exponential backoff until a deadline, and only
+then raises :class:`StoreBusy` (nothing is written half-way: work runs in a
+transaction that is retried whole).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+import duckdb
+
+from .config import mammo_home
+
+DB_NAME = "mammo.duckdb"
+T = TypeVar("T")
+
+#: Schema migrations, applied in order, each once; never edit one that has shipped.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE IF NOT EXISTS dicom_index (
+        drop_name VARCHAR NOT NULL,
+        path VARCHAR NOT NULL,             -- relative to the drop folder
+        frame INTEGER NOT NULL,
+        file_size BIGINT,
+        content_hash VARCHAR,              -- blake2b of the file bytes
+        status VARCHAR NOT NULL,           -- ok | error | duplicate | skipped
+        error_kind VARCHAR,
+        error VARCHAR,
+        duplicate_of VARCHAR,              -- drop/path first seen with this SOP UID
+        sop_instance_uid VARCHAR,
+        study_instance_uid VARCHAR,
+        series_instance_uid VARCHAR,
+        patient_key VARCHAR,               -- salted hash, never the ID
+        manufacturer VARCHAR,
+        model VARCHAR,
+        laterality VARCHAR,
+        view_position VARCHAR,
+        view_modifiers VARCHAR,
+        transfer_syntax_uid VARCHAR,
+        transfer_syntax VARCHAR,
+        rows_ INTEGER,
+        columns_ INTEGER,
+        number_of_frames INTEGER,
+        bits_stored INTEGER,
+        photometric VARCHAR,
+        presentation_intent_type VARCHAR,
+        voi_function VARCHAR,
+        mag_factor DOUBLE,
+        paddle_description VARCHAR,
+        series_description VARCHAR,
+        header_mag_hint BOOLEAN,
+        header_marker_hint BOOLEAN,
+        study_mag_hint BOOLEAN,
+        study_marker_hint BOOLEAN,
+        indexed_at TIMESTAMP DEFAULT current_timestamp,
+        PRIMARY KEY (drop_name, path, frame)
+    )
+    """,
+)
+
+
+class StoreBusy(RuntimeError):
+    """The database stayed locked by another process past the deadline."""
+
+
+def _is_lock_conflict(e: Exception) -> bool:
+    text = str(e).lower()
+    return isinstance(e, duckdb.IOException) and ("lock" in text or "conflicting" in text)
+
+
+class Store:
+    """Short-lived, retrying connections to one DuckDB file."""
+
+    def __init__(
+        self,
+        path: Path | None = None,
+        *,
+        timeout_s: float = 60.0,
+        first_delay_s: float = 0.02,
+        max_delay_s: float = 1.0,
+    ) -> None:
+        self.path = Path(path) if path else mammo_home() / DB_NAME
+        self.timeout_s, self.first_delay_s, self.max_delay_s = (
+            timeout_s,
+            first_delay_s,
+            max_delay_s,
+        )
+
+    def _open(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        deadline = time.monotonic() + self.timeout_s
+        delay = self.first_delay_s
+        while True:
+            try:
+                if read_only and not self.path.exists():
+                    read_only = False  # a read-only open can't create the file
+                return duckdb.connect(str(self.path), read_only=read_only)
+            except duckdb.Error as e:
+                if not _is_lock_conflict(e):
+                    raise
+                if time.monotonic() + delay > deadline:
+                    raise StoreBusy(
+                        f"{self.path} stayed locked for {self.timeout_s:.0f} s by another process"
+                    ) from e
+                time.sleep(delay * random.uniform(0.5, 1.5))
+                delay = min(delay * 2, self.max_delay_s)
+
+    @contextmanager
+    def connect(self, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection held only for the `with` block (open retried on lock conflicts)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = self._open(read_only)
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    def run(self, work: Callable[[duckdb.DuckDBPyConnection], T], *, read_only: bool = False) -> T:
+        """`work(conn)` in one transaction on a fresh connection: all of it or none."""
+        with self.connect(read_only=read_only) as conn:
+            if read_only:
+                return work(conn)
+            conn.execute("BEGIN TRANSACTION")
+            try:
+                result = work(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return result
+
+    def migrate(self) -> int:
+        """Apply pending migrations (idempotent); returns the schema version."""
+
+        def apply(conn: duckdb.DuckDBPyConnection) -> int:
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+            current = (row[0] if row else None) or 0
+            for version, sql in enumerate(MIGRATIONS[current:], start=current + 1):
+                conn.execute(sql)
+                conn.execute("INSERT INTO schema_version VALUES (?)", [version])
+            return len(MIGRATIONS)
+
+        return self.run(apply)
