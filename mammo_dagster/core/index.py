@@ -1,0 +1,147 @@
+"""Index a drop: one row per image frame (or per file that gives none), into the store."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .dicom import DicomError, HeaderFacts, open_dicom
+from .store import Store
+
+_HASH_CHUNK = 1 << 20
+
+
+@dataclass
+class IndexRow:
+    """A `dicom_index` row (see the schema in store.py)."""
+
+    drop_name: str
+    path: str
+    frame: int
+    file_size: int | None
+    content_hash: str | None
+    status: str  # ok | error | duplicate
+    error_kind: str | None = None
+    error: str | None = None
+    duplicate_of: str | None = None
+    sop_instance_uid: str | None = None
+    study_instance_uid: str | None = None
+    series_instance_uid: str | None = None
+    patient_key: str | None = None
+    manufacturer: str | None = None
+    model: str | None = None
+    laterality: str | None = None
+    view_position: str | None = None
+    view_modifiers: str | None = None
+    transfer_syntax_uid: str | None = None
+    transfer_syntax: str | None = None
+    rows_: int | None = None
+    columns_: int | None = None
+    number_of_frames: int | None = None
+    bits_stored: int | None = None
+    photometric: str | None = None
+    presentation_intent_type: str | None = None
+    voi_function: str | None = None
+    mag_factor: float | None = None
+    paddle_description: str | None = None
+    series_description: str | None = None
+    header_mag_hint: bool | None = None
+    header_marker_hint: bool | None = None
+    study_mag_hint: bool | None = None
+    study_marker_hint: bool | None = None
+
+
+COLUMNS = tuple(IndexRow.__dataclass_fields__)
+
+
+def content_hash(path: Path) -> str:
+    """blake2b (16 bytes) of the file's bytes, read in chunks."""
+    h = hashlib.blake2b(digest_size=16)
+    with path.open("rb") as f:
+        while chunk := f.read(_HASH_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _facts_columns(facts: HeaderFacts) -> dict:
+    d = facts.to_dict()
+    d["rows_"], d["columns_"] = d.pop("rows"), d.pop("columns")
+    d["view_modifiers"] = "; ".join(d["view_modifiers"])
+    return {k: v for k, v in d.items() if k in COLUMNS}
+
+
+def index_file(path: Path, root: Path, drop_name: str) -> list[IndexRow]:
+    """Rows for one file: one per frame when it opens, else one error row. Never raises."""
+    rel = str(path.relative_to(root))
+    try:
+        size, digest = path.stat().st_size, content_hash(path)
+    except OSError as e:
+        return [
+            IndexRow(
+                drop_name,
+                rel,
+                0,
+                None,
+                None,
+                "error",
+                "unreadable",
+                f"cannot read file: {e.strerror or e}",
+            )
+        ]
+    try:
+        facts = open_dicom(path).facts
+    except DicomError as e:
+        return [IndexRow(drop_name, rel, 0, size, digest, "error", e.kind.value, e.reason)]
+    columns = _facts_columns(facts)
+    return [
+        IndexRow(drop_name, rel, frame, size, digest, "ok", **columns)
+        for frame in range(facts.number_of_frames)
+    ]
+
+
+def mark_duplicates(rows: Iterable[IndexRow], seen: dict[tuple[str, int], str]) -> list[IndexRow]:
+    """Rows whose (SOP Instance UID, frame) is already in `seen` (other drops, or earlier in
+    this one) become "duplicate" rows pointing at the first; `seen` is updated."""
+    out = []
+    for row in rows:
+        if row.status == "ok" and row.sop_instance_uid:
+            key = (row.sop_instance_uid, row.frame)
+            first = seen.get(key)
+            if first is not None:
+                row.status, row.duplicate_of = "duplicate", first
+            else:
+                seen[key] = f"{row.drop_name}/{row.path}"
+        out.append(row)
+    return out
+
+
+def seen_elsewhere(store: Store, drop_name: str) -> dict[tuple[str, int], str]:
+    """(SOP UID, frame) -> "drop/path" of frames indexed from other drops."""
+    rows = store.run(
+        lambda c: c.execute(
+            "SELECT sop_instance_uid, frame, drop_name || '/' || path FROM dicom_index "
+            "WHERE status = 'ok' AND drop_name <> ? AND sop_instance_uid IS NOT NULL",
+            [drop_name],
+        ).fetchall(),
+        read_only=True,
+    )
+    return {(sop, frame): where for sop, frame, where in rows}
+
+
+def save_index(store: Store, drop_name: str, rows: list[IndexRow]) -> int:
+    """Replace the drop's rows in one transaction (re-indexing a drop is idempotent)."""
+    placeholders = ", ".join("?" * len(COLUMNS))
+    values = [list(asdict(r).values()) for r in rows]
+
+    def write(conn) -> int:
+        conn.execute("DELETE FROM dicom_index WHERE drop_name = ?", [drop_name])
+        if values:
+            conn.executemany(
+                f"INSERT INTO dicom_index ({', '.join(COLUMNS)}) VALUES ({placeholders})",
+                values,
+            )
+        return len(values)
+
+    return store.run(write)
