@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import logging
 import sys
 import time
 import warnings
@@ -14,17 +15,53 @@ from pathlib import Path
 
 from .core.config import ENV_HOME, mammo_home
 from .core.decode import DEFAULT_OVERSAMPLE
+from .core.dicom_write import TRANSFER_SYNTAXES, VENDOR_PROFILES
 
 
 class CliError(Exception):
     """An error reported to the user as one line on stderr."""
 
 
-def _positive(value: str) -> int:
-    n = int(value)
-    if n <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return n
+def _int_in(lo: int, hi: int):
+    """An argparse type: an integer in [lo, hi], with a readable error."""
+
+    def parse(value: str) -> int:
+        try:
+            n = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+        if not lo <= n <= hi:
+            raise argparse.ArgumentTypeError(f"must be between {lo} and {hi}, got {n}")
+        return n
+
+    return parse
+
+
+_size = _int_in(16, 4096)  # thumbnails, not upscaled originals
+_studies = _int_in(1, 100_000)
+_seed = _int_in(0, 2**32 - 1)
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def _new_file(path: Path, suffix: str | None = None) -> Path:
+    """An output path we may write: not a folder or special file, the right suffix."""
+    if path.exists() and not path.is_file():
+        raise CliError(f"{path} exists and is not a regular file")
+    if suffix and path.suffix.lower() != suffix:
+        raise CliError(f"{path}: the output must be a {suffix} file")
+    return path
+
+
+def _folder(path: Path, *, empty: bool = False) -> Path:
+    """An output folder we may use: not a file; empty when asked."""
+    if path.exists() and not path.is_dir():
+        raise CliError(f"{path} exists and is not a folder")
+    if empty and path.exists() and any(path.iterdir()):
+        raise CliError(f"{path} is not empty: give a new folder (old files would mix in)")
+    return path
 
 
 def _progress(total: int, desc: str, quiet: bool):
@@ -38,8 +75,9 @@ def _progress(total: int, desc: str, quiet: bool):
 def cmd_synth(args: argparse.Namespace) -> int:
     from .core.synthetic import generate_archive
 
-    out = Path(args.out)
+    out = _folder(Path(args.out), empty=True)
     truth = Path(args.ground_truth) if args.ground_truth else out / "ground_truth.csv"
+    _new_file(truth, ".csv")
     with _progress(None, "synth", args.quiet) as bar:
         images = generate_archive(
             out,
@@ -61,7 +99,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
         for i in images
     )
     print(
-        f"wrote {len(images)} images in {len({i.study_instance_uid for i in images})} studies "
+        f"wrote {_plural(len(images), 'image')} in "
+        f"{_plural(len({i.study_instance_uid for i in images}), 'study')} "
         f"to {out} ({', '.join(f'{k}: {v}' for k, v in sorted(classes.items()))}); "
         f"ground truth: {truth}"
     )
@@ -112,6 +151,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_thumbnail(args: argparse.Namespace) -> int:
     from .core.thumbnails import render, save_png
 
+    _new_file(Path(args.out), ".png")  # before the work, not after
+
     thumb = render(
         Path(args.file),
         args.frame,
@@ -120,7 +161,7 @@ def cmd_thumbnail(args: argparse.Namespace) -> int:
         exact=args.exact,
         oversample=args.oversample,
     )
-    save_png(thumb.image, args.out)
+    save_png(thumb.image, _new_file(Path(args.out), ".png"))
     print(f"{args.out}: {thumb.image.shape[1]}x{thumb.image.shape[0]} px, {thumb.voi.describe()}")
     return 0
 
@@ -128,10 +169,12 @@ def cmd_thumbnail(args: argparse.Namespace) -> int:
 def cmd_thumbnails(args: argparse.Namespace) -> int:
     from .core.batch import as_dicts, iter_files, thumbnail_folder
 
-    root, out = Path(args.folder), Path(args.out)
+    root, out = Path(args.folder), _folder(Path(args.out))
     if not root.is_dir():
         raise CliError(f"not a folder: {root}")
-    total = sum(1 for _ in iter_files(root))
+    total = sum(1 for _ in iter_files(root, exclude=out))
+    if not total:
+        raise CliError(f"no files below {root}")
     t0 = time.perf_counter()
     with _progress(total, "thumbnails", args.quiet) as bar:
         results = thumbnail_folder(
@@ -148,7 +191,7 @@ def cmd_thumbnails(args: argparse.Namespace) -> int:
     kinds = Counter(r.error_kind for r in results if r.error_kind)
     rendered = status["ok"]
     print(
-        f"{len(results)} frames from {total} files in {elapsed:.1f} s "
+        f"{_plural(len(results), 'frame')} from {_plural(total, 'file')} in {elapsed:.1f} s "
         f"({rendered / elapsed if elapsed else 0:.1f} new thumbnails/s): "
         + ", ".join(f"{k} {v}" for k, v in sorted(status.items()))
         + (f"; errors: {', '.join(f'{k} {v}' for k, v in kinds.most_common())}" if kinds else "")
@@ -225,33 +268,45 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = argparse.ArgumentParser(add_help=False)  # -q after the command works too
+    common.add_argument(
+        "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars"
+    )
 
     p = sub.add_parser(
         "synth",
+        parents=[common],
         help="generate a synthetic mammography archive",
         description="Write synthetic mammograms (several vendors, transfer "
         "syntaxes, markers, mag views) and ground_truth.csv; deterministic by seed.",
     )
     p.add_argument("out", help="output folder")
-    p.add_argument("--studies", type=_positive, default=10, help="number of studies (default 10)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--studies", type=_studies, default=10, help="number of studies (default 10)")
+    p.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
     p.add_argument(
         "--size",
         choices=["full", "small"],
         default="small",
         help="full vendor matrix, or ~1/8 scale for fast tests (default small)",
     )
-    p.add_argument("--vendor", action="append", help="restrict to a vendor profile (repeatable)")
+    p.add_argument(
+        "--vendor",
+        action="append",
+        choices=list(VENDOR_PROFILES),
+        help="restrict to a vendor profile (repeatable)",
+    )
     p.add_argument("--ground-truth", help="where to write the CSV (default OUT/ground_truth.csv)")
     p.add_argument(
         "--transfer-syntax",
         action="append",
-        help="force a transfer syntax: explicit, j2k, jpegls, rle, jpeg-lossless (repeatable)",
+        choices=list(TRANSFER_SYNTAXES),
+        help="force a transfer syntax (repeatable; default: each vendor's own)",
     )
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser(
         "inspect",
+        parents=[common],
         help="header facts and decode status as JSON",
         description="Print header facts (no patient name or ID) and whether every "
         "frame decodes, as JSON. Exit status 1 when a file gives no image.",
@@ -266,14 +321,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "thumbnail",
+        parents=[common],
         help="render one DICOM frame as a PNG thumbnail",
         description="Render a frame as the 8-bit image a radiologist would see "
         "(VOI, inversion, padding), aspect ratio kept, padded to a square.",
     )
     p.add_argument("file", help="DICOM file")
     p.add_argument("out", help="output PNG")
-    p.add_argument("--size", type=_positive, default=512, help="long side in px (default 512)")
-    p.add_argument("--frame", type=int, default=0, help="frame of a multi-frame file (default 0)")
+    p.add_argument("--size", type=_size, default=512, help="long side in px, 16-4096 (default 512)")
+    p.add_argument(
+        "--frame",
+        type=_int_in(0, 100_000),
+        default=0,
+        help="frame of a multi-frame file, numbered from 0 (default 0)",
+    )
     p.add_argument("--exact", action="store_true", help="full decode + float VOI (slower)")
     _oversample_option(p)
     p.add_argument("--no-pad", action="store_true", help="don't pad to a square")
@@ -281,30 +342,38 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "thumbnails",
+        parents=[common],
         help="thumbnail every DICOM below a folder",
         description="Render every frame of every file below FOLDER (any depth, "
         "any name) into OUT, named <SOPInstanceUID>_<frame>.png; existing ones "
         "are kept, so a rerun resumes. Bad files become rows with an error in "
         "OUT/thumbnails.csv.",
     )
-    p.add_argument("folder")
-    p.add_argument("out")
-    p.add_argument("--size", type=_positive, default=512, help="long side in px (default 512)")
-    p.add_argument("--workers", type=_positive, default=2, help="worker processes (default 2)")
+    p.add_argument("folder", help="the DICOM folder (drop) to read")
+    p.add_argument("out", help="where thumbnails and thumbnails.csv go (may be inside FOLDER)")
+    p.add_argument("--size", type=_size, default=512, help="long side in px, 16-4096 (default 512)")
+    p.add_argument(
+        "--workers", type=_int_in(1, 256), default=2, help="worker processes (default 2)"
+    )
     _oversample_option(p)
     p.set_defaults(func=cmd_thumbnails)
 
     p = sub.add_parser(
         "demo",
+        parents=[common],
         help="run the pipeline end to end on generated data",
         description=f"Generate a small synthetic archive under ${ENV_HOME} "
         "(default ./data) and run everything that exists on it.",
     )
     p.add_argument("--home", help=f"data folder (default ${ENV_HOME} or ./data)")
-    p.add_argument("--studies", type=_positive, default=12)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--size", type=_positive, default=512, help="thumbnail long side")
-    p.add_argument("--workers", type=_positive, default=2)
+    p.add_argument(
+        "--studies", type=_studies, default=12, help="studies in the synthetic archive (default 12)"
+    )
+    p.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
+    p.add_argument("--size", type=_size, default=512, help="thumbnail long side (default 512)")
+    p.add_argument(
+        "--workers", type=_int_in(1, 256), default=2, help="worker processes (default 2)"
+    )
     p.set_defaults(func=cmd_demo)
     return parser
 
@@ -314,6 +383,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .core.dicom import DicomError
 
     warnings.filterwarnings("ignore", module="pydicom")
+    logging.basicConfig(level=logging.WARNING, format="mammo: %(message)s", stream=sys.stderr)
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

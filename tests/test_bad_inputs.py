@@ -246,3 +246,23 @@ def test_whole_corpus_in_one_batch_is_rows_not_a_crash(tmp_path: Path) -> None:
     assert kinds == expected
     assert [r.status for r in rows].count("ok") == 1
     assert all(FAKE_PATIENT_ID not in str(r) and FAKE_PATIENT_NAME not in str(r) for r in rows)
+
+
+@pytest.mark.parametrize("ts", ["explicit", "jpegls", "j2k", "rle"])
+@pytest.mark.parametrize("keep", [0.08, 0.1, 0.15, 0.3, 0.6, 0.95])
+def test_cut_anywhere_is_truncated(tmp_path: Path, ts: str, keep: float) -> None:
+    """A file cut inside its pixel data is `truncated`; cut earlier, it is `truncated` or,
+    when the cut falls exactly between two elements (indistinguishable from a file that
+    has no pixel data), `no_pixel_data` with a reason that says it may be cut short."""
+    full = good(tmp_path / "g.dcm", ts).read_bytes()
+    n = max(300, int(len(full) * keep))
+    cut = tmp_path / "cut.dcm"
+    cut.write_bytes(full[:n])
+    with pytest.raises(DicomError) as err:
+        render(cut, size=32)
+    if n > full.find(b"\xe0\x7f\x10\x00"):
+        assert err.value.kind == Failure.TRUNCATED, err.value
+    elif err.value.kind == Failure.NO_PIXEL_DATA:
+        assert "cut short" in err.value.reason
+    else:
+        assert err.value.kind == Failure.TRUNCATED, err.value

@@ -82,7 +82,45 @@ def test_errors_are_one_line_without_traceback(tmp_path: Path) -> None:
     assert [r["error_kind"] for r in reports] == ["not_dicom", "unreadable"]
 
     out = mammo("synth", str(tmp_path / "a"), "--studies", "0")
-    assert out.returncode == 2 and "positive" in out.stderr
+    assert out.returncode == 2 and "--studies: must be between 1 and" in out.stderr
+
+
+def test_outputs_are_checked_before_any_work(tmp_path: Path) -> None:
+    src = make_file(tmp_path / "a.dcm", np.full((64, 48), 1500, np.uint16), "ge")
+    (tmp_path / "adir").mkdir()
+    for out, words in [
+        (tmp_path / "adir", "not a regular file"),
+        (tmp_path / "x.jpg", "must be a .png file"),
+        (Path("/dev/null"), "not a regular file"),
+    ]:
+        res = mammo("thumbnail", str(src), str(out))
+        assert res.returncode == 1 and words in res.stderr, res.stderr
+        assert (
+            res.stderr.count("\n") == 1 and "Errno" not in res.stderr and ".tmp" not in res.stderr
+        )
+    assert Path("/dev/null").is_char_device()
+
+    res = mammo("synth", str(tmp_path / "adir"), "--studies", "1")
+    assert res.returncode == 0, res.stderr  # an empty folder is fine
+    res = mammo("synth", str(tmp_path / "adir"), "--studies", "1")
+    assert res.returncode == 1 and "not empty" in res.stderr
+    res = mammo("thumbnails", str(tmp_path / "adir"), str(src))
+    assert res.returncode == 1 and "not a folder" in res.stderr
+
+
+def test_thumbnails_inside_the_folder_and_permissions(tmp_path: Path) -> None:
+    drop = tmp_path / "drop"
+    make_file(drop / "IM1", np.full((64, 48), 1500, np.uint16), "ge")
+    old = os.umask(0o022)
+    try:
+        for _ in range(2):  # the second run must not read its own PNGs and CSV as input
+            res = mammo("thumbnails", str(drop), str(drop / "thumbs"), "--size", "32", "-q")
+            assert res.returncode == 0, res.stderr
+            assert "1 frame from 1 file" in res.stdout
+    finally:
+        os.umask(old)
+    png = next((drop / "thumbs").glob("*.png"))
+    assert png.stat().st_mode & 0o777 == 0o644
 
 
 def test_thumbnails_folder_with_bad_files_and_resume(tmp_path: Path) -> None:

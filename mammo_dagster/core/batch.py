@@ -6,6 +6,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import multiprocessing as mp
+import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -38,11 +39,25 @@ class FrameResult:
     transfer_syntax: str | None = None
 
 
-def iter_files(root: Path) -> Iterator[Path]:
-    """Every regular file below `root`, any depth, any name, in a stable order."""
-    for path in sorted(root.rglob("*")):
-        if path.is_file() and not path.name.startswith("."):
-            yield path
+def iter_files(root: Path, exclude: Path | None = None) -> Iterator[Path]:
+    """Every file below `root` (any depth, any name, stable order), `exclude` left out.
+
+    Symlinked folders are followed (archives are often mounted that way), each real
+    folder once. Entries that aren't regular files (pipes, dangling links) are
+    yielded too, so that they become error rows instead of vanishing.
+    """
+    seen: set[str] = set()
+    skip = os.path.realpath(exclude) if exclude else None
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen or real == skip:
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        dirnames.sort()
+        for name in sorted(filenames):
+            if not name.startswith("."):
+                yield Path(dirpath) / name
 
 
 def thumbnail_name(sop_instance_uid: str, frame: int) -> str:
@@ -223,8 +238,8 @@ def thumbnail_folder(
     Rows come back in file order. A SOP Instance UID seen in an earlier file is a
     "duplicate" row (its thumbnail is the first file's).
     """
-    files = list(iter_files(root))
     out_dir.mkdir(parents=True, exist_ok=True)
+    files = list(iter_files(root, exclude=out_dir))  # OUT may sit inside the folder
     job = _Job(out_dir, size, oversample, root)
     by_path: dict[str, list[FrameResult]] = {}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 from pathlib import Path
@@ -34,6 +35,13 @@ def patient_salt(home: Path | None = None) -> str:
             f.write(secrets.token_hex(16))
         try:
             os.link(tmp, path)  # atomic and never overwrites: concurrent first runs agree
+            logging.getLogger("mammo").warning(
+                "created a new patient-key salt in %s; set %s (or %s to a fixed folder) so "
+                "that keys stay the same wherever the tools run",
+                path,
+                ENV_SALT,
+                ENV_HOME,
+            )
         except FileExistsError:
             pass
         finally:

@@ -26,7 +26,10 @@ from .dicom import DECODERS, J2K_SYNTAXES, NATIVE_SYNTAXES, DicomError, DicomFil
 def _check_frame(dicom: DicomFile, frame: int) -> None:
     n = dicom.facts.number_of_frames
     if not 0 <= frame < n:
-        raise DicomError(Failure.FRAME_OUT_OF_RANGE, f"frame {frame} requested, file has {n}")
+        raise DicomError(
+            Failure.FRAME_OUT_OF_RANGE,
+            f"frame {frame} requested; frames are numbered from 0 and this file has {n}",
+        )
 
 
 def full_frame(dicom: DicomFile, frame: int = 0) -> np.ndarray:

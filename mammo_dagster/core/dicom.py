@@ -313,6 +313,15 @@ def open_dicom(path: str | Path, *, pixels: bool = True, salt: str | None = None
     """
     path = Path(path)
     try:
+        if not path.is_file():
+            what = (
+                "no such file"
+                if not path.exists()
+                else "it is a folder"
+                if path.is_dir()
+                else "not a regular file"
+            )
+            raise DicomError(Failure.UNREADABLE, f"cannot read file: {what}")
         size = path.stat().st_size
         with path.open("rb") as f:
             head = f.read(2048)
@@ -401,28 +410,38 @@ _UNDEFINED = 0xFFFFFFFF
 def _truncation(path: Path, ds: Dataset, size: int, pixels: bool) -> str | None:
     """Why the file looks cut short, or None. pydicom returns a partial dataset silently."""
     tags = list(ds.keys())
-    if not tags:
+    if not tags:  # pydicom gives up on a cut encapsulated stream and returns nothing
+        try:
+            header = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+        except Exception:
+            header = None
+        if header is not None and len(header) and _PIXEL_TAG in path.read_bytes():
+            return "file ends inside the (compressed) Pixel Data"
         return "file ends before the first data element"
     raw = ds.get_item(tags[-1], keep_deferred=True)
     tell, length = getattr(raw, "value_tell", None), getattr(raw, "length", _UNDEFINED)
-    if tell is None or length == _UNDEFINED:
+    if tell is None:
         return None
-    end = tell + length
-    if end > size:
+    defined = length != _UNDEFINED
+    if defined and tell + length > size:
         return f"file ends inside element {tags[-1]} ({size - tell} of {length} bytes)"
-    if pixels and "PixelData" not in ds and end < size:
+    if pixels and "PixelData" not in ds:
+        start = tell + length if defined else tell
         with path.open("rb") as f:
-            f.seek(end)
+            f.seek(start)
             rest = f.read()
-        where = "inside Pixel Data" if _PIXEL_TAG in rest else f"after element {tags[-1]}"
-        return f"file ends {where}: {len(rest)} trailing bytes could not be parsed"
+        if _PIXEL_TAG in rest:
+            return "file ends inside Pixel Data"
+        if defined and rest:
+            return f"file ends after element {tags[-1]}: {len(rest)} trailing bytes unparsed"
     return None
 
 
 def _check_pixels(dicom: DicomFile) -> None:
     ds, facts = dicom.ds, dicom.facts
     if "PixelData" not in ds:
-        raise DicomError(Failure.NO_PIXEL_DATA, "no Pixel Data element")
+        hint = " although the header describes an image (file cut short?)" if facts.rows else ""
+        raise DicomError(Failure.NO_PIXEL_DATA, f"no Pixel Data element{hint}")
     if facts.rows <= 0 or facts.columns <= 0 or facts.number_of_frames <= 0:
         raise DicomError(
             Failure.ZERO_SIZE_IMAGE,

@@ -215,12 +215,23 @@ def render(
     return render_frame(open_dicom(path), frame, size, **kwargs)  # type: ignore[arg-type]
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 def save_png(img: np.ndarray, path: str | Path) -> Path:
-    """Write a PNG atomically: a temp file in the same folder, then rename."""
+    """Write a PNG atomically: a temp file in the same folder, then rename.
+
+    Refuses to replace anything but a regular file (a folder, a device, a pipe).
+    The file gets the usual permissions (0666 less the umask), not mkstemp's 0600.
+    """
     path = Path(path)
+    if path.exists() and not path.is_file():
+        raise FileExistsError(f"{path} exists and is not a regular file")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as f:
             Image.fromarray(img).save(f, format="PNG", compress_level=1)
         os.replace(tmp, path)
