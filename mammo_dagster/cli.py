@@ -43,7 +43,8 @@ _seed = _int_in(0, 2**32 - 1)
 
 
 def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" + ("" if n == 1 else "s")
+    many = word[:-1] + "ies" if word.endswith("y") else word + "s"
+    return f"{n} {word if n == 1 else many}"
 
 
 def _new_file(path: Path, suffix: str | None = None) -> Path:
@@ -217,6 +218,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     thumbs = home / "thumbnails"
     print(f"mammo demo in {home} (set {ENV_HOME} to use another folder)")
     truth = home / "synthetic" / "demo_ground_truth.csv"  # outside the drop the pipeline scans
+    if not truth.exists() and drop.exists() and any(drop.iterdir()):
+        raise CliError(
+            f"{drop} has files but no ground truth (an interrupted demo?): "
+            "remove that folder and run the demo again"
+        )
     if not truth.exists():
         cmd_synth(
             argparse.Namespace(

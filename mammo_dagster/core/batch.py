@@ -15,6 +15,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from .config import patient_salt
 from .decode import DEFAULT_OVERSAMPLE
 from .dicom import DicomError, open_dicom
 from .thumbnails import DEFAULT_SIZE, render_frame, save_png
@@ -240,6 +241,7 @@ def thumbnail_folder(
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     files = list(iter_files(root, exclude=out_dir))  # OUT may sit inside the folder
+    patient_salt()  # create it here, once, before the workers race to
     job = _Job(out_dir, size, oversample, root)
     by_path: dict[str, list[FrameResult]] = {}
 
