@@ -20,6 +20,7 @@ stays below ``TISSUE_MAX``, calcifications below ``CALC_MAX`` and metal is ``MET
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as _dt
 import math
 from collections.abc import Callable, Iterable, Sequence
@@ -1392,7 +1393,12 @@ def generate_archive(
                 accession=study.accession,
                 instance_number=i_idx + 1,
             )
-            ds = build_dataset(stored, profile, header, padding_value=padding_value(profile))
+            ds = build_dataset(  # the header's pixel spacing matches the (small) matrix
+                stored,
+                dataclasses.replace(profile, pixel_spacing_mm=ps),
+                header,
+                padding_value=padding_value(profile),
+            )
             ts_name = syntaxes[(ts_offset + i_idx) % len(syntaxes)]
             ds = encode(ds, ts_name)
             path = write(ds, out / _relative_path(study, s_idx, i_idx, sop))
