@@ -1,0 +1,45 @@
+"""Resources, configured in one place. Every path derives from one data folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+
+from mammo_dagster.core.config import mammo_home
+from mammo_dagster.core.store import DB_NAME, Store
+
+
+class MammoHome(dg.ConfigurableResource):
+    """The data folder: ``$MAMMO_HOME`` (default ``./data``) unless `home` is set."""
+
+    home: str = ""
+
+    @property
+    def root(self) -> Path:
+        return Path(self.home).expanduser().resolve() if self.home else mammo_home()
+
+    @property
+    def incoming(self) -> Path:
+        """Drops: one folder per drop below it."""
+        return self.root / "incoming"
+
+    @property
+    def thumbnails(self) -> Path:
+        return self.root / "thumbnails"
+
+
+class StoreResource(dg.ConfigurableResource):
+    """The DuckDB store (default ``$MAMMO_HOME/mammo.duckdb``), schema migrated on use."""
+
+    path: str = ""
+
+    def store(self) -> Store:
+        store = Store(Path(self.path) if self.path else mammo_home() / DB_NAME)
+        store.migrate()
+        return store
+
+
+@dg.definitions
+def resources() -> dg.Definitions:
+    return dg.Definitions(resources={"paths": MammoHome(), "store": StoreResource()})

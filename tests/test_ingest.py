@@ -1,0 +1,49 @@
+"""The ingest assets materialized in-process on a small synthetic drop with bad files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+
+from mammo_dagster.core.synthetic import generate_archive
+from mammo_dagster.defs.ingest import dicom_index, thumbnails
+from mammo_dagster.defs.resources import MammoHome, StoreResource
+from tests.factory import FAKE_PATIENT_ID
+
+
+def test_ingest_a_drop(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    drop = home / "incoming" / "d1"
+    images = generate_archive(
+        drop, studies=2, seed=4, size="small", ground_truth=tmp_path / "truth.csv"
+    )
+    (drop / "notes.txt").write_text("scanner log")
+    (drop / "empty").write_bytes(b"")
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("drops", ["d1"])
+    store = StoreResource(path=str(home / "mammo.duckdb"))
+    result = dg.materialize(
+        [dicom_index, thumbnails],
+        partition_key="d1",
+        instance=instance,
+        resources={"paths": MammoHome(home=str(home)), "store": store},
+        run_config={"ops": {"thumbnails": {"config": {"size": 64, "workers": 1}}}},
+    )
+    assert result.success
+    index_md = result.asset_materializations_for_node("dicom_index")[0].metadata
+    assert index_md["frames"].value == len(images)
+    assert index_md["failed"].value == 2
+    assert "not_dicom" in index_md["failures"].value and "empty_file" in index_md["failures"].value
+    thumbs_md = result.asset_materializations_for_node("thumbnails")[0].metadata
+    assert thumbs_md["rendered"].value == len(images)
+    assert thumbs_md["contact_sheet"].value.startswith("![contact sheet](data:image/png;base64,")
+    assert len(list((home / "thumbnails").glob("*.png"))) == len(images)
+    rows = store.store().run(
+        lambda c: c.execute(
+            "SELECT status, count(*) FROM dicom_index GROUP BY ALL ORDER BY ALL"
+        ).fetchall()
+    )
+    assert rows == [("error", 2), ("ok", len(images))]
+    dump = store.store().run(lambda c: str(c.execute("SELECT * FROM dicom_index").fetchall()))
+    assert FAKE_PATIENT_ID not in dump and images[0].patient_id not in dump
