@@ -6,8 +6,15 @@ from pathlib import Path
 
 import dagster as dg
 
+from mammo_dagster.core.index import index_file, save_index
 from mammo_dagster.core.synthetic import generate_archive
-from mammo_dagster.defs.ingest import dicom_index, thumbnails
+from mammo_dagster.defs.ingest import (
+    dicom_index,
+    every_frame_has_a_thumbnail,
+    failure_rate,
+    thumbnails,
+    unique_sop_uids,
+)
 from mammo_dagster.defs.resources import MammoHome, StoreResource
 from tests.factory import FAKE_PATIENT_ID
 
@@ -24,13 +31,18 @@ def test_ingest_a_drop(tmp_path: Path) -> None:
     instance.add_dynamic_partitions("drops", ["d1"])
     store = StoreResource(path=str(home / "mammo.duckdb"))
     result = dg.materialize(
-        [dicom_index, thumbnails],
+        [dicom_index, thumbnails, unique_sop_uids, failure_rate, every_frame_has_a_thumbnail],
         partition_key="d1",
         instance=instance,
         resources={"paths": MammoHome(home=str(home)), "store": store},
         run_config={"ops": {"thumbnails": {"config": {"size": 64, "workers": 1}}}},
     )
     assert result.success
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert checks["unique_sop_uids"].passed and checks["every_frame_has_a_thumbnail"].passed
+    assert checks["failure_rate"].passed  # 2 junk files among a dozen images
+    assert checks["failure_rate"].severity == dg.AssetCheckSeverity.WARN
+
     index_md = result.asset_materializations_for_node("dicom_index")[0].metadata
     assert index_md["frames"].value == len(images)
     assert index_md["failed"].value == 2
@@ -47,3 +59,12 @@ def test_ingest_a_drop(tmp_path: Path) -> None:
     assert rows == [("error", 2), ("ok", len(images))]
     dump = store.store().run(lambda c: str(c.execute("SELECT * FROM dicom_index").fetchall()))
     assert FAKE_PATIENT_ID not in dump and images[0].patient_id not in dump
+
+    junk = home / "incoming" / "junk"  # a drop that is mostly not DICOM
+    for i in range(3):
+        (junk / f"f{i}.txt").parent.mkdir(parents=True, exist_ok=True)
+        (junk / f"f{i}.txt").write_text("x")
+    rows = [r for f in sorted(junk.iterdir()) for r in index_file(f, junk, "junk")]
+    save_index(store.store(), "junk", rows)
+    warned = failure_rate(store=store)
+    assert not warned.passed and warned.metadata["drops_over_threshold"].value == {"junk": 1.0}

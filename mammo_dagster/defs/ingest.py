@@ -9,7 +9,7 @@ import dagster as dg
 import numpy as np
 from PIL import Image
 
-from mammo_dagster.core.batch import iter_files, thumbnail_folder
+from mammo_dagster.core.batch import iter_files, thumbnail_folder, thumbnail_name
 from mammo_dagster.core.index import index_file, mark_duplicates, save_index, seen_elsewhere
 from mammo_dagster.core.thumbnails import DEFAULT_SIZE
 
@@ -105,4 +105,57 @@ def thumbnails(
                 else 0.0
             ),
         }
+    )
+
+
+FAILURE_RATE_WARN = 0.2
+
+
+@dg.asset_check(asset=dicom_index, description="No SOP Instance UID indexed twice (frames).")
+def unique_sop_uids(store: StoreResource) -> dg.AssetCheckResult:
+    dupes = store.store().run(
+        lambda c: c.execute(
+            "SELECT sop_instance_uid, frame, count(*) FROM dicom_index WHERE status = 'ok' "
+            "GROUP BY ALL HAVING count(*) > 1 LIMIT 20"
+        ).fetchall(),
+        read_only=True,
+    )
+    return dg.AssetCheckResult(passed=not dupes, metadata={"duplicates": len(dupes)})
+
+
+@dg.asset_check(
+    asset=dicom_index,
+    description=f"WARN when a drop's failure rate exceeds {FAILURE_RATE_WARN:.0%}.",
+)
+def failure_rate(store: StoreResource) -> dg.AssetCheckResult:
+    rows = store.store().run(
+        lambda c: c.execute(
+            "SELECT drop_name, avg(CASE WHEN status = 'error' THEN 1.0 ELSE 0.0 END) "
+            "FROM dicom_index GROUP BY ALL"
+        ).fetchall(),
+        read_only=True,
+    )
+    bad = {drop: round(rate, 3) for drop, rate in rows if rate > FAILURE_RATE_WARN}
+    return dg.AssetCheckResult(
+        passed=not bad,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"drops_over_threshold": dg.MetadataValue.json(bad)},
+    )
+
+
+@dg.asset_check(asset=thumbnails, description="Every indexed decodable frame has a thumbnail.")
+def every_frame_has_a_thumbnail(paths: MammoHome, store: StoreResource) -> dg.AssetCheckResult:
+    frames = store.store().run(
+        lambda c: c.execute(
+            "SELECT sop_instance_uid, frame FROM dicom_index WHERE status = 'ok'"
+        ).fetchall(),
+        read_only=True,
+    )
+    missing = [
+        f"{sop}_{frame}"
+        for sop, frame in frames
+        if not (paths.thumbnails / thumbnail_name(sop, frame)).exists()
+    ]
+    return dg.AssetCheckResult(
+        passed=not missing, metadata={"frames": len(frames), "missing": len(missing)}
     )
