@@ -40,6 +40,10 @@ class FrameResult:
     transfer_syntax: str | None = None
 
 
+#: A file a sender writes last to say a drop is complete (not an image, never indexed).
+READY_MARKER = "_READY"
+
+
 def iter_files(root: Path, exclude: Path | None = None) -> Iterator[Path]:
     """Every file below `root` (any depth, any name, stable order), `exclude` left out.
 
@@ -57,7 +61,7 @@ def iter_files(root: Path, exclude: Path | None = None) -> Iterator[Path]:
         seen.add(real)
         dirnames.sort()
         for name in sorted(filenames):
-            if not name.startswith("."):
+            if not name.startswith(".") and name != READY_MARKER:
                 yield Path(dirpath) / name
 
 

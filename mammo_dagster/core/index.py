@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .batch import READY_MARKER, iter_files
 from .dicom import DicomError, HeaderFacts, open_dicom
 from .store import Store
 
@@ -54,6 +56,29 @@ class IndexRow:
 
 
 COLUMNS = tuple(IndexRow.__dataclass_fields__)
+
+
+def drop_state(folder: Path, quiet_s: float, now: float | None = None) -> tuple[bool, str, int]:
+    """(complete, fingerprint, files) of a drop folder.
+
+    Complete when it holds the ready marker, or no file changed for `quiet_s`
+    seconds (never while files are still arriving). The fingerprint changes when
+    any file is added, removed, resized or rewritten.
+    """
+    h = hashlib.blake2b(digest_size=12)
+    newest, count = 0.0, 0
+    for path in iter_files(folder):
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        count += 1
+        newest = max(newest, st.st_mtime)
+        h.update(f"{path.relative_to(folder)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    marked = (folder / READY_MARKER).exists()
+    now = time.time() if now is None else now
+    complete = count > 0 and (marked or now - newest >= quiet_s)
+    return complete, h.hexdigest(), count
 
 
 def content_hash(path: Path) -> str:
@@ -128,6 +153,24 @@ def seen_elsewhere(store: Store, drop_name: str) -> dict[tuple[str, int], str]:
         read_only=True,
     )
     return {(sop, frame): where for sop, frame, where in rows}
+
+
+def save_drop_state(store: Store, drop_name: str, fingerprint: str, files: int) -> None:
+    """Remember which state of a drop was indexed (the schedule compares against it)."""
+    store.run(
+        lambda c: c.execute(
+            "INSERT OR REPLACE INTO drops VALUES (?, ?, ?, current_timestamp)",
+            [drop_name, fingerprint, files],
+        )
+    )
+
+
+def indexed_states(store: Store) -> dict[str, str]:
+    """drop -> fingerprint of the state last indexed."""
+    rows = store.run(
+        lambda c: c.execute("SELECT drop_name, fingerprint FROM drops").fetchall(), read_only=True
+    )
+    return dict(rows)
 
 
 def save_index(store: Store, drop_name: str, rows: list[IndexRow]) -> int:

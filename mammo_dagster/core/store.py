@@ -67,6 +67,14 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (drop_name, path, frame)
     )
     """,
+    """
+    CREATE TABLE IF NOT EXISTS drops (
+        drop_name VARCHAR PRIMARY KEY,
+        fingerprint VARCHAR NOT NULL,      -- files, sizes, mtimes when indexed
+        files INTEGER NOT NULL,
+        indexed_at TIMESTAMP NOT NULL
+    )
+    """,
 )
 
 

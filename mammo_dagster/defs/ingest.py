@@ -10,7 +10,14 @@ import numpy as np
 from PIL import Image
 
 from mammo_dagster.core.batch import iter_files, thumbnail_folder, thumbnail_name
-from mammo_dagster.core.index import index_file, mark_duplicates, save_index, seen_elsewhere
+from mammo_dagster.core.index import (
+    drop_state,
+    index_file,
+    mark_duplicates,
+    save_drop_state,
+    save_index,
+    seen_elsewhere,
+)
 from mammo_dagster.core.thumbnails import DEFAULT_SIZE
 
 from .partitions import drops
@@ -44,9 +51,11 @@ def dicom_index(
     folder = _drop_folder(paths, drop)
     db = store.store()
     t0 = time.perf_counter()
+    _complete, fingerprint, n_files = drop_state(folder, quiet_s=0)
     rows = [r for f in iter_files(folder) for r in index_file(f, folder, drop)]
     rows = mark_duplicates(rows, seen_elsewhere(db, drop))
     save_index(db, drop, rows)
+    save_drop_state(db, drop, fingerprint, n_files)
     ok = [r for r in rows if r.status == "ok"]
     elapsed = time.perf_counter() - t0
     return dg.MaterializeResult(

@@ -1,0 +1,52 @@
+"""New DICOM drops become partitions and get processed without anyone clicking."""
+
+import json
+import os
+
+import dagster as dg
+
+from mammo_dagster.core.index import drop_state
+
+from .ingest import dicom_index, thumbnails
+from .partitions import drops
+from .resources import MammoHome
+
+#: A drop without a `_READY` marker counts as complete once no file changed for this long.
+QUIET_SECONDS = float(os.environ.get("MAMMO_DROP_QUIET_SECONDS", "120"))
+
+ingest_job = dg.define_asset_job(
+    "ingest_drop",
+    selection=[dicom_index, thumbnails],
+    description="Index and thumbnail one drop.",
+)
+
+
+def drop_folders(paths: MammoHome) -> list[str]:
+    if not paths.incoming.is_dir():
+        return []
+    return sorted(
+        p.name for p in paths.incoming.iterdir() if p.is_dir() and not p.name.startswith(".")
+    )
+
+
+@dg.sensor(
+    job=ingest_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING
+)
+def dicom_drop_sensor(context: dg.SensorEvaluationContext, paths: MammoHome) -> dg.SensorResult:
+    """Complete drops (marker, or quiet period) whose content changed since last seen."""
+    seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+    known = set(context.instance.get_dynamic_partitions(drops.name))
+    new, runs = [], []
+    for name in drop_folders(paths):
+        complete, fingerprint, _files = drop_state(paths.incoming / name, QUIET_SECONDS)
+        if not complete or seen.get(name) == fingerprint:
+            continue
+        if name not in known:
+            new.append(name)
+        runs.append(dg.RunRequest(run_key=f"{name}:{fingerprint}", partition_key=name))
+        seen[name] = fingerprint
+    return dg.SensorResult(
+        run_requests=runs,
+        dynamic_partitions_requests=[drops.build_add_request(new)] if new else [],
+        cursor=json.dumps(seen, sort_keys=True),
+    )
