@@ -5,7 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 export MAMMO_HOME ?= $(CURDIR)/data
 
-.PHONY: install demo test test-fast lint format bench clean
+export DAGSTER_HOME ?= $(MAMMO_HOME)/dagster
+
+.PHONY: install demo dev test test-fast lint format bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -18,6 +20,10 @@ install: $(STAMP)  ## create .venv and install the project with every extra
 
 demo: $(STAMP)  ## generate a small synthetic archive and run the pipeline on it
 	$(BIN)/mammo demo
+
+dev: $(STAMP)  ## the Dagster UI on http://127.0.0.1:3000 (Ctrl-C stops it)
+	@mkdir -p "$(DAGSTER_HOME)" && cp dagster.yaml "$(DAGSTER_HOME)/dagster.yaml"
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 test: $(STAMP) lint  ## the whole suite, slow end-to-end tests included (what CI runs)
 	$(BIN)/python -m pytest

@@ -6,6 +6,7 @@ import argparse
 import csv
 import json
 import logging
+import os
 import sys
 import time
 import warnings
@@ -238,19 +239,46 @@ def cmd_demo(args: argparse.Namespace) -> int:
         )
     else:
         print(f"synthetic archive already in {drop}")
-    cmd_thumbnails(
-        argparse.Namespace(
-            folder=drop,
-            out=thumbs,
-            size=args.size,
-            workers=args.workers,
-            quiet=args.quiet,
-            oversample=DEFAULT_OVERSAMPLE,
+    try:
+        from .pipeline import ingest_drop
+    except ImportError:  # an install without the `pipeline` extra: the core alone
+        cmd_thumbnails(
+            argparse.Namespace(
+                folder=drop,
+                out=thumbs,
+                size=args.size,
+                workers=args.workers,
+                quiet=args.quiet,
+                oversample=DEFAULT_OVERSAMPLE,
+            )
         )
+        print("Ran generate -> thumbnails with the core (Dagster is not installed).")
+        return 0
+    dagster_home = Path(os.environ.get("DAGSTER_HOME") or home / "dagster")
+    print(f"ingesting drop 'demo' through Dagster (runs recorded in {dagster_home}) ...")
+    result = ingest_drop(
+        home, "demo", size=args.size, workers=args.workers, dagster_home=dagster_home
+    )
+    if not result.success:
+        raise CliError("the Dagster run failed; see `make dev` (Runs) for the logs")
+    index = result.asset_materializations_for_node("dicom_index")[0].metadata
+    made = result.asset_materializations_for_node("thumbnails")[0].metadata
+    checks = result.get_asset_check_evaluations()
+    print(
+        f"dicom_index: {index['frames'].value} frames, {index['studies'].value} studies, "
+        f"{index['failed'].value} failed, {index['duplicates'].value} duplicates "
+        f"-> {home / 'mammo.duckdb'} (table dicom_index)"
     )
     print(
-        "Pipeline so far: generate -> thumbnails. Dagster assets, training, ONNX prediction and "
-        "the study CSV join this demo as they land."
+        f"thumbnails: {made['rendered'].value} rendered, {made['cached'].value} cached -> {thumbs}"
+    )
+    print(
+        "checks: "
+        + ", ".join(f"{c.check_name} {'passed' if c.passed else 'FAILED'}" for c in checks)
+    )
+    print(
+        "Next: `make dev` and open http://127.0.0.1:3000 to see the assets and runs. "
+        "Training, ONNX prediction and the study CSV join this demo as they land."
     )
     return 0
 

@@ -157,5 +157,7 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     with (tmp_path / "home" / "synthetic" / "demo_ground_truth.csv").open() as f:
         n = len(list(csv.DictReader(f)))
     assert len(list(thumbs.glob("*.png"))) == n
+    assert f"dicom_index: {n} frames" in out.stdout and "unique_sop_uids passed" in out.stdout
     again = mammo("demo", "--home", str(tmp_path / "home"), "--studies", "3")
-    assert f"cached {n}" in again.stdout
+    assert again.returncode == 0, again.stderr
+    assert f"thumbnails: 0 rendered, {n} cached" in again.stdout

@@ -1,0 +1,53 @@
+"""Run the Dagster assets in-process (the demo, scripts), against the instance `make dev` shows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+
+from .defs.ingest import (
+    dicom_index,
+    every_frame_has_a_thumbnail,
+    failure_rate,
+    thumbnails,
+    unique_sop_uids,
+)
+from .defs.partitions import drops
+from .defs.resources import MammoHome, StoreResource
+
+INGEST = [dicom_index, thumbnails, unique_sop_uids, failure_rate, every_frame_has_a_thumbnail]
+
+
+def ingest_drop(
+    home: Path, drop: str, *, size: int, workers: int, dagster_home: Path
+) -> dg.ExecuteInProcessResult:
+    """Materialize dicom_index and thumbnails (with their checks) for one drop partition.
+
+    Runs are recorded in the SQLite instance under `dagster_home`, so the Dagster UI
+    started with the same DAGSTER_HOME shows them.
+    """
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    config = dagster_home / "dagster.yaml"
+    if not config.exists():  # the project's instance settings, as `make dev` installs them
+        project = Path(__file__).resolve().parent.parent / "dagster.yaml"
+        config.write_text(
+            project.read_text() if project.exists() else "telemetry:\n  enabled: false\n"
+        )
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        if drop not in instance.get_dynamic_partitions(drops.name):
+            instance.add_dynamic_partitions(drops.name, [drop])
+        return dg.materialize(
+            INGEST,
+            partition_key=drop,
+            instance=instance,
+            resources={
+                "paths": MammoHome(home=str(home)),
+                "store": StoreResource(path=str(home / "mammo.duckdb")),
+            },
+            run_config={
+                "ops": {"thumbnails": {"config": {"size": size, "workers": workers}}},
+                "loggers": {"console": {"config": {"log_level": "WARNING"}}},
+            },
+            raise_on_error=False,
+        )
