@@ -1,0 +1,125 @@
+"""Ingest a drop end to end: through Dagster vs the core called directly, in one run.
+
+For a drop of N and of 4N full-size synthetic images (mixed vendors and transfer
+syntaxes), each variant runs in a fresh subprocess against an empty data folder
+(no thumbnail cache): images/s end to end, Dagster's overhead over the core, and
+peak RSS (the process and its worker processes), which must not grow with the
+drop size.
+
+    python benchmarks/bench_ingest.py [--images 8] [--repeats 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def _drop(n: int) -> Path:
+    folder = RESULTS / "data" / f"ingest_{n}"
+    if not (folder / "done").exists():
+        from mammo_dagster.core.synthetic import generate_archive
+
+        print(f"  generating {n} full-size images ...", file=sys.stderr, flush=True)
+        shutil.rmtree(folder, ignore_errors=True)
+        images = generate_archive(
+            folder / "drop",
+            studies=max(1, n // 3),
+            seed=11,
+            size="full",
+            ground_truth=folder / "truth.csv",
+        )
+        for extra in images[n:]:  # exactly n images
+            extra.path.unlink()
+        (folder / "done").write_text("")
+    return folder / "drop"
+
+
+def run_variant(variant: str, drop: Path) -> None:
+    """Child process: ingest `drop` one way, print JSON with the elapsed time."""
+    from mammo_dagster.core.batch import iter_files, thumbnail_folder
+    from mammo_dagster.core.index import index_file, mark_duplicates, save_index, seen_elsewhere
+    from mammo_dagster.core.store import Store
+
+    home = Path(tempfile.mkdtemp(prefix="bench_ingest_"))
+    (home / "incoming").mkdir()
+    (home / "incoming" / "drop").symlink_to(drop.resolve())
+    t0 = time.perf_counter()
+    if variant == "core":
+        store = Store(home / "mammo.duckdb")
+        store.migrate()
+        folder = home / "incoming" / "drop"
+        rows = [r for f in iter_files(folder) for r in index_file(f, folder, "drop")]
+        save_index(store, "drop", mark_duplicates(rows, seen_elsewhere(store, "drop")))
+        thumbnail_folder(folder, home / "thumbnails", size=512, workers=2)
+    else:
+        from mammo_dagster.pipeline import ingest_drop
+
+        result = ingest_drop(home, "drop", size=512, workers=2, dagster_home=home / "dagster")
+        assert result.success
+    elapsed = time.perf_counter() - t0
+    images = len(list((home / "thumbnails").glob("*.png")))
+    rss = max(
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
+    )
+    shutil.rmtree(home)
+    print(json.dumps({"elapsed": elapsed, "images": images, "peak_rss_mb": rss / 1024}))
+
+
+def measure(variant: str, drop: Path) -> dict:
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", variant, str(drop)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--images", type=int, default=8, help="N (the larger drop is 4N)")
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        run_variant(args.child[0], Path(args.child[1]))
+        return 0
+    rows = []
+    for n in (args.images, 4 * args.images):
+        drop = _drop(n)
+        runs: dict[str, list[dict]] = {"core": [], "dagster": []}
+        for _ in range(args.repeats):  # interleaved
+            for variant in runs:
+                runs[variant].append(measure(variant, drop))
+        row = {"images": n}
+        for variant, results in runs.items():
+            assert all(r["images"] == n for r in results), results
+            row[f"{variant}_img_s"] = n / statistics.median(r["elapsed"] for r in results)
+            row[f"{variant}_peak_rss_mb"] = max(r["peak_rss_mb"] for r in results)
+        row["overhead_pct"] = 100 * (row["core_img_s"] / row["dagster_img_s"] - 1)
+        rows.append(row)
+        print(
+            f"{n:4d} images: core {row['core_img_s']:.1f} img/s, dagster "
+            f"{row['dagster_img_s']:.1f} img/s (overhead {row['overhead_pct']:+.0f}%), peak RSS "
+            f"core {row['core_peak_rss_mb']:.0f} MB, dagster {row['dagster_peak_rss_mb']:.0f} MB",
+            flush=True,
+        )
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "ingest.json").write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
