@@ -46,7 +46,10 @@ def ingest_drop(
                 "store": StoreResource(path=str(home / "mammo.duckdb")),
             },
             run_config={
-                "ops": {"thumbnails": {"config": {"size": size, "workers": workers}}},
+                "ops": {
+                    "dicom_index": {"config": {"workers": workers}},
+                    "thumbnails": {"config": {"size": size, "workers": workers}},
+                },
                 "loggers": {"console": {"config": {"log_level": "WARNING"}}},
             },
             raise_on_error=False,

@@ -51,3 +51,16 @@ def test_index_two_drops(tmp_path: Path) -> None:
     assert counts == [("a", "error", 1), ("a", "ok", 3), ("b", "duplicate", 1)]
     dump = store.run(lambda c: str(c.execute("SELECT * FROM dicom_index").fetchall()))
     assert FAKE_PATIENT_ID not in dump
+
+
+def test_parallel_index_matches_serial(tmp_path: Path) -> None:
+    from mammo_dagster.core.index import PARALLEL_FROM, index_folder
+
+    drop = tmp_path / "big"
+    for i in range(PARALLEL_FROM + 6):
+        make_file(drop / f"S{i % 3}" / f"IM{i:04d}", PX, "ge", tag=f"img{i}")
+    (drop / "junk.txt").write_text("x")
+    serial = index_folder(drop, "big", workers=1)
+    parallel = index_folder(drop, "big", workers=2)
+    assert parallel == serial and len(serial) == PARALLEL_FROM + 7
+    assert sum(r.status == "error" for r in parallel) == 1

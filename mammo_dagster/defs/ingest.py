@@ -9,10 +9,10 @@ import dagster as dg
 import numpy as np
 from PIL import Image
 
-from mammo_dagster.core.batch import iter_files, thumbnail_folder, thumbnail_name
+from mammo_dagster.core.batch import thumbnail_folder, thumbnail_name
 from mammo_dagster.core.index import (
     drop_state,
-    index_file,
+    index_folder,
     mark_duplicates,
     save_drop_state,
     save_index,
@@ -22,6 +22,10 @@ from mammo_dagster.core.thumbnails import DEFAULT_SIZE
 
 from .partitions import drops
 from .resources import MammoHome, StoreResource
+
+
+class IndexConfig(dg.Config):
+    workers: int = 2
 
 
 class ThumbnailConfig(dg.Config):
@@ -44,7 +48,7 @@ def _drop_folder(paths: MammoHome, drop: str):
 
 @dg.asset(partitions_def=drops, group_name="ingest", kinds={"duckdb"})
 def dicom_index(
-    context: dg.AssetExecutionContext, paths: MammoHome, store: StoreResource
+    context: dg.AssetExecutionContext, config: IndexConfig, paths: MammoHome, store: StoreResource
 ) -> dg.MaterializeResult:
     """One row per image frame of the drop (header facts, hash, status); bad files are rows."""
     drop = context.partition_key
@@ -52,8 +56,7 @@ def dicom_index(
     db = store.store()
     t0 = time.perf_counter()
     _complete, fingerprint, n_files = drop_state(folder, quiet_s=0)
-    rows = [r for f in iter_files(folder) for r in index_file(f, folder, drop)]
-    rows = mark_duplicates(rows, seen_elsewhere(db, drop))
+    rows = mark_duplicates(index_folder(folder, drop, config.workers), seen_elsewhere(db, drop))
     save_index(db, drop, rows)
     save_drop_state(db, drop, fingerprint, n_files)
     ok = [r for r in rows if r.status == "ok"]
