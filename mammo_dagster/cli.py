@@ -174,7 +174,8 @@ def cmd_thumbnails(args: argparse.Namespace) -> int:
     root, out = Path(args.folder), _folder(Path(args.out))
     if not root.is_dir():
         raise CliError(f"not a folder: {root}")
-    total = sum(1 for _ in iter_files(root, exclude=out))
+    files = list(iter_files(root, exclude=out))
+    total = len(files)
     if not total:
         raise CliError(f"no files below {root}")
     t0 = time.perf_counter()
@@ -186,6 +187,7 @@ def cmd_thumbnails(args: argparse.Namespace) -> int:
             workers=args.workers,
             oversample=args.oversample,
             progress=bar.update,
+            files=files,
         )
     elapsed = time.perf_counter() - t0
     report = write_csv(out / "thumbnails.csv", as_dicts(results))

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 from PIL import Image
@@ -203,7 +204,7 @@ def _take(it: Iterator[Path], n: int) -> Iterable[Path]:
             return
 
 
-def _job(path: Path, out_dir: Path, size: int, oversample: int, root: Path) -> list[FrameResult]:
+def _job(path: Path, *, out_dir: Path, size: int, oversample: int, root: Path) -> list[FrameResult]:
     try:
         return thumbnail_file(path, out_dir, size, oversample, root)
     except Exception as e:  # a bug must not take the batch down: record it and go on
@@ -219,16 +220,6 @@ def _job(path: Path, out_dir: Path, size: int, oversample: int, root: Path) -> l
         ]
 
 
-class _Job:
-    """Picklable `_job` with its fixed arguments (a lambda can't cross processes)."""
-
-    def __init__(self, out_dir: Path, size: int, oversample: int, root: Path) -> None:
-        self.args = (out_dir, size, oversample, root)
-
-    def __call__(self, path: Path) -> list[FrameResult]:
-        return _job(path, *self.args)
-
-
 def thumbnail_folder(
     root: Path,
     out_dir: Path,
@@ -237,16 +228,19 @@ def thumbnail_folder(
     workers: int = 2,
     oversample: int = DEFAULT_OVERSAMPLE,
     progress: Callable[[int], None] | None = None,
+    files: list[Path] | None = None,
 ) -> list[FrameResult]:
     """Thumbnails for every DICOM frame below `root`; idempotent and resumable.
 
     Rows come back in file order. A SOP Instance UID seen in an earlier file is a
-    "duplicate" row (its thumbnail is the first file's).
+    "duplicate" row (its thumbnail is the first file's). `files` saves a caller that
+    already listed the folder a second walk.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    files = list(iter_files(root, exclude=out_dir))  # OUT may sit inside the folder
+    if files is None:
+        files = list(iter_files(root, exclude=out_dir))  # OUT may sit inside the folder
     patient_salt()  # create it here, once, before the workers race to
-    job = _Job(out_dir, size, oversample, root)
+    job = partial(_job, out_dir=out_dir, size=size, oversample=oversample, root=root)
     by_path: dict[str, list[FrameResult]] = {}
 
     def done(rows: list[FrameResult]) -> None:

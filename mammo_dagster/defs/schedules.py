@@ -4,11 +4,11 @@ import os
 
 import dagster as dg
 
-from mammo_dagster.core.index import drop_state, indexed_states
+from mammo_dagster.core.index import indexed_states
 
 from .partitions import drops
 from .resources import MammoHome, StoreResource
-from .sensors import QUIET_SECONDS, drop_folders, ingest_job
+from .sensors import due_drops, ingest_job, unknown_drops
 
 SWEEP_CRON = os.environ.get("MAMMO_SWEEP_CRON", "0 2 * * *")
 
@@ -20,15 +20,8 @@ def nightly_drop_sweep(
     context: dg.ScheduleEvaluationContext, paths: MammoHome, store: StoreResource
 ) -> list[dg.RunRequest]:
     """Runs for complete drops not indexed in their current state (missed or changed)."""
-    done = indexed_states(store.store())
-    known = set(context.instance.get_dynamic_partitions(drops.name))
-    new, runs = [], []
-    for name in drop_folders(paths):
-        complete, fingerprint, _files = drop_state(paths.incoming / name, QUIET_SECONDS)
-        if complete and done.get(name) != fingerprint:
-            if name not in known:
-                new.append(name)
-            runs.append(dg.RunRequest(run_key=f"sweep:{name}:{fingerprint}", partition_key=name))
+    due = due_drops(paths, indexed_states(store.store()))
+    new = unknown_drops(context.instance, [name for name, _ in due])
     if new:  # a schedule can't request partitions the way a sensor does: add them itself
         context.instance.add_dynamic_partitions(drops.name, new)
-    return runs
+    return [dg.RunRequest(run_key=f"sweep:{n}:{fp}", partition_key=n) for n, fp in due]

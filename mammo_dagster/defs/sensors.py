@@ -29,24 +29,33 @@ def drop_folders(paths: MammoHome) -> list[str]:
     )
 
 
+def due_drops(paths: MammoHome, processed: dict[str, str]) -> list[tuple[str, str]]:
+    """(drop, fingerprint) of complete drops whose content differs from `processed`."""
+    due = []
+    for name in drop_folders(paths):
+        complete, fingerprint, _files = drop_state(paths.incoming / name, QUIET_SECONDS)
+        if complete and processed.get(name) != fingerprint:
+            due.append((name, fingerprint))
+    return due
+
+
+def unknown_drops(instance: dg.DagsterInstance, names: list[str]) -> list[str]:
+    """The drops that have no partition yet."""
+    known = set(instance.get_dynamic_partitions(drops.name))
+    return [n for n in names if n not in known]
+
+
 @dg.sensor(
     job=ingest_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING
 )
 def dicom_drop_sensor(context: dg.SensorEvaluationContext, paths: MammoHome) -> dg.SensorResult:
     """Complete drops (marker, or quiet period) whose content changed since last seen."""
     seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
-    known = set(context.instance.get_dynamic_partitions(drops.name))
-    new, runs = [], []
-    for name in drop_folders(paths):
-        complete, fingerprint, _files = drop_state(paths.incoming / name, QUIET_SECONDS)
-        if not complete or seen.get(name) == fingerprint:
-            continue
-        if name not in known:
-            new.append(name)
-        runs.append(dg.RunRequest(run_key=f"{name}:{fingerprint}", partition_key=name))
-        seen[name] = fingerprint
+    due = due_drops(paths, seen)
+    new = unknown_drops(context.instance, [name for name, _ in due])
+    seen.update(due)
     return dg.SensorResult(
-        run_requests=runs,
+        run_requests=[dg.RunRequest(run_key=f"{n}:{fp}", partition_key=n) for n, fp in due],
         dynamic_partitions_requests=[drops.build_add_request(new)] if new else [],
         cursor=json.dumps(seen, sort_keys=True),
     )
