@@ -47,8 +47,16 @@ def _drop(n: int) -> Path:
 
 def run_variant(variant: str, drop: Path) -> None:
     """Child process: ingest `drop` one way, print JSON with the elapsed time."""
-    from mammo_dagster.core.batch import iter_files, thumbnail_folder
-    from mammo_dagster.core.index import index_file, mark_duplicates, save_index, seen_elsewhere
+    from mammo_dagster.core.batch import thumbnail_folder
+    from mammo_dagster.core.index import (
+        drop_state,
+        index_folder,
+        indexed_files,
+        mark_duplicates,
+        save_drop_state,
+        save_index,
+        seen_elsewhere,
+    )
     from mammo_dagster.core.store import Store
 
     if variant == "dagster":  # imported before the clock: a deployment has it loaded
@@ -57,13 +65,16 @@ def run_variant(variant: str, drop: Path) -> None:
     (home / "incoming").mkdir()
     (home / "incoming" / "drop").symlink_to(drop.resolve())
     t0 = time.perf_counter()
-    if variant == "core":
+    if variant == "core":  # the same core calls the two assets make, without Dagster
         store = Store(home / "mammo.duckdb")
         store.migrate()
         folder = home / "incoming" / "drop"
-        rows = [r for f in iter_files(folder) for r in index_file(f, folder, "drop")]
+        _complete, fingerprint, n_files = drop_state(folder, quiet_s=0)
+        rows = index_folder(folder, "drop", workers=2)
         save_index(store, "drop", mark_duplicates(rows, seen_elsewhere(store, "drop")))
-        thumbnail_folder(folder, home / "thumbnails", size=512, workers=2)
+        save_drop_state(store, "drop", fingerprint, n_files)
+        files = [folder / p for p in indexed_files(store, "drop")]
+        thumbnail_folder(folder, home / "thumbnails", size=512, workers=2, files=files)
     else:
         result = ingest_drop(home, "drop", size=512, workers=2, dagster_home=home / "dagster")
         assert result.success

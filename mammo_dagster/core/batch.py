@@ -19,7 +19,7 @@ from PIL import Image
 from .config import patient_salt
 from .decode import DEFAULT_OVERSAMPLE
 from .dicom import DicomError, open_dicom
-from .thumbnails import DEFAULT_SIZE, render_frame, save_png
+from .thumbnails import DEFAULT_SIZE, remove_stale_temps, render_frame, save_png
 
 #: glibc otherwise returns every 10-30 MB decode buffer to the OS and page-faults
 #: it back for the next image: measured 41 -> 15 ms per reduced J2K decode.
@@ -237,6 +237,7 @@ def thumbnail_folder(
     already listed the folder a second walk.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(out_dir)
     if files is None:
         files = list(iter_files(root, exclude=out_dir))  # OUT may sit inside the folder
     patient_salt()  # create it here, once, before the workers race to

@@ -171,6 +171,19 @@ def seen_elsewhere(store: Store, drop_name: str) -> dict[tuple[str, int], str]:
     return {(sop, frame): where for sop, frame, where in rows}
 
 
+def indexed_files(store: Store, drop_name: str) -> list[str]:
+    """Paths (relative to the drop) of the drop's files with at least one new decodable frame."""
+    rows = store.run(
+        lambda c: c.execute(
+            "SELECT DISTINCT path FROM dicom_index WHERE drop_name = ? AND status = 'ok' "
+            "ORDER BY path",
+            [drop_name],
+        ).fetchall(),
+        read_only=True,
+    )
+    return [path for (path,) in rows]
+
+
 def save_drop_state(store: Store, drop_name: str, fingerprint: str, files: int) -> None:
     """Remember which state of a drop was indexed (the schedule compares against it)."""
     store.run(

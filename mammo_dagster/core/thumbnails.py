@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -217,6 +218,24 @@ def render(
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+
+
+#: A temp file older than this was left by a killed writer (a live one lives milliseconds).
+STALE_TEMP_S = 600.0
+
+
+def remove_stale_temps(folder: Path, older_than_s: float = STALE_TEMP_S) -> int:
+    """Delete temp files that a killed `save_png` left in `folder`; returns how many."""
+    cutoff = time.time() - older_than_s
+    removed = 0
+    for tmp in folder.glob(".*.png.*.tmp"):
+        try:
+            if tmp.is_file() and tmp.stat().st_mtime < cutoff:
+                tmp.unlink()
+                removed += 1
+        except FileNotFoundError:  # another run removed it first
+            pass
+    return removed
 
 
 def save_png(img: np.ndarray, path: str | Path) -> Path:

@@ -13,6 +13,7 @@ from mammo_dagster.core.batch import thumbnail_folder, thumbnail_name
 from mammo_dagster.core.index import (
     drop_state,
     index_folder,
+    indexed_files,
     mark_duplicates,
     save_drop_state,
     save_index,
@@ -92,12 +93,19 @@ def _contact_sheet(pngs: list, n: int = 12, tile: int = 96) -> str:
 
 @dg.asset(partitions_def=drops, deps=[dicom_index], group_name="ingest")
 def thumbnails(
-    context: dg.AssetExecutionContext, config: ThumbnailConfig, paths: MammoHome
+    context: dg.AssetExecutionContext,
+    config: ThumbnailConfig,
+    paths: MammoHome,
+    store: StoreResource,
 ) -> dg.MaterializeResult:
-    """8-bit thumbnails of every decodable frame, cached by SOP Instance UID; resumable."""
+    """8-bit thumbnails of every decodable frame the index holds, cached by SOP Instance UID;
+    resumable (a rerun renders only what is missing)."""
     folder = _drop_folder(paths, context.partition_key)
+    files = [folder / p for p in indexed_files(store.store(), context.partition_key)]
     t0 = time.perf_counter()
-    results = thumbnail_folder(folder, paths.thumbnails, size=config.size, workers=config.workers)
+    results = thumbnail_folder(
+        folder, paths.thumbnails, size=config.size, workers=config.workers, files=files
+    )
     elapsed = time.perf_counter() - t0
     status = Counter(r.status for r in results)
     made = [paths.thumbnails / r.thumbnail for r in results if r.status in ("ok", "cached")]
