@@ -1,5 +1,5 @@
-"""The standalone keyboard-driven labeling app (FastHTML). Never imports dagster.
+"""The labeler: a standalone keyboard-driven FastHTML app on the DuckDB store.
 
-Not built yet: it arrives with the labeler issue. It will read thumbnails and
-write labels through ``mammo_dagster.core`` only.
+It runs as its own process beside Dagster and never imports dagster; it shares
+only the data folder (``$MAMMO_HOME``) and the core's store and label modules.
 """

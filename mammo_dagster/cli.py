@@ -411,7 +411,67 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers", type=_int_in(1, 256), default=2, help="worker processes (default 2)"
     )
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser(
+        "label",
+        parents=[common],
+        help="start the labeler (keyboard labeling app) on 127.0.0.1:5001",
+        description="Start the labeling app on the data folder. Keys: 1 biopsy tool/marker, "
+        "2 mag view, 3 neither, 4 both, s skip, u undo.",
+    )
+    from labeler.cli import add_arguments
+
+    add_arguments(p)
+    p.set_defaults(func=cmd_label)
+
+    p = sub.add_parser(
+        "labels",
+        parents=[common],
+        help="import or export labels as CSV",
+        description="CSV columns: sop_instance_uid,has_biopsy_tool,has_mag_view,annotator "
+        "(then frame,source,model_version,labeled_at). Works while the labeler runs.",
+    )
+    p.add_argument("action", choices=["import", "export"])
+    p.add_argument("file", help="the CSV to read (import) or write (export)")
+    p.add_argument("--home", help=f"data folder (default ${ENV_HOME} or ./data)")
+    p.add_argument(
+        "--annotator", default="import", help="import: for rows without one (default import)"
+    )
+    p.add_argument(
+        "--history", action="store_true", help="export: every event (labels, skips, undos)"
+    )
+    p.set_defaults(func=cmd_labels)
     return parser
+
+
+def cmd_label(args: argparse.Namespace) -> int:
+    from labeler.cli import run
+
+    return run(args)
+
+
+def cmd_labels(args: argparse.Namespace) -> int:
+    from .core.labels import LabelFileError, export_csv, import_csv
+    from .core.store import DB_NAME, Store
+
+    home = Path(args.home).expanduser().resolve() if args.home else mammo_home()
+    store = Store(home / DB_NAME)
+    store.migrate()
+    path = Path(args.file)
+    if args.action == "export":
+        n = export_csv(store, path, history=args.history)
+        what = "events" if args.history else "labeled images"
+        print(f"wrote {n} {what} to {path}")
+        return 0
+    try:
+        report = import_csv(store, path, default_annotator=args.annotator)
+    except LabelFileError as e:
+        raise CliError(f"{e} (nothing imported)") from e
+    print(
+        f"{report.rows} rows: {report.added} labels added, {report.unchanged} already so"
+        + (f", {report.not_indexed} for images not indexed yet" if report.not_indexed else "")
+    )
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

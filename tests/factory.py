@@ -43,3 +43,56 @@ def make_file(
     ds = build_dataset(stored, VENDOR_PROFILES[vendor], header(tag, **(header_kw or {})), **kw)
     ds = encode(ds, ts)
     return write(ds, path)
+
+
+def labeled_home(home: Path, studies: int = 6, seed: int = 3) -> list:
+    """A data folder with one indexed drop and its thumbnails (no Dagster), as the
+    labeler finds it after ingest. Returns the synthetic images (with ground truth)."""
+    from mammo_dagster.core.batch import thumbnail_folder
+    from mammo_dagster.core.index import index_folder, mark_duplicates, save_index
+    from mammo_dagster.core.store import DB_NAME, Store
+    from mammo_dagster.core.synthetic import generate_archive
+
+    drop = home / "incoming" / "d1"
+    images = generate_archive(drop, studies=studies, seed=seed, size="small", ground_truth=None)
+    store = Store(home / DB_NAME)
+    store.migrate()
+    save_index(store, "d1", mark_duplicates(index_folder(drop, "d1", workers=1), {}))
+    thumbnail_folder(drop, home / "thumbnails", size=64, workers=1)
+    return images
+
+
+def fake_catalog(home: Path, n: int, drop: str = "big") -> list[str]:
+    """`n` indexed frames with tiny thumbnails, without DICOM files: enough for labeler
+    load tests. Returns the image ids."""
+    from PIL import Image
+
+    from mammo_dagster.core.index import IndexRow, save_index
+    from mammo_dagster.core.store import DB_NAME, Store
+
+    thumbs = home / "thumbnails"
+    thumbs.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n):
+        sop = f"1.2.826.0.1.3680043.10.999.{i + 1}"
+        rows.append(
+            IndexRow(
+                drop,
+                f"f{i}",
+                0,
+                10,
+                "x",
+                "ok",
+                sop_instance_uid=sop,
+                study_instance_uid=f"1.2.3.{i // 4}",
+                patient_key=f"p{i // 8}",
+                manufacturer="HOLOGIC, Inc.",
+                laterality="L",
+                view_position="CC",
+            )
+        )
+        Image.new("L", (8, 8), i % 256).save(thumbs / f"{sop}_0.png")
+    store = Store(home / DB_NAME)
+    store.migrate()
+    save_index(store, drop, rows)
+    return [f"{r.sop_instance_uid}_0" for r in rows]

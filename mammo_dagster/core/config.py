@@ -9,6 +9,19 @@ from pathlib import Path
 
 ENV_HOME = "MAMMO_HOME"
 ENV_SALT = "MAMMO_PATIENT_SALT"
+ENV_RETRAIN_EVERY = "MAMMO_RETRAIN_EVERY"
+
+
+def retrain_every() -> int:
+    """New labels that make a retrain due (``$MAMMO_RETRAIN_EVERY``, default 50)."""
+    value = os.environ.get(ENV_RETRAIN_EVERY) or "50"
+    try:
+        n = int(value)
+    except ValueError:
+        raise ValueError(f"{ENV_RETRAIN_EVERY} must be a whole number, got {value!r}") from None
+    if n < 1:
+        raise ValueError(f"{ENV_RETRAIN_EVERY} must be at least 1, got {n}")
+    return n
 
 
 def mammo_home() -> Path:

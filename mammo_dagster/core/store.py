@@ -75,6 +75,61 @@ MIGRATIONS: tuple[str, ...] = (
         indexed_at TIMESTAMP NOT NULL
     )
     """,
+    "CREATE SEQUENCE IF NOT EXISTS label_seq START 1",
+    """
+    CREATE TABLE IF NOT EXISTS label_events (
+        event_id VARCHAR PRIMARY KEY,      -- made by the writer: a replay inserts nothing
+        seq BIGINT NOT NULL DEFAULT nextval('label_seq'),  -- the order events were stored
+        sop_instance_uid VARCHAR NOT NULL,
+        frame INTEGER NOT NULL DEFAULT 0,
+        action VARCHAR NOT NULL,           -- label | skip | retract
+        has_biopsy_tool BOOLEAN,           -- label events only
+        has_mag_view BOOLEAN,
+        annotator VARCHAR NOT NULL,
+        source VARCHAR NOT NULL,           -- queue | random | holdout | review | import
+        model_version VARCHAR,             -- the model whose prediction was shown, if any
+        retracts VARCHAR,                  -- retract events: the event_id they undo
+        created_at TIMESTAMP NOT NULL      -- UTC, when the annotator acted
+    )
+    """,
+    # The current label of each image: its newest label event that no retract undoes.
+    """
+    CREATE OR REPLACE VIEW current_labels AS
+    SELECT sop_instance_uid, frame, has_biopsy_tool, has_mag_view, annotator, source,
+           model_version, created_at, seq, event_id
+    FROM label_events e
+    WHERE action = 'label'
+      AND NOT EXISTS (
+          SELECT 1 FROM label_events r WHERE r.action = 'retract' AND r.retracts = e.event_id
+      )
+    QUALIFY row_number() OVER (PARTITION BY sop_instance_uid, frame ORDER BY seq DESC) = 1
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS image_predictions (
+        drop_name VARCHAR NOT NULL,
+        sop_instance_uid VARCHAR NOT NULL,
+        frame INTEGER NOT NULL,
+        model_version VARCHAR NOT NULL,
+        prob_biopsy DOUBLE NOT NULL,
+        prob_mag DOUBLE NOT NULL,
+        flag_biopsy BOOLEAN NOT NULL,      -- prob at or above the model's threshold
+        flag_mag BOOLEAN NOT NULL,
+        predicted_at TIMESTAMP NOT NULL,
+        PRIMARY KEY (drop_name, sop_instance_uid, frame, model_version)
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS labeling_queue (
+        sop_instance_uid VARCHAR NOT NULL,
+        frame INTEGER NOT NULL,
+        rank INTEGER NOT NULL,             -- 1 = label first
+        score DOUBLE,                      -- the strategy's score (e.g. uncertainty)
+        reason VARCHAR,                    -- uncertain | explore | ...
+        model_version VARCHAR,
+        created_at TIMESTAMP NOT NULL,
+        PRIMARY KEY (sop_instance_uid, frame)
+    )
+    """,
 )
 
 

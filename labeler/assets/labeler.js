@@ -1,0 +1,188 @@
+// The labeling page. One document-level key listener; the image on screen is
+// buf[0]; the next ones are already fetched and decoded, so a keypress swaps
+// images without a round trip. Writes go out one at a time, in order, retried
+// until the server has them (it journals each before answering).
+(() => {
+  const PRELOAD = 3;
+  const S = { buf: [], hist: [], keys: [], inflight: new Set(), chain: Promise.resolve(), pending: 0, fetching: false, done: false };
+  window.__labeler = S;
+  S.paints = [];  // keypress -> next image painted, ms (read by the benchmark)
+  const $ = (id) => document.getElementById(id);
+  const stage = $("stage");
+
+  function uuid() {
+    return (crypto.randomUUID && crypto.randomUUID()) ||
+      "xxxxxxxxxxxx4xxxyxxxxxxxxxxxxxxx".replace(/[xy]/g, (c) => ((Math.random() * 16) | 0).toString(16));
+  }
+  function preload(item) {
+    const im = new Image();
+    im.alt = "mammogram";
+    im.decoding = "async";
+    im.src = item.url;
+    item.img = im;
+    item.ready = im.decode().catch(() => {});
+    return item;
+  }
+  function text(el, s) { el.textContent = s; }
+
+  function show(t0) {
+    const item = S.buf[0];
+    if (!item) {
+      stage.dataset.id = "";
+      const msg = document.createElement("div");
+      msg.className = "msg";
+      msg.textContent = S.done ? "Nothing left to label. Thank you!" : "Loading…";
+      stage.replaceChildren(msg);
+      text($("facts"), "");
+      text($("pred"), "");
+      return;
+    }
+    stage.dataset.id = item.id;
+    stage.replaceChildren(item.img);
+    const facts = [item.vendor, item.view, item.modifiers].filter(Boolean);
+    if (item.header_hints.length) facts.push("header: " + item.header_hints.join(", "));
+    text($("facts"), facts.join(" · "));
+    const p = item.prediction;
+    text($("pred"), p ? `model ${item.model_version}: biopsy ${p.biopsy.toFixed(2)} · mag ${p.mag.toFixed(2)}` : "");
+    if (t0 !== undefined) {
+      item.ready.then(() => requestAnimationFrame(() => setTimeout(() => {
+        S.paints.push(performance.now() - t0);
+      }, 0)));
+    }
+  }
+
+  function stats(st, polled) {
+    if (!st) return;
+    text($("labeled"), `${st.labeled} labeled`);
+    text($("remaining"), `${st.remaining} to go`);
+    text($("retrain"), st.model_version
+      ? `${st.until_retrain} until retrain · model ${st.model_version}`
+      : `${st.until_retrain} until the first model`);
+    // A label is safe once the server answers (it journals first); say so only
+    // when the database has been busy long enough to notice.
+    if (st.write_error || (polled && st.pending_writes)) {
+      warn(`${st.pending_writes} label(s) saved, waiting for the database (busy, retrying)`);
+    } else if (polled || !st.pending_writes) warn("");
+  }
+  function warn(msg, bad) {
+    const w = $("warn");
+    const local = S.pending ? `${S.pending} sending…` : "";
+    w.textContent = [msg, local].filter(Boolean).join(" · ");
+    w.className = bad ? "bad" : "";
+  }
+
+  async function send(url, body) {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const r = await fetch(url, {
+          method: "POST", credentials: "same-origin",
+          headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+        });
+        if (r.ok) return await r.json();
+        if (r.status === 401) { location.href = "/login"; return null; }
+        if (r.status >= 400 && r.status < 500) {
+          const j = await r.json().catch(() => ({}));
+          warn(`not saved: ${j.error || r.status}`, true);
+          return null;
+        }
+      } catch (e) { /* network: retry */ }
+      warn("server unreachable, retrying…", true);
+      await new Promise((res) => setTimeout(res, Math.min(250 * 2 ** attempt, 5000)));
+    }
+  }
+  function post(url, body) {  // in order, one at a time, never dropped
+    S.pending++;
+    const p = S.chain.then(() => send(url, body)).finally(() => { S.pending--; });
+    S.chain = p.then((j) => { if (j) stats(j.stats); }, () => {});
+    return p;
+  }
+
+  async function refill() {
+    if (S.fetching || S.done) return;
+    S.fetching = true;
+    try {
+      while (S.buf.length < PRELOAD + 1) {
+        const want = PRELOAD + 1 - S.buf.length;
+        await S.chain;  // the server must see our labels before choosing more
+        // Labels still on their way must not come back as "next".
+        const have = [...S.buf.map((i) => i.id), ...S.inflight];
+        const j = await send("/api/next", { n: want, have });
+        if (!j) break;
+        stats(j.stats);
+        const fresh = j.items.filter((i) => !S.buf.some((b) => b.id === i.id) && !S.inflight.has(i.id));
+        fresh.forEach((i) => S.buf.push(preload(i)));
+        if (S.buf.length && !stage.dataset.id) show();
+        drain();
+        if (j.items.length < want) { S.done = !S.buf.length; break; }
+      }
+    } finally {
+      S.fetching = false;
+      if (!S.buf.length) show();
+    }
+  }
+
+  // Keys are handled in order; one pressed before the next image arrived waits for it.
+  function press(key, t0) { S.keys.push([key, t0]); drain(); }
+  function drain() {
+    while (S.keys.length) {
+      const [key, t0] = S.keys[0];
+      if (key !== "u" && !S.buf.length) {
+        if (!S.done) { refill(); return; }
+        S.keys.shift();  // nothing left to label
+        continue;
+      }
+      S.keys.shift();
+      if (key === "u") undo(t0); else act(key, t0);
+    }
+  }
+
+  function act(key, t0) {
+    const item = S.buf.shift();
+    S.hist.push(item);
+    S.inflight.add(item.id);
+    post("/api/label", { event_id: uuid(), id: item.id, key, model_version: item.model_version })
+      .finally(() => S.inflight.delete(item.id));
+    show(t0);
+    refill();
+  }
+  function undo(t0) {
+    const local = S.hist.pop();
+    const req = post("/api/undo", { event_id: uuid() });
+    if (local) {
+      S.buf.unshift(local);
+      show(t0);
+      return;
+    }
+    req.then((j) => {  // older than this page: the server says which image comes back
+      if (j && j.item && !S.buf.some((b) => b.id === j.item.id)) {
+        S.buf.unshift(preload(j.item));
+        S.done = false;
+        show(t0);
+        drain();
+      }
+    });
+  }
+
+  function onKey(e) {
+    if (e.ctrlKey || e.metaKey || e.altKey || e.repeat && e.key === "u") return;
+    const t = e.target;
+    if (t && t.closest && t.closest("input, textarea, select, [contenteditable]")) return;
+    const k = e.key.toLowerCase();
+    const t0 = performance.now();
+    if (k.length === 1 && "1234su".includes(k)) { e.preventDefault(); press(k, t0); }
+  }
+  document.addEventListener("keydown", onKey);
+  document.querySelectorAll("#actions button[data-key]").forEach((b) => {
+    b.addEventListener("click", () => {
+      press(b.dataset.key, performance.now());
+      b.blur();
+    });
+  });
+  setInterval(async () => {
+    try {
+      const r = await fetch("/api/stats", { credentials: "same-origin" });
+      if (r.ok) stats(await r.json(), true);
+    } catch (e) { /* the next POST reports */ }
+  }, 3000);
+  refill();
+})();

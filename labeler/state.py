@@ -1,0 +1,402 @@
+"""What the labeler knows, in memory: images, labels, order, leases.
+
+Requests never wait for DuckDB: they read and change this state, and events go
+to the journal (see journal.py). A background thread refreshes images, labels
+written by others (imports, a second labeler), predictions, the labeling queue
+and the current model from the store every few seconds, skipping a round when
+another process holds the lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+
+from mammo_dagster.core.config import retrain_every
+from mammo_dagster.core.labels import KEYS, LabelBook, LabelEvent, load_events
+from mammo_dagster.core.modelstore import CurrentModel, read_current
+from mammo_dagster.core.splits import HOLDOUT_FRACTION, shuffle_key, split_of
+from mammo_dagster.core.store import Store, StoreBusy
+
+from .journal import EventWriter
+
+log = logging.getLogger("labeler")
+LEASE_S = 120.0
+
+
+@dataclass(frozen=True)
+class Image:
+    """A labelable image: one decodable frame with a thumbnail."""
+
+    sop_instance_uid: str
+    frame: int
+    study_instance_uid: str | None
+    holdout: bool
+    manufacturer: str | None
+    laterality: str | None
+    view_position: str | None
+    view_modifiers: str | None
+    mag_factor: float | None
+    header_mag_hint: bool | None
+    header_marker_hint: bool | None
+    thumbnail: Path
+
+    @property
+    def id(self) -> str:
+        return f"{self.sop_instance_uid}_{self.frame}"
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.sop_instance_uid, self.frame)
+
+
+@dataclass
+class Lease:
+    annotator: str
+    until: float
+    source: str
+
+
+@dataclass
+class Settings:
+    home: Path
+    annotator: str | None = None  # default annotator (else each one identifies)
+    token: str | None = None
+    holdout_share: float = HOLDOUT_FRACTION
+    refresh_s: float = 2.0
+    store_timeout_s: float = 5.0
+    seed: str = "labeler-v1"
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def db(self) -> Path:
+        from mammo_dagster.core.store import DB_NAME
+
+        return self.home / DB_NAME
+
+    @property
+    def thumbnails(self) -> Path:
+        return self.home / "thumbnails"
+
+    @property
+    def models(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def private(self) -> Path:
+        """The labeler's own files (journal, session key); never served."""
+        return self.home / "labeler"
+
+
+class NotFound(LookupError):
+    pass
+
+
+class LabelerState:
+    """Thread-safe in-memory state of one labeler process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = Store(settings.db, timeout_s=settings.store_timeout_s)
+        self.store.migrate()
+        self.writer = EventWriter(self.store, settings.private / "journal")
+        recovered = self.writer.recover()
+        if recovered:
+            log.info("stored %d label event(s) from an earlier labeler's journal", recovered)
+        self._lock = threading.RLock()
+        self.images: dict[str, Image] = {}
+        self.by_key: dict[tuple[str, int], Image] = {}
+        self.order: list[str] = []  # non-hold-out images, random order
+        self.holdout_order: list[str] = []
+        self.queue: list[str] = []  # the pipeline's labeling_queue, when it wrote one
+        self.predictions: dict[tuple[str, int], tuple[float, float]] = {}
+        self.model: CurrentModel | None = None
+        self.book = LabelBook()
+        self.leases: dict[str, Lease] = {}
+        self.returned: dict[str, list[str]] = {}  # annotator -> undone images to show again
+        self._seq = 0
+        self._index_version: tuple | None = None
+        self._queue_version: tuple | None = None
+        self._model_version: str | None = None
+        self._stop = threading.Event()
+        self.refresh()
+        self.writer.start()
+        self._thread = threading.Thread(target=self._refresh_loop, name="refresh", daemon=True)
+
+    # -- loading -------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self.writer.close()
+
+    def _refresh_loop(self) -> None:
+        while not self._stop.wait(self.settings.refresh_s):
+            try:
+                self.refresh()
+            except (StoreBusy, duckdb.Error) as e:
+                log.debug("refresh skipped: %s", e)
+            except Exception:
+                log.exception("refresh failed")
+
+    def refresh(self) -> None:
+        """Pull what changed in the store: images, others' labels, queue, model."""
+
+        def read(conn: duckdb.DuckDBPyConnection):
+            version = conn.execute(
+                "SELECT count(*), max(indexed_at) FROM dicom_index WHERE status = 'ok'"
+            ).fetchone()
+            rows = None
+            if version != self._index_version:
+                rows = conn.execute(
+                    "SELECT sop_instance_uid, frame, study_instance_uid, patient_key, "
+                    "manufacturer, laterality, view_position, view_modifiers, mag_factor, "
+                    "header_mag_hint, header_marker_hint FROM dicom_index WHERE status = 'ok'"
+                ).fetchall()
+            qversion = conn.execute(
+                "SELECT count(*), max(created_at), max(model_version) FROM labeling_queue"
+            ).fetchone()
+            queue = None
+            if qversion != self._queue_version:
+                queue = conn.execute(
+                    "SELECT sop_instance_uid, frame FROM labeling_queue ORDER BY rank"
+                ).fetchall()
+            return version, rows, qversion, queue
+
+        version, rows, qversion, queue = self.store.run(read, read_only=True)
+        events = load_events(self.store, after_seq=self._seq)
+        model = read_current(self.settings.models)
+        predictions = None
+        if model and model.version != self._model_version:
+            predictions = self.store.run(
+                lambda c: c.execute(
+                    "SELECT sop_instance_uid, frame, prob_biopsy, prob_mag "
+                    "FROM image_predictions WHERE model_version = ?",
+                    [model.version],
+                ).fetchall(),
+                read_only=True,
+            )
+        images = self._images(rows) if rows is not None else None
+        with self._lock:
+            if images is not None:
+                self._set_images(images)
+                self._index_version = version
+            if queue is not None:
+                self.queue = [f"{sop}_{frame}" for sop, frame in queue]
+                self._queue_version = qversion
+            if events:
+                self.book.add(events)
+                self._seq = max(self._seq, max(e.seq for e in events))
+            if predictions is not None:
+                self.predictions = {(s, f): (pb, pm) for s, f, pb, pm in predictions}
+                self._model_version = model.version
+            self.model = model
+
+    def _images(self, rows: list[tuple]) -> list[Image]:
+        out = []
+        for sop, frame, study, patient, *facts in rows:
+            thumb = self.settings.thumbnails / f"{sop}_{frame}.png"
+            if thumb.is_file():
+                out.append(
+                    Image(sop, frame, study, split_of(patient, study) == "holdout", *facts, thumb)
+                )
+        return out
+
+    def _set_images(self, images: list[Image]) -> None:
+        self.images = {im.id: im for im in images}
+        self.by_key = {im.key: im for im in images}
+        seed = self.settings.seed
+        ids = sorted(self.images, key=lambda i: shuffle_key(i, seed))
+        self.order = [i for i in ids if not self.images[i].holdout]
+        self.holdout_order = [i for i in ids if self.images[i].holdout]
+
+    # -- serving -------------------------------------------------------------
+    def _free(self, image_id: str, annotator: str, now: float, have: set[str]) -> bool:
+        if image_id in have:
+            return False
+        image = self.images.get(image_id)
+        if image is None or image.key in self.book.current:
+            return False
+        lease = self.leases.get(image_id)
+        return lease is None or lease.annotator == annotator or lease.until < now
+
+    def _pick(self, annotator: str, now: float, have: set[str], want_holdout: bool):
+        streams = [(self.holdout_order, "holdout")] if want_holdout else []
+        streams += [(self.queue, "queue"), (self.order, "random"), (self.holdout_order, "holdout")]
+        for allow_skipped in (False, True):  # skipped images come back last
+            for ids, source in streams:
+                for image_id in ids:
+                    if not self._free(image_id, annotator, now, have):
+                        continue
+                    if source == "queue" and self.images[image_id].holdout:
+                        continue
+                    if not allow_skipped and self.images[image_id].key in self.book.last_skip:
+                        continue
+                    return image_id, source
+        return None, None
+
+    def next_items(self, annotator: str, n: int, have: list[str]) -> list[dict]:
+        """Lease and return up to `n` images for `annotator`, after those it already `have`."""
+        now = time.time()
+        held = set(have)
+        out = []
+        with self._lock:
+            for image_id in have:  # renew what the client still holds
+                lease = self.leases.get(image_id)
+                if lease and lease.annotator == annotator:
+                    lease.until = now + LEASE_S
+            labeled = len(self.book.current)
+            held_out = sum(im.holdout for k in self.book.current if (im := self.by_key.get(k)))
+            returned = self.returned.get(annotator, [])
+            while len(out) < n:
+                if returned:
+                    image_id = returned.pop()
+                    if image_id in held or image_id not in self.images:
+                        continue
+                    source = self.leases[image_id].source if image_id in self.leases else "random"
+                else:
+                    total = labeled + len(out) + 1
+                    want = held_out < self.settings.holdout_share * total
+                    image_id, source = self._pick(annotator, now, held, want)
+                    if image_id is None:
+                        break
+                    held_out += source == "holdout"
+                self.leases[image_id] = Lease(annotator, now + LEASE_S, source)
+                held.add(image_id)
+                out.append(self.item(image_id))
+        return out
+
+    def item(self, image_id: str) -> dict:
+        """What the UI shows for an image: no patient or study identifiers, no split."""
+        im = self.images[image_id]
+        hints = []
+        if im.header_mag_hint:
+            hints.append("mag" + (f" ×{im.mag_factor:.2g}" if im.mag_factor else ""))
+        if im.header_marker_hint:
+            hints.append("marker/biopsy")
+        prediction = None
+        if self.model and (p := self.predictions.get(im.key)):
+            prediction = {"biopsy": round(p[0], 3), "mag": round(p[1], 3)}
+        return {
+            "id": image_id,
+            "url": f"/img?id={image_id}",
+            "vendor": im.manufacturer or "",
+            "view": " ".join(x for x in (im.laterality, im.view_position) if x),
+            "modifiers": im.view_modifiers or "",
+            "header_hints": hints,
+            "prediction": prediction,
+            "model_version": self.model.version if prediction and self.model else None,
+        }
+
+    def thumbnail(self, image_id: str) -> Path:
+        with self._lock:
+            im = self.images.get(image_id)
+        if im is None:
+            raise NotFound(image_id)
+        return im.thumbnail
+
+    # -- changing ------------------------------------------------------------
+    def _record(self, event: LabelEvent) -> None:
+        self.writer.submit(event)  # durable first; raises if the journal can't be written
+        self.book.add([event])
+
+    def label(
+        self,
+        annotator: str,
+        image_id: str,
+        key: str,
+        *,
+        event_id: str | None = None,
+        model_version: str | None = None,
+        source: str | None = None,
+    ) -> LabelEvent:
+        """Record key `1`-`4` (a label) or `s` (skip) for an image; idempotent by event id."""
+        with self._lock:
+            if event_id and event_id in self.book.events:
+                return self.book.events[event_id]
+            im = self.images.get(image_id)
+            if im is None:
+                raise NotFound(image_id)
+            lease = self.leases.pop(image_id, None)
+            if source is None:
+                source = (
+                    lease.source
+                    if lease and lease.annotator == annotator
+                    else ("holdout" if im.holdout else "random")
+                )
+            if key == "s":
+                fields: dict = {"action": "skip"}
+            elif key in KEYS:
+                biopsy, mag = KEYS[key]
+                fields = {"action": "label", "has_biopsy_tool": biopsy, "has_mag_view": mag}
+            else:
+                raise ValueError(f"key must be one of 1 2 3 4 s, got {key!r}")
+            event = LabelEvent(
+                im.sop_instance_uid,
+                annotator=annotator,
+                source=source,
+                frame=im.frame,
+                model_version=model_version,
+                **fields,
+                **({"event_id": event_id} if event_id else {}),
+            )
+            self._record(event)
+            return event
+
+    def undo(self, annotator: str, *, event_id: str | None = None) -> dict | None:
+        """Retract the annotator's newest label or skip; returns its image (shown again)."""
+        with self._lock:
+            if event_id and event_id in self.book.events:
+                done = self.book.events[event_id]
+                return self.item(self.by_key[self.book.events[done.retracts].image].id)
+            target = self.book.undo_target(annotator)
+            if target is None:
+                return None
+            kwargs = {"event_id": event_id} if event_id else {}
+            self._record(
+                LabelEvent(
+                    target.sop_instance_uid,
+                    "retract",
+                    annotator,
+                    target.source,
+                    frame=target.frame,
+                    retracts=target.event_id,
+                    **kwargs,
+                )
+            )
+            im = self.by_key.get(target.image)
+            if im is None:
+                return None
+            self.leases[im.id] = Lease(annotator, time.time() + LEASE_S, target.source)
+            return self.item(im.id)
+
+    # -- reporting -----------------------------------------------------------
+    def stats(self, annotator: str | None = None) -> dict:
+        with self._lock:
+            labeled = sum(k in self.by_key for k in self.book.current)
+            watermark = self.model.label_seq if self.model else 0
+            new = sum(1 for e in self.book.current.values() if e.seq is None or e.seq > watermark)
+            every = retrain_every()
+            return {
+                "labeled": labeled,
+                "remaining": len(self.images) - labeled,
+                "images": len(self.images),
+                "mine": sum(e.annotator == annotator for e in self.book.current.values())
+                if annotator
+                else None,
+                "undo_depth": self.book.undo_depth(annotator) if annotator else None,
+                "until_retrain": max(0, every - new),
+                "model_version": self.model.version if self.model else None,
+                "pending_writes": len(self.writer.pending),
+                "write_error": self.writer.last_error,
+            }
+
+    def current_events(self) -> list[LabelEvent]:
+        with self._lock:
+            return list(self.book.current.values())

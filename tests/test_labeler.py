@@ -1,0 +1,353 @@
+"""The labeler's routes through the test client: keys, undo, skip, leases, hold-out, auth,
+path traversal, and labels surviving a database locked by another process."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from labeler.app import create_app
+from labeler.cli import run as run_cli
+from labeler.state import LabelerState, Settings
+from mammo_dagster.core.labels import KEYS, LabelEvent, load_events
+from mammo_dagster.core.store import DB_NAME, Store
+from tests.factory import labeled_home
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    home = tmp_path_factory.mktemp("labeler_template") / "home"
+    with pytest.MonkeyPatch.context() as mp:  # module scope runs before the autouse fixture
+        mp.setenv("MAMMO_HOME", str(home))
+        mp.setenv("MAMMO_PATIENT_SALT", "test-salt")
+        images = labeled_home(home, studies=10, seed=3)
+    (home.parent / "patients.json").write_text(json.dumps(sorted({i.patient_id for i in images})))
+    return home
+
+
+@pytest.fixture
+def home(template: Path, tmp_path: Path) -> Path:
+    dest = tmp_path / "home"
+    shutil.copytree(template, dest)
+    return dest
+
+
+def _client(home: Path, **kw) -> tuple[TestClient, LabelerState]:
+    settings = Settings(home=home, refresh_s=3600, **kw)
+    state = LabelerState(settings)  # no refresh thread: tests call refresh() themselves
+    return TestClient(create_app(settings, state)), state
+
+
+@pytest.fixture
+def client(home: Path):
+    c, state = _client(home)
+    c.post("/annotator", data={"annotator": "alice"})
+    yield c
+    state.close()
+
+
+def _state(c: TestClient) -> LabelerState:
+    return c.app.state.labeler
+
+
+def _stored(c: TestClient) -> list[LabelEvent]:
+    state = _state(c)
+    assert state.writer.wait_stored(30)
+    return load_events(state.store)
+
+
+def _next(c: TestClient, n: int = 1, who: str | None = None, have=()) -> list[dict]:
+    body = {"n": n, "have": list(have)} | ({"annotator": who} if who else {})
+    r = c.post("/api/next", json=body)
+    assert r.status_code == 200, r.text
+    return r.json()["items"]
+
+
+def _label(c: TestClient, image_id: str, key: str, who: str | None = None, **kw) -> dict:
+    body = {"id": image_id, "key": key} | ({"annotator": who} if who else {}) | kw
+    r = c.post("/api/label", json=body)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_each_key_labels_and_advances(client: TestClient) -> None:
+    given = {}
+    for key in ("1", "2", "3", "4"):
+        item = _next(client)[0]
+        assert item["id"] not in given  # a labeled image is not served again
+        _label(client, item["id"], key)
+        given[item["id"]] = key
+    skipped = _next(client)[0]["id"]
+    _label(client, skipped, "s")
+    events = _stored(client)
+    assert [e.action for e in events] == ["label"] * 4 + ["skip"]
+    for e in events[:4]:
+        assert (e.has_biopsy_tool, e.has_mag_view) == KEYS[given[f"{e.sop_instance_uid}_0"]]
+        assert e.annotator == "alice" and e.source in ("random", "holdout", "queue")
+    current = _state(client).store.run(
+        lambda c: c.execute("SELECT count(*) FROM current_labels").fetchone()[0]
+    )
+    assert current == 4
+    stats = client.get("/api/stats").json()
+    assert stats["labeled"] == 4 and stats["mine"] == 4 and stats["until_retrain"] == 46
+
+
+def test_bad_requests_are_refused_and_store_nothing(client: TestClient) -> None:
+    item = _next(client)[0]
+    assert client.post("/api/label", json={"id": item["id"], "key": "7"}).status_code == 400
+    assert client.post("/api/label", json={"id": "1.2.3_0", "key": "1"}).status_code == 404
+    assert client.post("/api/label", json={"id": item["id"]}).status_code == 400
+    assert client.get("/api/label").status_code in (404, 405)  # mutations are POST only
+    assert _stored(client) == []
+
+
+def test_same_event_id_is_stored_once(client: TestClient) -> None:
+    item = _next(client)[0]
+    for _ in range(3):  # the browser retries a POST whose answer it lost
+        _label(client, item["id"], "2", event_id="retry-0123456789")
+    events = _stored(client)
+    assert len(events) == 1 and events[0].event_id == "retry-0123456789"
+
+
+def test_undo_is_multi_level_per_annotator_and_brings_images_back(client: TestClient) -> None:
+    mine = []
+    for key in ("1", "2", "4"):
+        image_id = _next(client)[0]["id"]
+        _label(client, image_id, key)
+        mine.append(image_id)
+    other = _next(client, who="bob")[0]["id"]
+    _label(client, other, "3", who="bob")
+    back = [client.post("/api/undo", json={}).json()["item"]["id"] for _ in range(3)]
+    assert back == mine[::-1]
+    assert client.post("/api/undo", json={}).json()["item"] is None  # nothing left to undo
+    assert _next(client)[0]["id"] == mine[0]  # the undone image is shown again first
+    events = _stored(client)
+    assert sum(e.action == "retract" for e in events) == 3
+    current = _state(client).store.run(
+        lambda c: c.execute("SELECT sop_instance_uid, annotator FROM current_labels").fetchall()
+    )
+    assert current == [(other.rsplit("_", 1)[0], "bob")]  # bob's label is untouched
+
+
+def test_skipped_images_come_back_only_after_the_rest(client: TestClient) -> None:
+    state = _state(client)
+    skipped = _next(client)[0]["id"]
+    _label(client, skipped, "s")
+    seen = []
+    for _ in range(len(state.images) - 1):
+        item = _next(client)[0]
+        assert item["id"] != skipped
+        seen.append(item["id"])
+        _label(client, item["id"], "3")
+    assert _next(client)[0]["id"] == skipped
+    assert len(set(seen)) == len(state.images) - 1
+
+
+def test_two_annotators_are_never_served_the_same_image(client: TestClient) -> None:
+    a = {i["id"] for i in _next(client, n=4, who="alice")}
+    b = {i["id"] for i in _next(client, n=4, who="bob")}
+    assert len(a) == 4 and len(b) == 4 and not a & b
+    state = _state(client)
+    for image_id in a:  # alice walks away: her leases run out
+        state.leases[image_id].until = time.time() - 1
+    c = {i["id"] for i in _next(client, n=8, who="carol")}
+    assert a <= c and not b & c
+    a2 = {i["id"] for i in _next(client, n=4, who="alice", have=sorted(a))}
+    assert not a2 & (b | c)
+
+
+def test_a_share_of_labels_goes_to_the_holdout(client: TestClient) -> None:
+    state = _state(client)
+    holdout = {i for i, im in state.images.items() if im.holdout}
+    assert 3 <= len(holdout) < len(state.images) // 2  # the template has hold-out patients
+    for _ in range(20):
+        _label(client, _next(client)[0]["id"], "3")
+    events = _stored(client)
+    sources = [e.source for e in events]
+    held = sum(f"{e.sop_instance_uid}_{e.frame}" in holdout for e in events)
+    assert held == sources.count("holdout")
+    assert 2 <= held <= round(20 * state.settings.holdout_share) + 1
+
+
+def test_the_ui_never_shows_patient_ids_or_the_split(client: TestClient, template: Path) -> None:
+    page = client.get("/").text
+    items = _next(client, n=20)
+    text = page + json.dumps(items) + client.get("/api/stats").text
+    patients = json.loads((template.parent / "patients.json").read_text())
+    assert patients and not any(p in text for p in patients)
+    assert "holdout" not in text.lower() and "hold-out" not in text.lower()
+    studies = _state(client).store.run(
+        lambda c: c.execute(
+            "SELECT DISTINCT study_instance_uid FROM dicom_index "
+            "WHERE study_instance_uid IS NOT NULL"
+        ).fetchall()
+    )
+    assert not any(s in text for (s,) in studies)
+    assert 'id="stage"' in page and "Biopsy tool" in page
+
+
+def test_annotator_is_asked_once_and_remembered(home: Path) -> None:
+    c, state = _client(home)
+    try:
+        assert "Who is labeling?" in c.get("/").text
+        assert c.post("/api/next", json={"n": 1}).status_code == 400
+        assert c.post("/annotator", data={"annotator": "<script>"}).status_code == 400
+        c.post("/annotator", data={"annotator": "dana"})
+        assert "dana" in c.get("/").text and 'id="stage"' in c.get("/").text
+        assert _next(c)  # the cookie names the annotator
+    finally:
+        state.close()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/mammo.duckdb",
+        "/../mammo.duckdb",
+        "/%2e%2e/mammo.duckdb",
+        "/labeler/.sesskey",
+        "/thumbnails/x.png",
+        "/img?id=../mammo.duckdb",
+        "/img?id=..%2F..%2Fmammo.duckdb",
+        "/img?id=/etc/passwd",
+        "/assets/labeler.js",
+        "/labels.csv",
+    ],
+)
+def test_no_file_is_reachable_by_path(client: TestClient, url: str) -> None:
+    r = client.get(url)
+    assert r.status_code == 404
+    assert b"DUCK" not in r.content
+
+
+def test_images_are_served_by_id(client: TestClient) -> None:
+    item = _next(client)[0]
+    r = client.get(item["url"])
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    assert r.content.startswith(b"\x89PNG")
+
+
+def test_token_guards_everything_when_set(home: Path) -> None:
+    token = "correct-horse-battery"
+    c, state = _client(home, token=token, annotator="erin")
+    try:
+        r = c.get("/", follow_redirects=False)
+        assert r.status_code == 303 and r.headers["location"] == "/login"
+        assert c.post("/api/next", json={"n": 1}).status_code == 401
+        assert c.get("/img?id=x", follow_redirects=False).status_code in (303, 401)
+        assert c.get("/api/labels.csv", follow_redirects=False).status_code != 200
+        bearer = {"Authorization": f"Bearer {token}"}
+        assert c.post("/api/next", json={"n": 1}, headers=bearer).status_code == 200
+        bad = c.post("/login", data={"token": "wrong"}, follow_redirects=False)
+        assert bad.headers["location"].startswith("/login")
+        assert c.post("/api/next", json={"n": 1}).status_code == 401
+        c.post("/login", data={"token": token})
+        assert c.post("/api/next", json={"n": 1}).status_code == 200
+    finally:
+        state.close()
+
+
+def test_no_token_no_network(capsys: pytest.CaptureFixture, home: Path) -> None:
+    args = argparse.Namespace(host="0.0.0.0", port=5999, home=str(home), annotator=None, token=None)
+    assert run_cli(args) == 2
+    assert "needs a token" in capsys.readouterr().err
+
+
+def test_export_from_the_app_is_one_row_per_image(client: TestClient) -> None:
+    item = _next(client)[0]
+    _label(client, item["id"], "1")
+    _label(client, item["id"], "4")  # relabel: the newest wins
+    rows = client.get("/api/labels.csv").text.strip().splitlines()
+    assert rows[0].startswith("sop_instance_uid,has_biopsy_tool,has_mag_view,annotator")
+    assert len(rows) == 2 and rows[1].startswith(item["id"].rsplit("_", 1)[0] + ",1,1,alice")
+
+
+def test_queue_order_is_picked_up_without_a_restart(client: TestClient) -> None:
+    state = _state(client)
+    wanted = sorted(i for i, im in state.images.items() if not im.holdout)[-3:]
+
+    def write(c) -> None:
+        for rank, image_id in enumerate(reversed(wanted), start=1):
+            sop, frame = image_id.rsplit("_", 1)
+            c.execute(
+                "INSERT INTO labeling_queue VALUES (?, ?, ?, 0.5, 'uncertain', 'm1', now())",
+                [sop, int(frame), rank],
+            )
+
+    state.store.run(write)
+    state.refresh()
+    state.settings.holdout_share = 0.0
+    assert [i["id"] for i in _next(client, n=3)] == wanted[::-1]
+
+
+def test_labels_submitted_while_another_process_holds_the_lock(client: TestClient) -> None:
+    state = _state(client)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
+            "print('locked', flush=True); time.sleep(4); c.close()",
+            str(state.store.path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout.readline().strip() == "locked"
+    slowest = 0.0
+    ids = []
+    t_lock = time.monotonic()
+    for _ in range(15):
+        t0 = time.perf_counter()
+        item = _next(client)[0]
+        assert client.get(item["url"]).status_code == 200
+        _label(client, item["id"], "2")
+        slowest = max(slowest, time.perf_counter() - t0)
+        ids.append(item["id"])
+    assert time.monotonic() - t_lock < 4, "the labels went in after the lock freed: no proof"
+    assert state.writer.pending  # the database was locked: waiting, not lost
+    assert slowest < 1.0  # each keypress was answered while the lock was held
+    holder.wait(timeout=30)
+    events = _stored(client)
+    assert sorted(f"{e.sop_instance_uid}_{e.frame}" for e in events) == sorted(ids)
+    assert client.get("/api/stats").json()["pending_writes"] == 0
+
+
+def test_a_dead_labelers_journal_is_replayed(home: Path) -> None:
+    c, state = _client(home)
+    image = next(iter(state.images.values()))
+    state.close()
+    journal = home / "labeler" / "journal" / "journal-1-1.jsonl"
+    event = LabelEvent(image.sop_instance_uid, "label", "zoe", "random", 0, True, False)
+    journal.write_text(json.dumps(event.to_json()) + "\n")  # written, never stored
+    c, state = _client(home)
+    try:
+        events = load_events(Store(home / DB_NAME))
+        assert [e.event_id for e in events] == [event.event_id]
+        assert not journal.exists()
+        assert state.stats("zoe")["mine"] == 1
+    finally:
+        state.close()
+
+
+def test_imported_labels_show_up_in_a_running_labeler(client: TestClient, tmp_path: Path) -> None:
+    from mammo_dagster.cli import main as mammo
+
+    state = _state(client)
+    image = next(iter(state.images.values()))
+    csv_path = tmp_path / "in.csv"
+    csv_path.write_text(
+        f"sop_instance_uid,has_biopsy_tool,has_mag_view\n{image.sop_instance_uid},1,0\n"
+    )
+    assert mammo(["labels", "import", str(csv_path), "--home", str(state.settings.home)]) == 0
+    state.refresh()
+    assert client.get("/api/stats").json()["labeled"] == 1
+    assert image.id not in {i["id"] for i in _next(client, n=50)}

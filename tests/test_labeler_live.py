@@ -1,0 +1,155 @@
+"""The labeler as a real server: a real browser pressing keys fast, and 4 annotators
+labeling at once while another process keeps opening the DuckDB file."""
+
+from __future__ import annotations
+
+import random
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from labeler.process import running
+from mammo_dagster.core.labels import KEYS, load_events
+from mammo_dagster.core.store import DB_NAME, Store
+from tests.factory import fake_catalog
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+POKER = """
+import sys, time
+from pathlib import Path
+from mammo_dagster.core.store import Store
+store, stop = Store(Path(sys.argv[1]), timeout_s=120), Path(sys.argv[2])
+store.run(lambda c: c.execute("SELECT 1"), read_only=True)
+print("ready", flush=True)
+n = 0
+while not stop.exists():
+    if n % 2:
+        store.run(lambda c: c.execute("SELECT count(*) FROM label_events").fetchone(),
+                  read_only=True)
+    else:
+        store.run(lambda c: c.execute(
+            "CREATE TABLE IF NOT EXISTS poke (i INTEGER); INSERT INTO poke VALUES (1)"))
+    n += 1
+    time.sleep(0.01)
+print(n)
+"""
+
+
+def _wait_stored(url: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if httpx.get(f"{url}/api/stats").json()["pending_writes"] == 0:
+            return
+        time.sleep(0.2)
+    raise AssertionError("labels still pending after the database freed up")
+
+
+@pytest.mark.slow
+def test_four_annotators_while_another_process_uses_the_database(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    fake_catalog(home, 1000)
+    stop = tmp_path / "stop"
+    poker = subprocess.Popen(
+        [sys.executable, "-c", POKER, str(home / DB_NAME), str(stop)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert poker.stdout.readline().strip() == "ready"
+    errors: list[str] = []
+    t0 = time.monotonic()
+    try:
+        with running(home, log=tmp_path / "labeler.log") as url:
+
+            def annotate(who: str) -> None:
+                rng = random.Random(who)
+                with httpx.Client(base_url=url, timeout=30) as client:
+                    for _ in range(250):
+                        r = client.post("/api/next", json={"n": 1, "annotator": who})
+                        if r.status_code != 200 or not r.json()["items"]:
+                            errors.append(f"{who} next: {r.status_code} {r.text[:80]}")
+                            return
+                        image_id = r.json()["items"][0]["id"]
+                        body = {"id": image_id, "key": rng.choice("1234"), "annotator": who}
+                        r = client.post("/api/label", json=body)
+                        if r.status_code != 200:
+                            errors.append(f"{who} label: {r.status_code} {r.text[:80]}")
+                            return
+
+            threads = [threading.Thread(target=annotate, args=(f"a{i}",)) for i in range(4)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            _wait_stored(url)
+    finally:
+        stop.write_text("")
+        pokes = int(poker.communicate(timeout=120)[0].strip() or 0)
+        seconds = time.monotonic() - t0
+    assert not errors, errors[:5]
+    assert pokes >= 5, (pokes, seconds)  # the other process got the file, again and again
+    events = load_events(Store(home / DB_NAME))
+    assert len(events) == 1000 and all(e.action == "label" for e in events)
+    assert len({e.image for e in events}) == 1000  # no image labeled twice
+    assert sorted({e.annotator for e in events}) == ["a0", "a1", "a2", "a3"]
+    assert all(sum(e.annotator == a for e in events) == 250 for a in ("a0", "a1"))
+
+
+@pytest.fixture
+def browser():
+    if CHROMIUM is None:
+        pytest.fail("chromium is not installed: run `make browser` (Debian: apt install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+        )
+        yield b
+        b.close()
+
+
+@pytest.mark.slow
+def test_fast_keys_in_a_real_browser(tmp_path: Path, browser) -> None:
+    home = tmp_path / "home"
+    fake_catalog(home, 30)
+    with running(home, log=tmp_path / "labeler.log") as url:
+        page = browser.new_page(viewport={"width": 1000, "height": 800})
+        page.goto(url)
+        page.fill("input[name=annotator]", "tess")
+        page.press("input[name=annotator]", "Enter")
+        page.wait_for_function("document.querySelector('#stage')?.dataset.id")
+        page.evaluate(
+            """() => { window.__shown = [document.querySelector('#stage').dataset.id];
+            new MutationObserver(() => window.__shown.push(
+              document.querySelector('#stage').dataset.id)).observe(
+              document.querySelector('#stage'), {attributes: true}); }"""
+        )
+        for key in ("1", "2", "3", "4", "s", "u"):
+            page.keyboard.press(key)  # no waiting between keys
+        page.wait_for_function("window.__labeler.pending === 0")
+        shown = []  # images on screen in turn ("" while waiting for the next one)
+        for image_id in page.evaluate("window.__shown"):
+            if image_id and (not shown or shown[-1] != image_id):
+                shown.append(image_id)
+        now = page.evaluate("document.querySelector('#stage').dataset.id")
+        page.evaluate(
+            "() => { const i = document.createElement('input'); i.id = 'note';"
+            " document.body.appendChild(i); }"
+        )
+        page.type("#note", "1234s")  # typing into an input never labels
+        _wait_stored(url)
+    events = load_events(Store(home / DB_NAME))
+    assert [e.action for e in events] == ["label"] * 4 + ["skip", "retract"]
+    assert [f"{e.sop_instance_uid}_{e.frame}" for e in events[:5]] == shown[:5]
+    assert [(e.has_biopsy_tool, e.has_mag_view) for e in events[:4]] == [KEYS[k] for k in "1234"]
+    assert events[5].retracts == events[4].event_id
+    assert len(shown) == len(set(shown)) == 5  # five images, each once: none served twice
+    assert now == shown[4]  # undo brought the skipped image back on screen
