@@ -7,7 +7,7 @@ export MAMMO_HOME ?= $(CURDIR)/data
 
 export DAGSTER_HOME ?= $(MAMMO_HOME)/dagster
 
-.PHONY: install demo dev test test-fast lint format bench clean
+.PHONY: install demo dev label browser test test-fast lint format bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -21,11 +21,19 @@ install: $(STAMP)  ## create .venv and install the project with every extra
 demo: $(STAMP)  ## generate a small synthetic archive and run the pipeline on it
 	$(BIN)/mammo demo
 
-dev: $(STAMP)  ## the Dagster UI on http://127.0.0.1:3000 (Ctrl-C stops it)
-	@mkdir -p "$(DAGSTER_HOME)" && cp dagster.yaml "$(DAGSTER_HOME)/dagster.yaml"
-	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+dev: $(STAMP)  ## Dagster UI on http://127.0.0.1:3000 + labeler on :5001 (Ctrl-C stops both)
+	$(BIN)/mammo dev
 
-test: $(STAMP) lint  ## the whole suite, slow end-to-end tests included (what CI runs)
+label: $(STAMP)  ## only the labeler, on http://127.0.0.1:5001
+	$(BIN)/mammo label
+
+# The browser tests drive Debian's Chromium through Playwright.
+browser:
+	@command -v chromium >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends chromium; }
+
+test: $(STAMP) lint browser  ## the whole suite, slow end-to-end tests included (what CI runs)
 	$(BIN)/python -m pytest
 
 test-fast: $(STAMP)  ## skip the slow end-to-end tests
@@ -39,8 +47,10 @@ format: $(STAMP)
 	$(BIN)/ruff format mammo_dagster labeler tests benchmarks
 	$(BIN)/ruff check --fix mammo_dagster labeler tests benchmarks
 
-bench: $(STAMP)  ## thumbnail throughput, fast path vs the naive baseline
+bench: $(STAMP) browser  ## every benchmark (see README for what each measures)
 	$(BIN)/python benchmarks/bench_thumbnails.py
+	$(BIN)/python benchmarks/bench_ingest.py
+	$(BIN)/python benchmarks/bench_labeler.py
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .ruff_cache

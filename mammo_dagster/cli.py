@@ -425,6 +425,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_label)
 
     p = sub.add_parser(
+        "dev",
+        parents=[common],
+        help="Dagster's UI and the labeler together (Ctrl-C stops both)",
+        description="Start `dagster dev` (UI on 127.0.0.1:3000) and the labeler "
+        "(127.0.0.1:5001) on the same data folder; Ctrl-C stops both cleanly.",
+    )
+    p.add_argument("--home", help=f"data folder (default ${ENV_HOME} or ./data)")
+    p.add_argument("--dagster-port", type=int, default=3000)
+    p.add_argument("--labeler-port", type=int, default=5001)
+    p.set_defaults(func=cmd_dev)
+
+    p = sub.add_parser(
         "labels",
         parents=[common],
         help="import or export labels as CSV",
@@ -442,6 +454,72 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_labels)
     return parser
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    """Dagster's UI and the labeler side by side; Ctrl-C (or either one exiting) stops both."""
+    import shutil
+    import signal
+    import subprocess
+
+    from labeler.process import stop
+
+    home = Path(args.home).expanduser().resolve() if args.home else mammo_home()
+    dagster_home = Path(os.environ.get("DAGSTER_HOME") or home / "dagster")
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    project = Path(__file__).resolve().parent.parent
+    if (project / "dagster.yaml").exists():
+        shutil.copyfile(project / "dagster.yaml", dagster_home / "dagster.yaml")
+    env = {**os.environ, ENV_HOME: str(home), "DAGSTER_HOME": str(dagster_home)}
+    bin_dir = Path(sys.executable).parent
+    commands = {
+        "dagster": [
+            str(bin_dir / "dagster"),
+            "dev",
+            "-w",
+            str(project / "workspace.yaml"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(args.dagster_port),
+        ],
+        "labeler": [
+            sys.executable,
+            "-m",
+            "labeler",
+            "--home",
+            str(home),
+            "--port",
+            str(args.labeler_port),
+        ],
+    }
+    procs = {
+        name: subprocess.Popen(cmd, env=env, cwd=project, start_new_session=True)
+        for name, cmd in commands.items()
+    }
+    print(
+        f"Dagster UI on http://127.0.0.1:{args.dagster_port}, labeler on "
+        f"http://127.0.0.1:{args.labeler_port} (data: {home}). Ctrl-C stops both.",
+        flush=True,
+    )
+
+    def terminated(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, terminated)
+    status = 0
+    try:
+        while all(p.poll() is None for p in procs.values()):
+            time.sleep(0.5)
+        name, proc = next((n, p) for n, p in procs.items() if p.poll() is not None)
+        status = proc.returncode or 0
+        print(f"{name} exited with status {status}; stopping the other", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("stopping Dagster and the labeler ...", file=sys.stderr, flush=True)
+    finally:
+        for proc in procs.values():
+            stop(proc, timeout=20)
+    return status
 
 
 def cmd_label(args: argparse.Namespace) -> int:

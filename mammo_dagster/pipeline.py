@@ -19,6 +19,19 @@ from .defs.resources import MammoHome, StoreResource
 INGEST = [dicom_index, thumbnails, unique_sop_uids, failure_rate, every_frame_has_a_thumbnail]
 
 
+def open_instance(dagster_home: Path) -> dg.DagsterInstance:
+    """The Dagster instance under `dagster_home` (created with the project's settings,
+    as `make dev` installs them, when there is none yet)."""
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    config = dagster_home / "dagster.yaml"
+    if not config.exists():
+        project = Path(__file__).resolve().parent.parent / "dagster.yaml"
+        config.write_text(
+            project.read_text() if project.exists() else "telemetry:\n  enabled: false\n"
+        )
+    return dg.DagsterInstance.from_config(str(dagster_home))
+
+
 def ingest_drop(
     home: Path, drop: str, *, size: int, workers: int, dagster_home: Path
 ) -> dg.ExecuteInProcessResult:
@@ -27,14 +40,7 @@ def ingest_drop(
     Runs are recorded in the SQLite instance under `dagster_home`, so the Dagster UI
     started with the same DAGSTER_HOME shows them.
     """
-    dagster_home.mkdir(parents=True, exist_ok=True)
-    config = dagster_home / "dagster.yaml"
-    if not config.exists():  # the project's instance settings, as `make dev` installs them
-        project = Path(__file__).resolve().parent.parent / "dagster.yaml"
-        config.write_text(
-            project.read_text() if project.exists() else "telemetry:\n  enabled: false\n"
-        )
-    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+    with open_instance(dagster_home) as instance:
         if drop not in instance.get_dynamic_partitions(drops.name):
             instance.add_dynamic_partitions(drops.name, [drop])
         return dg.materialize(

@@ -62,11 +62,13 @@ def labeled_home(home: Path, studies: int = 6, seed: int = 3) -> list:
     return images
 
 
-def fake_catalog(home: Path, n: int, drop: str = "big") -> list[str]:
-    """`n` indexed frames with tiny thumbnails, without DICOM files: enough for labeler
-    load tests. Returns the image ids."""
+def fake_catalog(home: Path, n: int, drop: str = "big", size: int = 8) -> list[str]:
+    """`n` indexed frames with `size`-px thumbnails (textured, so PNGs weigh what real
+    ones do), without DICOM files: for labeler load tests. Returns the image ids."""
     from PIL import Image
 
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:size, 0:size]
     from mammo_dagster.core.index import IndexRow, save_index
     from mammo_dagster.core.store import DB_NAME, Store
 
@@ -91,7 +93,8 @@ def fake_catalog(home: Path, n: int, drop: str = "big") -> list[str]:
                 view_position="CC",
             )
         )
-        Image.new("L", (8, 8), i % 256).save(thumbs / f"{sop}_0.png")
+        texture = (xx * 0.3 + yy * 0.2 + i) % 200 + rng.integers(0, 40, (size, size))
+        Image.fromarray(texture.astype(np.uint8)).save(thumbs / f"{sop}_0.png", compress_level=1)
     store = Store(home / DB_NAME)
     store.migrate()
     save_index(store, drop, rows)

@@ -325,9 +325,6 @@ def read_label_csv(path: Path, default_annotator: str) -> list[LabelEvent]:
             if (sop, frame) in seen:
                 raise LabelFileError(f"line {line}: image also on line {seen[(sop, frame)]}")
             seen[(sop, frame)] = line
-            digest = hashlib.blake2b(
-                f"{sop}|{frame}|{int(biopsy)}{int(mag)}|{annotator}".encode(), digest_size=12
-            ).hexdigest()
             events.append(
                 LabelEvent(
                     sop,
@@ -337,7 +334,6 @@ def read_label_csv(path: Path, default_annotator: str) -> list[LabelEvent]:
                     frame=frame,
                     has_biopsy_tool=biopsy,
                     has_mag_view=mag,
-                    event_id=f"import-{digest}",
                 )
             )
         except (LabelFileError, ValueError) as e:
@@ -356,10 +352,11 @@ def import_csv(store: Store, path: Path, default_annotator: str = "import") -> I
     """
     events = read_label_csv(path, default_annotator)
     current = {
-        (sop, frame): (bool(b), bool(m))
-        for sop, frame, b, m in store.run(
+        (sop, frame): (bool(b), bool(m), event_id)
+        for sop, frame, b, m, event_id in store.run(
             lambda c: c.execute(
-                "SELECT sop_instance_uid, frame, has_biopsy_tool, has_mag_view FROM current_labels"
+                "SELECT sop_instance_uid, frame, has_biopsy_tool, has_mag_view, event_id "
+                "FROM current_labels"
             ).fetchall(),
             read_only=True,
         )
@@ -372,7 +369,17 @@ def import_csv(store: Store, path: Path, default_annotator: str = "import") -> I
             read_only=True,
         )
     )
-    new = [e for e in events if current.get(e.image) != (e.has_biopsy_tool, e.has_mag_view)]
+    new = []
+    for e in events:
+        now = current.get(e.image)
+        if now and now[:2] == (e.has_biopsy_tool, e.has_mag_view):
+            continue
+        # The id names the row and the label it replaces: two imports of one file racing
+        # each other store it once, yet re-importing after a relabel applies it again.
+        key = f"{e.sop_instance_uid}|{e.frame}|{e.has_biopsy_tool:d}{e.has_mag_view:d}|"
+        key += f"{e.annotator}|{now[2] if now else ''}"
+        e.event_id = "import-" + hashlib.blake2b(key.encode(), digest_size=12).hexdigest()
+        new.append(e)
     added = append_events(store, new)
     return ImportReport(
         rows=len(events),

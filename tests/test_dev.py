@@ -1,0 +1,64 @@
+"""`mammo dev` (what `make dev` runs): Dagster's UI and the labeler up together, and
+both gone after one Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from labeler.process import free_port
+
+
+def _up(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+def test_dev_starts_both_and_ctrl_c_stops_both(tmp_path: Path) -> None:
+    dport, lport = free_port(), free_port()
+    home = tmp_path / "home"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mammo_dagster.cli",
+            "dev",
+            "--home",
+            str(home),
+            "--dagster-port",
+            str(dport),
+            "--labeler-port",
+            str(lport),
+        ],
+        env={**os.environ, "DAGSTER_HOME": str(tmp_path / "dagster")},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    dagster, labeler = f"http://127.0.0.1:{dport}/server_info", f"http://127.0.0.1:{lport}/"
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and not (_up(dagster) and _up(labeler)):
+            assert proc.poll() is None, proc.stdout.read()
+            time.sleep(0.5)
+        assert _up(dagster) and _up(labeler)
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal sends
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    time.sleep(1)
+    assert not _up(dagster) and not _up(labeler)
+    assert (tmp_path / "dagster" / "dagster.yaml").exists()
