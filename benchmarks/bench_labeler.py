@@ -84,7 +84,7 @@ def browser_run(url: str, labels: int, interval_s: float) -> list[float]:
 def api_run(url: str, labels: int) -> list[float]:
     out = []
     with httpx.Client(base_url=url, timeout=30) as client:
-        for i in range(labels):
+        for _ in range(labels):
             item = client.post("/api/next", json={"n": 1, "annotator": "api"}).json()["items"][0]
             t0 = time.perf_counter()
             r = client.post("/api/label", json={"id": item["id"], "key": "3", "annotator": "api"})
