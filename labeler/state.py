@@ -27,6 +27,7 @@ from .journal import EventWriter
 
 log = logging.getLogger("labeler")
 LEASE_S = 120.0
+STARTUP_TIMEOUT_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -103,9 +104,11 @@ class LabelerState:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.store = Store(settings.db, timeout_s=settings.store_timeout_s)
-        self.store.migrate()
-        self.writer = EventWriter(self.store, settings.private / "journal")
+        patient = Store(settings.db, timeout_s=STARTUP_TIMEOUT_S)  # start even if Dagster writes
+        patient.migrate()
+        self.writer = EventWriter(patient, settings.private / "journal")
         recovered = self.writer.recover()
+        self.writer.store = self.store
         if recovered:
             log.info("stored %d label event(s) from an earlier labeler's journal", recovered)
         self._lock = threading.RLock()
@@ -124,7 +127,7 @@ class LabelerState:
         self._queue_version: tuple | None = None
         self._model_version: str | None = None
         self._stop = threading.Event()
-        self.refresh()
+        self.refresh(patient)
         self.writer.start()
         self._thread = threading.Thread(target=self._refresh_loop, name="refresh", daemon=True)
 
@@ -145,8 +148,9 @@ class LabelerState:
             except Exception:
                 log.exception("refresh failed")
 
-    def refresh(self) -> None:
+    def refresh(self, store: Store | None = None) -> None:
         """Pull what changed in the store: images, others' labels, queue, model."""
+        store = store or self.store
 
         def read(conn: duckdb.DuckDBPyConnection):
             version = conn.execute(
@@ -169,12 +173,12 @@ class LabelerState:
                 ).fetchall()
             return version, rows, qversion, queue
 
-        version, rows, qversion, queue = self.store.run(read, read_only=True)
-        events = load_events(self.store, after_seq=self._seq)
+        version, rows, qversion, queue = store.run(read, read_only=True)
+        events = load_events(store, after_seq=self._seq)
         model = read_current(self.settings.models)
         predictions = None
         if model and model.version != self._model_version:
-            predictions = self.store.run(
+            predictions = store.run(
                 lambda c: c.execute(
                     "SELECT sop_instance_uid, frame, prob_biopsy, prob_mag "
                     "FROM image_predictions WHERE model_version = ?",

@@ -8,13 +8,7 @@ import dagster as dg
 
 from mammo_dagster.core.index import index_file, save_index
 from mammo_dagster.core.synthetic import generate_archive
-from mammo_dagster.defs.ingest import (
-    dicom_index,
-    every_frame_has_a_thumbnail,
-    failure_rate,
-    thumbnails,
-    unique_sop_uids,
-)
+from mammo_dagster.defs.ingest import dicom_index, failure_rate, thumbnails
 from mammo_dagster.defs.resources import MammoHome, StoreResource
 from tests.factory import FAKE_PATIENT_ID
 
@@ -31,7 +25,7 @@ def test_ingest_a_drop(tmp_path: Path) -> None:
     instance.add_dynamic_partitions("drops", ["d1"])
     store = StoreResource(path=str(home / "mammo.duckdb"))
     result = dg.materialize(
-        [dicom_index, thumbnails, unique_sop_uids, failure_rate, every_frame_has_a_thumbnail],
+        [dicom_index, thumbnails],
         partition_key="d1",
         instance=instance,
         resources={"paths": MammoHome(home=str(home)), "store": store},
@@ -66,5 +60,5 @@ def test_ingest_a_drop(tmp_path: Path) -> None:
         (junk / f"f{i}.txt").write_text("x")
     rows = [r for f in sorted(junk.iterdir()) for r in index_file(f, junk, "junk")]
     save_index(store.store(), "junk", rows)
-    warned = failure_rate(store=store)
+    warned = failure_rate(store.store())
     assert not warned.passed and warned.metadata["drops_over_threshold"].value == {"junk": 1.0}

@@ -151,7 +151,7 @@ class Store:
         *,
         timeout_s: float = 60.0,
         first_delay_s: float = 0.02,
-        max_delay_s: float = 1.0,
+        max_delay_s: float = 0.25,  # poll often: another process may free it briefly
     ) -> None:
         self.path = Path(path) if path else mammo_home() / DB_NAME
         self.timeout_s, self.first_delay_s, self.max_delay_s = (

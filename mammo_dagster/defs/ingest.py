@@ -4,6 +4,7 @@ import base64
 import io
 import time
 from collections import Counter
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -19,6 +20,7 @@ from mammo_dagster.core.index import (
     save_index,
     seen_elsewhere,
 )
+from mammo_dagster.core.store import Store
 from mammo_dagster.core.thumbnails import DEFAULT_SIZE
 
 from .partitions import drops
@@ -47,7 +49,31 @@ def _drop_folder(paths: MammoHome, drop: str):
     return folder
 
 
-@dg.asset(partitions_def=drops, group_name="ingest", kinds={"duckdb"})
+FAILURE_RATE_WARN = 0.2
+INDEX_CHECKS = [
+    dg.AssetCheckSpec(
+        "unique_sop_uids", asset="dicom_index", description="No frame indexed twice."
+    ),
+    dg.AssetCheckSpec(
+        "failure_rate",
+        asset="dicom_index",
+        description=f"WARN when a drop's failure rate exceeds {FAILURE_RATE_WARN:.0%}.",
+    ),
+]
+THUMBNAIL_CHECKS = [
+    dg.AssetCheckSpec(
+        "every_frame_has_a_thumbnail",
+        asset="thumbnails",
+        description="Every indexed decodable frame has a thumbnail.",
+    )
+]
+
+
+# The checks run inside their asset's step (check_specs), not as steps of their own:
+# each step costs a run ~0.3 s of event-log writes, which small drops would feel.
+@dg.asset(
+    partitions_def=drops, group_name="ingest", kinds={"duckdb"}, check_specs=INDEX_CHECKS
+)
 def dicom_index(
     context: dg.AssetExecutionContext, config: IndexConfig, paths: MammoHome, store: StoreResource
 ) -> dg.MaterializeResult:
@@ -74,7 +100,8 @@ def dicom_index(
             "failures": _table(Counter(r.error_kind for r in rows if r.error_kind), "error"),
             "vendors": _table(Counter(r.manufacturer for r in ok), "manufacturer"),
             "transfer_syntaxes": _table(Counter(r.transfer_syntax for r in ok), "syntax"),
-        }
+        },
+        check_results=[unique_sop_uids(db), failure_rate(db)],
     )
 
 
@@ -91,7 +118,9 @@ def _contact_sheet(pngs: list, n: int = 12, tile: int = 96) -> str:
     return f"![contact sheet](data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()})"
 
 
-@dg.asset(partitions_def=drops, deps=[dicom_index], group_name="ingest")
+@dg.asset(
+    partitions_def=drops, deps=[dicom_index], group_name="ingest", check_specs=THUMBNAIL_CHECKS
+)
 def thumbnails(
     context: dg.AssetExecutionContext,
     config: ThumbnailConfig,
@@ -101,7 +130,8 @@ def thumbnails(
     """8-bit thumbnails of every decodable frame the index holds, cached by SOP Instance UID;
     resumable (a rerun renders only what is missing)."""
     folder = _drop_folder(paths, context.partition_key)
-    files = [folder / p for p in indexed_files(store.store(), context.partition_key)]
+    db = store.store()
+    files = [folder / p for p in indexed_files(db, context.partition_key)]
     t0 = time.perf_counter()
     results = thumbnail_folder(
         folder, paths.thumbnails, size=config.size, workers=config.workers, files=files
@@ -124,31 +154,31 @@ def thumbnails(
                 if made
                 else 0.0
             ),
-        }
+        },
+        check_results=[every_frame_has_a_thumbnail(paths.thumbnails, db)],
     )
 
 
-FAILURE_RATE_WARN = 0.2
-
-
-@dg.asset_check(asset=dicom_index, description="No SOP Instance UID indexed twice (frames).")
-def unique_sop_uids(store: StoreResource) -> dg.AssetCheckResult:
-    dupes = store.store().run(
+def unique_sop_uids(db: Store) -> dg.AssetCheckResult:
+    """No (SOP Instance UID, frame) is an `ok` row twice, across all drops."""
+    dupes = db.run(
         lambda c: c.execute(
             "SELECT sop_instance_uid, frame, count(*) FROM dicom_index WHERE status = 'ok' "
             "GROUP BY ALL HAVING count(*) > 1 LIMIT 20"
         ).fetchall(),
         read_only=True,
     )
-    return dg.AssetCheckResult(passed=not dupes, metadata={"duplicates": len(dupes)})
+    return dg.AssetCheckResult(
+        asset_key="dicom_index",
+        check_name="unique_sop_uids",
+        passed=not dupes,
+        metadata={"duplicates": len(dupes)},
+    )
 
 
-@dg.asset_check(
-    asset=dicom_index,
-    description=f"WARN when a drop's failure rate exceeds {FAILURE_RATE_WARN:.0%}.",
-)
-def failure_rate(store: StoreResource) -> dg.AssetCheckResult:
-    rows = store.store().run(
+def failure_rate(db: Store) -> dg.AssetCheckResult:
+    """WARN when any drop has more than FAILURE_RATE_WARN of its files failing."""
+    rows = db.run(
         lambda c: c.execute(
             "SELECT drop_name, avg(CASE WHEN status = 'error' THEN 1.0 ELSE 0.0 END) "
             "FROM dicom_index GROUP BY ALL"
@@ -157,15 +187,17 @@ def failure_rate(store: StoreResource) -> dg.AssetCheckResult:
     )
     bad = {drop: round(rate, 3) for drop, rate in rows if rate > FAILURE_RATE_WARN}
     return dg.AssetCheckResult(
+        asset_key="dicom_index",
+        check_name="failure_rate",
         passed=not bad,
         severity=dg.AssetCheckSeverity.WARN,
         metadata={"drops_over_threshold": dg.MetadataValue.json(bad)},
     )
 
 
-@dg.asset_check(asset=thumbnails, description="Every indexed decodable frame has a thumbnail.")
-def every_frame_has_a_thumbnail(paths: MammoHome, store: StoreResource) -> dg.AssetCheckResult:
-    frames = store.store().run(
+def every_frame_has_a_thumbnail(thumbs: Path, db: Store) -> dg.AssetCheckResult:
+    """Every `ok` frame of the index has its thumbnail file."""
+    frames = db.run(
         lambda c: c.execute(
             "SELECT sop_instance_uid, frame FROM dicom_index WHERE status = 'ok'"
         ).fetchall(),
@@ -174,8 +206,10 @@ def every_frame_has_a_thumbnail(paths: MammoHome, store: StoreResource) -> dg.As
     missing = [
         f"{sop}_{frame}"
         for sop, frame in frames
-        if not (paths.thumbnails / thumbnail_name(sop, frame)).exists()
+        if not (thumbs / thumbnail_name(sop, frame)).exists()
     ]
     return dg.AssetCheckResult(
+        asset_key="thumbnails",
+        check_name="every_frame_has_a_thumbnail",
         passed=not missing, metadata={"frames": len(frames), "missing": len(missing)}
     )

@@ -1,0 +1,72 @@
+"""Per-flag metrics in plain numpy (the inference install has no scikit-learn)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def auc(y: np.ndarray, p: np.ndarray) -> float | None:
+    """ROC AUC by ranks (ties averaged); None when only one class is present."""
+    y = np.asarray(y, bool)
+    pos, neg = int(y.sum()), int((~y).sum())
+    if pos == 0 or neg == 0:
+        return None
+    order = np.argsort(p, kind="mergesort")
+    ranks = np.empty(len(p), float)
+    sorted_p = np.asarray(p)[order]
+    i = 0
+    while i < len(p):  # average ranks over ties
+        j = i
+        while j + 1 < len(p) and sorted_p[j + 1] == sorted_p[i]:
+            j += 1
+        ranks[order[i : j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    return float((ranks[y].sum() - pos * (pos + 1) / 2) / (pos * neg))
+
+
+def roc_curve(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(false-positive rate, true-positive rate) at every threshold."""
+    y = np.asarray(y, bool)
+    order = np.argsort(-np.asarray(p), kind="mergesort")
+    tp = np.concatenate([[0], np.cumsum(y[order])])
+    fp = np.concatenate([[0], np.cumsum(~y[order])])
+    return fp / max(1, (~y).sum()), tp / max(1, y.sum())
+
+
+def threshold_for_recall(y: np.ndarray, p: np.ndarray, recall: float) -> float:
+    """The highest threshold that still flags at least `recall` of the positives."""
+    y = np.asarray(y, bool)
+    pos = np.sort(np.asarray(p)[y])[::-1]
+    if len(pos) == 0:
+        return 0.5
+    k = max(1, int(np.ceil(recall * len(pos))))
+    return float(pos[k - 1])
+
+
+def at_threshold(y: np.ndarray, p: np.ndarray, threshold: float) -> dict:
+    """Confusion matrix, precision, recall and F1 when flagging p >= threshold."""
+    y = np.asarray(y, bool)
+    flag = np.asarray(p) >= threshold
+    tp, fp = int((flag & y).sum()), int((flag & ~y).sum())
+    fn, tn = int((~flag & y).sum()), int((~flag & ~y).sum())
+    precision = tp / (tp + fp) if tp + fp else None
+    recall = tp / (tp + fn) if tp + fn else None
+    f1 = (
+        2 * precision * recall / (precision + recall)
+        if precision is not None and recall is not None and precision + recall
+        else None
+    )
+    return {
+        "threshold": float(threshold),
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "accuracy": (tp + tn) / len(y) if len(y) else None,
+        "confusion": {"tp": tp, "fp": fp, "fn": fn, "tn": tn},
+    }
+
+
+def flag_report(y: np.ndarray, p: np.ndarray, threshold: float) -> dict:
+    return {"auc": auc(y, p), "n": int(len(y)), "positives": int(np.sum(y))} | at_threshold(
+        y, p, threshold
+    )
