@@ -17,6 +17,7 @@ from pathlib import Path
 from .core.config import ENV_HOME, mammo_home
 from .core.decode import DEFAULT_OVERSAMPLE
 from .core.dicom_write import TRANSFER_SYNTAXES, VENDOR_PROFILES
+from .core.splits import shuffle_key
 
 
 class CliError(Exception):
@@ -278,11 +279,75 @@ def cmd_demo(args: argparse.Namespace) -> int:
         "checks: "
         + ", ".join(f"{c.check_name} {'passed' if c.passed else 'FAILED'}" for c in checks)
     )
+    if args.labels:
+        _demo_model(args, home, truth, dagster_home)
     print(
-        "Next: `make dev` and open http://127.0.0.1:3000 to see the assets and runs. "
-        "Training, ONNX prediction and the study CSV join this demo as they land."
+        "Next: `make dev` (Dagster UI on http://127.0.0.1:3000, labeler on "
+        "http://127.0.0.1:5001) to look at the assets, runs and images."
     )
     return 0
+
+
+def _demo_model(args: argparse.Namespace, home: Path, truth: Path, dagster_home: Path) -> None:
+    """Labels from the ground truth -> train -> ONNX -> predictions -> study CSV, scored."""
+    from .core.labels import LabelEvent, append_events, load_events
+    from .core.store import DB_NAME, Store
+    from .core.synthetic import read_ground_truth
+    from .pipeline import train_and_predict
+
+    store = Store(home / DB_NAME)
+    rows = read_ground_truth(truth)
+    if not load_events(store):
+        order = sorted(rows, key=lambda r: shuffle_key(r.sop_instance_uid, "demo"))
+        append_events(
+            store,
+            [
+                LabelEvent(r.sop_instance_uid, "label", "demo-truth", "import",
+                           has_biopsy_tool=r.has_biopsy_tool, has_mag_view=r.has_mag_view)
+                for r in order[: args.labels]
+            ],
+        )  # fmt: skip
+        print(f"labels: {min(args.labels, len(rows))} images labeled from the ground truth")
+    print(f"training ResNet18 at {args.input_size} px (a few minutes on 2 cores) ...", flush=True)
+    model, studies = train_and_predict(
+        home, ["demo"], dagster_home=dagster_home,
+        training={"size": args.input_size, "epochs": args.epochs},
+    )  # fmt: skip
+    if not (model.success and studies.success):
+        raise CliError("a model run failed; see `make dev` (Runs) for the logs")
+    trained = model.asset_materializations_for_node("trained_model")[0].metadata
+    onnx = model.asset_materializations_for_node("onnx_model")[0].metadata
+    csv_path = Path(
+        studies.asset_materializations_for_node("study_predictions")[0].metadata["csv"].value
+    )
+    checks = ", ".join(
+        f"{c.check_name} {'passed' if c.passed else 'FAILED'}"
+        for c in model.get_asset_check_evaluations()
+    )
+    print(
+        f"model {trained['version'].value}: trained in {trained['training_seconds'].value} s "
+        f"({trained['pretrained'].value}); {checks}; current: {onnx['current'].value}"
+    )
+    _score(csv_path, rows)
+
+
+def _score(csv_path: Path, truth: list) -> None:
+    """Study-level accuracy of the CSV against the generator's ground truth."""
+    want: dict[str, list[bool]] = {}
+    for r in truth:
+        w = want.setdefault(r.study_instance_uid, [False, False])
+        w[0] |= r.has_biopsy_tool
+        w[1] |= r.has_mag_view
+    got = {r["study_id"]: r for r in csv.DictReader(csv_path.open())}
+    both = [s for s in want if s in got]
+    for k, (flag, column) in enumerate((("biopsy", "has_biopsy_tool"), ("mag", "has_mag_view"))):
+        right = sum(want[s][k] == (got[s][column] == "1") for s in both)
+        missed = sum(want[s][k] and got[s][column] == "0" for s in both)
+        print(
+            f"  {flag}: {right}/{len(both)} studies right ({right / max(1, len(both)):.0%}), "
+            f"{missed} flagged studies missed"
+        )
+    print(f"study CSV: {csv_path}")
 
 
 def _oversample_option(p: argparse.ArgumentParser) -> None:
@@ -403,12 +468,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--home", help=f"data folder (default ${ENV_HOME} or ./data)")
     p.add_argument(
-        "--studies", type=_studies, default=12, help="studies in the synthetic archive (default 12)"
+        "--studies", type=_studies, default=50, help="studies in the synthetic archive (default 50)"
     )
     p.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
     p.add_argument("--size", type=_size, default=512, help="thumbnail long side (default 512)")
     p.add_argument(
         "--workers", type=_int_in(1, 256), default=2, help="worker processes (default 2)"
+    )
+    p.add_argument(
+        "--labels",
+        type=_int_in(0, 1_000_000),
+        default=300,
+        help="images labeled from the ground truth before training (0: ingest only)",
+    )
+    p.add_argument(
+        "--epochs", type=_int_in(1, 200), default=10, help="training epochs (default 10)"
+    )
+    p.add_argument(
+        "--input-size", type=_int_in(32, 1024), default=224, help="model input (default 224)"
     )
     p.set_defaults(func=cmd_demo)
 
@@ -423,6 +500,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(p)
     p.set_defaults(func=cmd_label)
+
+    p = sub.add_parser(
+        "predict",
+        parents=[common],
+        help="DICOM folder -> study CSV with the current (or a given) ONNX model",
+        description="Score every DICOM frame below --input-dir (any depth, any names) "
+        "with ONNX Runtime and write one row per study to --output. No Dagster or torch "
+        "needed. Resumable: a rerun continues an interrupted one (--restart starts over). "
+        "Files without an image are listed in OUTPUT.errors.csv.",
+    )
+    p.add_argument("--input-dir", required=True, help="the DICOM folder")
+    p.add_argument("--output", required=True, help="the study CSV to write")
+    p.add_argument("--model", help="an ONNX file or a model folder (default: the current model)")
+    p.add_argument("--home", help=f"data folder with the model store (default ${ENV_HOME})")
+    p.add_argument("--fp32", action="store_true", help="use the fp32 model, not int8")
+    p.add_argument(
+        "--workers", type=_int_in(1, 256), default=2, help="decode processes (default 2)"
+    )
+    p.add_argument("--threads", type=_int_in(1, 256), help="ONNX Runtime threads")
+    p.add_argument("--restart", action="store_true", help="ignore an earlier run's results")
+    p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser(
         "dev",
@@ -520,6 +618,45 @@ def cmd_dev(args: argparse.Namespace) -> int:
         for proc in procs.values():
             stop(proc, timeout=20)
     return status
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .core.modelstore import current_model_file
+    from .core.predict import predict_folder
+
+    if args.model:
+        model = Path(args.model)
+        if model.is_dir():
+            model = model / ("model.onnx" if args.fp32 else "model.int8.onnx")
+            if not model.exists():
+                model = model.with_name("model.onnx")
+        if not model.is_file():
+            raise CliError(f"--model {args.model}: no ONNX model there")
+    else:
+        home = Path(args.home).expanduser().resolve() if args.home else mammo_home()
+        try:
+            _current, model = current_model_file(home / "models", int8=not args.fp32)
+        except FileNotFoundError as e:
+            raise CliError(str(e)) from e
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    print(f"model: {model}", file=sys.stderr)
+    with _progress(None, "predict", args.quiet) as bar:
+        report = predict_folder(
+            Path(args.input_dir),
+            output,
+            model,
+            workers=args.workers,
+            threads=args.threads,
+            progress=bar.update,
+            restart=args.restart,
+        )
+    print(
+        f"{report.files} files ({report.skipped} done by an earlier run), {report.images} "
+        f"images scored, {report.errors} without an image -> {report.studies} studies in "
+        f"{report.output}\n  image rows: {report.images_csv}\n  errors: {report.errors_csv}"
+    )
+    return 0
 
 
 def cmd_label(args: argparse.Namespace) -> int:

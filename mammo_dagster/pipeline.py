@@ -54,3 +54,53 @@ def ingest_drop(
             },
             raise_on_error=False,
         )
+
+
+def train_and_predict(
+    home: Path, drops_: list[str], *, dagster_home: Path, training: dict | None = None
+) -> tuple[dg.ExecuteInProcessResult, dg.ExecuteInProcessResult]:
+    """Materialize training_set -> trained_model -> onnx_model, then image_predictions for
+    each drop and study_predictions (the retrain a labeler's new labels call for)."""
+    from .defs.model import (
+        image_predictions,
+        labels,
+        onnx_model,
+        study_predictions,
+        trained_model,
+        training_set,
+    )
+
+    resources = {
+        "paths": MammoHome(home=str(home)),
+        "store": StoreResource(path=str(home / "mammo.duckdb")),
+    }
+    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    with open_instance(dagster_home) as instance:
+        model = dg.materialize(
+            [labels, training_set, trained_model, onnx_model],
+            instance=instance,
+            resources=resources,
+            selection=["training_set", "trained_model", "onnx_model"],
+            run_config={"ops": {"trained_model": {"config": training or {}}}} | quiet,
+            raise_on_error=False,
+        )
+        if not model.success:
+            return model, model
+        for drop in drops_:
+            if drop not in instance.get_dynamic_partitions(drops.name):
+                instance.add_dynamic_partitions(drops.name, [drop])
+            done = dg.materialize(
+                [image_predictions],
+                instance=instance,
+                resources=resources,
+                partition_key=drop,
+                run_config=quiet,
+                raise_on_error=False,
+            )
+            if not done.success:
+                return model, done
+        studies = dg.materialize(
+            [study_predictions], instance=instance, resources=resources, run_config=quiet,
+            raise_on_error=False,
+        )  # fmt: skip
+        return model, studies

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -150,14 +151,24 @@ def test_thumbnails_folder_with_bad_files_and_resume(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_demo_end_to_end(tmp_path: Path) -> None:
-    out = mammo("demo", "--home", str(tmp_path / "home"), "--studies", "3")
+    tiny = ["--studies", "6", "--labels", "40", "--epochs", "1", "--input-size", "64"]
+    out = mammo("demo", "--home", str(tmp_path / "home"), *tiny)
     assert out.returncode == 0, out.stderr
     thumbs = tmp_path / "home" / "thumbnails"
     assert str(thumbs) in out.stdout
     with (tmp_path / "home" / "synthetic" / "demo_ground_truth.csv").open() as f:
-        n = len(list(csv.DictReader(f)))
+        truth = list(csv.DictReader(f))
+    n = len(truth)
     assert len(list(thumbs.glob("*.png"))) == n
     assert f"dicom_index: {n} frames" in out.stdout and "unique_sop_uids passed" in out.stdout
-    again = mammo("demo", "--home", str(tmp_path / "home"), "--studies", "3")
+    assert "labels: 40 images labeled" in out.stdout
+    assert "onnx_matches_pytorch passed" in out.stdout and "current: True" in out.stdout
+    study_csv = tmp_path / "home" / "predictions" / "study_predictions.csv"
+    assert f"study CSV: {study_csv}" in out.stdout
+    assert re.search(r"biopsy: \d+/6 studies right", out.stdout)
+    shown = out.stdout + out.stderr + study_csv.read_text()
+    assert not any(row["patient_id"] in shown for row in truth)
+    again = mammo("demo", "--home", str(tmp_path / "home"), *tiny)
     assert again.returncode == 0, again.stderr
     assert f"thumbnails: 0 rendered, {n} cached" in again.stdout
+    assert "labels:" not in again.stdout  # the labels were kept, not added twice

@@ -150,6 +150,7 @@ def _run_pool(
     job: Callable[[Path], list[FrameResult]],
     done: Callable[[list[FrameResult]], None],
     root: Path,
+    crashed: Callable[[Path, Path], object] = _crashed,
 ) -> None:
     """Run `job` on every file in parallel. A worker that dies (a codec segfault, out
     of memory) breaks the pool: the files it had in flight are retried one at a time
@@ -167,7 +168,7 @@ def _run_pool(
                 try:
                     done(pool.submit(job, path).result())
                 except BrokenProcessPool:
-                    done([_crashed(path, root)])
+                    done([crashed(path, root)])
                     break  # this pool is dead: start another
 
 

@@ -120,8 +120,10 @@ def save_snapshot(snapshot: Snapshot, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     with os.fdopen(fd, "w", newline="") as f:
-        f.write(f"# label_seq={snapshot.label_seq} label_count={snapshot.label_count} "
-                f"missing_thumbnails={snapshot.missing_thumbnails}\n")
+        f.write(
+            f"# label_seq={snapshot.label_seq} label_count={snapshot.label_count} "
+            f"missing_thumbnails={snapshot.missing_thumbnails}\n"
+        )
         w = csv.DictWriter(f, fieldnames=[fl.name for fl in fields(Example)])
         w.writeheader()
         w.writerows(asdict(e) for e in snapshot.examples)

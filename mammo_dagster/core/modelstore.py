@@ -42,3 +42,34 @@ def write_current(models: Path, current: CurrentModel) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def next_version(models: Path) -> str:
+    """A new version name: m0001, m0002, ... (never reused, even if a folder was removed)."""
+    models.mkdir(parents=True, exist_ok=True)
+    taken = [int(p.name[1:]) for p in models.glob("m[0-9][0-9][0-9][0-9]*") if p.name[1:].isdigit()]
+    version = f"m{max(taken, default=0) + 1:04d}"
+    (models / version).mkdir()
+    return version
+
+
+def model_dir(models: Path, version: str) -> Path:
+    if not version or "/" in version or version.startswith("."):
+        raise ValueError(f"bad model version {version!r}")
+    return models / version
+
+
+def current_model_file(models: Path, *, int8: bool = True) -> tuple[CurrentModel, Path]:
+    """The model in use and its ONNX file (int8 when it exists and `int8`), or
+    FileNotFoundError with what to do about it."""
+    current = read_current(models)
+    if current is None:
+        raise FileNotFoundError(
+            f"no current model in {models}: train one (Dagster: materialize onnx_model), "
+            "or pass --model PATH"
+        )
+    folder = model_dir(models, current.version)
+    for name in (("model.int8.onnx",) if int8 else ()) + ("model.onnx",):
+        if (folder / name).exists():
+            return current, folder / name
+    raise FileNotFoundError(f"model {current.version} has no ONNX file in {folder}")

@@ -71,9 +71,7 @@ THUMBNAIL_CHECKS = [
 
 # The checks run inside their asset's step (check_specs), not as steps of their own:
 # each step costs a run ~0.3 s of event-log writes, which small drops would feel.
-@dg.asset(
-    partitions_def=drops, group_name="ingest", kinds={"duckdb"}, check_specs=INDEX_CHECKS
-)
+@dg.asset(partitions_def=drops, group_name="ingest", kinds={"duckdb"}, check_specs=INDEX_CHECKS)
 def dicom_index(
     context: dg.AssetExecutionContext, config: IndexConfig, paths: MammoHome, store: StoreResource
 ) -> dg.MaterializeResult:
@@ -211,5 +209,6 @@ def every_frame_has_a_thumbnail(thumbs: Path, db: Store) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
         asset_key="thumbnails",
         check_name="every_frame_has_a_thumbnail",
-        passed=not missing, metadata={"frames": len(frames), "missing": len(missing)}
+        passed=not missing,
+        metadata={"frames": len(frames), "missing": len(missing)},
     )

@@ -28,6 +28,20 @@ class MammoHome(dg.ConfigurableResource):
     def thumbnails(self) -> Path:
         return self.root / "thumbnails"
 
+    @property
+    def models(self) -> Path:
+        """The versioned model store: <version>/ folders and current.json."""
+        return self.root / "models"
+
+    @property
+    def training_sets(self) -> Path:
+        return self.root / "training_sets"
+
+    @property
+    def predictions(self) -> Path:
+        """Where the study CSV goes."""
+        return self.root / "predictions"
+
 
 class StoreResource(dg.ConfigurableResource):
     """The DuckDB store (default ``$MAMMO_HOME/mammo.duckdb``), schema migrated on use."""

@@ -1,0 +1,46 @@
+"""Run an exported model with ONNX Runtime on the CPU (no torch needed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from . import preprocess
+
+
+class OnnxModel:
+    """An ONNX model file with the model card beside it (thresholds, input size)."""
+
+    def __init__(self, path: Path, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(
+            str(self.path), options, providers=["CPUExecutionProvider"]
+        )
+        card = self.path.parent / "card.json"
+        self.card = json.loads(card.read_text()) if card.exists() else {}
+        shape = self.session.get_inputs()[0].shape
+        self.size = int(self.card.get("input_size") or shape[-1])
+        self.thresholds = self.card.get("thresholds") or {f: 0.5 for f in preprocess.FLAGS}
+        self.version = self.card.get("version") or self.path.parent.name
+        self.input_name = self.session.get_inputs()[0].name
+
+    def probs(self, images: list[np.ndarray] | np.ndarray, batch: int = 32) -> np.ndarray:
+        """uint8 [size, size] model inputs -> float32 [n, 2] probabilities."""
+        out = []
+        for i in range(0, len(images), batch):
+            x = preprocess.to_batch(list(images[i : i + batch]))
+            out.append(self.session.run(None, {self.input_name: x})[0])
+        return np.concatenate(out) if out else np.zeros((0, 2), np.float32)
+
+    def flags(self, probs: np.ndarray) -> np.ndarray:
+        t = np.array([self.thresholds[f] for f in preprocess.FLAGS], np.float32)
+        return probs >= t

@@ -1,0 +1,248 @@
+"""`mammo predict`: a DICOM folder -> the study CSV, with ONNX Runtime and no Dagster or torch.
+
+Streaming: files are walked lazily and decoded in worker processes a block at a
+time; each batch's image rows are appended (and fsynced) to
+``<output>.images.csv`` as soon as the model has scored them, so memory stays
+flat and an interrupted run resumes where it stopped. Files that give no image
+go to ``<output>.errors.csv`` (never a crash). At the end the image rows are
+aggregated into the study CSV (studies.py) by DuckDB, reading the file.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import partial
+from itertools import islice
+from pathlib import Path
+
+import duckdb
+import numpy as np
+
+from . import preprocess
+from .batch import _run_pool, iter_files
+from .config import patient_salt
+from .decode import DEFAULT_OVERSAMPLE
+from .dicom import DicomError, open_dicom
+from .onnx_model import OnnxModel
+from .studies import write_study_csv
+from .thumbnails import DEFAULT_SIZE, render_frame
+
+IMAGE_COLUMNS = (
+    "path",
+    "sop_instance_uid",
+    "frame",
+    "study_instance_uid",
+    "prob_biopsy",
+    "prob_mag",
+    "flag_biopsy",
+    "flag_mag",
+    "header_mag_hint",
+    "header_marker_hint",
+    "model_version",
+)
+ERROR_COLUMNS = ("path", "error_kind", "error")
+BLOCK = 1024  # files per worker-pool round: bounds what is held in memory
+
+
+@dataclass
+class Frame:
+    path: str
+    sop_instance_uid: str | None = None
+    frame: int = 0
+    study_instance_uid: str | None = None
+    header_mag_hint: bool | None = None
+    header_marker_hint: bool | None = None
+    image: np.ndarray | None = None
+    error_kind: str | None = None
+    error: str | None = None
+
+
+def decode_file(path: Path, *, root: Path, size: int, thumb: int) -> list[Frame]:
+    """Every frame of one file as a model input, via the thumbnail the pipeline would
+    make (`thumb` px, then the model's marker-keeping shrink); one error row if none."""
+    rel = str(path.relative_to(root))
+    try:
+        dicom = open_dicom(path)
+    except DicomError as e:
+        return [Frame(rel, error_kind=e.kind.value, error=e.reason)]
+    except Exception as e:  # a bug must not stop the archive
+        return [Frame(rel, error_kind="decode_error", error=f"{type(e).__name__}: {e}")]
+    f = dicom.facts
+    out = []
+    for frame in range(f.number_of_frames):
+        row = Frame(
+            rel, f.sop_instance_uid, frame, f.study_instance_uid,
+            f.header_mag_hint or f.study_mag_hint, f.header_marker_hint or f.study_marker_hint,
+        )  # fmt: skip
+        try:
+            thumbnail = render_frame(dicom, frame, thumb, oversample=DEFAULT_OVERSAMPLE).image
+            row.image = preprocess.prepare(thumbnail, size)
+        except DicomError as e:
+            row.error_kind, row.error = e.kind.value, e.reason
+        except Exception as e:
+            row.error_kind, row.error = "decode_error", f"{type(e).__name__}: {e}"
+        out.append(row)
+    return out
+
+
+def _crashed(path: Path, root: Path) -> Frame:
+    return Frame(
+        str(path.relative_to(root)),
+        error_kind="decode_error",
+        error="the decoder crashed on this file (its worker process died)",
+    )
+
+
+class _Appender:
+    """A CSV that grows a batch at a time and survives a kill (flush + fsync)."""
+
+    def __init__(self, path: Path, columns: tuple[str, ...]) -> None:
+        new = not path.exists() or path.stat().st_size == 0
+        self.f = path.open("a", newline="")
+        self.w = csv.writer(self.f, lineterminator="\n")
+        if new:
+            self.w.writerow(columns)
+
+    def add(self, rows: list[list]) -> None:
+        if rows:
+            self.w.writerows(rows)
+            self.f.flush()
+            os.fsync(self.f.fileno())
+
+    def close(self) -> None:
+        self.f.close()
+
+
+def _done_paths(images: Path, errors: Path) -> set[str]:
+    done: set[str] = set()
+    for path in (images, errors):
+        if path.exists():
+            with path.open(newline="") as f:
+                done.update(row["path"] for row in csv.DictReader(f) if row.get("path"))
+    return done
+
+
+@dataclass
+class PredictReport:
+    files: int
+    images: int
+    errors: int
+    skipped: int  # done by an earlier, interrupted run
+    studies: int
+    output: Path
+    images_csv: Path
+    errors_csv: Path
+
+
+def predict_folder(
+    input_dir: Path,
+    output: Path,
+    model_path: Path,
+    *,
+    workers: int = 2,
+    threads: int | None = None,
+    batch: int = 32,
+    thumb: int = DEFAULT_SIZE,
+    progress: Callable[[int], None] | None = None,
+    restart: bool = False,
+) -> PredictReport:
+    """Score every DICOM frame below `input_dir`; write the study CSV to `output`."""
+    input_dir = Path(input_dir)
+    if not input_dir.is_dir():
+        raise FileNotFoundError(f"{input_dir} is not a folder")
+    model = OnnxModel(model_path, threads=threads)
+    images_csv = output.with_name(output.name + ".images.csv")
+    errors_csv = output.with_name(output.name + ".errors.csv")
+    if restart:
+        images_csv.unlink(missing_ok=True)
+        errors_csv.unlink(missing_ok=True)
+    done = _done_paths(images_csv, errors_csv)
+    out_images, out_errors = (
+        _Appender(images_csv, IMAGE_COLUMNS),
+        _Appender(errors_csv, ERROR_COLUMNS),
+    )
+    patient_salt()  # once, before workers race to create it
+    job = partial(decode_file, root=input_dir, size=model.size, thumb=thumb)
+    pending: list[Frame] = []
+    counts = {"files": 0, "images": 0, "errors": 0, "skipped": 0}
+
+    def score() -> None:
+        if not pending:
+            return
+        probs = model.probs([f.image for f in pending], batch=batch)
+        flags = model.flags(probs)
+        out_images.add(
+            [
+                [f.path, f.sop_instance_uid, f.frame, f.study_instance_uid,
+                 round(float(p[0]), 6), round(float(p[1]), 6), int(fl[0]), int(fl[1]),
+                 int(bool(f.header_mag_hint)), int(bool(f.header_marker_hint)), model.version]
+                for f, p, fl in zip(pending, probs, flags, strict=True)
+            ]
+        )  # fmt: skip
+        counts["images"] += len(pending)
+        pending.clear()
+
+    def done_file(frames: list[Frame]) -> None:
+        counts["files"] += 1
+        bad = [f for f in frames if f.image is None]
+        out_errors.add([[f.path, f.error_kind, f.error] for f in bad])
+        counts["errors"] += len(bad)
+        pending.extend(f for f in frames if f.image is not None)
+        if len(pending) >= batch:
+            score()
+        if progress:
+            progress(1)
+
+    try:
+        ours = {str(x.resolve()) for x in (output, images_csv, errors_csv)}
+        files = (f for f in iter_files(input_dir) if str(f.resolve()) not in ours)
+        for block in _blocks(files, input_dir, done, counts, progress):
+            if workers <= 1:
+                for path in block:
+                    done_file(job(path))
+            else:
+                _run_pool(block, workers, job, done_file, input_dir, crashed=_crashed)
+        score()
+    finally:
+        out_images.close()
+        out_errors.close()
+    conn = duckdb.connect()
+    try:
+        types = dict.fromkeys(IMAGE_COLUMNS, "VARCHAR") | {
+            "frame": "INTEGER", "prob_biopsy": "DOUBLE", "prob_mag": "DOUBLE",
+            "flag_biopsy": "INTEGER", "flag_mag": "INTEGER", "header_mag_hint": "INTEGER",
+            "header_marker_hint": "INTEGER",
+        }  # fmt: skip
+        columns = "{" + ", ".join(f"'{k}': '{v}'" for k, v in types.items()) + "}"
+        source = str(images_csv).replace("'", "''")
+        images_sql = (
+            f"SELECT * FROM read_csv('{source}', header=true, delim=',', quote='\"', "
+            f"escape='\"', columns={columns})"
+        )
+        studies = write_study_csv(conn, images_sql, output)
+    finally:
+        conn.close()
+    return PredictReport(
+        counts["files"], counts["images"], counts["errors"], counts["skipped"], studies,
+        output, images_csv, errors_csv,
+    )  # fmt: skip
+
+
+def _blocks(
+    files: Iterator[Path],
+    root: Path,
+    done: set[str],
+    counts: dict,
+    progress: Callable[[int], None] | None,
+) -> Iterator[list[Path]]:
+    """Files not done yet, BLOCK at a time (a resumed run skips the rest)."""
+    while block := list(islice(files, BLOCK)):
+        todo = [path for path in block if str(path.relative_to(root)) not in done]
+        counts["skipped"] += len(block) - len(todo)
+        if progress and len(block) > len(todo):
+            progress(len(block) - len(todo))
+        if todo:
+            yield todo

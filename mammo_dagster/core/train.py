@@ -1,0 +1,355 @@
+"""Train the two-flag model (fastai ResNet18, multi-label), export it to ONNX, quantize it.
+
+Needs the `train` extra (torch, fastai, onnx); everything downstream of the ONNX
+file needs only ONNX Runtime. Grayscale in, one channel: ``vision_learner(n_in=1)``
+(with ImageNet weights, fastai folds the first convolution's RGB kernels into one).
+The exported graph includes the normalization and a sigmoid (see preprocess.py).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import metrics, preprocess
+from .dataset import Example, Snapshot
+
+#: A missed flag is worse than a false alarm: thresholds keep this share of positives.
+TARGET_RECALL = 0.98
+
+
+@dataclass
+class TrainConfig:
+    size: int = preprocess.INPUT_SIZE
+    epochs: int = 12
+    batch_size: int = 32
+    lr: float = 3e-3
+    patience: int = 4  # early stopping on validation loss
+    seed: int = 0
+    pretrained: bool | None = None  # None: use ImageNet weights if they are cached
+    target_recall: float = TARGET_RECALL
+    threads: int | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def imagenet_weights_cached() -> bool:
+    import torch
+
+    checkpoints = Path(torch.hub.get_dir()) / "checkpoints"
+    return any(checkpoints.glob("resnet18-*.pth"))
+
+
+def _labels(examples: list[Example]) -> np.ndarray:
+    return np.array([[e.biopsy, e.mag] for e in examples], dtype=np.float32)
+
+
+def _valid_split(snapshot: Snapshot) -> tuple[list[Example], list[Example], str]:
+    """Train and validation examples (the hold-out is never among them)."""
+    train, valid = snapshot.split("train"), snapshot.split("valid")
+    if valid and train:
+        return train, valid, "by patient (salted hash)"
+    # Too few patients for the hash to fill both: move whole patients, deterministically.
+    pool = sorted(train + valid, key=lambda e: (preprocess_hash(e.patient_key), e.sop_instance_uid))
+    patients = list(dict.fromkeys(e.patient_key for e in pool))
+    n_valid = max(1, round(len(patients) * 0.2)) if len(patients) > 1 else 0
+    chosen = set(patients[:n_valid])
+    return (
+        [e for e in pool if e.patient_key not in chosen],
+        [e for e in pool if e.patient_key in chosen],
+        "by patient (fallback: too few patients for the hash split)",
+    )
+
+
+def preprocess_hash(key: str) -> str:
+    from .splits import shuffle_key
+
+    return shuffle_key(key, "valid-fallback")
+
+
+class ExportModel:
+    """Builds the graph that ships: normalize -> fastai model -> sigmoid."""
+
+    @staticmethod
+    def wrap(model):
+        import torch
+        from torch import nn
+
+        class Shipped(nn.Module):
+            def __init__(self, body: nn.Module) -> None:
+                super().__init__()
+                self.body = body
+                self.register_buffer("mean", torch.tensor(preprocess.MEAN))
+                self.register_buffer("std", torch.tensor(preprocess.STD))
+
+            def forward(self, image: torch.Tensor) -> torch.Tensor:
+                return torch.sigmoid(self.body((image - self.mean) / self.std))
+
+        return Shipped(model).eval()
+
+
+def _torch_probs(model, images: np.ndarray, batch: int = 64) -> np.ndarray:
+    import torch
+
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(images), batch):
+            x = torch.from_numpy(preprocess.to_batch(list(images[i : i + batch])))
+            out.append(model(x).numpy())
+    return np.concatenate(out) if out else np.zeros((0, 2), np.float32)
+
+
+def train(snapshot: Snapshot, out_dir: Path, config: TrainConfig | None = None) -> dict:
+    """Train on the snapshot's train split, pick thresholds on validation, evaluate on
+    the labeled hold-out, export ONNX. Returns the model card (also written as card.json)."""
+    import fastai.callback.progress  # noqa: F401  (Learner.no_bar)
+    import fastai.callback.schedule  # noqa: F401  (Learner.fit_one_cycle)
+    import torch
+    from fastai.callback.tracker import EarlyStoppingCallback, SaveModelCallback
+    from fastai.data.block import DataBlock, MultiCategoryBlock
+    from fastai.data.transforms import IndexSplitter
+    from fastai.losses import BCEWithLogitsLossFlat
+    from fastai.metrics import accuracy_multi
+    from fastai.vision.augment import aug_transforms
+    from fastai.vision.core import PILImageBW
+    from fastai.vision.data import ImageBlock
+    from fastai.vision.learner import vision_learner
+    from torchvision.models import resnet18
+
+    config = config or TrainConfig()
+    t0 = time.perf_counter()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    np.random.seed(config.seed)
+    train_ex, valid_ex, split_rule = _valid_split(snapshot)
+    holdout_ex = snapshot.split("holdout")
+    train_ids = {(e.sop_instance_uid, e.frame) for e in train_ex}
+    assert not train_ids & {(e.sop_instance_uid, e.frame) for e in holdout_ex}
+    assert not {e.patient_key for e in train_ex} & {e.patient_key for e in holdout_ex}
+    if not train_ex or not valid_ex:
+        raise ValueError(
+            f"need labeled images of at least 2 patients outside the hold-out to train "
+            f"(have {len(train_ex)} train, {len(valid_ex)} validation)"
+        )
+    size = config.size
+    items = train_ex + valid_ex
+    arrays = np.stack([preprocess.load(e.thumbnail, size) for e in items])
+    y = _labels(items)
+    pretrained = imagenet_weights_cached() if config.pretrained is None else config.pretrained
+
+    block = DataBlock(
+        blocks=(
+            ImageBlock(cls=PILImageBW),
+            MultiCategoryBlock(encoded=True, vocab=list(preprocess.FLAGS)),
+        ),
+        get_x=lambda i: PILImageBW.create(arrays[i]),
+        get_y=lambda i: y[i],
+        splitter=IndexSplitter(list(range(len(train_ex), len(items)))),
+        # Mammograms: flips and small rotations, brightness/contrast; no crop or
+        # zoom that could cut a marker out, no warp.
+        batch_tfms=aug_transforms(
+            do_flip=True,
+            flip_vert=True,
+            max_rotate=10.0,
+            min_zoom=1.0,
+            max_zoom=1.0,
+            max_lighting=0.2,
+            max_warp=0.0,
+            pad_mode="zeros",
+        ),
+    )
+    dls = block.dataloaders(
+        list(range(len(items))), bs=min(config.batch_size, len(train_ex)), num_workers=0
+    )
+    dls.rng.seed(config.seed)
+    work = out_dir / "fastai"
+    learn = vision_learner(
+        dls,
+        resnet18,
+        n_in=1,
+        n_out=2,
+        pretrained=pretrained,
+        normalize=False,  # normalization is in the shipped graph (and mirrored below)
+        loss_func=BCEWithLogitsLossFlat(),
+        metrics=[accuracy_multi],
+        path=work,
+    )
+    from fastai.vision.augment import Normalize
+
+    learn.dls.add_tfms([Normalize.from_stats([preprocess.MEAN], [preprocess.STD])], "after_batch")
+    history: list[dict] = []
+
+    from fastai.callback.core import Callback
+
+    class Record(Callback):
+        order = 90
+
+        def after_epoch(self) -> None:
+            vals = self.recorder.values[-1] if self.recorder.values else []
+            history.append(
+                {
+                    "epoch": self.epoch,
+                    "train_loss": float(vals[0]) if len(vals) > 0 else None,
+                    "valid_loss": float(vals[1]) if len(vals) > 1 else None,
+                    "accuracy_multi": float(vals[2]) if len(vals) > 2 else None,
+                }
+            )
+
+    with learn.no_bar(), learn.no_logging():
+        learn.fit_one_cycle(
+            config.epochs,
+            config.lr,
+            cbs=[
+                SaveModelCallback(monitor="valid_loss", fname="best", with_opt=False),
+                EarlyStoppingCallback(monitor="valid_loss", patience=config.patience),
+                Record(),
+            ],
+        )
+    shipped = ExportModel.wrap(learn.model.cpu())
+    valid_arrays = arrays[len(train_ex) :]
+    valid_p = _torch_probs(shipped, valid_arrays)
+    valid_y = y[len(train_ex) :]
+    thresholds = {
+        flag: metrics.threshold_for_recall(valid_y[:, k], valid_p[:, k], config.target_recall)
+        for k, flag in enumerate(preprocess.FLAGS)
+    }
+    holdout_arrays = (
+        np.stack([preprocess.load(e.thumbnail, size) for e in holdout_ex])
+        if holdout_ex
+        else np.zeros((0, size, size), np.uint8)
+    )
+    holdout_p = _torch_probs(shipped, holdout_arrays)
+    holdout_y = _labels(holdout_ex) if holdout_ex else np.zeros((0, 2), np.float32)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    onnx_path = export_onnx(shipped, out_dir / "model.onnx", size)
+    np.savez_compressed(
+        out_dir / "validation.npz", images=valid_arrays, labels=valid_y, torch_probs=valid_p
+    )
+    card = {
+        "architecture": "resnet18 (fastai vision_learner), 1 input channel, 2 sigmoid outputs",
+        "flags": list(preprocess.FLAGS),
+        "input_size": size,
+        "pretrained": bool(pretrained),
+        "pretrained_note": "ImageNet weights (cached locally)"
+        if pretrained
+        else "trained from scratch (no ImageNet weights cached)",
+        "label_seq": snapshot.label_seq,
+        "label_count": snapshot.label_count,
+        "counts": snapshot.counts(),
+        "vendors": snapshot.vendors(),
+        "split_rule": split_rule,
+        "train_images": len(train_ex),
+        "valid_images": len(valid_ex),
+        "holdout_images": len(holdout_ex),
+        "thresholds": thresholds,
+        "target_recall": config.target_recall,
+        "validation": _report(valid_y, valid_p, thresholds),
+        "holdout": _report(holdout_y, holdout_p, thresholds),
+        "history": history,
+        "best_epoch": _best_epoch(history),
+        "config": {k: v for k, v in vars(config).items() if k != "extra"},
+        "preprocessing": preprocess.CONTRACT | {"S": size},
+        "versions": _versions(),
+        "training_seconds": round(time.perf_counter() - t0, 1),
+        "onnx": onnx_path.name,
+    }
+    (out_dir / "card.json").write_text(json.dumps(card, indent=2, default=_json_default))
+    return card
+
+
+def _best_epoch(history: list[dict]) -> int | None:
+    losses = [(h["valid_loss"], h["epoch"]) for h in history if h["valid_loss"] is not None]
+    return min(losses)[1] if losses else None
+
+
+def _report(y: np.ndarray, p: np.ndarray, thresholds: dict) -> dict:
+    return {
+        flag: metrics.flag_report(y[:, k], p[:, k], thresholds[flag]) if len(y) else None
+        for k, flag in enumerate(preprocess.FLAGS)
+    }
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    raise TypeError(type(o))
+
+
+def _versions() -> dict:
+    import fastai
+    import onnxruntime
+    import torch
+    import torchvision
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "fastai": fastai.__version__,
+        "onnxruntime": onnxruntime.__version__,
+    }
+
+
+def export_onnx(model, path: Path, size: int) -> Path:
+    """ONNX with a dynamic batch axis: input `image` [N,1,S,S] float32 -> `probs` [N,2]."""
+    import torch
+
+    dummy = torch.zeros(2, 1, size, size)
+    batch = torch.export.Dim("N", min=1, max=4096)
+    torch.onnx.export(
+        model,
+        (dummy,),
+        str(path),
+        input_names=[preprocess.CONTRACT["input_name"]],
+        output_names=[preprocess.CONTRACT["output_name"]],
+        dynamic_shapes={"image": {0: batch}},
+        external_data=False,
+        dynamo=True,
+    )
+    return path
+
+
+def quantize_int8(
+    fp32: Path, int8: Path, calibration: np.ndarray, per_channel: bool = True
+) -> Path:
+    """Static QDQ int8 quantization, calibrated on `calibration` (uint8 [n,S,S] inputs)."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter(
+                [
+                    preprocess.to_batch(list(calibration[i : i + 16]))
+                    for i in range(0, len(calibration), 16)
+                ]
+            )
+
+        def get_next(self):
+            b = next(self.batches, None)
+            return None if b is None else {preprocess.CONTRACT["input_name"]: b}
+
+    pre = int8.with_name(int8.stem + ".pre.onnx")
+    quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)  # fails on fastai Concat
+    quantize_static(
+        str(pre),
+        str(int8),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=per_channel,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+    )
+    pre.unlink(missing_ok=True)
+    return int8

@@ -1,0 +1,398 @@
+"""The model half of the lineage: labels -> training_set -> trained_model -> onnx_model ->
+image_predictions[drop] -> study_predictions."""
+
+import base64
+import io
+import json
+import time
+
+import dagster as dg
+import numpy as np
+
+from mammo_dagster.core import metrics, preprocess
+from mammo_dagster.core.dataset import build_snapshot, load_snapshot, save_snapshot
+from mammo_dagster.core.modelstore import (
+    CurrentModel,
+    current_model_file,
+    model_dir,
+    next_version,
+    read_current,
+    write_current,
+)
+from mammo_dagster.core.studies import write_study_csv
+
+from .ingest import thumbnails
+from .partitions import drops
+from .resources import MammoHome, StoreResource
+
+PARITY_MAX_DIFF = 1e-4
+INT8_MIN_AGREEMENT = 0.995
+INT8_MAX_AUC_DROP = 0.005
+
+
+@dg.observable_source_asset(
+    group_name="model",
+    description="Label events written by the labeler (and `mammo labels import`); "
+    "Dagster observes them, it does not own them.",
+)
+def labels(store: StoreResource) -> dg.ObserveResult:
+    count, newest, current = store.store().run(
+        lambda c: c.execute(
+            "SELECT count(*), coalesce(max(seq), 0), "
+            "(SELECT count(*) FROM current_labels) FROM label_events"
+        ).fetchone(),
+        read_only=True,
+    )
+    return dg.ObserveResult(
+        data_version=dg.DataVersion(f"{count}-{newest}"),
+        metadata={"events": count, "newest_seq": newest, "labeled_images": current},
+    )
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _md_table(rows: list[list], header: list[str]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+@dg.asset(group_name="model", deps=[labels, thumbnails], kinds={"duckdb"})
+def training_set(
+    context: dg.AssetExecutionContext, paths: MammoHome, store: StoreResource
+) -> dg.MaterializeResult:
+    """Current labels joined with thumbnails, split by patient (train / valid / locked
+    hold-out); a snapshot file the model trains on."""
+    snapshot = build_snapshot(store.store(), paths.thumbnails)
+    path = save_snapshot(snapshot, paths.training_sets / "current.csv")
+    save_snapshot(snapshot, paths.training_sets / f"labels-{snapshot.label_seq}.csv")
+    counts = snapshot.counts()
+    for warning in snapshot.warnings():
+        context.log.warning(warning)
+    return dg.MaterializeResult(
+        metadata={
+            "images": len(snapshot.examples),
+            "label_seq": snapshot.label_seq,
+            "missing_thumbnails": snapshot.missing_thumbnails,
+            "counts": dg.MetadataValue.md(
+                _md_table(
+                    [[s, *counts[s].values()] for s in counts],
+                    ["split", *next(iter(counts.values())).keys()],
+                )
+            ),
+            "vendors": dg.MetadataValue.json(snapshot.vendors()),
+            "warnings": dg.MetadataValue.md(
+                "\n".join(f"- {w}" for w in snapshot.warnings()) or "none"
+            ),
+            "path": dg.MetadataValue.path(str(path)),
+        }
+    )
+
+
+class TrainingConfig(dg.Config):
+    size: int = preprocess.INPUT_SIZE
+    epochs: int = 12
+    batch_size: int = 32
+    lr: float = 3e-3
+    patience: int = 4
+    seed: int = 0
+    target_recall: float = 0.98
+    pretrained: str = "auto"  # auto (if cached) | yes | no
+
+
+@dg.asset(group_name="model", deps=[training_set], kinds={"pytorch"})
+def trained_model(
+    context: dg.AssetExecutionContext, config: TrainingConfig, paths: MammoHome
+) -> dg.MaterializeResult:
+    """fastai ResNet18, multi-label (biopsy, mag), thresholds for the target recall on
+    validation, evaluated on the labeled hold-out; exported to ONNX with its model card."""
+    from mammo_dagster.core.train import TrainConfig, train
+
+    snapshot = load_snapshot(paths.training_sets / "current.csv")
+    version = next_version(paths.models)
+    out = model_dir(paths.models, version)
+    card = train(
+        snapshot,
+        out,
+        TrainConfig(
+            size=config.size,
+            epochs=config.epochs,
+            batch_size=config.batch_size,
+            lr=config.lr,
+            patience=config.patience,
+            seed=config.seed,
+            target_recall=config.target_recall,
+            pretrained={"auto": None, "yes": True, "no": False}[config.pretrained],
+        ),
+    )
+    card["version"] = version
+    (out / "card.json").write_text(json.dumps(card, indent=2))
+    context.log.info(f"trained {version} in {card['training_seconds']} s")
+    return dg.MaterializeResult(
+        metadata={
+            "version": version,
+            "folder": dg.MetadataValue.path(str(out)),
+            "training_seconds": card["training_seconds"],
+            "pretrained": card["pretrained_note"],
+            "best_epoch": card["best_epoch"],
+            "thresholds": dg.MetadataValue.json(card["thresholds"]),
+            "metrics": dg.MetadataValue.md(_metrics_table(card)),
+            "curves": dg.MetadataValue.md(_curves(card, out)),
+            "card": dg.MetadataValue.json(
+                {
+                    k: card[k]
+                    for k in ("counts", "split_rule", "config", "versions", "preprocessing")
+                }
+            ),
+        }
+    )
+
+
+def _fmt(v) -> str:
+    return "—" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
+
+
+def _metrics_table(card: dict) -> str:
+    rows = []
+    for split in ("validation", "holdout"):
+        for flag, r in (card.get(split) or {}).items():
+            if r:
+                c = r["confusion"]
+                rows.append(
+                    [split, flag, r["n"], r["positives"], _fmt(r["auc"]), _fmt(r["precision"]),
+                     _fmt(r["recall"]), _fmt(r["f1"]), f"{c['tp']}/{c['fp']}/{c['fn']}/{c['tn']}"]
+                )  # fmt: skip
+    header = ["split", "flag", "n", "pos", "AUC", "precision", "recall", "F1", "tp/fp/fn/tn"]
+    return _md_table(rows, header)
+
+
+def _curves(card: dict, folder) -> str:
+    """Loss curve and validation ROC curves as one PNG (markdown image)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = np.load(folder / "validation.npz")
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.6))
+    hist = card["history"]
+    ax1.plot([h["epoch"] for h in hist], [h["train_loss"] for h in hist], label="train")
+    ax1.plot([h["epoch"] for h in hist], [h["valid_loss"] for h in hist], label="valid")
+    ax1.set_xlabel("epoch")
+    ax1.set_title("loss")
+    ax1.legend()
+    for k, flag in enumerate(preprocess.FLAGS):
+        fpr, tpr = metrics.roc_curve(data["labels"][:, k], data["torch_probs"][:, k])
+        auc = metrics.auc(data["labels"][:, k], data["torch_probs"][:, k])
+        ax2.plot(fpr, tpr, label=f"{flag} (AUC {_fmt(auc)})")
+    ax2.plot([0, 1], [0, 1], ":", color="gray")
+    ax2.set_xlabel("false-positive rate")
+    ax2.set_ylabel("true-positive rate")
+    ax2.set_title("validation ROC")
+    ax2.legend()
+    fig.tight_layout()
+    md = f"![curves](data:image/png;base64,{_png(fig)})"
+    plt.close(fig)
+    return md
+
+
+ONNX_CHECKS = [
+    dg.AssetCheckSpec(
+        "onnx_matches_pytorch",
+        asset="onnx_model",
+        blocking=True,
+        description=f"ONNX Runtime fp32 vs PyTorch on the validation images: max abs "
+        f"probability difference <= {PARITY_MAX_DIFF}.",
+    ),
+    dg.AssetCheckSpec(
+        "int8_agrees_with_fp32",
+        asset="onnx_model",
+        description=f"int8 decisions agree with fp32 on >= {INT8_MIN_AGREEMENT:.1%} of validation "
+        f"images and AUC drops <= {INT8_MAX_AUC_DROP}; an int8 model that fails is discarded "
+        "and predictions use fp32 (WARN).",
+    ),
+]
+
+
+@dg.asset(group_name="model", deps=[trained_model], kinds={"onnx"}, check_specs=ONNX_CHECKS)
+def onnx_model(
+    context: dg.AssetExecutionContext, paths: MammoHome, store: StoreResource
+) -> dg.MaterializeResult:
+    """The newest trained model's ONNX graph and its int8 variant, checked against PyTorch;
+    it becomes the current model (atomic pointer) only when both checks pass."""
+    from mammo_dagster.core.onnx_model import OnnxModel
+    from mammo_dagster.core.train import quantize_int8
+
+    versions = sorted(p.name for p in paths.models.glob("m[0-9]*") if (p / "card.json").exists())
+    if not versions:
+        raise dg.Failure("no trained model yet: materialize trained_model first")
+    version = versions[-1]
+    folder = model_dir(paths.models, version)
+    card = json.loads((folder / "card.json").read_text())
+    data = np.load(folder / "validation.npz")
+    images, torch_p, y = data["images"], data["torch_probs"], data["labels"]
+    fp32 = OnnxModel(folder / "model.onnx")
+    onnx_p = fp32.probs(images)
+    diff = float(np.max(np.abs(onnx_p - torch_p))) if len(images) else 0.0
+    parity = dg.AssetCheckResult(
+        check_name="onnx_matches_pytorch",
+        passed=diff <= PARITY_MAX_DIFF,
+        metadata={"max_abs_diff": diff, "images": len(images)},
+    )
+    snapshot = load_snapshot(paths.training_sets / "current.csv")
+    calibration = np.stack(
+        [preprocess.load(e.thumbnail, card["input_size"]) for e in snapshot.split("train")[:128]]
+    )
+    quantize_int8(folder / "model.onnx", folder / "model.int8.onnx", calibration)
+    int8 = OnnxModel(folder / "model.int8.onnx")
+    int8_p = int8.probs(images)
+    agree = float(np.mean(fp32.flags(onnx_p) == int8.flags(int8_p))) if len(images) else 1.0
+    drops_ = {}
+    for k, flag in enumerate(preprocess.FLAGS):
+        a32, a8 = metrics.auc(y[:, k], onnx_p[:, k]), metrics.auc(y[:, k], int8_p[:, k])
+        drops_[flag] = None if a32 is None or a8 is None else round(a32 - a8, 5)
+    auc_ok = all(d is None or d <= INT8_MAX_AUC_DROP for d in drops_.values())
+    int8_check = dg.AssetCheckResult(
+        check_name="int8_agrees_with_fp32",
+        passed=agree >= INT8_MIN_AGREEMENT and auc_ok,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"decision_agreement": agree, "auc_drop": dg.MetadataValue.json(drops_)},
+    )
+    if not int8_check.passed:  # never served: predictions fall back to fp32
+        (folder / "model.int8.onnx").rename(folder / "model.int8.rejected.onnx")
+    promoted = parity.passed
+    if promoted:
+        write_current(paths.models, CurrentModel(version, card["label_seq"], card["label_count"]))
+    else:
+        context.log.error(
+            f"{version} failed its checks; the current model stays "
+            f"{(read_current(paths.models) or CurrentModel('none', 0, 0)).version}"
+        )
+    return dg.MaterializeResult(
+        metadata={
+            "version": version,
+            "current": promoted,
+            "fp32": dg.MetadataValue.path(str(folder / "model.onnx")),
+            "int8_used": int8_check.passed,
+            "fp32_mb": round((folder / "model.onnx").stat().st_size / 2**20, 1),
+            "preprocessing": dg.MetadataValue.json(card["preprocessing"]),
+        },
+        check_results=[parity, int8_check],
+    )
+
+
+class PredictConfig(dg.Config):
+    threads: int = 2
+    batch: int = 32
+    int8: bool = True
+
+
+@dg.asset(partitions_def=drops, group_name="model", deps=[thumbnails, onnx_model], kinds={"duckdb"})
+def image_predictions(
+    context: dg.AssetExecutionContext,
+    config: PredictConfig,
+    paths: MammoHome,
+    store: StoreResource,
+) -> dg.MaterializeResult:
+    """Probabilities per flag for every frame of the drop, from the current model."""
+    from mammo_dagster.core.onnx_model import OnnxModel
+
+    drop = context.partition_key
+    current, path = current_model_file(paths.models, int8=config.int8)
+    model = OnnxModel(path, threads=config.threads)
+    db = store.store()
+    frames = db.run(
+        lambda c: c.execute(
+            "SELECT sop_instance_uid, frame FROM dicom_index WHERE drop_name = ? "
+            "AND status = 'ok' ORDER BY path, frame",
+            [drop],
+        ).fetchall(),
+        read_only=True,
+    )
+    t0 = time.perf_counter()
+    rows, missing = [], 0
+    for i in range(0, len(frames), 256):
+        chunk = [
+            (sop, frame)
+            for sop, frame in frames[i : i + 256]
+            if (paths.thumbnails / f"{sop}_{frame}.png").exists()
+        ]
+        missing += len(frames[i : i + 256]) - len(chunk)
+        images = [preprocess.load(paths.thumbnails / f"{s}_{f}.png", model.size) for s, f in chunk]
+        probs = model.probs(images, batch=config.batch)
+        flags = model.flags(probs)
+        rows += [
+            [drop, s, f, current.version, float(p[0]), float(p[1]), bool(fl[0]), bool(fl[1])]
+            for (s, f), p, fl in zip(chunk, probs, flags, strict=True)
+        ]
+    elapsed = time.perf_counter() - t0
+
+    def write(c) -> None:
+        c.execute("DELETE FROM image_predictions WHERE drop_name = ? AND model_version = ?",
+                  [drop, current.version])  # fmt: skip
+        if rows:
+            c.executemany(
+                "INSERT INTO image_predictions VALUES (?, ?, ?, ?, ?, ?, ?, ?, current_timestamp)",
+                rows,
+            )
+
+    db.run(write)
+    return dg.MaterializeResult(
+        metadata={
+            "model_version": current.version,
+            "model_file": path.name,
+            "images": len(rows),
+            "missing_thumbnails": missing,
+            "flagged_biopsy": sum(r[6] for r in rows),
+            "flagged_mag": sum(r[7] for r in rows),
+            "images_per_s": round(len(rows) / elapsed, 1) if elapsed else 0.0,
+        }
+    )
+
+
+@dg.asset(group_name="model", deps=[image_predictions], kinds={"duckdb", "csv"})
+def study_predictions(paths: MammoHome, store: StoreResource) -> dg.MaterializeResult:
+    """One row per study (flagged if any image is), from the current model's image
+    predictions: a CSV and the DuckDB table `study_predictions`."""
+    current = read_current(paths.models)
+    if current is None:
+        raise dg.Failure("no current model: materialize onnx_model first")
+    out = paths.predictions / "study_predictions.csv"
+    images_sql = f"""
+        SELECT i.study_instance_uid, p.prob_biopsy, p.prob_mag, p.flag_biopsy, p.flag_mag,
+               i.header_mag_hint OR i.study_mag_hint AS header_mag_hint,
+               i.header_marker_hint OR i.study_marker_hint AS header_marker_hint,
+               p.model_version
+        FROM image_predictions p
+        JOIN dicom_index i USING (drop_name, sop_instance_uid, frame)
+        WHERE p.model_version = '{current.version}' AND i.status = 'ok'
+    """
+
+    def write(c):
+        n = write_study_csv(c, images_sql, out)
+        c.execute(
+            "CREATE OR REPLACE TABLE study_predictions AS "
+            f"SELECT * FROM read_csv('{str(out).replace(chr(39), chr(39) * 2)}', header=true, "
+            "types={'study_id': 'VARCHAR'})"
+        )
+        flagged = c.execute(
+            "SELECT sum(has_biopsy_tool), sum(has_mag_view), sum(image_count) "
+            "FROM study_predictions"
+        ).fetchone()
+        return n, flagged
+
+    n, (biopsy, mag, images) = store.store().run(write)
+    return dg.MaterializeResult(
+        metadata={
+            "csv": dg.MetadataValue.path(str(out)),
+            "studies": n,
+            "images": int(images or 0),
+            "studies_with_biopsy_tool": int(biopsy or 0),
+            "studies_with_mag_view": int(mag or 0),
+            "model_version": current.version,
+        }
+    )
