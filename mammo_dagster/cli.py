@@ -67,6 +67,11 @@ def _folder(path: Path, *, empty: bool = False) -> Path:
     return path
 
 
+def _home(args: argparse.Namespace) -> Path:
+    """--home, else $MAMMO_HOME, else ./data; absolute."""
+    return Path(args.home).expanduser().resolve() if args.home else mammo_home()
+
+
 def _progress(total: int, desc: str, quiet: bool):
     from tqdm import tqdm
 
@@ -217,7 +222,7 @@ def write_csv(path: Path, rows: list[dict]) -> Path:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    home = Path(args.home) if args.home else mammo_home()
+    home = _home(args)
     drop = home / "incoming" / "demo"
     thumbs = home / "thumbnails"
     print(f"mammo demo in {home} (set {ENV_HOME} to use another folder)")
@@ -482,7 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="images labeled from the ground truth before training (0: ingest only)",
     )
     p.add_argument(
-        "--epochs", type=_int_in(1, 200), default=10, help="training epochs (default 10)"
+        "--epochs", type=_int_in(1, 200), default=16, help="training epochs (default 16)"
     )
     p.add_argument(
         "--input-size", type=_int_in(32, 1024), default=224, help="model input (default 224)"
@@ -562,7 +567,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
     from labeler.process import stop
 
-    home = Path(args.home).expanduser().resolve() if args.home else mammo_home()
+    home = _home(args)
     dagster_home = Path(os.environ.get("DAGSTER_HOME") or home / "dagster")
     dagster_home.mkdir(parents=True, exist_ok=True)
     project = Path(__file__).resolve().parent.parent
@@ -633,7 +638,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if not model.is_file():
             raise CliError(f"--model {args.model}: no ONNX model there")
     else:
-        home = Path(args.home).expanduser().resolve() if args.home else mammo_home()
+        home = _home(args)
         try:
             _current, model = current_model_file(home / "models", int8=not args.fp32)
         except FileNotFoundError as e:
@@ -669,7 +674,7 @@ def cmd_labels(args: argparse.Namespace) -> int:
     from .core.labels import LabelFileError, export_csv, import_csv
     from .core.store import DB_NAME, Store
 
-    home = Path(args.home).expanduser().resolve() if args.home else mammo_home()
+    home = _home(args)
     store = Store(home / DB_NAME)
     store.migrate()
     path = Path(args.file)

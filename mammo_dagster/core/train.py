@@ -8,9 +8,12 @@ The exported graph includes the normalization and a sigmoid (see preprocess.py).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import platform
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,10 +29,11 @@ TARGET_RECALL = 0.98
 @dataclass
 class TrainConfig:
     size: int = preprocess.INPUT_SIZE
-    epochs: int = 12
-    batch_size: int = 32
-    lr: float = 3e-3
-    patience: int = 4  # early stopping on validation loss
+    epochs: int = 16
+    batch_size: int = 16
+    lr: float = 1e-3
+    patience: int = 5  # early stopping on validation loss, after the warm-up
+    warmup: int | None = None  # epochs before best-epoch tracking starts (None: a third)
     seed: int = 0
     pretrained: bool | None = None  # None: use ImageNet weights if they are cached
     target_recall: float = TARGET_RECALL
@@ -121,6 +125,8 @@ def train(snapshot: Snapshot, out_dir: Path, config: TrainConfig | None = None) 
     from torchvision.models import resnet18
 
     config = config or TrainConfig()
+    warnings.filterwarnings("ignore", category=FutureWarning, module="torch")
+    warnings.filterwarnings("ignore", message=".*mode.chained_assignment.*")
     t0 = time.perf_counter()
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -200,13 +206,31 @@ def train(snapshot: Snapshot, out_dir: Path, config: TrainConfig | None = None) 
                 }
             )
 
-    with learn.no_bar(), learn.no_logging():
+    chatter = io.StringIO()  # fastai prints "Better model found ..." itself
+    # A from-scratch network's BatchNorm statistics lag its weights during the first,
+    # high-learning-rate epochs, so validation loss swings wildly there: best-epoch
+    # saving and early stopping only look at epochs after the warm-up.
+    warmup = config.warmup if config.warmup is not None else config.epochs // 3
+    warmup = min(warmup, config.epochs - 1)
+
+    class AfterWarmup:
+        def after_epoch(self) -> None:
+            if self.epoch >= warmup:
+                super().after_epoch()
+
+    class SaveBest(AfterWarmup, SaveModelCallback):
+        pass
+
+    class StopEarly(AfterWarmup, EarlyStoppingCallback):
+        pass
+
+    with learn.no_bar(), learn.no_logging(), contextlib.redirect_stdout(chatter):
         learn.fit_one_cycle(
             config.epochs,
             config.lr,
             cbs=[
-                SaveModelCallback(monitor="valid_loss", fname="best", with_opt=False),
-                EarlyStoppingCallback(monitor="valid_loss", patience=config.patience),
+                SaveBest(monitor="valid_loss", fname="best", with_opt=False),
+                StopEarly(monitor="valid_loss", patience=config.patience),
                 Record(),
             ],
         )
@@ -227,7 +251,8 @@ def train(snapshot: Snapshot, out_dir: Path, config: TrainConfig | None = None) 
     holdout_y = _labels(holdout_ex) if holdout_ex else np.zeros((0, 2), np.float32)
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    onnx_path = export_onnx(shipped, out_dir / "model.onnx", size)
+    with contextlib.redirect_stdout(chatter):  # the exporter narrates its steps
+        onnx_path = export_onnx(shipped, out_dir / "model.onnx", size)
     np.savez_compressed(
         out_dir / "validation.npz", images=valid_arrays, labels=valid_y, torch_probs=valid_p
     )
@@ -252,7 +277,8 @@ def train(snapshot: Snapshot, out_dir: Path, config: TrainConfig | None = None) 
         "validation": _report(valid_y, valid_p, thresholds),
         "holdout": _report(holdout_y, holdout_p, thresholds),
         "history": history,
-        "best_epoch": _best_epoch(history),
+        "best_epoch": _best_epoch(history, warmup),
+        "warmup_epochs": warmup,
         "config": {k: v for k, v in vars(config).items() if k != "extra"},
         "preprocessing": preprocess.CONTRACT | {"S": size},
         "versions": _versions(),
@@ -263,8 +289,12 @@ def train(snapshot: Snapshot, out_dir: Path, config: TrainConfig | None = None) 
     return card
 
 
-def _best_epoch(history: list[dict]) -> int | None:
-    losses = [(h["valid_loss"], h["epoch"]) for h in history if h["valid_loss"] is not None]
+def _best_epoch(history: list[dict], warmup: int) -> int | None:
+    losses = [
+        (h["valid_loss"], h["epoch"])
+        for h in history
+        if h["valid_loss"] is not None and h["epoch"] >= warmup
+    ]
     return min(losses)[1] if losses else None
 
 
@@ -348,6 +378,7 @@ def quantize_int8(
         Reader(),
         quant_format=QuantFormat.QDQ,
         per_channel=per_channel,
+        op_types_to_quantize=["Conv"],  # the backbone; the small head stays fp32
         activation_type=QuantType.QUInt8,
         weight_type=QuantType.QInt8,
     )

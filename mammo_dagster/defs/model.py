@@ -5,6 +5,7 @@ import base64
 import io
 import json
 import time
+import warnings
 
 import dagster as dg
 import numpy as np
@@ -30,12 +31,7 @@ INT8_MIN_AGREEMENT = 0.995
 INT8_MAX_AUC_DROP = 0.005
 
 
-@dg.observable_source_asset(
-    group_name="model",
-    description="Label events written by the labeler (and `mammo labels import`); "
-    "Dagster observes them, it does not own them.",
-)
-def labels(store: StoreResource) -> dg.ObserveResult:
+def _observe_labels(store: StoreResource) -> dg.ObserveResult:
     count, newest, current = store.store().run(
         lambda c: c.execute(
             "SELECT count(*), coalesce(max(seq), 0), "
@@ -47,6 +43,16 @@ def labels(store: StoreResource) -> dg.ObserveResult:
         data_version=dg.DataVersion(f"{count}-{newest}"),
         metadata={"events": count, "newest_seq": newest, "labeled_images": current},
     )
+
+
+with warnings.catch_warnings():  # observable source assets are "beta"; we know
+    warnings.simplefilter("ignore")
+    labels = dg.observable_source_asset(
+        name="labels",
+        group_name="model",
+        description="Label events written by the labeler (and `mammo labels import`); "
+        "Dagster observes them (count and newest event), it does not own them.",
+    )(_observe_labels)
 
 
 def _png(fig) -> str:
@@ -95,10 +101,10 @@ def training_set(
 
 class TrainingConfig(dg.Config):
     size: int = preprocess.INPUT_SIZE
-    epochs: int = 12
-    batch_size: int = 32
-    lr: float = 3e-3
-    patience: int = 4
+    epochs: int = 16
+    batch_size: int = 16
+    lr: float = 1e-3
+    patience: int = 5
     seed: int = 0
     target_recall: float = 0.98
     pretrained: str = "auto"  # auto (if cached) | yes | no

@@ -1,0 +1,200 @@
+"""`mammo predict` end to end vs a naive baseline, on full-size synthetic DICOMs.
+
+For explicit VR little endian and JPEG 2000 drops of N and 4N images (mixed
+vendors), in one run, each variant in a fresh process:
+- ours: `predict_folder` (2 decode workers, the fast reduced-resolution path,
+  marker-keeping shrink, ONNX Runtime int8, streaming CSVs);
+- naive: sequential pydicom full decode -> float VOI -> PIL resize -> ORT fp32,
+  batch 32 (what a first script would do).
+Reports images/s and each process's own peak RSS (plus its workers'), which must
+not grow from N to 4N. The model is an untrained ResNet18 of the default input
+size: speed does not depend on the weights.
+
+    python benchmarks/bench_predict.py [--images 16] [--repeats 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+DATA = RESULTS / "data"
+
+
+def _vm_hwm_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def generate(syntax: str, n: int) -> None:
+    from mammo_dagster.core.synthetic import generate_archive
+
+    folder = DATA / f"predict_{syntax}_{n}"
+    shutil.rmtree(folder, ignore_errors=True)
+    images = generate_archive(
+        folder / "drop", studies=max(1, n // 4), seed=5, size="full",
+        transfer_syntaxes=[syntax], ground_truth=folder / "truth.csv",
+    )  # fmt: skip
+    for extra in images[n:]:
+        extra.path.unlink()
+    (folder / "done").write_text("")
+
+
+def _drop(syntax: str, n: int) -> Path:
+    folder = DATA / f"predict_{syntax}_{n}"
+    if not (folder / "done").exists():
+        print(f"  generating {n} full-size {syntax} images ...", file=sys.stderr, flush=True)
+        subprocess.run([sys.executable, __file__, "--generate", syntax, str(n)], check=True)
+    return folder / "drop"
+
+
+def model(size: int) -> Path:
+    """An untrained model of the shipped architecture, exported once (fp32 + int8)."""
+    folder = DATA / f"predict_model_{size}"
+    if (folder / "model.int8.onnx").exists():
+        return folder
+    import numpy as np
+    import torch
+    from fastai.vision.learner import create_vision_model
+    from torchvision.models import resnet18
+
+    from mammo_dagster.core.train import ExportModel, export_onnx, quantize_int8
+
+    torch.manual_seed(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    net = ExportModel.wrap(create_vision_model(resnet18, n_out=2, n_in=1, pretrained=False))
+    export_onnx(net, folder / "model.onnx", size)
+    rng = np.random.default_rng(0)
+    quantize_int8(
+        folder / "model.onnx",
+        folder / "model.int8.onnx",
+        rng.integers(0, 255, (32, size, size), dtype=np.uint8),
+    )
+    (folder / "card.json").write_text(json.dumps({"input_size": size, "version": "bench"}))
+    return folder
+
+
+def naive(drop: Path, model_dir: Path, out: Path) -> int:
+    import warnings
+
+    import numpy as np
+    import onnxruntime as ort
+    import pydicom
+    from PIL import Image
+    from pydicom.pixels.processing import apply_modality_lut, apply_voi_lut
+
+    warnings.filterwarnings("ignore")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 2
+    session = ort.InferenceSession(str(model_dir / "model.onnx"), options)
+    size = json.loads((model_dir / "card.json").read_text())["input_size"]
+    batch, rows = [], []
+
+    def flush() -> None:
+        if batch:
+            x = np.stack(batch).astype(np.float32)[:, None] / 255
+            rows.extend(session.run(None, {"image": x})[0].tolist())
+            batch.clear()
+
+    for path in sorted(p for p in drop.rglob("*") if p.is_file()):
+        try:
+            ds = pydicom.dcmread(path)
+            arr = apply_voi_lut(apply_modality_lut(ds.pixel_array, ds), ds).astype(np.float64)
+        except Exception:
+            continue
+        arr = (arr - arr.min()) / max(arr.max() - arr.min(), 1e-9)
+        if ds.PhotometricInterpretation == "MONOCHROME1":
+            arr = 1.0 - arr
+        img = Image.fromarray((arr * 255).astype(np.uint8)).resize((size, size), Image.BILINEAR)
+        batch.append(np.asarray(img))
+        if len(batch) == 32:
+            flush()
+    flush()
+    out.write_text("\n".join(",".join(f"{v:.5f}" for v in r) for r in rows))
+    return len(rows)
+
+
+def child(variant: str, drop: Path, model_dir: Path) -> None:
+    from mammo_dagster.core.predict import predict_folder
+
+    work = Path(tempfile.mkdtemp(prefix="bench_predict_"))
+    t0 = time.perf_counter()
+    if variant == "ours":
+        images = predict_folder(drop, work / "out.csv", model_dir / "model.int8.onnx").images
+    else:
+        images = naive(drop, model_dir, work / "out.csv")
+    elapsed = time.perf_counter() - t0
+    shutil.rmtree(work)
+    print(json.dumps({
+        "elapsed": elapsed,
+        "images": images,
+        "self_mb": _vm_hwm_mb(),
+        "workers_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+    }))  # fmt: skip
+
+
+def measure(variant: str, drop: Path, model_dir: Path) -> dict:
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", variant, str(drop), str(model_dir)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--images", type=int, default=16, help="N (the larger drop is 4N)")
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--size", type=int, default=None, help="model input (default: ours)")
+    ap.add_argument("--syntaxes", nargs="+", default=["explicit", "j2k"])
+    ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    ap.add_argument("--generate", nargs=2, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.generate:
+        generate(args.generate[0], int(args.generate[1]))
+        return 0
+    if args.child:
+        child(args.child[0], Path(args.child[1]), Path(args.child[2]))
+        return 0
+    from mammo_dagster.core.preprocess import INPUT_SIZE
+
+    model_dir = model(args.size or INPUT_SIZE)
+    rows = []
+    for syntax in args.syntaxes:
+        for n in (args.images, 4 * args.images):
+            drop = _drop(syntax, n)
+            runs: dict[str, list[dict]] = {"naive": [], "ours": []}
+            for _ in range(args.repeats):
+                for variant in runs:
+                    runs[variant].append(measure(variant, drop, model_dir))
+            row = {"syntax": syntax, "images": n}
+            for variant, results in runs.items():
+                row[f"{variant}_img_s"] = n / statistics.median(r["elapsed"] for r in results)
+                row[f"{variant}_self_mb"] = max(r["self_mb"] for r in results)
+                row[f"{variant}_workers_mb"] = max(r["workers_mb"] for r in results)
+            rows.append(row)
+            print(
+                f"{syntax:9s} {n:4d} images: naive {row['naive_img_s']:5.1f} img/s, ours "
+                f"{row['ours_img_s']:5.1f} img/s (x{row['ours_img_s'] / row['naive_img_s']:.1f}); "
+                f"peak RSS naive {row['naive_self_mb']:.0f} MB, ours {row['ours_self_mb']:.0f} MB "
+                f"(+ workers {row['ours_workers_mb']:.0f} MB)",
+                flush=True,
+            )
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "predict.json").write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
