@@ -53,6 +53,7 @@ ACTIONS = (
 )
 _ASSETS = files("labeler") / "assets"
 PUBLIC = ("/login",)
+LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
 
 
 def _session_key(folder: Path) -> str:
@@ -77,6 +78,22 @@ def create_app(settings: Settings, state: LabelerState | None = None) -> FastHTM
         state.start()
     token = settings.token
 
+    def cross_site(req: Request) -> str | None:
+        """Other web sites must not drive a labeler in the browser next to them: on
+        loopback only loopback host names (no DNS rebinding); a POST's Origin, when
+        given, must be this server; API POSTs must be JSON (no simple-request forms)."""
+        host = (req.headers.get("host") or "").rsplit(":", 1)[0].strip("[]").lower()
+        if settings.loopback and host not in LOOPBACK_NAMES:
+            return f"unexpected Host {host!r}: open the labeler as http://127.0.0.1"
+        if req.method == "POST":
+            origin = req.headers.get("origin")
+            if origin and origin.split("://", 1)[-1] != req.headers.get("host"):
+                return "cross-site request refused"
+            kind = req.headers.get("content-type", "")
+            if req.url.path.startswith("/api/") and not kind.startswith("application/json"):
+                return "the API takes application/json"
+        return None
+
     def authorized(req: Request, sess: dict) -> bool:
         if not token:
             return True
@@ -86,6 +103,8 @@ def create_app(settings: Settings, state: LabelerState | None = None) -> FastHTM
         return header.startswith("Bearer ") and hmac.compare_digest(header[7:], token)
 
     def before(req: Request, session):  # unannotated: FastHTML passes the session by name
+        if problem := cross_site(req):
+            return _error(403, problem)
         if authorized(req, session):
             return None
         if req.url.path.startswith("/api/") or req.method != "GET":
@@ -280,12 +299,28 @@ def create_app(settings: Settings, state: LabelerState | None = None) -> FastHTM
         body, who, err = await with_annotator(req)
         if err:
             return err
+        event_id, retracts = body.get("event_id"), body.get("retracts")
+        for name, value in (("event_id", event_id), ("retracts", retracts)):
+            if value is not None and (not isinstance(value, str) or not 8 <= len(value) <= 64):
+                return _error(400, f"{name} must be a string of 8-64 characters")
         try:
-            item = await run_in_threadpool(state.undo, who, event_id=body.get("event_id"))
+            item = await run_in_threadpool(state.undo, who, event_id=event_id, retracts=retracts)
+        except ValueError as e:
+            return _error(400, str(e))
         except OSError as e:
             log.error("journal write failed: %s", e)
             return _error(503, "could not record the undo; retry")
         return JSONResponse({"ok": True, "item": item, "stats": state.stats(who)})
+
+    @app.post("/api/renew")
+    async def api_renew(req: Request):
+        """The page says which images it holds (leases renewed); answers the stats."""
+        body, who, err = await with_annotator(req)
+        if err:
+            return err
+        have = [str(i) for i in body.get("have", []) if isinstance(i, str)][:50]
+        state.renew(who, have)
+        return JSONResponse(state.stats(who))
 
     @app.get("/api/stats")
     def api_stats(req: Request):
@@ -301,7 +336,9 @@ def create_app(settings: Settings, state: LabelerState | None = None) -> FastHTM
         writer = csv.DictWriter(buf, fieldnames=list(CSV_COLUMNS))
         writer.writeheader()
         rows = sorted(state.current_events(), key=lambda e: (e.sop_instance_uid, e.frame))
-        writer.writerows(label_row(e) for e in rows)
+        # `source` would tell annotators which images are hold-out: left blank here
+        # (`mammo labels export` has it).
+        writer.writerows(label_row(e) | {"source": ""} for e in rows)
         return Response(
             buf.getvalue(),
             media_type="text/csv",

@@ -65,7 +65,15 @@ def run(args: argparse.Namespace) -> int:
     from .app import create_app
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    app = create_app(Settings(home=home, annotator=annotator, token=token))
+    from .state import AlreadyRunning
+
+    try:
+        app = create_app(
+            Settings(home=home, annotator=annotator, token=token, loopback=is_loopback(args.host))
+        )
+    except AlreadyRunning as e:
+        print(str(e), file=sys.stderr)
+        return 2
     print(f"labeler on http://{args.host}:{args.port}/ (data: {home})", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0

@@ -99,7 +99,7 @@ class EventWriter:
                 batch = list(self.pending)
             try:
                 append_events(self.store, batch)
-            except Exception as e:  # busy or broken: keep the events, say so, try again
+            except BaseException as e:  # busy or broken: keep the events, say so, try again
                 with self._cond:
                     self.last_error = f"{type(e).__name__}: {e}"
                 log.warning("label write failed (will retry): %s", self.last_error)
@@ -112,15 +112,18 @@ class EventWriter:
                     self.pending.popleft()
                 self.written += len(batch)
                 self.last_error = None
-                if not self.pending and self._file.tell() > _ROTATE_BYTES:
-                    self._rotate()
+                try:
+                    if not self.pending and self._file.tell() > _ROTATE_BYTES:
+                        self._rotate()
+                except OSError as e:  # keep writing to the old journal
+                    log.warning("journal rotation failed: %s", e)
                 self._cond.notify_all()
 
     def _rotate(self) -> None:
         old = self._file
         self._file = self._new_journal()
+        Path(old.name).unlink(missing_ok=True)  # before close: our flock still guards it
         old.close()
-        Path(old.name).unlink()
 
     def wait_stored(self, timeout: float) -> bool:
         """Block until every submitted event is in the store (tests, shutdown)."""

@@ -9,7 +9,9 @@ another process holds the lock.
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -72,6 +74,7 @@ class Settings:
     refresh_s: float = 2.0
     store_timeout_s: float = 5.0
     seed: str = "labeler-v1"
+    loopback: bool = True  # bound to loopback: only loopback Host names are served
     extra: dict = field(default_factory=dict)
 
     @property
@@ -98,11 +101,36 @@ class NotFound(LookupError):
     pass
 
 
+class AlreadyRunning(RuntimeError):
+    """Another labeler serves this data folder (leases live in one process)."""
+
+
+def _single_labeler(folder: Path):
+    folder.mkdir(parents=True, exist_ok=True)
+    f = (folder / "labeler.lock").open("a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        pid = f.read().strip() or "?"
+        f.close()
+        raise AlreadyRunning(
+            f"another labeler (pid {pid}) already serves {folder.parent}: share that one "
+            "(several annotators can use it at once) or stop it first"
+        ) from None
+    f.seek(0)
+    f.truncate()
+    f.write(str(os.getpid()))
+    f.flush()
+    return f
+
+
 class LabelerState:
     """Thread-safe in-memory state of one labeler process."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self._single = _single_labeler(settings.private)
         self.store = Store(settings.db, timeout_s=settings.store_timeout_s)
         patient = Store(settings.db, timeout_s=STARTUP_TIMEOUT_S)  # start even if Dagster writes
         patient.migrate()
@@ -125,7 +153,7 @@ class LabelerState:
         self._seq = 0
         self._index_version: tuple | None = None
         self._queue_version: tuple | None = None
-        self._model_version: str | None = None
+        self._model_version: tuple | None = None
         self._stop = threading.Event()
         self.refresh(patient)
         self.writer.start()
@@ -138,6 +166,7 @@ class LabelerState:
     def close(self) -> None:
         self._stop.set()
         self.writer.close()
+        self._single.close()  # releases the one-labeler lock
 
     def _refresh_loop(self) -> None:
         while not self._stop.wait(self.settings.refresh_s):
@@ -176,16 +205,25 @@ class LabelerState:
         version, rows, qversion, queue = store.run(read, read_only=True)
         events = load_events(store, after_seq=self._seq)
         model = read_current(self.settings.models)
-        predictions = None
-        if model and model.version != self._model_version:
-            predictions = store.run(
-                lambda c: c.execute(
+        predictions, pversion = None, None
+        if model:
+
+            def read_predictions(conn: duckdb.DuckDBPyConnection):
+                key = conn.execute(  # new drops get predicted after the pointer moved
+                    "SELECT ?, count(*), max(predicted_at) FROM image_predictions "
+                    "WHERE model_version = ?",
+                    [model.version, model.version],
+                ).fetchone()
+                if key == self._model_version:
+                    return key, None
+                rows = conn.execute(
                     "SELECT sop_instance_uid, frame, prob_biopsy, prob_mag "
                     "FROM image_predictions WHERE model_version = ?",
                     [model.version],
-                ).fetchall(),
-                read_only=True,
-            )
+                ).fetchall()
+                return key, rows
+
+            pversion, predictions = store.run(read_predictions, read_only=True)
         images = self._images(rows) if rows is not None else None
         with self._lock:
             if images is not None:
@@ -199,7 +237,7 @@ class LabelerState:
                 self._seq = max(self._seq, max(e.seq for e in events))
             if predictions is not None:
                 self.predictions = {(s, f): (pb, pm) for s, f, pb, pm in predictions}
-                self._model_version = model.version
+                self._model_version = pversion
             self.model = model
 
     def _images(self, rows: list[tuple]) -> list[Image]:
@@ -251,10 +289,7 @@ class LabelerState:
         held = set(have)
         out = []
         with self._lock:
-            for image_id in have:  # renew what the client still holds
-                lease = self.leases.get(image_id)
-                if lease and lease.annotator == annotator:
-                    lease.until = now + LEASE_S
+            self._renew(annotator, have, now)
             labeled = len(self.book.current)
             held_out = sum(im.holdout for k in self.book.current if (im := self.by_key.get(k)))
             returned = self.returned.get(annotator, [])
@@ -275,6 +310,17 @@ class LabelerState:
                 held.add(image_id)
                 out.append(self.item(image_id))
         return out
+
+    def _renew(self, annotator: str, have: list[str], now: float) -> None:
+        for image_id in have:
+            lease = self.leases.get(image_id)
+            if lease and lease.annotator == annotator:
+                lease.until = now + LEASE_S
+
+    def renew(self, annotator: str, have: list[str]) -> None:
+        """Keep the images a page holds leased to its annotator (the page calls this often)."""
+        with self._lock:
+            self._renew(annotator, have, time.time())
 
     def item(self, image_id: str) -> dict:
         """What the UI shows for an image: no patient or study identifiers, no split."""
@@ -327,7 +373,9 @@ class LabelerState:
             im = self.images.get(image_id)
             if im is None:
                 raise NotFound(image_id)
-            lease = self.leases.pop(image_id, None)
+            if key != "s" and key not in KEYS:
+                raise ValueError(f"key must be one of 1 2 3 4 s, got {key!r}")
+            lease = self.leases.get(image_id)
             if source is None:
                 source = (
                     lease.source
@@ -336,11 +384,9 @@ class LabelerState:
                 )
             if key == "s":
                 fields: dict = {"action": "skip"}
-            elif key in KEYS:
+            else:
                 biopsy, mag = KEYS[key]
                 fields = {"action": "label", "has_biopsy_tool": biopsy, "has_mag_view": mag}
-            else:
-                raise ValueError(f"key must be one of 1 2 3 4 s, got {key!r}")
             event = LabelEvent(
                 im.sop_instance_uid,
                 annotator=annotator,
@@ -351,15 +397,32 @@ class LabelerState:
                 **({"event_id": event_id} if event_id else {}),
             )
             self._record(event)
+            self.leases.pop(image_id, None)
             return event
 
-    def undo(self, annotator: str, *, event_id: str | None = None) -> dict | None:
-        """Retract the annotator's newest label or skip; returns its image (shown again)."""
+    def undo(
+        self, annotator: str, *, event_id: str | None = None, retracts: str | None = None
+    ) -> dict | None:
+        """Retract one of the annotator's labels or skips (`retracts`: the one the page put
+        back on screen; else their newest); returns its image, shown again."""
         with self._lock:
-            if event_id and event_id in self.book.events:
+            if event_id and event_id in self.book.events:  # a retried undo
                 done = self.book.events[event_id]
-                return self.item(self.by_key[self.book.events[done.retracts].image].id)
-            target = self.book.undo_target(annotator)
+                if done.action != "retract" or done.annotator != annotator:
+                    raise ValueError("event_id names another event")
+                im = self.by_key.get(self.book.events[done.retracts].image)
+                return self.item(im.id) if im else None
+            if retracts:
+                target = self.book.events.get(retracts)
+                if (
+                    target is None
+                    or target.annotator != annotator
+                    or target.action == "retract"
+                    or target.event_id in self.book.retracted
+                ):
+                    return None  # never stored (a refused label) or already undone
+            else:
+                target = self.book.undo_target(annotator)
             if target is None:
                 return None
             kwargs = {"event_id": event_id} if event_id else {}

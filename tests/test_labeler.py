@@ -43,7 +43,7 @@ def home(template: Path, tmp_path: Path) -> Path:
 def _client(home: Path, **kw) -> tuple[TestClient, LabelerState]:
     settings = Settings(home=home, refresh_s=3600, **kw)
     state = LabelerState(settings)  # no refresh thread: tests call refresh() themselves
-    return TestClient(create_app(settings, state)), state
+    return TestClient(create_app(settings, state), base_url="http://127.0.0.1"), state
 
 
 @pytest.fixture
@@ -351,3 +351,62 @@ def test_imported_labels_show_up_in_a_running_labeler(client: TestClient, tmp_pa
     state.refresh()
     assert client.get("/api/stats").json()["labeled"] == 1
     assert image.id not in {i["id"] for i in _next(client, n=50)}
+
+
+def test_undo_takes_back_exactly_the_image_the_page_shows(client: TestClient) -> None:
+    a, b = (i["id"] for i in _next(client, n=2))
+    first = _label(client, a, "1")["event_id"]
+    _label(client, b, "2")
+    # the page puts `a` back (say `b`'s answer was lost): the server retracts `a`, not `b`
+    r = client.post("/api/undo", json={"event_id": "undo-000000001", "retracts": first})
+    assert r.json()["item"]["id"] == a
+    never = client.post("/api/undo", json={"retracts": "not-stored-123"}).json()
+    assert never["item"] is None  # a label the server refused retracts nothing else
+    state = _state(client)
+    assert state.writer.wait_stored(30)
+    current = state.store.run(
+        lambda c: c.execute("SELECT sop_instance_uid FROM current_labels").fetchall()
+    )
+    assert current == [(b.rsplit("_", 1)[0],)]
+    assert client.post("/api/undo", json={"event_id": ["x"]}).status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("headers", "path"),
+    [
+        ({"host": "evil.example"}, "/"),  # DNS rebinding onto 127.0.0.1
+        ({"origin": "http://evil.example"}, "/api/next"),  # another site's page
+        ({"content-type": "text/plain"}, "/api/label"),  # a no-preflight cross-site POST
+    ],
+)
+def test_other_sites_cannot_drive_the_labeler(client: TestClient, headers, path) -> None:
+    if path == "/":
+        r = client.get(path, headers=headers)
+    else:
+        r = client.post(path, content=b'{"n": 1, "id": "x", "key": "1"}', headers=headers)
+    assert r.status_code == 403
+    assert _stored(client) == []
+
+
+def test_one_labeler_per_data_folder(client: TestClient, home: Path) -> None:
+    from labeler.state import AlreadyRunning
+
+    with pytest.raises(AlreadyRunning, match="already serves"):
+        LabelerState(Settings(home=home, refresh_s=3600))
+
+
+def test_the_page_keeps_its_images_leased(client: TestClient) -> None:
+    state = _state(client)
+    held = [i["id"] for i in _next(client, n=4)]
+    for image_id in held:
+        state.leases[image_id].until = time.time() + 1  # about to run out
+    assert client.post("/api/renew", json={"have": held}).status_code == 200
+    assert all(state.leases[i].until > time.time() + 60 for i in held)
+    assert not {i["id"] for i in _next(client, n=8, who="bob")} & set(held)
+
+
+def test_the_app_export_hides_the_source(client: TestClient) -> None:
+    _label(client, _next(client)[0]["id"], "3")
+    rows = client.get("/api/labels.csv").text.strip().splitlines()
+    header, row = rows[0].split(","), rows[1].split(",")
+    assert row[header.index("source")] == ""

@@ -151,5 +151,8 @@ def test_fast_keys_in_a_real_browser(tmp_path: Path, browser) -> None:
     assert [f"{e.sop_instance_uid}_{e.frame}" for e in events[:5]] == shown[:5]
     assert [(e.has_biopsy_tool, e.has_mag_view) for e in events[:4]] == [KEYS[k] for k in "1234"]
     assert events[5].retracts == events[4].event_id
-    assert len(shown) == len(set(shown)) == 5  # five images, each once: none served twice
-    assert now == shown[4]  # undo brought the skipped image back on screen
+    assert len(set(shown[:5])) == 5  # five images labeled or skipped, none served twice
+    # after the skip the next image may flash up (if it had arrived); undo then brings
+    # the skipped one back on screen
+    assert now == shown[-1] == shown[4] and len(shown) in (5, 7)
+    assert not set(shown[5:6]) & set(shown[:5])

@@ -195,3 +195,29 @@ def test_predict_a_folder_with_bad_files_and_resume(trained, tmp_path: Path) -> 
     again = predict_folder(folder, out, model, workers=1, thumb=64)
     assert again.skipped == 5 and again.images == len(images) - 5
     assert out.read_text() == reference
+
+
+def test_predict_resumes_after_a_torn_write_and_refuses_another_model(
+    trained, tmp_path: Path
+) -> None:
+    home, images, *_ = trained
+    folder = tmp_path / "in[1]"  # glob characters in paths must not matter
+    shutil.copytree(home / "incoming" / "d1", folder)
+    model = home / "models" / "m0001" / "model.onnx"
+    out = tmp_path / "out[*]" / "results.csv"
+    out.parent.mkdir()
+    first = predict_folder(folder, out, model, workers=1, thumb=64)
+    reference = out.read_text()
+    text = first.images_csv.read_text()
+    first.images_csv.write_text(text[: text.index("\n", len(text) // 2) + 25])  # half a row
+    again = predict_folder(folder, out, model, workers=1, thumb=64)
+    assert again.images + again.skipped == len(images) + 1  # + ground_truth.csv (an error)
+    assert out.read_text() == reference
+    card = json.loads((home / "models" / "m0001" / "card.json").read_text())
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(model, other / "model.onnx")
+    (other / "card.json").write_text(json.dumps(card | {"version": "m9999"}))
+    with pytest.raises(ValueError, match="--restart"):
+        predict_folder(folder, out, other / "model.onnx", workers=1, thumb=64)
+    assert predict_folder(folder, out, other / "model.onnx", workers=1, thumb=64, restart=True)

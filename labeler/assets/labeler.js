@@ -90,12 +90,24 @@
       await new Promise((res) => setTimeout(res, Math.min(250 * 2 ** attempt, 5000)));
     }
   }
+  // Writes not yet answered are also kept in localStorage: a reload, a closed tab or
+  // a sign-in redirect replays them (the server stores each event id once).
+  const OUTBOX = "mammo-labeler-outbox";
+  const outbox = () => JSON.parse(localStorage.getItem(OUTBOX) || "[]");
+  const keep = (list) => localStorage.setItem(OUTBOX, JSON.stringify(list));
   function post(url, body) {  // in order, one at a time, never dropped
     S.pending++;
-    const p = S.chain.then(() => send(url, body)).finally(() => { S.pending--; });
+    keep([...outbox(), { url, body }]);
+    const p = S.chain.then(() => send(url, body)).finally(() => {
+      S.pending--;
+      keep(outbox().filter((o) => o.body.event_id !== body.event_id));
+    });
     S.chain = p.then((j) => { if (j) stats(j.stats); }, () => {});
     return p;
   }
+  window.addEventListener("beforeunload", (e) => {
+    if (S.pending) { e.preventDefault(); e.returnValue = ""; }
+  });
 
   async function refill() {
     if (S.fetching || S.done) return;
@@ -138,16 +150,17 @@
 
   function act(key, t0) {
     const item = S.buf.shift();
+    item.event_id = uuid();
     S.hist.push(item);
     S.inflight.add(item.id);
-    post("/api/label", { event_id: uuid(), id: item.id, key, model_version: item.model_version })
+    post("/api/label", { event_id: item.event_id, id: item.id, key, model_version: item.model_version })
       .finally(() => S.inflight.delete(item.id));
     show(t0);
     refill();
   }
   function undo(t0) {
-    const local = S.hist.pop();
-    const req = post("/api/undo", { event_id: uuid() });
+    const local = S.hist.pop();  // undo exactly what this page put back on screen
+    const req = post("/api/undo", local ? { event_id: uuid(), retracts: local.event_id } : { event_id: uuid() });
     if (local) {
       S.buf.unshift(local);
       show(t0);
@@ -164,7 +177,7 @@
   }
 
   function onKey(e) {
-    if (e.ctrlKey || e.metaKey || e.altKey || e.repeat && e.key === "u") return;
+    if (e.ctrlKey || e.metaKey || e.altKey || e.repeat) return;  // a held key labels once
     const t = e.target;
     if (t && t.closest && t.closest("input, textarea, select, [contenteditable]")) return;
     const k = e.key.toLowerCase();
@@ -178,11 +191,17 @@
       b.blur();
     });
   });
-  setInterval(async () => {
+  setInterval(async () => {  // keeps the shown and preloaded images leased to us
     try {
-      const r = await fetch("/api/stats", { credentials: "same-origin" });
+      const r = await fetch("/api/renew", {
+        method: "POST", credentials: "same-origin",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ have: S.buf.map((i) => i.id) }),
+      });
       if (r.ok) stats(await r.json(), true);
     } catch (e) { /* the next POST reports */ }
   }, 3000);
+  const left = outbox();  // what an earlier page could not deliver
+  if (left.length) { keep([]); left.forEach((o) => post(o.url, o.body)); }
   refill();
 })();

@@ -175,6 +175,9 @@ class LabelBook:
 
     def _refresh(self, image: tuple[str, int]) -> None:
         live = [self.events[i] for i in self.by_image.get(image, []) if i not in self.retracted]
+        # Store order (seq) decides, as in the current_labels view; events not stored
+        # yet come after every stored one, in the order they were made.
+        live.sort(key=lambda e: (e.seq is None, e.seq or 0))
         labels = [e for e in live if e.action == "label"]
         skips = [e for e in live if e.action == "skip"]
         if labels:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -100,6 +102,7 @@ class _Appender:
     """A CSV that grows a batch at a time and survives a kill (flush + fsync)."""
 
     def __init__(self, path: Path, columns: tuple[str, ...]) -> None:
+        _cut_torn_line(path)
         new = not path.exists() or path.stat().st_size == 0
         self.f = path.open("a", newline="")
         self.w = csv.writer(self.f, lineterminator="\n")
@@ -114,6 +117,30 @@ class _Appender:
 
     def close(self) -> None:
         self.f.close()
+
+
+def _cut_torn_line(path: Path) -> None:
+    """A run killed mid-write leaves half a row: cut the file back to its last newline."""
+    if not path.exists():
+        return
+    with path.open("rb+") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size == 0:
+            return
+        f.seek(max(0, size - 65536))
+        tail = f.read()
+        if tail.endswith(b"\n"):
+            return
+        cut = tail.rfind(b"\n")
+        f.truncate(size - len(tail) + cut + 1 if cut >= 0 else 0)
+
+
+def _model_of(images: Path) -> str | None:
+    if not images.exists():
+        return None
+    with images.open(newline="") as f:
+        row = next(csv.DictReader(f), None)
+    return row["model_version"] if row else None
 
 
 def _done_paths(images: Path, errors: Path) -> set[str]:
@@ -159,7 +186,15 @@ def predict_folder(
     if restart:
         images_csv.unlink(missing_ok=True)
         errors_csv.unlink(missing_ok=True)
+    for path in (images_csv, errors_csv):
+        _cut_torn_line(path)
     done = _done_paths(images_csv, errors_csv)
+    earlier = _model_of(images_csv)
+    if earlier and earlier != model.version:
+        raise ValueError(
+            f"{images_csv} holds an earlier run with model {earlier}, not {model.version}: "
+            "pass --restart to start over with this model"
+        )
     out_images, out_errors = (
         _Appender(images_csv, IMAGE_COLUMNS),
         _Appender(errors_csv, ERROR_COLUMNS),
@@ -169,10 +204,15 @@ def predict_folder(
     # that far cheaper than a 512-px thumbnail first); README measures the difference.
     job = partial(decode_file, root=input_dir, size=model.size, thumb=thumb or model.size)
     pending: list[Frame] = []
+    pending_errors: list[list] = []
     counts = {"files": 0, "images": 0, "errors": 0, "skipped": 0}
 
     def score() -> None:
+        # A file's error rows are written with its scored frames, never before them:
+        # a resumed run must not take a half-scored multi-frame file for done.
         if not pending:
+            out_errors.add(pending_errors)
+            pending_errors.clear()
             return
         probs = model.probs([f.image for f in pending], batch=batch)
         flags = model.flags(probs)
@@ -184,16 +224,18 @@ def predict_folder(
                 for f, p, fl in zip(pending, probs, flags, strict=True)
             ]
         )  # fmt: skip
+        out_errors.add(pending_errors)
+        pending_errors.clear()
         counts["images"] += len(pending)
         pending.clear()
 
     def done_file(frames: list[Frame]) -> None:
         counts["files"] += 1
         bad = [f for f in frames if f.image is None]
-        out_errors.add([[f.path, f.error_kind, f.error] for f in bad])
+        pending_errors.extend([f.path, f.error_kind, f.error] for f in bad)
         counts["errors"] += len(bad)
         pending.extend(f for f in frames if f.image is not None)
-        if len(pending) >= batch:
+        if len(pending) >= batch or len(pending_errors) >= batch:
             score()
         if progress:
             progress(1)
@@ -211,6 +253,9 @@ def predict_folder(
     finally:
         out_images.close()
         out_errors.close()
+    # DuckDB reads [ ] * ? in a path as a glob: read through a plainly named link
+    plain = Path(tempfile.mkdtemp(prefix="mammo_predict_")) / "images.csv"
+    plain.symlink_to(images_csv.resolve())
     conn = duckdb.connect()
     try:
         types = dict.fromkeys(IMAGE_COLUMNS, "VARCHAR") | {
@@ -219,7 +264,7 @@ def predict_folder(
             "header_marker_hint": "INTEGER",
         }  # fmt: skip
         columns = "{" + ", ".join(f"'{k}': '{v}'" for k, v in types.items()) + "}"
-        source = str(images_csv).replace("'", "''")
+        source = str(plain).replace("'", "''")
         images_sql = (
             f"SELECT * FROM read_csv('{source}', header=true, delim=',', quote='\"', "
             f"escape='\"', columns={columns})"
@@ -227,6 +272,7 @@ def predict_folder(
         studies = write_study_csv(conn, images_sql, output)
     finally:
         conn.close()
+        shutil.rmtree(plain.parent, ignore_errors=True)
     return PredictReport(
         counts["files"], counts["images"], counts["errors"], counts["skipped"], studies,
         output, images_csv, errors_csv,

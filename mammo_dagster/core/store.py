@@ -12,6 +12,7 @@ transaction that is retried whole).
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -133,6 +134,17 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 
+#: One connection per file at a time within a process: DuckDB refuses a read-only and a
+#: read-write connection to one file side by side in one process (threads of the labeler).
+_IN_PROCESS: dict[str, threading.RLock] = {}
+_IN_PROCESS_GUARD = threading.Lock()
+
+
+def _process_lock(path: Path) -> threading.RLock:
+    with _IN_PROCESS_GUARD:
+        return _IN_PROCESS.setdefault(str(path.resolve()), threading.RLock())
+
+
 class StoreBusy(RuntimeError):
     """The database stayed locked by another process past the deadline."""
 
@@ -182,11 +194,12 @@ class Store:
     def connect(self, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
         """A connection held only for the `with` block (open retried on lock conflicts)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = self._open(read_only)
-        try:
-            yield conn
-        finally:
-            conn.close()
+        with _process_lock(self.path):
+            conn = self._open(read_only)
+            try:
+                yield conn
+            finally:
+                conn.close()
 
     def run(self, work: Callable[[duckdb.DuckDBPyConnection], T], *, read_only: bool = False) -> T:
         """`work(conn)` in one transaction on a fresh connection: all of it or none."""

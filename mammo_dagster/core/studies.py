@@ -54,9 +54,10 @@ def write_study_csv(conn: duckdb.DuckDBPyConnection, images_sql: str, out: Path)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     query = f"WITH images AS ({images_sql}) {STUDY_SQL}"
-    conn.execute(f"COPY ({query}) TO '{_quote(tmp)}' (HEADER, DELIMITER ',')")
+    conn.execute(f"CREATE OR REPLACE TEMP TABLE _studies AS {query}")
+    conn.execute(f"COPY _studies TO '{_quote(tmp)}' (HEADER, DELIMITER ',')")
     tmp.replace(out)
-    return conn.execute(f"SELECT count(*) FROM read_csv_auto('{_quote(out)}')").fetchone()[0]
+    return conn.execute("SELECT count(*) FROM _studies").fetchone()[0]
 
 
 def _quote(path: Path) -> str:
