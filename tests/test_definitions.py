@@ -18,3 +18,16 @@ def test_workspace_code_location_loads() -> None:
     defs = module.defs() if callable(module.defs) else module.defs
     assert isinstance(defs, dg.Definitions)
     assert isinstance(yaml.safe_load((ROOT / "dagster.yaml").read_text()), dict)
+
+
+def test_every_asset_and_check_is_defined() -> None:
+    from mammo_dagster.definitions import defs
+
+    d = defs() if callable(defs) else defs
+    keys = {k.to_user_string() for k in d.resolve_asset_graph().get_all_asset_keys()}
+    assert {
+        "dicom_index", "thumbnails", "labels", "training_set", "trained_model",
+        "onnx_model", "image_predictions", "study_predictions",
+    } <= keys  # fmt: skip
+    checks = {c.name for c in d.resolve_asset_graph().asset_check_keys}
+    assert {"onnx_matches_pytorch", "int8_agrees_with_fp32", "unique_sop_uids"} <= checks
