@@ -699,6 +699,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .core.dicom import DicomError
 
     warnings.filterwarnings("ignore", module="pydicom")
+    warnings.filterwarnings("ignore", category=FutureWarning)  # libraries' deprecations
     logging.basicConfig(level=logging.WARNING, format="mammo: %(message)s", stream=sys.stderr)
     args = build_parser().parse_args(argv)
     try:
