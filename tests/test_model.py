@@ -221,3 +221,53 @@ def test_predict_resumes_after_a_torn_write_and_refuses_another_model(
     with pytest.raises(ValueError, match="--restart"):
         predict_folder(folder, out, other / "model.onnx", workers=1, thumb=64)
     assert predict_folder(folder, out, other / "model.onnx", workers=1, thumb=64, restart=True)
+
+
+def test_labeling_queue_ranks_unlabeled_images_outside_the_holdout(trained) -> None:
+    from mammo_dagster.core.labels import load_events
+    from mammo_dagster.core.splits import split_of
+    from mammo_dagster.defs.active import labeling_queue
+
+    home, images, *_ = trained
+    store = Store(home / DB_NAME)
+    train = {
+        e.sop_instance_uid
+        for e in load_snapshot(home / "training_sets" / "current.csv").split("train")
+    }
+    held = [e for e in load_events(store) if e.sop_instance_uid not in train][:3]
+    events = [e for e in load_events(store) if e.sop_instance_uid in train][:12] + held
+    # take back a dozen labels (and a few of hold-out or validation images)
+    append_events(
+        store,
+        [LabelEvent(e.sop_instance_uid, "retract", "truth", "import", retracts=e.event_id)
+         for e in events],
+    )  # fmt: skip
+    result = dg.materialize(
+        [labeling_queue],
+        resources={
+            "paths": MammoHome(home=str(home)),
+            "store": StoreResource(path=str(home / DB_NAME)),
+        },
+        run_config={"ops": {"labeling_queue": {"config": {"size": 8, "explore": 0.25}}}},
+    )
+    assert result.success
+    queue = store.run(
+        lambda c: c.execute(
+            "SELECT q.sop_instance_uid, q.rank, q.reason, q.model_version, i.patient_key, "
+            "i.study_instance_uid FROM labeling_queue q JOIN dicom_index i USING "
+            "(sop_instance_uid, frame) ORDER BY rank"
+        ).fetchall()
+    )
+    unlabeled = {e.sop_instance_uid for e in events}
+    assert len(queue) == 8 and {q[0] for q in queue} <= unlabeled
+    assert [q[1] for q in queue] == list(range(1, len(queue) + 1))
+    assert all(split_of(q[4], q[5]) != "holdout" for q in queue)
+    assert {q[3] for q in queue} == {"m0001"} and {q[2] for q in queue} <= {"uncertain", "explore"}
+    md = result.asset_materializations_for_node("labeling_queue")[0].metadata
+    assert md["queued"].value == len(queue) and md["unlabeled_pool"].value >= len(queue)
+    append_events(  # put the labels back for the other tests
+        store,
+        [LabelEvent(e.sop_instance_uid, "label", "truth", "import",
+                    has_biopsy_tool=e.has_biopsy_tool, has_mag_view=e.has_mag_view)
+         for e in events],
+    )  # fmt: skip

@@ -1,0 +1,204 @@
+"""The active-learning loop: labeling_queue, the retrain job and the sensors that turn it.
+
+- `active_learning_sensor`: once N new labels (``$MAMMO_RETRAIN_EVERY``, default 50)
+  arrived since the data the current model was trained on, one `retrain` run
+  (training_set -> trained_model -> onnx_model -> labeling_queue); never two at once.
+- `new_model_sensor`: when the current model changes, image_predictions for every
+  drop, then study_predictions once they are all in.
+"""
+
+import json
+from collections import Counter
+
+import dagster as dg
+import numpy as np
+
+from mammo_dagster.core import preprocess
+from mammo_dagster.core.active import Candidate, strategy, uncertainty
+from mammo_dagster.core.config import retrain_every
+from mammo_dagster.core.modelstore import current_model_file, read_current
+from mammo_dagster.core.splits import split_of
+
+from .model import image_predictions, labels, onnx_model, study_predictions, trained_model
+from .model import training_set as training_set_asset
+from .partitions import drops
+from .resources import MammoHome, StoreResource
+
+
+class QueueConfig(dg.Config):
+    strategy: str = "uncertainty"  # uncertainty | random
+    size: int = 200
+    explore: float = 0.2  # share of random picks beside the uncertain ones
+    per_study: int = 2
+
+
+@dg.asset(group_name="model", deps=[onnx_model, labels], kinds={"duckdb"})
+def labeling_queue(
+    context: dg.AssetExecutionContext, config: QueueConfig, paths: MammoHome, store: StoreResource
+) -> dg.MaterializeResult:
+    """Unlabeled images outside the hold-out, ranked for labeling by the current model's
+    uncertainty (scoring) and the strategy's picks (selection); the labeler reads it."""
+    from mammo_dagster.core.onnx_model import OnnxModel
+
+    current, path = current_model_file(paths.models)
+    db = store.store()
+    rows = db.run(
+        lambda c: c.execute(
+            """
+            SELECT i.sop_instance_uid, i.frame, i.study_instance_uid, i.patient_key,
+                   coalesce(i.manufacturer, ''), p.prob_biopsy, p.prob_mag
+            FROM (SELECT * FROM dicom_index WHERE status = 'ok'
+                  QUALIFY row_number() OVER (PARTITION BY sop_instance_uid, frame
+                                             ORDER BY drop_name, path) = 1) i
+            LEFT JOIN current_labels l USING (sop_instance_uid, frame)
+            LEFT JOIN image_predictions p
+              ON p.sop_instance_uid = i.sop_instance_uid AND p.frame = i.frame
+             AND p.model_version = ?
+            WHERE l.sop_instance_uid IS NULL
+            QUALIFY row_number() OVER (PARTITION BY i.sop_instance_uid, i.frame) = 1
+            """,
+            [current.version],
+        ).fetchall(),
+        read_only=True,
+    )
+    pool = [
+        r for r in rows
+        if split_of(r[3], r[2]) != "holdout"
+        and (paths.thumbnails / f"{r[0]}_{r[1]}.png").exists()
+    ]  # fmt: skip
+    missing = [r for r in pool if r[5] is None]
+    scored = {(r[0], r[1]): (r[5], r[6]) for r in pool if r[5] is not None}
+    if missing:  # images the current model has not scored yet (e.g. a new model)
+        model = OnnxModel(path)
+        for i in range(0, len(missing), 256):
+            chunk = missing[i : i + 256]
+            images = [preprocess.load(paths.thumbnails / f"{r[0]}_{r[1]}.png", model.size)
+                      for r in chunk]  # fmt: skip
+            for r, p in zip(chunk, model.probs(images), strict=True):
+                scored[(r[0], r[1])] = (float(p[0]), float(p[1]))
+    probs = np.array([scored[(r[0], r[1])] for r in pool]).reshape(-1, 2)
+    scores = uncertainty(probs) if len(pool) else np.zeros(0)
+    candidates = [
+        Candidate(r[0], r[1], r[2] or "", r[4], float(s)) for r, s in zip(pool, scores, strict=True)
+    ]
+    kwargs = {"explore": config.explore, "per_study": config.per_study}
+    chosen = strategy(config.strategy, **(kwargs if config.strategy == "uncertainty" else {}))
+    picks = chosen.select(candidates, config.size, seed=current.label_seq)
+
+    def write(c) -> None:
+        c.execute("DELETE FROM labeling_queue")
+        if picks:
+            c.executemany(
+                "INSERT INTO labeling_queue VALUES (?, ?, ?, ?, ?, ?, current_timestamp)",
+                [
+                    [p.candidate.sop_instance_uid, p.candidate.frame, rank, p.candidate.score,
+                     p.reason, current.version]
+                    for rank, p in enumerate(picks, start=1)
+                ],
+            )  # fmt: skip
+
+    db.run(write)
+    queued = [p.candidate.score for p in picks]
+    return dg.MaterializeResult(
+        metadata={
+            "strategy": config.strategy,
+            "model_version": current.version,
+            "queued": len(picks),
+            "unlabeled_pool": len(pool),
+            "scored_now": len(missing),
+            "mean_uncertainty_queue": float(np.mean(queued)) if queued else 0.0,
+            "mean_uncertainty_pool": float(np.mean(scores)) if len(scores) else 0.0,
+            "reasons": dg.MetadataValue.json(dict(Counter(p.reason for p in picks))),
+            "vendors": dg.MetadataValue.json(
+                dict(Counter(p.candidate.manufacturer for p in picks))
+            ),
+        }
+    )
+
+
+retrain_job = dg.define_asset_job(
+    "retrain",
+    selection=[training_set_asset, trained_model, onnx_model, labeling_queue],
+    description="Learn from the labels: training set, model, ONNX (+checks), new queue.",
+)
+predict_drop_job = dg.define_asset_job(
+    "predict_drop", selection=[image_predictions], partitions_def=drops
+)
+study_job = dg.define_asset_job("study_csv", selection=[study_predictions])
+
+IN_FLIGHT = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
+
+
+def new_label_count(store: StoreResource, since_seq: int) -> tuple[int, int]:
+    """(current labels newer than `since_seq`, newest label event seq)."""
+    return store.store().run(
+        lambda c: c.execute(
+            "SELECT (SELECT count(*) FROM current_labels WHERE seq > ?), "
+            "coalesce((SELECT max(seq) FROM label_events), 0)",
+            [since_seq],
+        ).fetchone(),
+        read_only=True,
+    )
+
+
+@dg.sensor(
+    job=retrain_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING
+)
+def active_learning_sensor(
+    context: dg.SensorEvaluationContext, paths: MammoHome, store: StoreResource
+) -> dg.SensorResult | dg.SkipReason:
+    """One retrain once N new labels arrived since the current model's training data."""
+    current = read_current(paths.models)
+    since = current.label_seq if current else 0
+    new, newest = new_label_count(store, since)
+    every = retrain_every()
+    if new < every:
+        return dg.SkipReason(f"{new} new labels since the current model; retrain at {every}")
+    running = context.instance.get_run_records(
+        dg.RunsFilter(job_name=retrain_job.name, statuses=IN_FLIGHT), limit=1
+    )
+    if running:
+        return dg.SkipReason("a retrain is running; the labels since will count toward the next")
+    cursor = json.loads(context.cursor) if context.cursor else {}
+    if cursor.get("requested_at_seq") == newest:
+        return dg.SkipReason(f"a retrain for labels up to {newest} was already requested")
+    return dg.SensorResult(
+        run_requests=[dg.RunRequest(run_key=f"retrain-labels-{newest}")],
+        cursor=json.dumps({"requested_at_seq": newest, "model_seq": since}),
+    )
+
+
+@dg.sensor(minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
+           jobs=[predict_drop_job, study_job])  # fmt: skip
+def new_model_sensor(
+    context: dg.SensorEvaluationContext, paths: MammoHome, store: StoreResource
+) -> dg.SensorResult | dg.SkipReason:
+    """A new current model: predictions for every drop, then the study CSV."""
+    current = read_current(paths.models)
+    if current is None:
+        return dg.SkipReason("no current model yet")
+    indexed, predicted = store.store().run(
+        lambda c: (
+            [d for (d,) in c.execute("SELECT DISTINCT drop_name FROM dicom_index").fetchall()],
+            {d for (d,) in c.execute(
+                "SELECT DISTINCT drop_name FROM image_predictions WHERE model_version = ?",
+                [current.version]).fetchall()},
+        ),
+        read_only=True,
+    )  # fmt: skip
+    known = set(context.instance.get_dynamic_partitions(drops.name))
+    todo = [d for d in indexed if d not in predicted and d in known]
+    requests = [
+        dg.RunRequest(run_key=f"{current.version}:{d}", partition_key=d, job_name="predict_drop")
+        for d in todo
+    ]
+    if not todo and indexed:
+        key = f"{current.version}:studies:{len(predicted)}"  # again when a drop joins
+        requests.append(dg.RunRequest(run_key=key, job_name="study_csv"))
+    return dg.SensorResult(run_requests=requests, cursor=current.version)
