@@ -271,3 +271,32 @@ def test_labeling_queue_ranks_unlabeled_images_outside_the_holdout(trained) -> N
                     has_biopsy_tool=e.has_biopsy_tool, has_mag_view=e.has_mag_view)
          for e in events],
     )  # fmt: skip
+
+
+def test_header_audit_and_the_header_rule_baseline(trained) -> None:
+    import csv as _csv
+
+    from mammo_dagster.defs.audit import header_audit
+
+    home, images, *_ = trained
+    card = json.loads((home / "models" / "m0001" / "card.json").read_text())
+    rule = card["header_baseline"]["holdout"]["mag"]
+    assert rule["n"] == card["holdout_images"] and rule["accuracy"] is not None
+    result = dg.materialize(
+        [header_audit],
+        resources={
+            "paths": MammoHome(home=str(home)),
+            "store": StoreResource(path=str(home / DB_NAME)),
+        },
+    )
+    assert result.success
+    rows = list(_csv.DictReader((home / "predictions" / "header_audit.csv").open()))
+    assert len(rows) == len(images)
+    truth = {i.sop_instance_uid: i for i in images}
+    for r in rows:  # the header columns are what the generator wrote into the headers
+        assert (r["header_mag"] == "true") == truth[r["sop_instance_uid"]].header_mag_hint
+        assert r["label_mag"] in ("true", "false") and r["model_mag"] in ("true", "false")
+    md = result.asset_materializations_for_node("header_audit")[0].metadata
+    flagged = sum(r["mag_disagrees"] == "true" or r["marker_disagrees"] == "true" for r in rows)
+    assert md["images"].value == len(images) and md["disagreements"].value == flagged
+    assert "mag_header_vs_label" in md["rates_by_vendor"].value

@@ -11,6 +11,7 @@ import dagster as dg
 import numpy as np
 
 from mammo_dagster.core import metrics, preprocess
+from mammo_dagster.core.audit import header_baseline
 from mammo_dagster.core.dataset import build_snapshot, load_snapshot, save_snapshot
 from mammo_dagster.core.modelstore import (
     CurrentModel,
@@ -112,7 +113,10 @@ class TrainingConfig(dg.Config):
 
 @dg.asset(group_name="model", deps=[training_set], kinds={"pytorch"})
 def trained_model(
-    context: dg.AssetExecutionContext, config: TrainingConfig, paths: MammoHome
+    context: dg.AssetExecutionContext,
+    config: TrainingConfig,
+    paths: MammoHome,
+    store: StoreResource,
 ) -> dg.MaterializeResult:
     """fastai ResNet18, multi-label (biopsy, mag), thresholds for the target recall on
     validation, evaluated on the labeled hold-out; exported to ONNX with its model card."""
@@ -136,6 +140,11 @@ def trained_model(
         ),
     )
     card["version"] = version
+    # the header-only rule on the same images, beside the model
+    card["header_baseline"] = {
+        split: header_baseline(store.store(), {e.sop_instance_uid for e in snapshot.split(split)})
+        for split in ("valid", "holdout")
+    }
     (out / "card.json").write_text(json.dumps(card, indent=2))
     context.log.info(f"trained {version} in {card['training_seconds']} s")
     return dg.MaterializeResult(
@@ -147,6 +156,12 @@ def trained_model(
             "best_epoch": card["best_epoch"],
             "thresholds": dg.MetadataValue.json(card["thresholds"]),
             "metrics": dg.MetadataValue.md(_metrics_table(card)),
+            "header_rule_holdout": dg.MetadataValue.json(
+                {
+                    f: {k: r[k] for k in ("precision", "recall", "f1", "accuracy")}
+                    for f, r in card["header_baseline"]["holdout"].items()
+                }
+            ),
             "curves": dg.MetadataValue.md(_curves(card, out)),
             "card": dg.MetadataValue.json(
                 {
