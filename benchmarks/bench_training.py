@@ -27,9 +27,9 @@ DATA = RESULTS / "data"
 def prepare(studies: int, matrix: str) -> tuple[Path, int]:
     from mammo_dagster.core.batch import thumbnail_folder
     from mammo_dagster.core.index import index_folder, mark_duplicates, save_index
-    from mammo_dagster.core.labels import LabelEvent, append_events, load_events
+    from mammo_dagster.core.labels import append_events, load_events
     from mammo_dagster.core.store import DB_NAME, Store
-    from mammo_dagster.core.synthetic import generate_archive, read_ground_truth
+    from mammo_dagster.core.synthetic import generate_archive, read_ground_truth, truth_labels
 
     home = DATA / f"training_{studies}" if matrix == "small" else DATA / f"training_{studies}_full"
     store = Store(home / DB_NAME)
@@ -44,15 +44,7 @@ def prepare(studies: int, matrix: str) -> tuple[Path, int]:
         thumbnail_folder(drop, home / "thumbnails", size=512, workers=2)
         (home / "done").write_text("")
     if not load_events(store):
-        truth = read_ground_truth(home / "truth.csv")
-        append_events(
-            store,
-            [
-                LabelEvent(t.sop_instance_uid, "label", "truth", "import",
-                           has_biopsy_tool=t.has_biopsy_tool, has_mag_view=t.has_mag_view)
-                for t in truth
-            ],
-        )  # fmt: skip
+        append_events(store, truth_labels(read_ground_truth(home / "truth.csv")))
     return home, len(load_events(store))
 
 

@@ -295,23 +295,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _demo_model(args: argparse.Namespace, home: Path, truth: Path, dagster_home: Path) -> None:
     """Labels from the ground truth -> train -> ONNX -> predictions -> study CSV, scored."""
-    from .core.labels import LabelEvent, append_events, load_events
+    from .core.labels import append_events, load_events
     from .core.store import DB_NAME, Store
-    from .core.synthetic import read_ground_truth
+    from .core.synthetic import read_ground_truth, truth_labels
     from .pipeline import train_and_predict
 
     store = Store(home / DB_NAME)
     rows = read_ground_truth(truth)
     if not load_events(store):
         order = sorted(rows, key=lambda r: shuffle_key(r.sop_instance_uid, "demo"))
-        append_events(
-            store,
-            [
-                LabelEvent(r.sop_instance_uid, "label", "demo-truth", "import",
-                           has_biopsy_tool=r.has_biopsy_tool, has_mag_view=r.has_mag_view)
-                for r in order[: args.labels]
-            ],
-        )  # fmt: skip
+        append_events(store, truth_labels(order[: args.labels], annotator="demo-truth"))
         print(f"labels: {min(args.labels, len(rows))} images labeled from the ground truth")
     print(f"training ResNet18 at {args.input_size} px (a few minutes on 2 cores) ...", flush=True)
     model, studies = train_and_predict(

@@ -20,6 +20,7 @@ from mammo_dagster.core.modelstore import read_current
 from mammo_dagster.core.predict import predict_folder
 from mammo_dagster.core.store import DB_NAME, Store
 from mammo_dagster.core.studies import CONTRACT_COLUMNS, write_study_csv
+from mammo_dagster.core.synthetic import truth_labels
 from mammo_dagster.defs.model import (
     image_predictions,
     labels,
@@ -43,14 +44,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory):
         mp.setenv("MAMMO_PATIENT_SALT", "test-salt")
         images = labeled_home(home, studies=10, seed=6)
         store = Store(home / DB_NAME)
-        append_events(
-            store,
-            [
-                LabelEvent(i.sop_instance_uid, "label", "truth", "import",
-                           has_biopsy_tool=i.has_biopsy_tool, has_mag_view=i.has_mag_view)
-                for i in images
-            ],
-        )  # fmt: skip
+        append_events(store, truth_labels(images))
         instance = dg.DagsterInstance.ephemeral()
         instance.add_dynamic_partitions("drops", ["d1"])
         resources = {"paths": MammoHome(home=str(home)), "store": StoreResource()}

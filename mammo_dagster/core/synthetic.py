@@ -1463,3 +1463,21 @@ def read_ground_truth(path: Path) -> list[SynthImage]:
                 kw[col] = row[col] == "1"
             out.append(SynthImage(**kw))  # type: ignore[arg-type]
     return out
+
+
+def truth_labels(images: Sequence[SynthImage], annotator: str = "truth") -> list:
+    """Label events that say what the ground truth says (demo, benchmarks, tests): a
+    perfect labeler, imported."""
+    from .labels import LabelEvent
+
+    return [
+        LabelEvent(
+            i.sop_instance_uid,
+            "label",
+            annotator,
+            "import",
+            has_biopsy_tool=i.has_biopsy_tool,
+            has_mag_view=i.has_mag_view,
+        )
+        for i in images
+    ]
