@@ -294,3 +294,34 @@ def test_header_audit_and_the_header_rule_baseline(trained) -> None:
     flagged = sum(r["mag_disagrees"] == "true" or r["marker_disagrees"] == "true" for r in rows)
     assert md["images"].value == len(images) and md["disagreements"].value == flagged
     assert "mag_header_vs_label" in md["rates_by_vendor"].value
+
+
+def test_gradcam_heatmaps_for_flagged_images(trained) -> None:
+    from mammo_dagster.core.gradcam import gradcam, load_torch_model
+    from mammo_dagster.defs.gradcam import gradcam as gradcam_asset
+
+    home, *_ = trained
+    folder = home / "models" / "m0001"
+    shipped = load_torch_model(folder)
+    data = np.load(folder / "validation.npz")
+    # the reloaded network is the one that was trained (same probabilities)
+    from mammo_dagster.core.train import _torch_probs
+
+    assert (
+        np.max(np.abs(_torch_probs(shipped, data["images"][:4]) - data["torch_probs"][:4])) < 1e-5
+    )
+    cam = gradcam(shipped, data["images"][0], "mag")
+    assert cam.shape == data["images"][0].shape and cam.min() >= 0.0 and cam.max() <= 1.0
+    result = dg.materialize(
+        [gradcam_asset],
+        resources={
+            "paths": MammoHome(home=str(home)),
+            "store": StoreResource(path=str(home / DB_NAME)),
+        },
+        run_config={"ops": {"gradcam": {"config": {"limit": 3}}}},
+    )
+    assert result.success
+    md = result.asset_materializations_for_node("gradcam")[0].metadata
+    pngs = sorted((home / "gradcam" / "m0001").glob("*.png"))
+    assert md["heatmaps"].value == len(pngs) > 0
+    assert all(p.stem.rsplit("_", 1)[1] in ("biopsy", "mag") for p in pngs)

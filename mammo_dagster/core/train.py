@@ -251,6 +251,7 @@ def train(snapshot: Snapshot, out_dir: Path, config: TrainConfig | None = None) 
     holdout_y = _labels(holdout_ex) if holdout_ex else np.zeros((0, 2), np.float32)
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    torch.save(learn.model.state_dict(), out_dir / "model.pt")  # for Grad-CAM
     with contextlib.redirect_stdout(chatter):  # the exporter narrates its steps
         onnx_path = export_onnx(shipped, out_dir / "model.onnx", size)
     np.savez_compressed(

@@ -1,0 +1,69 @@
+"""Grad-CAM: where the model looked for a flag (torch needed: the `train` extra).
+
+Hooks on the ResNet body's last block (`register_full_backward_hook`): the
+activations' channels are weighted by the mean gradient of the flag's logit,
+summed, rectified, upsampled to the input and scaled to 0..1.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from . import preprocess
+
+
+def load_torch_model(folder: Path):
+    """The trained network of a model version (`model.pt` beside `model.onnx`)."""
+    import torch
+    from fastai.vision.learner import create_vision_model
+    from torchvision.models import resnet18
+
+    from .train import ExportModel
+
+    net = create_vision_model(resnet18, n_out=2, n_in=1, pretrained=False)
+    net.load_state_dict(torch.load(folder / "model.pt", map_location="cpu", weights_only=True))
+    return ExportModel.wrap(net)
+
+
+def gradcam(shipped, image: np.ndarray, flag: str) -> np.ndarray:
+    """Heatmap (float32 [S, S], 0..1) of where `shipped` found `flag` in one model input."""
+    import torch
+    import torch.nn.functional as F
+
+    k = preprocess.FLAGS.index(flag)
+    body = shipped.body[0]  # the convolutional encoder
+    saved: dict = {}
+
+    def forward_hook(_m, _i, out):
+        saved["act"] = out
+
+    def backward_hook(_m, _gi, gout):
+        saved["grad"] = gout[0]
+
+    h1 = body.register_forward_hook(forward_hook)
+    h2 = body.register_full_backward_hook(backward_hook)
+    try:
+        x = torch.from_numpy(preprocess.to_batch([image])).requires_grad_(True)
+        logits = shipped.body((x - shipped.mean) / shipped.std)
+        shipped.zero_grad()
+        logits[0, k].backward()
+    finally:
+        h1.remove()
+        h2.remove()
+    act, grad = saved["act"].detach()[0], saved["grad"].detach()[0]
+    cam = torch.relu((grad.mean(dim=(1, 2))[:, None, None] * act).sum(0))
+    cam = F.interpolate(cam[None, None], size=image.shape, mode="bilinear", align_corners=False)
+    cam = cam[0, 0].numpy()
+    return (cam / cam.max() if cam.max() > 0 else cam).astype(np.float32)
+
+
+def overlay(image: np.ndarray, cam: np.ndarray) -> Image.Image:
+    """The gray image with the heatmap in red over it (RGB)."""
+    gray = np.repeat(image[..., None].astype(np.float32), 3, axis=2)
+    heat = np.zeros_like(gray)
+    heat[..., 0] = 255 * cam
+    alpha = 0.5 * cam[..., None]
+    return Image.fromarray(np.clip(gray * (1 - alpha) + heat * alpha, 0, 255).astype(np.uint8))

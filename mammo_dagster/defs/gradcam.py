@@ -1,0 +1,71 @@
+"""Grad-CAM heatmaps for the images the current model flags."""
+
+import base64
+import io
+import json
+
+import dagster as dg
+import numpy as np
+from PIL import Image
+
+from mammo_dagster.core import preprocess
+from mammo_dagster.core.modelstore import model_dir, read_current
+
+from .model import image_predictions
+from .resources import MammoHome, StoreResource
+
+
+class GradcamConfig(dg.Config):
+    limit: int = 48  # flagged images, most confident first
+
+
+@dg.asset(group_name="model", deps=[image_predictions], kinds={"pytorch"})
+def gradcam(config: GradcamConfig, paths: MammoHome, store: StoreResource) -> dg.MaterializeResult:
+    """Where the current model looked, for each flag it raised: overlays in
+    gradcam/<version>/<SOPInstanceUID>_<frame>_<flag>.png (the labeler's review mode
+    shows them)."""
+    from mammo_dagster.core.gradcam import gradcam as cam_of
+    from mammo_dagster.core.gradcam import load_torch_model, overlay
+
+    current = read_current(paths.models)
+    if current is None:
+        raise dg.Failure("no current model: materialize onnx_model first")
+    folder = model_dir(paths.models, current.version)
+    shipped = load_torch_model(folder)
+    size = int(json.loads((folder / "card.json").read_text())["input_size"])
+    rows = store.store().run(
+        lambda c: c.execute(
+            "SELECT DISTINCT sop_instance_uid, frame, flag_biopsy, flag_mag, prob_biopsy, "
+            "prob_mag FROM image_predictions WHERE model_version = ? AND (flag_biopsy OR "
+            "flag_mag) ORDER BY greatest(prob_biopsy, prob_mag) DESC, sop_instance_uid LIMIT ?",
+            [current.version, config.limit],
+        ).fetchall(),
+        read_only=True,
+    )
+    out_dir = paths.root / "gradcam" / current.version
+    out_dir.mkdir(parents=True, exist_ok=True)
+    made = []
+    for sop, frame, biopsy, mag, *_ in rows:
+        thumb = paths.thumbnails / f"{sop}_{frame}.png"
+        if not thumb.exists():
+            continue
+        image = preprocess.load(thumb, size)
+        for flag, raised in (("biopsy", biopsy), ("mag", mag)):
+            if raised:
+                path = out_dir / f"{sop}_{frame}_{flag}.png"
+                overlay(image, cam_of(shipped, image, flag)).save(path)
+                made.append(path)
+    sheet = ""
+    if made:
+        tiles = [np.asarray(Image.open(p).resize((160, 160))) for p in made[:6]]
+        buf = io.BytesIO()
+        Image.fromarray(np.hstack(tiles)).save(buf, format="PNG")
+        sheet = f"![examples](data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()})"
+    return dg.MaterializeResult(
+        metadata={
+            "model_version": current.version,
+            "heatmaps": len(made),
+            "folder": dg.MetadataValue.path(str(out_dir)),
+            "examples": dg.MetadataValue.md(sheet or "(no flagged images)"),
+        }
+    )
