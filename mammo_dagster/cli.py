@@ -17,6 +17,7 @@ from pathlib import Path
 from .core.config import ENV_HOME, mammo_home
 from .core.decode import DEFAULT_OVERSAMPLE
 from .core.dicom_write import TRANSFER_SYNTAXES, VENDOR_PROFILES
+from .core.files import atomic_write
 from .core.splits import shuffle_key
 
 
@@ -212,12 +213,10 @@ def cmd_thumbnails(args: argparse.Namespace) -> int:
 
 def write_csv(path: Path, rows: list[dict]) -> Path:
     """Write rows atomically (temp file + rename): a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="") as f:
+    with atomic_write(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["path"])
         writer.writeheader()
         writer.writerows(rows)
-    tmp.replace(path)
     return path
 
 

@@ -7,12 +7,11 @@ archive grows); hold-out examples are kept for evaluation and never trained on.
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
 from collections import Counter
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from .files import atomic_write
 from .splits import split_of
 from .store import Store
 
@@ -82,10 +81,7 @@ def build_snapshot(store: Store, thumbnails: Path) -> Snapshot:
             SELECT l.sop_instance_uid, l.frame, l.has_biopsy_tool, l.has_mag_view,
                    i.patient_key, i.study_instance_uid, i.manufacturer
             FROM current_labels l
-            JOIN (SELECT * FROM dicom_index WHERE status = 'ok'
-                  QUALIFY row_number() OVER (PARTITION BY sop_instance_uid, frame
-                                             ORDER BY drop_name, path) = 1) i
-              USING (sop_instance_uid, frame)
+            JOIN indexed_frames i USING (sop_instance_uid, frame)
             ORDER BY l.sop_instance_uid, l.frame
             """
         ).fetchall()
@@ -117,9 +113,7 @@ def build_snapshot(store: Store, thumbnails: Path) -> Snapshot:
 
 
 def save_snapshot(snapshot: Snapshot, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", newline="") as f:
+    with atomic_write(path, "w", newline="") as f:
         f.write(
             f"# label_seq={snapshot.label_seq} label_count={snapshot.label_count} "
             f"missing_thumbnails={snapshot.missing_thumbnails}\n"
@@ -127,7 +121,6 @@ def save_snapshot(snapshot: Snapshot, path: Path) -> Path:
         w = csv.DictWriter(f, fieldnames=[fl.name for fl in fields(Example)])
         w.writeheader()
         w.writerows(asdict(e) for e in snapshot.examples)
-    os.replace(tmp, path)
     return path
 
 

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import os
-import tempfile
 import uuid
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from .files import atomic_write
 from .store import Store
 
 #: Key -> (has_biopsy_tool, has_mag_view). One keypress labels and advances.
@@ -241,17 +240,10 @@ def label_row(e: LabelEvent) -> dict:
 
 def _write_csv(path: Path, columns: Iterable[str], rows: Iterable[dict]) -> None:
     """Write atomically (temp + rename): a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(columns))
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(columns))
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def export_csv(store: Store, path: Path, *, history: bool = False) -> int:

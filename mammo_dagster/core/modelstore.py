@@ -7,10 +7,10 @@ moves atomically (temp + rename), and only after a model's checks pass.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from .files import atomic_write
 
 CURRENT = "current.json"
 
@@ -33,15 +33,8 @@ def read_current(models: Path) -> CurrentModel | None:
 
 def write_current(models: Path, current: CurrentModel) -> None:
     """Point at another model: atomic, so readers see the old pointer or the new one."""
-    models.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".current.", suffix=".tmp", dir=models)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(asdict(current), f)
-        os.replace(tmp, models / CURRENT)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(models / CURRENT) as f:
+        json.dump(asdict(current), f)
 
 
 def next_version(models: Path) -> str:

@@ -12,8 +12,6 @@ stretched.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +33,7 @@ from .display import (
     stored_values,
     to_uint8,
 )
+from .files import atomic_write
 
 DEFAULT_SIZE = 512
 #: Local maxima from this display level up are blended in, fully from KEEP_MAX_FULL,
@@ -216,10 +215,6 @@ def render(
     return render_frame(open_dicom(path), frame, size, **kwargs)  # type: ignore[arg-type]
 
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-
 #: A temp file older than this was left by a killed writer (a live one lives milliseconds).
 STALE_TEMP_S = 600.0
 
@@ -239,22 +234,7 @@ def remove_stale_temps(folder: Path, older_than_s: float = STALE_TEMP_S) -> int:
 
 
 def save_png(img: np.ndarray, path: str | Path) -> Path:
-    """Write a PNG atomically: a temp file in the same folder, then rename.
-
-    Refuses to replace anything but a regular file (a folder, a device, a pipe).
-    The file gets the usual permissions (0666 less the umask), not mkstemp's 0600.
-    """
-    path = Path(path)
-    if path.exists() and not path.is_file():
-        raise FileExistsError(f"{path} exists and is not a regular file")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_UMASK)
-        with os.fdopen(fd, "wb") as f:
-            Image.fromarray(img).save(f, format="PNG", compress_level=1)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write a PNG atomically (see `files.atomic_write`)."""
+    with atomic_write(path, "wb") as f:
+        Image.fromarray(img).save(f, format="PNG", compress_level=1)
+    return Path(path)
