@@ -92,10 +92,8 @@ def header_baseline(store: Store, sops: set[str] | None = None) -> dict:
         lambda c: c.execute(
             "SELECT i.sop_instance_uid, coalesce(i.header_mag_hint OR i.study_mag_hint, false), "
             "coalesce(i.header_marker_hint OR i.study_marker_hint, false), "
-            "l.has_mag_view, l.has_biopsy_tool FROM current_labels l JOIN "
-            "(SELECT * FROM dicom_index WHERE status = 'ok' QUALIFY row_number() OVER "
-            "(PARTITION BY sop_instance_uid, frame ORDER BY drop_name, path) = 1) i "
-            "USING (sop_instance_uid, frame)"
+            "l.has_mag_view, l.has_biopsy_tool FROM current_labels l "
+            "JOIN indexed_frames i USING (sop_instance_uid, frame)"
         ).fetchall(),
         read_only=True,
     )

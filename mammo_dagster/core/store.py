@@ -131,6 +131,14 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (sop_instance_uid, frame)
     )
     """,
+    # One row per decodable frame across all drops. Indexing already marks repeats as
+    # duplicates; this also holds if two drops were indexed at the same moment.
+    """
+    CREATE OR REPLACE VIEW indexed_frames AS
+    SELECT * FROM dicom_index WHERE status = 'ok'
+    QUALIFY row_number() OVER (PARTITION BY sop_instance_uid, frame
+                               ORDER BY drop_name, path) = 1
+    """,
 )
 
 

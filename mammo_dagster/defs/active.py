@@ -47,9 +47,7 @@ def labeling_queue(
             """
             SELECT i.sop_instance_uid, i.frame, i.study_instance_uid, i.patient_key,
                    coalesce(i.manufacturer, ''), p.prob_biopsy, p.prob_mag
-            FROM (SELECT * FROM dicom_index WHERE status = 'ok'
-                  QUALIFY row_number() OVER (PARTITION BY sop_instance_uid, frame
-                                             ORDER BY drop_name, path) = 1) i
+            FROM indexed_frames i
             LEFT JOIN current_labels l USING (sop_instance_uid, frame)
             LEFT JOIN image_predictions p
               ON p.sop_instance_uid = i.sop_instance_uid AND p.frame = i.frame
