@@ -5,6 +5,7 @@ import dagster as dg
 from mammo_dagster.core.audit import header_baseline, write_audit
 from mammo_dagster.core.modelstore import read_current
 
+from .markdown import md_table
 from .model import image_predictions, labels
 from .resources import MammoHome, StoreResource
 
@@ -12,11 +13,7 @@ from .resources import MammoHome, StoreResource
 def _rates_md(rates: list[dict]) -> str:
     if not rates:
         return "(no images)"
-    cols = list(rates[0])
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join("—" if r[c] is None else str(r[c]) for c in cols) + " |"
-              for r in rates]  # fmt: skip
-    return "\n".join(lines)
+    return md_table(list(rates[0]), [list(r.values()) for r in rates])
 
 
 @dg.asset(group_name="model", deps=[image_predictions, labels], kinds={"duckdb", "csv"})

@@ -1,7 +1,5 @@
 """Grad-CAM heatmaps for the images the current model flags."""
 
-import base64
-import io
 import json
 
 import dagster as dg
@@ -11,6 +9,7 @@ from PIL import Image
 from mammo_dagster.core import preprocess
 from mammo_dagster.core.modelstore import model_dir, read_current
 
+from .markdown import md_image, png_bytes
 from .model import image_predictions
 from .resources import MammoHome, StoreResource
 
@@ -58,9 +57,7 @@ def gradcam(config: GradcamConfig, paths: MammoHome, store: StoreResource) -> dg
     sheet = ""
     if made:
         tiles = [np.asarray(Image.open(p).resize((160, 160))) for p in made[:6]]
-        buf = io.BytesIO()
-        Image.fromarray(np.hstack(tiles)).save(buf, format="PNG")
-        sheet = f"![examples](data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()})"
+        sheet = md_image(png_bytes(Image.fromarray(np.hstack(tiles))), "examples")
     return dg.MaterializeResult(
         metadata={
             "model_version": current.version,

@@ -1,7 +1,5 @@
 """Ingest a drop: `dicom_index` (one row per frame) and `thumbnails` (the model's input)."""
 
-import base64
-import io
 import time
 from collections import Counter
 from pathlib import Path
@@ -23,6 +21,7 @@ from mammo_dagster.core.index import (
 from mammo_dagster.core.store import Store
 from mammo_dagster.core.thumbnails import DEFAULT_SIZE
 
+from .markdown import md_image, md_table, png_bytes
 from .partitions import drops
 from .resources import MammoHome, StoreResource
 
@@ -37,9 +36,8 @@ class ThumbnailConfig(dg.Config):
 
 
 def _table(counter: Counter, key: str) -> dg.MetadataValue:
-    lines = [f"| {key} | count |", "|---|---|"]
-    lines += [f"| {k or '(none)'} | {v} |" for k, v in counter.most_common()]
-    return dg.MetadataValue.md("\n".join(lines))
+    rows = [[k or "(none)", v] for k, v in counter.most_common()]
+    return dg.MetadataValue.md(md_table([key, "count"], rows))
 
 
 def _drop_folder(paths: MammoHome, drop: str):
@@ -103,17 +101,17 @@ def dicom_index(
     )
 
 
-def _contact_sheet(pngs: list, n: int = 12, tile: int = 96) -> str:
-    """A small grid of thumbnails as a markdown image (a data URI)."""
+def _contact_sheet(pngs: list, n: int = 12, tile: int = 96) -> tuple[str, float]:
+    """A small grid of thumbnails as a markdown image, and their mean gray level."""
     cols = 6
     chosen = pngs[:n]
     sheet = Image.new("L", (cols * tile, -(-len(chosen) // cols) * tile or tile))
+    means = []
     for i, path in enumerate(chosen):
         with Image.open(path) as im:
+            means.append(float(np.asarray(im).mean()))
             sheet.paste(im.resize((tile, tile)), ((i % cols) * tile, (i // cols) * tile))
-    buf = io.BytesIO()
-    sheet.save(buf, format="PNG")
-    return f"![contact sheet](data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()})"
+    return md_image(png_bytes(sheet), "contact sheet"), float(np.mean(means))
 
 
 @dg.asset(
@@ -137,6 +135,7 @@ def thumbnails(
     elapsed = time.perf_counter() - t0
     status = Counter(r.status for r in results)
     made = [paths.thumbnails / r.thumbnail for r in results if r.status in ("ok", "cached")]
+    sheet, mean_gray = _contact_sheet(made) if made else ("(none)", 0.0)
     return dg.MaterializeResult(
         metadata={
             "rendered": status["ok"],
@@ -146,12 +145,8 @@ def thumbnails(
                 round(status["ok"] / elapsed, 1) if elapsed else 0.0
             ),
             "folder": dg.MetadataValue.path(str(paths.thumbnails)),
-            "contact_sheet": dg.MetadataValue.md(_contact_sheet(made) if made else "(none)"),
-            "mean_gray": dg.MetadataValue.float(
-                float(np.mean([np.asarray(Image.open(p)).mean() for p in made[:12]]))
-                if made
-                else 0.0
-            ),
+            "contact_sheet": dg.MetadataValue.md(sheet),
+            "mean_gray": dg.MetadataValue.float(mean_gray),
         },
         check_results=[every_frame_has_a_thumbnail(paths.thumbnails, db)],
     )

@@ -1,7 +1,6 @@
 """The model half of the lineage: labels -> training_set -> trained_model -> onnx_model ->
 image_predictions[drop] -> study_predictions."""
 
-import base64
 import io
 import json
 import time
@@ -24,6 +23,7 @@ from mammo_dagster.core.modelstore import (
 from mammo_dagster.core.studies import write_study_csv
 
 from .ingest import thumbnails
+from .markdown import md_image, md_table
 from .partitions import drops
 from .resources import MammoHome, StoreResource
 
@@ -56,18 +56,6 @@ with warnings.catch_warnings():  # observable source assets are "beta"; we know
     )(_observe_labels)
 
 
-def _png(fig) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
-    return base64.b64encode(buf.getvalue()).decode()
-
-
-def _md_table(rows: list[list], header: list[str]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
 @dg.asset(group_name="model", deps=[labels, thumbnails], kinds={"duckdb"})
 def training_set(
     context: dg.AssetExecutionContext, paths: MammoHome, store: StoreResource
@@ -86,9 +74,9 @@ def training_set(
             "label_seq": snapshot.label_seq,
             "missing_thumbnails": snapshot.missing_thumbnails,
             "counts": dg.MetadataValue.md(
-                _md_table(
-                    [[s, *counts[s].values()] for s in counts],
+                md_table(
                     ["split", *next(iter(counts.values())).keys()],
+                    [[s, *counts[s].values()] for s in counts],
                 )
             ),
             "vendors": dg.MetadataValue.json(snapshot.vendors()),
@@ -188,7 +176,7 @@ def _metrics_table(card: dict) -> str:
                      _fmt(r["recall"]), _fmt(r["f1"]), f"{c['tp']}/{c['fp']}/{c['fn']}/{c['tn']}"]
                 )  # fmt: skip
     header = ["split", "flag", "n", "pos", "AUC", "precision", "recall", "F1", "tp/fp/fn/tn"]
-    return _md_table(rows, header)
+    return md_table(header, rows)
 
 
 def _curves(card: dict, folder) -> str:
@@ -216,7 +204,9 @@ def _curves(card: dict, folder) -> str:
     ax2.set_title("validation ROC")
     ax2.legend()
     fig.tight_layout()
-    md = f"![curves](data:image/png;base64,{_png(fig)})"
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
+    md = md_image(buf.getvalue(), "curves")
     plt.close(fig)
     return md
 
