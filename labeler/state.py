@@ -19,6 +19,7 @@ from pathlib import Path
 
 import duckdb
 
+from mammo_dagster.core.batch import thumbnail_name
 from mammo_dagster.core.config import retrain_every
 from mammo_dagster.core.labels import KEYS, LabelBook, LabelEvent, load_events
 from mammo_dagster.core.modelstore import CurrentModel, read_current
@@ -243,7 +244,7 @@ class LabelerState:
     def _images(self, rows: list[tuple]) -> list[Image]:
         out = []
         for sop, frame, study, patient, *facts in rows:
-            thumb = self.settings.thumbnails / f"{sop}_{frame}.png"
+            thumb = self.settings.thumbnails / thumbnail_name(sop, frame)
             if thumb.is_file():
                 out.append(
                     Image(sop, frame, study, split_of(patient, study) == "holdout", *facts, thumb)

@@ -11,6 +11,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from .batch import thumbnail_name
 from .files import atomic_write
 from .splits import split_of
 from .store import Store
@@ -92,7 +93,7 @@ def build_snapshot(store: Store, thumbnails: Path) -> Snapshot:
     rows, seq, count = store.run(read, read_only=True)
     examples, missing = [], 0
     for sop, frame, biopsy, mag, patient, study, vendor in rows:
-        thumb = thumbnails / f"{sop}_{frame}.png"
+        thumb = thumbnails / thumbnail_name(sop, frame)
         if not thumb.is_file():
             missing += 1
             continue

@@ -41,6 +41,14 @@ class OnnxModel:
             out.append(self.session.run(None, {self.input_name: x})[0])
         return np.concatenate(out) if out else np.zeros((0, 2), np.float32)
 
+    def thumbnail_probs(self, pngs: list[Path], batch: int = 32, chunk: int = 256) -> np.ndarray:
+        """Thumbnail PNGs -> float32 [n, 2] probabilities, `chunk` images in memory at once."""
+        out = [
+            self.probs([preprocess.load(p, self.size) for p in pngs[i : i + chunk]], batch=batch)
+            for i in range(0, len(pngs), chunk)
+        ]
+        return np.concatenate(out) if out else np.zeros((0, 2), np.float32)
+
     def flags(self, probs: np.ndarray) -> np.ndarray:
         t = np.array([self.thresholds[f] for f in preprocess.FLAGS], np.float32)
         return probs >= t

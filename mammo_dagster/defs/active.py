@@ -13,8 +13,8 @@ from collections import Counter
 import dagster as dg
 import numpy as np
 
-from mammo_dagster.core import preprocess
 from mammo_dagster.core.active import Candidate, strategy, uncertainty
+from mammo_dagster.core.batch import thumbnail_name
 from mammo_dagster.core.config import retrain_every
 from mammo_dagster.core.modelstore import current_model_file, read_current
 from mammo_dagster.core.splits import split_of
@@ -62,18 +62,16 @@ def labeling_queue(
     pool = [
         r for r in rows
         if split_of(r[3], r[2]) != "holdout"
-        and (paths.thumbnails / f"{r[0]}_{r[1]}.png").exists()
+        and (paths.thumbnails / thumbnail_name(r[0], r[1])).exists()
     ]  # fmt: skip
     missing = [r for r in pool if r[5] is None]
     scored = {(r[0], r[1]): (r[5], r[6]) for r in pool if r[5] is not None}
     if missing:  # images the current model has not scored yet (e.g. a new model)
-        model = OnnxModel(path)
-        for i in range(0, len(missing), 256):
-            chunk = missing[i : i + 256]
-            images = [preprocess.load(paths.thumbnails / f"{r[0]}_{r[1]}.png", model.size)
-                      for r in chunk]  # fmt: skip
-            for r, p in zip(chunk, model.probs(images), strict=True):
-                scored[(r[0], r[1])] = (float(p[0]), float(p[1]))
+        probs = OnnxModel(path).thumbnail_probs(
+            [paths.thumbnails / thumbnail_name(r[0], r[1]) for r in missing]
+        )
+        for r, p in zip(missing, probs, strict=True):
+            scored[(r[0], r[1])] = (float(p[0]), float(p[1]))
     probs = np.array([scored[(r[0], r[1])] for r in pool]).reshape(-1, 2)
     scores = uncertainty(probs) if len(pool) else np.zeros(0)
     candidates = [

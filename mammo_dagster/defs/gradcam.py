@@ -7,6 +7,7 @@ import numpy as np
 from PIL import Image
 
 from mammo_dagster.core import preprocess
+from mammo_dagster.core.batch import thumbnail_name
 from mammo_dagster.core.modelstore import model_dir, read_current
 
 from .markdown import md_image, png_bytes
@@ -45,7 +46,7 @@ def gradcam(config: GradcamConfig, paths: MammoHome, store: StoreResource) -> dg
     out_dir.mkdir(parents=True, exist_ok=True)
     made = []
     for sop, frame, biopsy, mag, *_ in rows:
-        thumb = paths.thumbnails / f"{sop}_{frame}.png"
+        thumb = paths.thumbnails / thumbnail_name(sop, frame)
         if not thumb.exists():
             continue
         image = preprocess.load(thumb, size)

@@ -11,6 +11,7 @@ import numpy as np
 
 from mammo_dagster.core import metrics, preprocess
 from mammo_dagster.core.audit import header_baseline
+from mammo_dagster.core.batch import thumbnail_name
 from mammo_dagster.core.dataset import build_snapshot, load_snapshot, save_snapshot
 from mammo_dagster.core.modelstore import (
     CurrentModel,
@@ -325,21 +326,15 @@ def image_predictions(
         read_only=True,
     )
     t0 = time.perf_counter()
-    rows, missing = [], 0
-    for i in range(0, len(frames), 256):
-        chunk = [
-            (sop, frame)
-            for sop, frame in frames[i : i + 256]
-            if (paths.thumbnails / f"{sop}_{frame}.png").exists()
-        ]
-        missing += len(frames[i : i + 256]) - len(chunk)
-        images = [preprocess.load(paths.thumbnails / f"{s}_{f}.png", model.size) for s, f in chunk]
-        probs = model.probs(images, batch=config.batch)
-        flags = model.flags(probs)
-        rows += [
-            [drop, s, f, current.version, float(p[0]), float(p[1]), bool(fl[0]), bool(fl[1])]
-            for (s, f), p, fl in zip(chunk, probs, flags, strict=True)
-        ]
+    found = [(s, f) for s, f in frames if (paths.thumbnails / thumbnail_name(s, f)).exists()]
+    missing = len(frames) - len(found)
+    probs = model.thumbnail_probs(
+        [paths.thumbnails / thumbnail_name(s, f) for s, f in found], batch=config.batch
+    )
+    rows = [
+        [drop, s, f, current.version, float(p[0]), float(p[1]), bool(fl[0]), bool(fl[1])]
+        for (s, f), p, fl in zip(found, probs, model.flags(probs), strict=True)
+    ]
     elapsed = time.perf_counter() - t0
 
     def write(c) -> None:
