@@ -26,15 +26,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_ingest import _vm_hwm_mb  # the same folder
+
 RESULTS = Path(__file__).parent / "results"
 DATA = RESULTS / "data"
-
-
-def _vm_hwm_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def generate(syntax: str, n: int) -> None:

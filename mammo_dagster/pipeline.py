@@ -6,11 +6,23 @@ from pathlib import Path
 
 import dagster as dg
 
+from .core.store import DB_NAME
 from .defs.ingest import dicom_index, thumbnails
 from .defs.partitions import drops
 from .defs.resources import MammoHome, StoreResource
 
 INGEST = [dicom_index, thumbnails]  # their checks run inside their steps
+
+
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+def _resources(home: Path) -> dict:
+    """Both resources on one data folder (not $MAMMO_HOME: callers name it)."""
+    return {
+        "paths": MammoHome(home=str(home)),
+        "store": StoreResource(path=str(home / DB_NAME)),
+    }
 
 
 def open_instance(dagster_home: Path) -> dg.DagsterInstance:
@@ -41,16 +53,13 @@ def ingest_drop(
             INGEST,
             partition_key=drop,
             instance=instance,
-            resources={
-                "paths": MammoHome(home=str(home)),
-                "store": StoreResource(path=str(home / "mammo.duckdb")),
-            },
+            resources=_resources(home),
             run_config={
                 "ops": {
                     "dicom_index": {"config": {"workers": workers}},
                     "thumbnails": {"config": {"size": size, "workers": workers}},
                 },
-                "loggers": {"console": {"config": {"log_level": "WARNING"}}},
+                **QUIET,
             },
             raise_on_error=False,
         )
@@ -70,18 +79,14 @@ def train_and_predict(
         training_set,
     )
 
-    resources = {
-        "paths": MammoHome(home=str(home)),
-        "store": StoreResource(path=str(home / "mammo.duckdb")),
-    }
-    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    resources = _resources(home)
     with open_instance(dagster_home) as instance:
         model = dg.materialize(
             [labels, training_set, trained_model, onnx_model],
             instance=instance,
             resources=resources,
             selection=["training_set", "trained_model", "onnx_model"],
-            run_config={"ops": {"trained_model": {"config": training or {}}}} | quiet,
+            run_config={"ops": {"trained_model": {"config": training or {}}}} | QUIET,
             raise_on_error=False,
         )
         if not model.success:
@@ -94,13 +99,13 @@ def train_and_predict(
                 instance=instance,
                 resources=resources,
                 partition_key=drop,
-                run_config=quiet,
+                run_config=QUIET,
                 raise_on_error=False,
             )
             if not done.success:
                 return model, done
         studies = dg.materialize(
-            [study_predictions], instance=instance, resources=resources, run_config=quiet,
+            [study_predictions], instance=instance, resources=resources, run_config=QUIET,
             raise_on_error=False,
         )  # fmt: skip
         return model, studies

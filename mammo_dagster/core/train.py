@@ -21,6 +21,7 @@ import numpy as np
 
 from . import metrics, preprocess
 from .dataset import Example, Snapshot
+from .splits import shuffle_key
 
 #: A missed flag is worse than a false alarm: thresholds keep this share of positives.
 TARGET_RECALL = 0.98
@@ -58,7 +59,10 @@ def _valid_split(snapshot: Snapshot) -> tuple[list[Example], list[Example], str]
     if valid and train:
         return train, valid, "by patient (salted hash)"
     # Too few patients for the hash to fill both: move whole patients, deterministically.
-    pool = sorted(train + valid, key=lambda e: (preprocess_hash(e.patient_key), e.sop_instance_uid))
+    pool = sorted(
+        train + valid,
+        key=lambda e: (shuffle_key(e.patient_key, "valid-fallback"), e.sop_instance_uid),
+    )
     patients = list(dict.fromkeys(e.patient_key for e in pool))
     n_valid = max(1, round(len(patients) * 0.2)) if len(patients) > 1 else 0
     chosen = set(patients[:n_valid])
@@ -67,12 +71,6 @@ def _valid_split(snapshot: Snapshot) -> tuple[list[Example], list[Example], str]
         [e for e in pool if e.patient_key in chosen],
         "by patient (fallback: too few patients for the hash split)",
     )
-
-
-def preprocess_hash(key: str) -> str:
-    from .splits import shuffle_key
-
-    return shuffle_key(key, "valid-fallback")
 
 
 class ExportModel:
