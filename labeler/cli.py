@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mammo_dagster.core.config import ENV_HOME, mammo_home
-from mammo_dagster.core.labels import clean_annotator
 
 ENV_TOKEN = "MAMMO_LABELER_TOKEN"
 DEFAULT_PORT = 5001
@@ -38,6 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mammo_dagster.core.labels import clean_annotator  # here: `mammo --help` stays light
+
     from .state import Settings
 
     token = args.token or os.environ.get(ENV_TOKEN) or None
