@@ -18,6 +18,7 @@ from pathlib import Path
 
 from fasthtml.common import (
     H1,
+    A,
     Beforeware,
     Button,
     Div,
@@ -40,7 +41,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 
 from mammo_dagster.core.labels import CSV_COLUMNS, KEYS, clean_annotator, label_row
 
-from .state import LabelerState, NotFound, Settings
+from .state import CamUnavailable, LabelerState, NotFound, Settings
 
 log = logging.getLogger("labeler")
 ACTIONS = (
@@ -48,6 +49,15 @@ ACTIONS = (
     ("2", "Mag view"),
     ("3", "Neither"),
     ("4", "Both"),
+    ("s", "Skip"),
+    ("u", "Undo"),
+)
+#: Review mode: confirm or correct the model; `g` shows where it looked.
+REVIEW_ACTIONS = (
+    ("y", "Model right"),
+    ("n", "Model wrong…"),
+    *ACTIONS[:4],
+    ("g", "Grad-CAM"),
     ("s", "Skip"),
     ("u", "Undo"),
 )
@@ -138,8 +148,7 @@ def create_app(settings: Settings, state: LabelerState | None = None) -> FastHTM
         return body if isinstance(body, dict) else {}
 
     # -- pages ---------------------------------------------------------------
-    @app.get("/")
-    def index(req: Request):
+    def page(req: Request, mode: str):
         try:
             who = annotator_of(req)
         except ValueError:
@@ -154,6 +163,9 @@ def create_app(settings: Settings, state: LabelerState | None = None) -> FastHTM
                             "Name",
                             Input(name="annotator", autofocus=True, required=True, maxlength="40"),
                         ),
+                        Input(
+                            type="hidden", name="next", value="/review" if mode == "review" else "/"
+                        ),
                         Button("Start labeling"),
                         method="post",
                         action="/annotator",
@@ -162,25 +174,38 @@ def create_app(settings: Settings, state: LabelerState | None = None) -> FastHTM
                 )
             )
         stats = state.stats(who)
+        review = mode == "review"
+        other = A("label", href="/") if review else A("review the model", href="/review")
         return (
-            Title("mammo labeler"),
-            Div(id="stage", data_id=""),
+            Title("mammo review" if review else "mammo labeler"),
+            Div(id="stage", data_id="", data_mode=mode),
             Div(
                 Div(
+                    Span("review" if review else "label", cls="mode"),
                     Span(f"{stats['labeled']} labeled", id="labeled"),
-                    Span(f"{stats['remaining']} to go", id="remaining", cls="dim"),
+                    Span(
+                        f"{stats['to_review']} to review"
+                        if review
+                        else f"{stats['remaining']} to go",
+                        id="remaining",
+                        cls="dim",
+                    ),
                     Span("", id="retrain", cls="dim"),
                     id="progress",
                     cls="group",
                 ),
                 Div(Span("", id="facts"), Span("", id="pred"), cls="group"),
                 Div(
-                    *[Button(Kbd(k), label, type="button", data_key=k) for k, label in ACTIONS],
+                    *[
+                        Button(Kbd(k), label, type="button", data_key=k)
+                        for k, label in (REVIEW_ACTIONS if review else ACTIONS)
+                    ],
                     id="actions",
                     cls="group",
                 ),
                 Div(Span("", id="warn"), cls="group"),
                 Div(
+                    other,
                     Span(who, cls="dim"),
                     Form(Button("switch", type="submit"), method="post", action="/annotator/clear"),
                     id="who",
@@ -191,13 +216,21 @@ def create_app(settings: Settings, state: LabelerState | None = None) -> FastHTM
             Script(script),
         )
 
+    @app.get("/")
+    def index(req: Request):
+        return page(req, "label")
+
+    @app.get("/review")
+    def review_page(req: Request):
+        return page(req, "review")
+
     @app.post("/annotator")
-    def set_annotator(req: Request, annotator: str = ""):
+    def set_annotator(req: Request, annotator: str = "", next: str = "/"):
         try:
             req.session["annotator"] = clean_annotator(annotator)
         except ValueError as e:
             return Response(str(e), status_code=400)
-        return RedirectResponse("/", status_code=303)
+        return RedirectResponse("/review" if next == "/review" else "/", status_code=303)
 
     @app.post("/annotator/clear")
     def clear_annotator(req: Request):
@@ -239,6 +272,18 @@ def create_app(settings: Settings, state: LabelerState | None = None) -> FastHTM
             path, media_type="image/png", headers={"Cache-Control": "private, max-age=86400"}
         )
 
+    @app.get("/cam")
+    async def cam(id: str = "", flag: str = ""):
+        try:
+            path = await run_in_threadpool(state.cam, id, flag)
+        except NotFound:
+            return Response("no such image", status_code=404)
+        except ValueError as e:
+            return Response(str(e), status_code=400)
+        except CamUnavailable as e:
+            return Response(str(e), status_code=503)
+        return FileResponse(path, media_type="image/png", headers={"Cache-Control": "no-cache"})
+
     # -- API -----------------------------------------------------------------
     async def with_annotator(req: Request):
         body = await json_body(req)
@@ -260,7 +305,10 @@ def create_app(settings: Settings, state: LabelerState | None = None) -> FastHTM
         except (TypeError, ValueError):
             return _error(400, "n must be a number")
         have = [str(i) for i in body.get("have", []) if isinstance(i, str)][:50]
-        items = await run_in_threadpool(state.next_items, who, n, have)
+        mode = body.get("mode", "label")
+        if mode not in ("label", "review"):
+            return _error(400, "mode must be label or review")
+        items = await run_in_threadpool(state.next_items, who, n, have, mode)
         return JSONResponse({"items": items, "stats": state.stats(who)})
 
     @app.post("/api/label")
@@ -284,6 +332,7 @@ def create_app(settings: Settings, state: LabelerState | None = None) -> FastHTM
                 str(key),
                 event_id=event_id,
                 model_version=str(model_version) if model_version else None,
+                source="review" if body.get("mode") == "review" else None,
             )
         except NotFound:
             return _error(404, "no such image")

@@ -10,7 +10,9 @@ another process holds the lock.
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
+import math
 import os
 import threading
 import time
@@ -21,8 +23,10 @@ import duckdb
 
 from mammo_dagster.core.batch import thumbnail_name
 from mammo_dagster.core.config import retrain_every
+from mammo_dagster.core.gradcam import cam_file, write_cam
 from mammo_dagster.core.labels import KEYS, LabelBook, LabelEvent, load_events
-from mammo_dagster.core.modelstore import CurrentModel, read_current
+from mammo_dagster.core.modelstore import CurrentModel, model_dir, read_current
+from mammo_dagster.core.preprocess import FLAGS
 from mammo_dagster.core.splits import HOLDOUT_FRACTION, shuffle_key, split_of
 from mammo_dagster.core.store import Store, StoreBusy
 
@@ -31,6 +35,41 @@ from .journal import EventWriter
 log = logging.getLogger("labeler")
 LEASE_S = 120.0
 STARTUP_TIMEOUT_S = 300.0
+#: Review mode: an unflagged image within this many logits of a threshold is borderline.
+BORDERLINE_LOGITS = 1.5
+#: Label keys by the flags they mean: (biopsy, mag) -> "1".."4".
+KEY_OF = {flags: key for key, flags in KEYS.items()}
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-6), 1 - 1e-6)
+    return math.log(p / (1 - p))
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The current model's view of one image."""
+
+    probs: tuple[float, float]  # per flag, in FLAGS order
+    flags: tuple[bool, bool]  # at or above the model's thresholds
+    margin: float  # logits between the closest probability and its threshold
+
+    @property
+    def reason(self) -> str:
+        if any(self.flags):
+            return "flagged"
+        return "borderline" if self.margin < BORDERLINE_LOGITS else "unflagged"
+
+    def cam_flags(self, thresholds: dict[str, float]) -> list[str]:
+        """Flags worth a heatmap: those raised, else the one closest to being raised."""
+        raised = [f for f, up in zip(FLAGS, self.flags, strict=True) if up]
+        if raised:
+            return raised
+        closest = max(
+            range(len(FLAGS)),
+            key=lambda k: _logit(self.probs[k]) - _logit(thresholds.get(FLAGS[k], 0.5)),
+        )
+        return [FLAGS[closest]]
 
 
 @dataclass(frozen=True)
@@ -72,6 +111,7 @@ class Settings:
     annotator: str | None = None  # default annotator (else each one identifies)
     token: str | None = None
     holdout_share: float = HOLDOUT_FRACTION
+    review_random_share: float = 0.1  # review mode: unflagged images mixed in as checks
     refresh_s: float = 2.0
     store_timeout_s: float = 5.0
     seed: str = "labeler-v1"
@@ -100,6 +140,10 @@ class Settings:
 
 class NotFound(LookupError):
     pass
+
+
+class CamUnavailable(RuntimeError):
+    """No Grad-CAM for this image now (no model, or torch is not installed)."""
 
 
 class AlreadyRunning(RuntimeError):
@@ -146,8 +190,12 @@ class LabelerState:
         self.order: list[str] = []  # non-hold-out images, random order
         self.holdout_order: list[str] = []
         self.queue: list[str] = []  # the pipeline's labeling_queue, when it wrote one
-        self.predictions: dict[tuple[str, int], tuple[float, float]] = {}
+        self.predictions: dict[tuple[str, int], Prediction] = {}
+        self.thresholds: dict[str, float] = {}
         self.model: CurrentModel | None = None
+        self._review: tuple[tuple, list[str]] | None = None  # (version, order) cache
+        self._cams: tuple[str, object, int] | None = None  # (version, network, size)
+        self._cam_lock = threading.Lock()
         self.book = LabelBook()
         self.leases: dict[str, Lease] = {}
         self.returned: dict[str, list[str]] = {}  # annotator -> undone images to show again
@@ -218,13 +266,14 @@ class LabelerState:
                 if key == self._model_version:
                     return key, None
                 rows = conn.execute(
-                    "SELECT sop_instance_uid, frame, prob_biopsy, prob_mag "
-                    "FROM image_predictions WHERE model_version = ?",
+                    "SELECT sop_instance_uid, frame, prob_biopsy, prob_mag, flag_biopsy, "
+                    "flag_mag FROM image_predictions WHERE model_version = ?",
                     [model.version],
                 ).fetchall()
                 return key, rows
 
             pversion, predictions = store.run(read_predictions, read_only=True)
+        thresholds = self._thresholds(model) if predictions is not None else None
         images = self._images(rows) if rows is not None else None
         with self._lock:
             if images is not None:
@@ -237,9 +286,29 @@ class LabelerState:
                 self.book.add(events)
                 self._seq = max(self._seq, max(e.seq for e in events))
             if predictions is not None:
-                self.predictions = {(s, f): (pb, pm) for s, f, pb, pm in predictions}
+                self.thresholds = thresholds or {}
+                self.predictions = {
+                    (s, f): self._prediction((pb, pm), (bool(fb), bool(fm)))
+                    for s, f, pb, pm, fb, fm in predictions
+                }
                 self._model_version = pversion
             self.model = model
+
+    def _thresholds(self, model: CurrentModel) -> dict[str, float]:
+        try:
+            card = json.loads(
+                (model_dir(self.settings.models, model.version) / "card.json").read_text()
+            )
+            return {f: float(card["thresholds"][f]) for f in FLAGS}
+        except (OSError, ValueError, KeyError, TypeError):
+            return {f: 0.5 for f in FLAGS}
+
+    def _prediction(self, probs: tuple[float, float], flags: tuple[bool, bool]) -> Prediction:
+        margin = min(
+            abs(_logit(p) - _logit(self.thresholds.get(f, 0.5)))
+            for f, p in zip(FLAGS, probs, strict=True)
+        )
+        return Prediction(probs, flags, margin)
 
     def _images(self, rows: list[tuple]) -> list[Image]:
         out = []
@@ -284,8 +353,57 @@ class LabelerState:
                     return image_id, source
         return None, None
 
-    def next_items(self, annotator: str, n: int, have: list[str]) -> list[dict]:
-        """Lease and return up to `n` images for `annotator`, after those it already `have`."""
+    def review_order(self) -> list[str]:
+        """Review mode's order: flagged and borderline images, closest to a threshold
+        first, with a share of unflagged images mixed in as random checks. Never hold-out
+        images: the model's answer must not anchor the labels it is evaluated on."""
+        version = (self._model_version, self._index_version)
+        if self._review and self._review[0] == version:
+            return self._review[1]
+        seed = self.settings.seed
+        ranked, unflagged = [], []
+        for key, pred in self.predictions.items():
+            im = self.by_key.get(key)
+            if im is None or im.holdout:
+                continue
+            if pred.reason == "unflagged":
+                unflagged.append(im.id)
+            else:
+                ranked.append((pred.margin, shuffle_key(im.id, seed), im.id))
+        ranked.sort()
+        unflagged.sort(key=lambda i: shuffle_key(i, seed))
+        share = min(max(self.settings.review_random_share, 0.0), 0.9)
+        checks = max(math.ceil(share / (1 - share) * len(ranked)), min(10, len(unflagged)))
+        checks = min(checks, len(unflagged)) if share > 0 else 0
+        order: list[str] = []
+        used = 0
+        for _, _, image_id in ranked:
+            order.append(image_id)
+            if used < checks and used + 1 <= share * (len(order) + 1):
+                order.append(unflagged[used])
+                used += 1
+        order += unflagged[used:checks]
+        self._review = (version, order)
+        return order
+
+    def _pick_review(self, annotator: str, now: float, have: set[str]):
+        order = self.review_order()
+        for allow_skipped in (False, True):
+            for image_id in order:
+                if not self._free(image_id, annotator, now, have):
+                    continue
+                if not allow_skipped and self.images[image_id].key in self.book.last_skip:
+                    continue
+                return image_id, "review"
+        return None, None
+
+    def next_items(
+        self, annotator: str, n: int, have: list[str], mode: str = "label"
+    ) -> list[dict]:
+        """Lease and return up to `n` images for `annotator`, after those it already `have`
+        (`mode` "review": the model's flagged and borderline images, see review_order)."""
+        if mode not in ("label", "review"):
+            raise ValueError(f"mode must be label or review, got {mode!r}")
         now = time.time()
         held = set(have)
         out = []
@@ -300,6 +418,10 @@ class LabelerState:
                     if image_id in held or image_id not in self.images:
                         continue
                     source = self.leases[image_id].source if image_id in self.leases else "random"
+                elif mode == "review":
+                    image_id, source = self._pick_review(annotator, now, held)
+                    if image_id is None:
+                        break
                 else:
                     total = labeled + len(out) + 1
                     want = held_out < self.settings.holdout_share * total
@@ -331,9 +453,15 @@ class LabelerState:
             hints.append("mag" + (f" ×{im.mag_factor:.2g}" if im.mag_factor else ""))
         if im.header_marker_hint:
             hints.append("marker/biopsy")
-        prediction = None
+        prediction, review = None, {}
         if self.model and (p := self.predictions.get(im.key)):
-            prediction = {"biopsy": round(p[0], 3), "mag": round(p[1], 3)}
+            prediction = {f: round(v, 3) for f, v in zip(FLAGS, p.probs, strict=True)}
+            review = {
+                "flags": dict(zip(FLAGS, p.flags, strict=True)),
+                "model_key": KEY_OF[p.flags],
+                "reason": p.reason,
+                "cam_flags": p.cam_flags(self.thresholds),
+            }
         return {
             "id": image_id,
             "url": f"/img?id={image_id}",
@@ -343,7 +471,41 @@ class LabelerState:
             "header_hints": hints,
             "prediction": prediction,
             "model_version": self.model.version if prediction and self.model else None,
-        }
+        } | review
+
+    def cam(self, image_id: str, flag: str) -> Path:
+        """The current model's Grad-CAM overlay of `flag` on an image: the `gradcam`
+        asset's file when it made one, else made now (and kept beside the asset's)."""
+        with self._lock:
+            im, model = self.images.get(image_id), self.model
+        if im is None:
+            raise NotFound(image_id)
+        if model is None:
+            raise CamUnavailable("no model yet: nothing to explain")
+        dest = cam_file(self.settings.home, model.version, im.sop_instance_uid, im.frame, flag)
+        if dest.is_file():
+            return dest
+        with self._cam_lock:  # one network, one image at a time (2 cores)
+            if dest.is_file():
+                return dest
+            if self._cams is None or self._cams[0] != model.version:
+                self._cams = (model.version, *self._load_cam_model(model.version))
+            _, network, size = self._cams
+            return write_cam(network, size, im.thumbnail, flag, dest)
+
+    def _load_cam_model(self, version: str) -> tuple[object, int]:
+        folder = model_dir(self.settings.models, version)
+        try:
+            from mammo_dagster.core.gradcam import load_torch_model
+
+            size = int(json.loads((folder / "card.json").read_text())["input_size"])
+            return load_torch_model(folder), size
+        except ImportError:
+            raise CamUnavailable(
+                "Grad-CAM needs torch here: pip install 'mammo-dagster[train]'"
+            ) from None
+        except (OSError, ValueError, KeyError) as e:
+            raise CamUnavailable(f"model {version} has no network for Grad-CAM ({e})") from None
 
     def thumbnail(self, image_id: str) -> Path:
         with self._lock:
@@ -460,6 +622,9 @@ class LabelerState:
                 else None,
                 "undo_depth": self.book.undo_depth(annotator) if annotator else None,
                 "until_retrain": max(0, every - new),
+                "to_review": sum(
+                    1 for i in self.review_order() if self.images[i].key not in self.book.current
+                ),
                 "model_version": self.model.version if self.model else None,
                 "pending_writes": len(self.writer.pending),
                 "write_error": self.writer.last_error,

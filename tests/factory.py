@@ -99,3 +99,32 @@ def fake_catalog(home: Path, n: int, drop: str = "big", size: int = 8) -> list[s
     store.migrate()
     save_index(store, drop, rows)
     return [f"{r.sop_instance_uid}_0" for r in rows]
+
+
+def fake_model(
+    home: Path, image_ids: list[str], thresholds=(0.5, 0.5), version: str = "m0001"
+) -> dict[str, tuple[float, float]]:
+    """A current model (card and pointer, no network) whose predictions of the images
+    are spread over 0..1, as `image_predictions` would hold them. Returns the probs."""
+    import json
+
+    from mammo_dagster.core.modelstore import CurrentModel, write_current
+    from mammo_dagster.core.store import DB_NAME, Store
+
+    folder = home / "models" / version
+    folder.mkdir(parents=True)
+    card = {"thresholds": {"biopsy": thresholds[0], "mag": thresholds[1]}, "input_size": 64}
+    (folder / "card.json").write_text(json.dumps(card))
+    write_current(home / "models", CurrentModel(version, 0, 0))
+    probs = {i: ((k * 0.37) % 1.0, (k * 0.61 + 0.05) % 1.0) for k, i in enumerate(image_ids)}
+
+    def write(c) -> None:
+        for image_id, (pb, pm) in probs.items():
+            sop, frame = image_id.rsplit("_", 1)
+            c.execute(
+                "INSERT INTO image_predictions VALUES ('d1', ?, ?, ?, ?, ?, ?, ?, now())",
+                [sop, int(frame), version, pb, pm, pb >= thresholds[0], pm >= thresholds[1]],
+            )
+
+    Store(home / DB_NAME).run(write)
+    return probs

@@ -19,7 +19,7 @@ from labeler.cli import run as run_cli
 from labeler.state import LabelerState, Settings
 from mammo_dagster.core.labels import KEYS, LabelEvent, load_events
 from mammo_dagster.core.store import DB_NAME, Store
-from tests.factory import labeled_home
+from tests.factory import fake_model, labeled_home
 
 
 @pytest.fixture(scope="module")
@@ -410,3 +410,75 @@ def test_the_app_export_hides_the_source(client: TestClient) -> None:
     rows = client.get("/api/labels.csv").text.strip().splitlines()
     header, row = rows[0].split(","), rows[1].split(",")
     assert row[header.index("source")] == ""
+
+
+def _predict_all(state: LabelerState, thresholds=(0.5, 0.5)) -> dict:
+    probs = fake_model(state.settings.home, sorted(state.images), thresholds=thresholds)
+    state.refresh()
+    return probs
+
+
+def test_review_serves_flagged_and_borderline_first_with_random_checks(
+    client: TestClient,
+) -> None:
+    state = _state(client)
+    probs = _predict_all(state)
+    order = state.review_order()
+    items = {i: state.item(i) for i in order}
+    assert not any(state.images[i].holdout for i in order)  # never anchors the hold-out
+    reasons = [items[i]["reason"] for i in order]
+    ranked = [i for i in order if items[i]["reason"] != "unflagged"]
+    assert ranked and set(reasons) <= {"flagged", "borderline", "unflagged"}
+    margins = [state.predictions[state.images[i].key].margin for i in ranked]
+    assert margins == sorted(margins)  # closest to a threshold first
+    checks = reasons.count("unflagged")
+    assert 0 < checks <= max(10, 0.1 / 0.9 * len(ranked) + 1)
+    for i in order:
+        pb, pm = probs[i]
+        flags = (pb >= 0.5, pm >= 0.5)
+        assert items[i]["flags"] == {"biopsy": flags[0], "mag": flags[1]}
+        assert KEYS[items[i]["model_key"]] == flags
+        assert items[i]["cam_flags"] == (
+            [f for f, up in zip(("biopsy", "mag"), flags, strict=True) if up]
+            or [max(("biopsy", "mag"), key=lambda f: probs[i][f == "mag"])]
+        )
+    # images leased to another annotator (labeling) are not offered for review
+    served = {it["id"] for it in _next(client, n=8, who="bob")}
+    r = client.post("/api/next", json={"n": 5, "mode": "review"})
+    assert [i["id"] for i in r.json()["items"]] == [i for i in order if i not in served][:5]
+    assert r.json()["stats"]["to_review"] == len(order)
+    assert client.post("/api/next", json={"mode": "audit"}).status_code == 400
+
+
+def test_review_answers_are_labels_with_source_review(client: TestClient) -> None:
+    state = _state(client)
+    _predict_all(state)
+    first, second = client.post("/api/next", json={"n": 2, "mode": "review"}).json()["items"]
+    # y: the model is right (the page sends the model's own key) ...
+    _label(client, first["id"], first["model_key"], mode="review", model_version="m0001")
+    # ... n then 4: it is wrong, both flags are present
+    _label(client, second["id"], "4", mode="review", model_version="m0001")
+    events = _stored(client)
+    assert [(e.source, e.model_version) for e in events] == [("review", "m0001")] * 2
+    assert (events[0].has_biopsy_tool, events[0].has_mag_view) == KEYS[first["model_key"]]
+    assert (events[1].has_biopsy_tool, events[1].has_mag_view) == (True, True)
+    stats = client.get("/api/stats").json()
+    assert stats["to_review"] == len(state.review_order()) - 2
+    undone = client.post("/api/undo", json={}).json()["item"]
+    assert undone["id"] == second["id"] and undone["model_key"] == second["model_key"]
+    again = client.post("/api/next", json={"n": 1, "mode": "review"}).json()["items"]
+    assert again[0]["id"] == second["id"]  # the undone image comes back first
+
+
+def test_review_page_and_gradcam_without_a_network(client: TestClient) -> None:
+    state = _state(client)
+    page = client.get("/review").text
+    assert 'data-mode="review"' in page and "Model right" in page and "Grad-CAM" in page
+    image_id = sorted(state.images)[0]
+    r = client.get(f"/cam?id={image_id}&flag=mag")
+    assert r.status_code == 503 and "no model" in r.text
+    _predict_all(state)  # a model with a card but no model.pt
+    r = client.get(f"/cam?id={image_id}&flag=mag")
+    assert r.status_code == 503 and "no network for Grad-CAM" in r.text
+    assert client.get(f"/cam?id={image_id}&flag=../../x").status_code == 400
+    assert client.get("/cam?id=nope_0&flag=mag").status_code == 404

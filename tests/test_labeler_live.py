@@ -17,7 +17,7 @@ import pytest
 from labeler.process import running
 from mammo_dagster.core.labels import KEYS, load_events
 from mammo_dagster.core.store import DB_NAME, Store
-from tests.factory import fake_catalog
+from tests.factory import fake_catalog, fake_model
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -156,3 +156,59 @@ def test_fast_keys_in_a_real_browser(tmp_path: Path, browser) -> None:
     # the skipped one back on screen
     assert now == shown[-1] == shown[4] and len(shown) in (5, 7)
     assert not set(shown[5:6]) & set(shown[:5])
+
+
+@pytest.mark.slow
+def test_review_mode_in_a_real_browser(tmp_path: Path, browser) -> None:
+    """y confirms the model, n then a key corrects it, g shows the Grad-CAM overlay
+    (here the files the `gradcam` asset would have written), s skips, u undoes."""
+    import numpy as np
+    from PIL import Image
+
+    from mammo_dagster.core.gradcam import cam_file
+
+    home = tmp_path / "home"
+    ids = fake_catalog(home, 30)
+    probs = fake_model(home, ids)
+    for image_id in ids:
+        sop, frame = image_id.rsplit("_", 1)
+        for flag in ("biopsy", "mag"):
+            path = cam_file(home, "m0001", sop, int(frame), flag)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.full((8, 8, 3), (255, 0, 0), np.uint8)).save(path)
+    with running(home, log=tmp_path / "labeler.log") as url:
+        page = browser.new_page(viewport={"width": 1000, "height": 800})
+        page.goto(f"{url}/review")
+        page.fill("input[name=annotator]", "rita")
+        page.press("input[name=annotator]", "Enter")
+        page.wait_for_url("**/review")
+        page.wait_for_function("document.querySelector('#stage')?.dataset.id")
+        first = page.evaluate("window.__labeler.buf[0]")
+        assert first["reason"] in ("flagged", "borderline") and "says" in page.inner_text("#pred")
+        page.keyboard.press("y")  # the model is right
+        page.wait_for_function(f"document.querySelector('#stage').dataset.id !== '{first['id']}'")
+        second = page.evaluate("window.__labeler.buf[0]")
+        page.keyboard.press("g")  # where it looked
+        page.wait_for_function("document.querySelector('#stage img')?.src.includes('/cam?')")
+        assert f"Grad-CAM: {second['cam_flags'][0]}" in page.inner_text("#pred")
+        for _ in second["cam_flags"]:
+            page.keyboard.press("g")  # through each flag's heatmap, then off
+        page.wait_for_function("!document.querySelector('#stage img').src.includes('/cam?')")
+        page.keyboard.press("n")  # wrong ...
+        assert "which is right?" in page.inner_text("#pred")
+        page.keyboard.press("3")  # ... it is neither
+        page.keyboard.press("s")
+        page.keyboard.press("u")
+        page.wait_for_function("window.__labeler.pending === 0")
+        shown = page.evaluate("document.querySelector('#stage').dataset.id")
+        _wait_stored(url)
+    events = load_events(Store(home / DB_NAME))
+    assert [e.action for e in events] == ["label", "label", "skip", "retract"]
+    assert {e.source for e in events} == {"review"}
+    assert events[0].image == (first["id"].rsplit("_", 1)[0], 0)
+    pb, pm = probs[first["id"]]
+    assert (events[0].has_biopsy_tool, events[0].has_mag_view) == (pb >= 0.5, pm >= 0.5)
+    assert events[1].image == (second["id"].rsplit("_", 1)[0], 0)
+    assert (events[1].has_biopsy_tool, events[1].has_mag_view) == (False, False)
+    assert events[0].model_version == "m0001"
+    assert events[3].retracts == events[2].event_id and shown == f"{events[2].sop_instance_uid}_0"

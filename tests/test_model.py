@@ -12,6 +12,7 @@ import dagster as dg
 import duckdb
 import numpy as np
 import pytest
+from PIL import Image
 
 from mammo_dagster.core import preprocess
 from mammo_dagster.core.dataset import load_snapshot
@@ -325,3 +326,19 @@ def test_gradcam_heatmaps_for_flagged_images(trained) -> None:
     pngs = sorted((home / "gradcam" / "m0001").glob("*.png"))
     assert md["heatmaps"].value == len(pngs) > 0
     assert all(p.stem.rsplit("_", 1)[1] in ("biopsy", "mag") for p in pngs)
+    # the labeler's review mode serves the asset's files, and makes missing ones itself
+    from labeler.state import LabelerState, Settings
+
+    state = LabelerState(Settings(home=home, refresh_s=3600))
+    try:
+        made = {p.name for p in pngs}
+        image_id = next(i for i in sorted(state.images) if f"{i}_mag.png" not in made)
+        path = state.cam(image_id, "mag")
+        thumb = Image.open(state.thumbnail(image_id))
+        with Image.open(path) as im:
+            assert im.mode == "RGB" and im.size == thumb.size  # drawn at thumbnail size
+        assert state.cam(image_id, "mag") == path
+        asset_made = pngs[0].stem.rsplit("_", 1)
+        assert state.cam(asset_made[0], asset_made[1]) == pngs[0]
+    finally:
+        state.close()

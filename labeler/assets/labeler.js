@@ -2,13 +2,19 @@
 // buf[0]; the next ones are already fetched and decoded, so a keypress swaps
 // images without a round trip. Writes go out one at a time, in order, retried
 // until the server has them (it journals each before answering).
+// Review mode (/review) is the same page: y = the model is right, n then 1-4 =
+// it is wrong and this is right, g cycles Grad-CAM overlays of the flags shown.
 (() => {
   const PRELOAD = 3;
-  const S = { buf: [], hist: [], keys: [], inflight: new Set(), chain: Promise.resolve(), pending: 0, fetching: false, done: false };
+  const S = { buf: [], hist: [], keys: [], inflight: new Set(), chain: Promise.resolve(), pending: 0, fetching: false, done: false, cam: 0, correcting: false };
   window.__labeler = S;
   S.paints = [];  // keypress -> next image painted, ms (read by the benchmark)
   const $ = (id) => document.getElementById(id);
   const stage = $("stage");
+  const MODE = stage.dataset.mode || "label";
+  const REVIEW = MODE === "review";
+  const KEYS = REVIEW ? "1234suyng" : "1234su";
+  const SAYS = { "1": "biopsy tool", "2": "mag view", "3": "neither", "4": "both" };
 
   function uuid() {
     return (crypto.randomUUID && crypto.randomUUID()) ||
@@ -21,7 +27,24 @@
     im.src = item.url;
     item.img = im;
     item.ready = im.decode().catch(() => {});
+    item.cams = {};
+    if (S.cam) camImage(item);
     return item;
+  }
+  function camFlag(item) {  // the flag whose heatmap is on, or null
+    const flags = item.cam_flags || [];
+    return S.cam && flags.length ? flags[Math.min(S.cam, flags.length) - 1] : null;
+  }
+  function camImage(item) {  // the Grad-CAM overlay, fetched once per image and flag
+    const flag = camFlag(item);
+    if (!flag) return null;
+    if (!item.cams[flag]) {
+      const im = new Image();
+      im.alt = `Grad-CAM: ${flag}`;
+      im.src = `/cam?id=${encodeURIComponent(item.id)}&flag=${flag}`;
+      item.cams[flag] = { img: im, ready: im.decode().then(() => true, () => false) };
+    }
+    return item.cams[flag];
   }
   function text(el, s) { el.textContent = s; }
 
@@ -38,12 +61,27 @@
       return;
     }
     stage.dataset.id = item.id;
+    const cam = camImage(item);
     stage.replaceChildren(item.img);
+    if (cam) {
+      cam.ready.then((ok) => {
+        if (S.buf[0] !== item || camImage(item) !== cam) return;  // moved on meanwhile
+        if (ok) stage.replaceChildren(cam.img);
+        else warn("no Grad-CAM for this image (is torch installed where the labeler runs?)");
+      });
+    }
     const facts = [item.vendor, item.view, item.modifiers].filter(Boolean);
     if (item.header_hints.length) facts.push("header: " + item.header_hints.join(", "));
     text($("facts"), facts.join(" · "));
     const p = item.prediction;
-    text($("pred"), p ? `model ${item.model_version}: biopsy ${p.biopsy.toFixed(2)} · mag ${p.mag.toFixed(2)}` : "");
+    let pred = p ? `model ${item.model_version}: biopsy ${p.biopsy.toFixed(2)} · mag ${p.mag.toFixed(2)}` : "";
+    if (REVIEW && p) {
+      pred = `model ${item.model_version} says ${SAYS[item.model_key]} (biopsy ${p.biopsy.toFixed(2)} · mag ${p.mag.toFixed(2)}) · ${item.reason === "unflagged" ? "random check" : item.reason}`;
+      if (cam) pred += ` · Grad-CAM: ${camFlag(item)}`;
+      if (S.correcting) pred += " · which is right? 1 biopsy · 2 mag · 3 neither · 4 both (Esc: back)";
+    }
+    text($("pred"), pred);
+    stage.classList.toggle("correcting", S.correcting);
     if (t0 !== undefined) {
       item.ready.then(() => requestAnimationFrame(() => setTimeout(() => {
         S.paints.push(performance.now() - t0);
@@ -54,7 +92,7 @@
   function stats(st, polled) {
     if (!st) return;
     text($("labeled"), `${st.labeled} labeled`);
-    text($("remaining"), `${st.remaining} to go`);
+    text($("remaining"), REVIEW ? `${st.to_review} to review` : `${st.remaining} to go`);
     text($("retrain"), st.model_version
       ? `${st.until_retrain} until retrain · model ${st.model_version}`
       : `${st.until_retrain} until the first model`);
@@ -118,7 +156,7 @@
         await S.chain;  // the server must see our labels before choosing more
         // Labels still on their way must not come back as "next".
         const have = [...S.buf.map((i) => i.id), ...S.inflight];
-        const j = await send("/api/next", { n: want, have });
+        const j = await send("/api/next", { n: want, have, mode: MODE });
         if (!j) break;
         stats(j.stats);
         const fresh = j.items.filter((i) => !S.buf.some((b) => b.id === i.id) && !S.inflight.has(i.id));
@@ -144,8 +182,24 @@
         continue;
       }
       S.keys.shift();
-      if (key === "u") undo(t0); else act(key, t0);
+      if (key === "u") undo(t0);
+      else if (REVIEW) review(key, t0);
+      else act(key, t0);
     }
+  }
+  function review(key, t0) {
+    const item = S.buf[0];
+    if (key === "g") {  // off -> each flag's heatmap -> off
+      const n = (item.cam_flags || []).length;
+      S.cam = n ? (S.cam + 1) % (n + 1) : 0;
+      S.buf.forEach((b) => camImage(b));
+      show();
+    } else if (key === "n" || key === "escape") {
+      S.correcting = key === "n" && !S.correcting;
+      show();
+    } else if (key === "y") {
+      if (item.model_key) act(item.model_key, t0);
+    } else act(key, t0);
   }
 
   function act(key, t0) {
@@ -153,13 +207,16 @@
     item.event_id = uuid();
     S.hist.push(item);
     S.inflight.add(item.id);
-    post("/api/label", { event_id: item.event_id, id: item.id, key, model_version: item.model_version })
+    S.correcting = false;
+    S.cam = S.cam ? 1 : 0;  // the heatmap stays on, for the next image's first flag
+    post("/api/label", { event_id: item.event_id, id: item.id, key, mode: MODE, model_version: item.model_version })
       .finally(() => S.inflight.delete(item.id));
     show(t0);
     refill();
   }
   function undo(t0) {
     const local = S.hist.pop();  // undo exactly what this page put back on screen
+    S.correcting = false;
     const req = post("/api/undo", local ? { event_id: uuid(), retracts: local.event_id } : { event_id: uuid() });
     if (local) {
       S.buf.unshift(local);
@@ -182,7 +239,10 @@
     if (t && t.closest && t.closest("input, textarea, select, [contenteditable]")) return;
     const k = e.key.toLowerCase();
     const t0 = performance.now();
-    if (k.length === 1 && "1234su".includes(k)) { e.preventDefault(); press(k, t0); }
+    if ((k.length === 1 && KEYS.includes(k)) || (REVIEW && k === "escape")) {
+      e.preventDefault();
+      press(k, t0);
+    }
   }
   document.addEventListener("keydown", onKey);
   document.querySelectorAll("#actions button[data-key]").forEach((b) => {

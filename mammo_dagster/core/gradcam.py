@@ -13,6 +13,22 @@ import numpy as np
 from PIL import Image
 
 from . import preprocess
+from .batch import thumbnail_name
+from .files import atomic_write
+from .modelstore import model_dir
+
+
+def cam_folder(home: Path, version: str) -> Path:
+    """A model version's heatmap overlays (the `gradcam` asset writes them; the
+    labeler's review mode reads them, or makes the missing ones)."""
+    return model_dir(home / "gradcam", version)
+
+
+def cam_file(home: Path, version: str, sop_instance_uid: str, frame: int, flag: str) -> Path:
+    if flag not in preprocess.FLAGS:
+        raise ValueError(f"flag must be one of {preprocess.FLAGS}, got {flag!r}")
+    name = thumbnail_name(sop_instance_uid, frame).removesuffix(".png")
+    return cam_folder(home, version) / f"{name}_{flag}.png"
 
 
 def load_torch_model(folder: Path):
@@ -61,9 +77,28 @@ def gradcam(shipped, image: np.ndarray, flag: str) -> np.ndarray:
 
 
 def overlay(image: np.ndarray, cam: np.ndarray) -> Image.Image:
-    """The gray image with the heatmap in red over it (RGB)."""
+    """The gray image with the heatmap in red over it (RGB); a heatmap of another size
+    is stretched over the image (thumbnails and model inputs are both square)."""
+    if cam.shape != image.shape:
+        cam = np.asarray(
+            Image.fromarray(cam.astype(np.float32), mode="F").resize(
+                image.shape[::-1], Image.Resampling.BILINEAR
+            )
+        )
     gray = np.repeat(image[..., None].astype(np.float32), 3, axis=2)
     heat = np.zeros_like(gray)
     heat[..., 0] = 255 * cam
     alpha = 0.5 * cam[..., None]
     return Image.fromarray(np.clip(gray * (1 - alpha) + heat * alpha, 0, 255).astype(np.uint8))
+
+
+def write_cam(shipped, size: int, thumbnail: Path, flag: str, dest: Path) -> Path:
+    """Heatmap of `flag` for one thumbnail, drawn over the thumbnail itself (full
+    thumbnail resolution, so a small marker stays visible), written atomically."""
+    with Image.open(thumbnail) as im:
+        full = np.asarray(im.convert("L"))
+    cam = gradcam(shipped, preprocess.prepare(full, size), flag)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(dest, "wb") as f:
+        overlay(full, cam).save(f, format="PNG")
+    return dest

@@ -24,8 +24,7 @@ def gradcam(config: GradcamConfig, paths: MammoHome, store: StoreResource) -> dg
     """Where the current model looked, for each flag it raised: overlays in
     gradcam/<version>/<SOPInstanceUID>_<frame>_<flag>.png (the labeler's review mode
     shows them)."""
-    from mammo_dagster.core.gradcam import gradcam as cam_of
-    from mammo_dagster.core.gradcam import load_torch_model, overlay
+    from mammo_dagster.core.gradcam import cam_file, cam_folder, load_torch_model, write_cam
 
     current = read_current(paths.models)
     if current is None:
@@ -42,19 +41,16 @@ def gradcam(config: GradcamConfig, paths: MammoHome, store: StoreResource) -> dg
         ).fetchall(),
         read_only=True,
     )
-    out_dir = paths.root / "gradcam" / current.version
-    out_dir.mkdir(parents=True, exist_ok=True)
     made = []
     for sop, frame, biopsy, mag, *_ in rows:
         thumb = paths.thumbnails / thumbnail_name(sop, frame)
         if not thumb.exists():
             continue
-        image = preprocess.load(thumb, size)
-        for flag, raised in (("biopsy", biopsy), ("mag", mag)):
+        for flag, raised in zip(preprocess.FLAGS, (biopsy, mag), strict=True):
             if raised:
-                path = out_dir / f"{sop}_{frame}_{flag}.png"
-                overlay(image, cam_of(shipped, image, flag)).save(path)
-                made.append(path)
+                dest = cam_file(paths.root, current.version, sop, frame, flag)
+                made.append(write_cam(shipped, size, thumb, flag, dest))
+    out_dir = cam_folder(paths.root, current.version)
     sheet = ""
     if made:
         tiles = [np.asarray(Image.open(p).resize((160, 160))) for p in made[:6]]
