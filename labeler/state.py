@@ -190,6 +190,7 @@ class LabelerState:
         self.order: list[str] = []  # non-hold-out images, random order
         self.holdout_order: list[str] = []
         self.queue: list[str] = []  # the pipeline's labeling_queue, when it wrote one
+        self.queue_model: str | None = None  # the model version that queue came from
         self.predictions: dict[tuple[str, int], Prediction] = {}
         self.thresholds: dict[str, float] = {}
         self.model: CurrentModel | None = None
@@ -282,6 +283,7 @@ class LabelerState:
             if queue is not None:
                 self.queue = [f"{sop}_{frame}" for sop, frame in queue]
                 self._queue_version = qversion
+                self.queue_model = qversion[2]
             if events:
                 self.book.add(events)
                 self._seq = max(self._seq, max(e.seq for e in events))
@@ -626,6 +628,7 @@ class LabelerState:
                     1 for i in self.review_order() if self.images[i].key not in self.book.current
                 ),
                 "model_version": self.model.version if self.model else None,
+                "queue_model": self.queue_model,
                 "pending_writes": len(self.writer.pending),
                 "write_error": self.writer.last_error,
             }

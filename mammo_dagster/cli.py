@@ -18,7 +18,6 @@ from .core.config import ENV_HOME, mammo_home
 from .core.decode import DEFAULT_OVERSAMPLE
 from .core.dicom_write import TRANSFER_SYNTAXES, VENDOR_PROFILES
 from .core.files import atomic_write
-from .core.splits import shuffle_key
 
 
 class CliError(Exception):
@@ -293,39 +292,145 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _demo_model(args: argparse.Namespace, home: Path, truth: Path, dagster_home: Path) -> None:
-    """Labels from the ground truth -> train -> ONNX -> predictions -> study CSV, scored."""
-    from .core.labels import append_events, load_events
+    """The active-learning loop on generated data: a simulated labeler labels through the
+    labeler's HTTP API; `active_learning_sensor` asks for a retrain; the new model's
+    predictions and queue follow (`new_model_sensor`); the next labels come from that
+    queue. Each turn is scored against the generator's ground truth."""
+    from labeler.process import running
+
+    from .core.config import ENV_RETRAIN_EVERY
+    from .core.labels import load_events
+    from .core.simulated import SimulatedLabeler
     from .core.store import DB_NAME, Store
-    from .core.synthetic import read_ground_truth, truth_labels
-    from .pipeline import train_and_predict
+    from .core.synthetic import read_ground_truth
+    from .pipeline import turn_loop
 
     store = Store(home / DB_NAME)
     rows = read_ground_truth(truth)
-    if not load_events(store):
-        order = sorted(rows, key=lambda r: shuffle_key(r.sop_instance_uid, "demo"))
-        append_events(store, truth_labels(order[: args.labels], annotator="demo-truth"))
-        print(f"labels: {min(args.labels, len(rows))} images labeled from the ground truth")
-    print(f"training ResNet18 at {args.input_size} px (a few minutes on 2 cores) ...", flush=True)
-    model, studies = train_and_predict(
-        home, ["demo"], dagster_home=dagster_home,
-        training={"size": args.input_size, "epochs": args.epochs},
-    )  # fmt: skip
-    if not (model.success and studies.success):
-        raise CliError("a model run failed; see `make dev` (Runs) for the logs")
-    trained = model.asset_materializations_for_node("trained_model")[0].metadata
-    onnx = model.asset_materializations_for_node("onnx_model")[0].metadata
-    csv_path = Path(
-        studies.asset_materializations_for_node("study_predictions")[0].metadata["csv"].value
-    )
+    answers = {r.sop_instance_uid: (r.has_biopsy_tool, r.has_mag_view) for r in rows}
+    kept = len(load_events(store))
+    batches = [args.labels] + [args.per_round] * args.rounds
+    if kept:
+        print(f"{kept} label events kept from an earlier demo: no new labels, one sensor tick")
+        batches = [0]
+    # every batch is enough for the sensor to fire (the labeler shows the same number)
+    os.environ[ENV_RETRAIN_EVERY] = str(max(1, min(b for b in batches if b) if any(batches) else 1))
+    training = {"size": args.input_size, "epochs": args.epochs}
+    summary: list[tuple] = []
+    cursor = None
+    log = home / "labeler" / "demo.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with running(home, log=log) as url:
+        labeler = SimulatedLabeler(url, answers, annotator="demo-labeler")
+        for turn, n in enumerate(batches):
+            if n:
+                seen = max((e.seq or 0 for e in load_events(store)), default=0)
+                got = labeler.label(n)
+                labeler.wait_stored()
+                sources = Counter(e.source for e in load_events(store, after_seq=seen))
+                print(
+                    f"turn {turn + 1}: labels: {got} images labeled by a simulated labeler "
+                    f"through the labeler's API ({_counts(sources)})"
+                )
+            print("  training ResNet18 at "
+                  f"{args.input_size} px (a few minutes on 2 cores) ...", flush=True)  # fmt: skip
+            runs, cursor, skipped = turn_loop(
+                home, dagster_home=dagster_home, training=training, cursor=cursor
+            )
+            if skipped:
+                print(f"  active_learning_sensor skipped: {skipped}")
+            for r in runs:
+                where = f"[{r.partition}]" if r.partition else ""
+                print(f"  {r.sensor} -> {r.job}{where} ({r.run_key}): "
+                      f"{'ok' if r.success else 'FAILED'}")  # fmt: skip
+            if not all(r.success for r in runs):
+                raise CliError("a model run failed; see `make dev` (Runs) for the logs")
+            retrain = next((r.result for r in runs if r.job == "retrain"), None)
+            if retrain is not None:
+                _report_model(retrain)
+            if not any(r.job == "study_csv" for r in runs) and not skipped:
+                raise CliError("no study CSV was written (no drop has predictions?)")
+            summary.append(_turn_summary(home, store, answers))
+            if turn + 1 < len(batches):
+                version = summary[-1][0]  # the next labels come from its queue
+                queued = store.run(
+                    lambda c, v=version: c.execute(
+                        "SELECT count(*) FROM labeling_queue WHERE model_version = ?", [v]
+                    ).fetchone()[0],
+                    read_only=True,
+                )
+                labeler.wait_model(version, queued=bool(queued))
+    if len(summary) > 1 or not kept:
+        _print_loop(summary)
+    csv_path = home / "predictions" / "study_predictions.csv"
+    if csv_path.exists():
+        _score(csv_path, rows)
+
+
+def _counts(counter: Counter) -> str:
+    return ", ".join(f"{v} {k}" for k, v in sorted(counter.items()))
+
+
+def _report_model(result) -> None:
+    trained = result.asset_materializations_for_node("trained_model")[0].metadata
+    onnx = result.asset_materializations_for_node("onnx_model")[0].metadata
     checks = ", ".join(
         f"{c.check_name} {'passed' if c.passed else 'FAILED'}"
-        for c in model.get_asset_check_evaluations()
+        for c in result.get_asset_check_evaluations()
     )
     print(
-        f"model {trained['version'].value}: trained in {trained['training_seconds'].value} s "
+        f"  model {trained['version'].value}: trained in {trained['training_seconds'].value} s "
         f"({trained['pretrained'].value}); {checks}; current: {onnx['current'].value}"
     )
-    _score(csv_path, rows)
+
+
+def _turn_summary(home: Path, store, answers: dict) -> tuple:
+    """(model version, labels it learned from, per flag (accuracy, AUC), images) on the
+    hold-out patients' images, labeled or not: no model of any turn trains on them."""
+    import numpy as np
+
+    from .core import metrics
+    from .core.modelstore import read_current
+    from .core.splits import split_of
+
+    current = read_current(home / "models")
+    if current is None:
+        return ("-", 0, {})
+
+    def read(c):
+        return c.execute(
+            """
+            SELECT p.sop_instance_uid, p.prob_biopsy, p.prob_mag, p.flag_biopsy, p.flag_mag,
+                   i.patient_key, i.study_instance_uid
+            FROM image_predictions p
+            JOIN indexed_frames i USING (sop_instance_uid, frame)
+            WHERE p.model_version = ?
+            """,
+            [current.version],
+        ).fetchall()
+
+    rows = [
+        r for r in store.run(read, read_only=True)
+        if r[0] in answers and split_of(r[5], r[6]) == "holdout"
+    ]  # fmt: skip
+    out = {}
+    for k, flag in enumerate(("biopsy", "mag")):
+        y = np.array([answers[r[0]][k] for r in rows], bool)
+        p = np.array([r[1 + k] for r in rows], float)
+        decided = np.array([bool(r[3 + k]) for r in rows], bool)
+        out[flag] = (float(np.mean(decided == y)) if len(y) else 0.0, metrics.auc(y, p))
+    return (current.version, current.label_count, out, len(rows))
+
+
+def _print_loop(summary: list[tuple]) -> None:
+    print("active learning, turn by turn (the hold-out patients' images, never trained on):")
+    print("  model   labels  images | biopsy acc   AUC |  mag acc   AUC")
+    for version, labels, flags, n in summary:
+        cells = " | ".join(
+            f"{acc:8.1%} {auc if auc is not None else float('nan'):5.3f}"
+            for acc, auc in (flags.get("biopsy", (0, None)), flags.get("mag", (0, None)))
+        )
+        print(f"  {version:6s} {labels:7d} {n:7d} | {cells}")
 
 
 def _score(csv_path: Path, truth: list) -> None:
@@ -475,8 +580,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--labels",
         type=_int_in(0, 1_000_000),
-        default=300,
-        help="images labeled from the ground truth before training (0: ingest only)",
+        default=100,
+        help="images a simulated labeler labels (from the ground truth, through the "
+        "labeler's API) before the first model (0: ingest only; default 100)",
+    )
+    p.add_argument(
+        "--rounds",
+        type=_int_in(0, 100),
+        default=2,
+        help="turns of the active-learning loop after the first model (default 2)",
+    )
+    p.add_argument(
+        "--per-round",
+        type=_int_in(1, 1_000_000),
+        default=100,
+        help="labels per turn, taken in the new model's labeling_queue order (default 100)",
     )
     p.add_argument(
         "--epochs", type=_int_in(1, 200), default=16, help="training epochs (default 16)"

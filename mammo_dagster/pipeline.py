@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
@@ -109,3 +110,76 @@ def train_and_predict(
             raise_on_error=False,
         )  # fmt: skip
         return model, studies
+
+
+@dataclass
+class LoopRun:
+    """One run a sensor requested and this process ran."""
+
+    sensor: str
+    run_key: str
+    job: str
+    partition: str | None
+    result: dg.ExecuteInProcessResult
+
+    @property
+    def success(self) -> bool:
+        return self.result.success
+
+
+def turn_loop(
+    home: Path, *, dagster_home: Path, training: dict | None = None, cursor: str | None = None
+) -> tuple[list[LoopRun], str | None, str | None]:
+    """One turn of the active-learning loop as the daemon would drive it, in this process:
+    tick `active_learning_sensor`; run the retrain it requests; then tick
+    `new_model_sensor` until it has nothing new (predictions per drop, the study CSV).
+
+    Returns (runs, the active-learning sensor's new cursor, its skip reason if it skipped).
+    """
+    from .defs import active, model
+
+    resources = _resources(home)
+    definitions = dg.Definitions(
+        assets=[
+            model.labels, model.training_set, model.trained_model, model.onnx_model,
+            model.image_predictions, model.study_predictions, active.labeling_queue,
+        ],
+        jobs=[active.retrain_job, active.predict_drop_job, active.study_job],
+        resources=resources,
+    )  # fmt: skip
+    config = {"ops": {"trained_model": {"config": training or {}}}} | QUIET
+    runs: list[LoopRun] = []
+    with open_instance(dagster_home) as instance:
+
+        def execute(sensor: str, request: dg.RunRequest, job: str) -> LoopRun:
+            tags = {"dagster/run_key": request.run_key or "", "dagster/sensor_name": sensor}
+            result = definitions.resolve_job_def(job).execute_in_process(
+                run_config=config if job == active.retrain_job.name else QUIET,
+                instance=instance,
+                partition_key=request.partition_key,
+                tags=tags,
+                raise_on_error=False,
+            )
+            runs.append(LoopRun(sensor, request.run_key or "", job, request.partition_key, result))
+            return runs[-1]
+
+        ctx = dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources)
+        tick = active.active_learning_sensor(ctx)
+        if isinstance(tick, dg.SkipReason):
+            return runs, cursor, tick.skip_message
+        cursor = tick.cursor
+        for request in tick.run_requests or []:
+            if not execute("active_learning_sensor", request, active.retrain_job.name).success:
+                return runs, cursor, None
+        done: set[str] = set()
+        while True:
+            ctx = dg.build_sensor_context(instance=instance, resources=resources)
+            tick = active.new_model_sensor(ctx)
+            todo = [] if isinstance(tick, dg.SkipReason) else tick.run_requests or []
+            todo = [r for r in todo if r.run_key not in done]
+            if not todo:
+                return runs, cursor, None
+            for request in todo:
+                done.add(request.run_key or "")
+                if not execute("new_model_sensor", request, request.job_name or "").success:
+                    return runs, cursor, None

@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mammo_dagster.core.labels import load_events
+from mammo_dagster.core.store import DB_NAME, Store
 from tests.factory import FAKE_PATIENT_ID, FAKE_PATIENT_NAME, make_file
 
 COMMANDS = ["synth", "inspect", "thumbnail", "thumbnails", "demo"]
@@ -151,7 +153,8 @@ def test_thumbnails_folder_with_bad_files_and_resume(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_demo_end_to_end(tmp_path: Path) -> None:
-    tiny = ["--studies", "6", "--labels", "40", "--epochs", "1", "--input-size", "64"]
+    tiny = ["--studies", "12", "--labels", "20", "--rounds", "2", "--per-round", "10"]
+    tiny += ["--epochs", "1", "--input-size", "64"]
     out = mammo("demo", "--home", str(tmp_path / "home"), *tiny)
     assert out.returncode == 0, out.stderr
     thumbs = tmp_path / "home" / "thumbnails"
@@ -161,11 +164,20 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     n = len(truth)
     assert len(list(thumbs.glob("*.png"))) == n
     assert f"dicom_index: {n} frames" in out.stdout and "unique_sop_uids passed" in out.stdout
-    assert f"labels: {min(40, n)} images labeled" in out.stdout
+    # the loop turned three times: labels through the labeler's API, the sensor fired,
+    # the new model predicted every drop, and the next labels came from its queue
+    assert "turn 1: labels: 20 images labeled" in out.stdout
+    for turn, seq in ((2, 30), (3, 40)):
+        assert re.search(rf"turn {turn}: labels: 10 images labeled .*\([^)]*\d queue", out.stdout)
+        assert f"active_learning_sensor -> retrain (retrain-labels-{seq}): ok" in out.stdout
+    for version in ("m0001", "m0002", "m0003"):
+        assert f"new_model_sensor -> predict_drop[demo] ({version}:demo): ok" in out.stdout
+    events = load_events(Store(tmp_path / "home" / DB_NAME))
+    assert len(events) == 40 and {e.annotator for e in events} == {"demo-labeler"}
     assert "onnx_matches_pytorch passed" in out.stdout and "current: True" in out.stdout
     study_csv = tmp_path / "home" / "predictions" / "study_predictions.csv"
     assert f"study CSV: {study_csv}" in out.stdout
-    assert re.search(r"biopsy: \d+/6 studies right", out.stdout)
+    assert re.search(r"biopsy: \d+/12 studies right", out.stdout)
     shown = out.stdout + out.stderr + study_csv.read_text()
     assert not any(row["patient_id"] in shown for row in truth)
     again = mammo("demo", "--home", str(tmp_path / "home"), *tiny)

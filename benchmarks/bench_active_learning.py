@@ -1,0 +1,269 @@
+"""Label efficiency: uncertainty sampling vs random sampling, same archive, same hold-out.
+
+A simulated labeler answers from the synthetic ground truth. Starting from the
+same random labels (per seed), each round trains the pipeline's model
+(`core.train.train`, from scratch), scores the unlabeled images with the exported
+ONNX model, and labels the next batch that the strategy (`core.active`) picks.
+Every model is evaluated on the locked hold-out patients, which no strategy can
+pick. Output: a table, `results/active_learning.json`, and a PNG plot of per-flag
+accuracy and AUC vs labels (`--plot`, default docs/active_learning.png), plus the
+labels each strategy needs to reach the target per-label accuracy.
+
+    python benchmarks/bench_active_learning.py [--seeds 0 1] [--stop 500] [--size 96]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).parent / "results"
+DATA = RESULTS / "data"
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def prepare(studies: int, matrix: str, thumb: int) -> Path:
+    """A cached synthetic archive, indexed, with thumbnails and its ground truth."""
+    from mammo_dagster.core.batch import thumbnail_folder
+    from mammo_dagster.core.index import index_folder, mark_duplicates, save_index
+    from mammo_dagster.core.store import DB_NAME, Store
+    from mammo_dagster.core.synthetic import generate_archive
+
+    home = DATA / f"al_{studies}_{matrix}_{thumb}"
+    if not (home / "done").exists():
+        print(f"  generating and ingesting {studies} studies ...", file=sys.stderr, flush=True)
+        drop = home / "incoming" / "d1"
+        generate_archive(
+            drop, studies=studies, seed=41, size=matrix, ground_truth=home / "truth.csv"
+        )
+        store = Store(home / DB_NAME)
+        store.migrate()
+        save_index(store, "d1", mark_duplicates(index_folder(drop, "d1", workers=2), {}))
+        thumbnail_folder(drop, home / "thumbnails", size=thumb, workers=2)
+        (home / "done").write_text("")
+    return home
+
+
+def examples(home: Path) -> list:
+    """Every image with a thumbnail, labeled from the ground truth, with its split."""
+    from mammo_dagster.core.batch import thumbnail_name
+    from mammo_dagster.core.dataset import Example
+    from mammo_dagster.core.splits import split_of
+    from mammo_dagster.core.store import DB_NAME, Store
+    from mammo_dagster.core.synthetic import read_ground_truth
+
+    truth = {t.sop_instance_uid: t for t in read_ground_truth(home / "truth.csv")}
+    rows = Store(home / DB_NAME).run(
+        lambda c: c.execute(
+            "SELECT sop_instance_uid, frame, patient_key, study_instance_uid, manufacturer "
+            "FROM indexed_frames ORDER BY sop_instance_uid, frame"
+        ).fetchall(),
+        read_only=True,
+    )
+    out = []
+    for sop, frame, patient, study, vendor in rows:
+        thumb = home / "thumbnails" / thumbnail_name(sop, frame)
+        if sop in truth and thumb.is_file():
+            t = truth[sop]
+            out.append(
+                Example(
+                    sop,
+                    frame,
+                    str(thumb),
+                    t.has_biopsy_tool,
+                    t.has_mag_view,
+                    split_of(patient, study),
+                    patient,
+                    study,
+                    vendor or "",
+                )  # fmt: skip
+            )
+    return out
+
+
+def evaluate(y: np.ndarray, p: np.ndarray, thresholds: dict) -> dict:
+    from mammo_dagster.core import metrics
+    from mammo_dagster.core.preprocess import FLAGS
+
+    out = {}
+    for k, flag in enumerate(FLAGS):
+        out[flag] = {
+            "accuracy": float(np.mean((p[:, k] >= 0.5) == y[:, k])),
+            "accuracy_at_threshold": float(np.mean((p[:, k] >= thresholds[flag]) == y[:, k])),
+            "auc": metrics.auc(y[:, k], p[:, k]),
+        }
+    out["both"] = {"accuracy": float(np.mean(((p >= 0.5) == y).all(axis=1)))}
+    return out
+
+
+def run_loop(name, pool, holdout, arrays, args, seed: int, work: Path) -> list[dict]:
+    """One strategy's active-learning curve."""
+    from mammo_dagster.core.active import Candidate, strategy, uncertainty
+    from mammo_dagster.core.dataset import Snapshot
+    from mammo_dagster.core.onnx_model import OnnxModel
+    from mammo_dagster.core.train import TrainConfig, train
+
+    chooser = strategy(name)
+    rng = np.random.default_rng(seed)
+    labeled = [pool[i] for i in sorted(rng.choice(len(pool), args.start, replace=False))]
+    y_hold = np.array([[e.biopsy, e.mag] for e in holdout], np.float32)
+    hold_x = np.stack([arrays[(e.sop_instance_uid, e.frame)] for e in holdout])
+    curve, round_no = [], 0
+    while True:
+        t0 = time.perf_counter()
+        snapshot = Snapshot(labeled + holdout, 0, len(labeled), 0)
+        out = work / f"{name}_{seed}_{round_no}"
+        config = TrainConfig(size=args.size, epochs=args.epochs, seed=seed)
+        card = train(snapshot, out, config)
+        model = OnnxModel(out / "model.onnx")
+        result = evaluate(y_hold, model.probs(hold_x), card["thresholds"])
+        curve.append(
+            {"labels": len(labeled), "seconds": round(time.perf_counter() - t0, 1)} | result
+        )
+        b, m = result["biopsy"], result["mag"]
+        print(f"  {name:11s} seed {seed} {len(labeled):4d} labels: biopsy acc "
+              f"{b['accuracy']:.3f} AUC {b['auc'] or 0:.3f} | mag acc {m['accuracy']:.3f} "
+              f"AUC {m['auc'] or 0:.3f} ({curve[-1]['seconds']:.0f} s)", flush=True)  # fmt: skip
+        if len(labeled) >= args.stop:
+            break
+        taken = {(e.sop_instance_uid, e.frame) for e in labeled}
+        rest = [e for e in pool if (e.sop_instance_uid, e.frame) not in taken]
+        if not rest:
+            break
+        probs = model.probs(np.stack([arrays[(e.sop_instance_uid, e.frame)] for e in rest]))
+        scores = uncertainty(probs)
+        candidates = [
+            Candidate(e.sop_instance_uid, e.frame, e.study_instance_uid, e.manufacturer, float(s))
+            for e, s in zip(rest, scores, strict=True)
+        ]
+        by_key = {(e.sop_instance_uid, e.frame): e for e in rest}
+        picks = chooser.select(
+            candidates, min(args.step, args.stop - len(labeled)), seed + round_no
+        )
+        labeled += [by_key[(p.candidate.sop_instance_uid, p.candidate.frame)] for p in picks]
+        round_no += 1
+    return curve
+
+
+def mean_curve(curves: list[list[dict]]) -> list[dict]:
+    out = []
+    for rows in zip(*curves, strict=False):
+        entry = {"labels": rows[0]["labels"]}
+        for flag in ("biopsy", "mag"):
+            for metric in ("accuracy", "accuracy_at_threshold", "auc"):
+                vals = [r[flag][metric] for r in rows if r[flag][metric] is not None]
+                entry[f"{flag}_{metric}"] = float(np.mean(vals)) if vals else None
+        entry["both_accuracy"] = float(np.mean([r["both"]["accuracy"] for r in rows]))
+        out.append(entry)
+    return out
+
+
+def labels_to_reach(curve: list[dict], key: str, target: float) -> int | None:
+    return next((r["labels"] for r in curve if (r[key] or 0) >= target), None)
+
+
+def plot(means: dict, target: float, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharex=True)
+    styles = {"uncertainty": "-o", "random": "--s"}
+    for flag, color in (("biopsy", "tab:red"), ("mag", "tab:blue")):
+        for name, curve in means.items():
+            x = [r["labels"] for r in curve]
+            label = f"{flag}, {name}"
+            axes[0].plot(x, [r[f"{flag}_accuracy"] for r in curve], styles[name], color=color,
+                         label=label, ms=4)  # fmt: skip
+            axes[1].plot(x, [r[f"{flag}_auc"] for r in curve], styles[name], color=color,
+                         label=label, ms=4)  # fmt: skip
+    axes[0].axhline(target, color="gray", lw=0.8, ls=":")
+    axes[0].set(title="hold-out accuracy (p >= 0.5)", xlabel="labels", ylabel="accuracy")
+    axes[1].set(title="hold-out AUC", xlabel="labels", ylabel="AUC", ylim=(0.4, 1.01))
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--studies", type=int, default=160)
+    ap.add_argument("--matrix", choices=["small", "full"], default="small")
+    ap.add_argument("--thumb", type=int, default=128, help="thumbnail size")
+    ap.add_argument("--size", type=int, default=96, help="model input size")
+    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--start", type=int, default=50)
+    ap.add_argument("--step", type=int, default=50)
+    ap.add_argument("--stop", type=int, default=500)
+    ap.add_argument("--target", type=float, default=0.97)
+    ap.add_argument("--plot", type=Path, default=DOCS / "active_learning.png")
+    args = ap.parse_args()
+    os.environ.setdefault("MAMMO_PATIENT_SALT", "bench-salt")
+    from mammo_dagster.core import preprocess
+
+    home = prepare(args.studies, args.matrix, args.thumb)
+    every = examples(home)
+    holdout = [e for e in every if e.split == "holdout"]
+    pool = [e for e in every if e.split != "holdout"]
+    print(f"{len(pool)} images to pick from, {len(holdout)} hold-out images "
+          f"({len({e.patient_key for e in holdout})} patients); rounds of {args.step} from "
+          f"{args.start} to {args.stop} labels; {args.size} px, {args.epochs} epochs; "
+          f"seeds {args.seeds}", flush=True)  # fmt: skip
+    arrays = {(e.sop_instance_uid, e.frame): preprocess.load(e.thumbnail, args.size) for e in every}
+    curves: dict[str, list] = {"uncertainty": [], "random": []}
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in args.seeds:
+            for name in curves:
+                curves[name].append(run_loop(name, pool, holdout, arrays, args, seed, Path(tmp)))
+    means = {name: mean_curve(c) for name, c in curves.items()}
+    print(f"\nmean over {len(args.seeds)} seed(s), hold-out accuracy at p >= 0.5 (AUC):")
+    head = ("uncertainty biopsy", "mag", "random biopsy", "mag")
+    print(f"{'labels':>6} | {head[0]:>18} {head[1]:>13} | {head[2]:>18} {head[3]:>13}")
+    for u, r in zip(means["uncertainty"], means["random"], strict=True):
+        cells = [f"{row[f'{f}_accuracy']:.3f} ({row[f'{f}_auc'] or 0:.2f})" for row in (u, r)
+                 for f in ("biopsy", "mag")]  # fmt: skip
+        print(f"{u['labels']:6d} | {cells[0]:>18} {cells[1]:>13} | {cells[2]:>18} {cells[3]:>13}")
+    reach = {
+        key: {name: labels_to_reach(means[name], key, args.target) for name in means}
+        for key in ("biopsy_accuracy", "mag_accuracy", "both_accuracy")
+    }
+    print(f"\nlabels needed to reach {args.target:.0%} hold-out accuracy:")
+    for key, by in reach.items():
+        u, r = by["uncertainty"], by["random"]
+        ratio = f"{u / r:.0%} of random's" if u and r else "n/a"
+        print(f"  {key.removesuffix('_accuracy'):6s}: uncertainty {u or 'not reached'}, "
+              f"random {r or 'not reached'} ({ratio})")  # fmt: skip
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "active_learning.json").write_text(
+        json.dumps(
+            {
+                "args": {k: str(v) for k, v in vars(args).items()},
+                "curves": curves,
+                "means": means,
+                "labels_to_target": reach,
+                "minutes": round((time.perf_counter() - t0) / 60, 1),
+            },
+            indent=2,
+        )  # fmt: skip
+    )
+    plot(means, args.target, args.plot,
+         f"{len(pool)}-image pool, {len(holdout)} hold-out images, {args.size} px, "
+         f"{args.epochs} epochs, mean of {len(args.seeds)} seed(s)")  # fmt: skip
+    print(f"plot: {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
