@@ -7,7 +7,7 @@ export MAMMO_HOME ?= $(CURDIR)/data
 
 export DAGSTER_HOME ?= $(MAMMO_HOME)/dagster
 
-.PHONY: install demo dev label browser test test-fast lint format bench clean
+.PHONY: install demo dev label browser services test test-fast lint format bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -33,7 +33,14 @@ browser:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends chromium; }
 
-test: $(STAMP) lint browser  ## the whole suite, slow end-to-end tests included (what CI runs)
+# The scale-out test starts Redis (Debian's redis-server) and two Celery workers itself,
+# on loopback, and stops them when it ends, pass or fail.
+services:
+	@command -v redis-server >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends redis-server; }
+
+test: $(STAMP) lint browser services  ## the whole suite, slow end-to-end tests included (what CI runs)
 	$(BIN)/python -m pytest
 
 test-fast: $(STAMP)  ## skip the slow end-to-end tests
@@ -47,10 +54,15 @@ format: $(STAMP)
 	$(BIN)/ruff format mammo_dagster labeler tests benchmarks
 	$(BIN)/ruff check --fix mammo_dagster labeler tests benchmarks
 
-bench: $(STAMP) browser  ## every benchmark (see README for what each measures)
+bench: $(STAMP) browser services  ## every benchmark (see README for what each measures)
 	$(BIN)/python benchmarks/bench_thumbnails.py
 	$(BIN)/python benchmarks/bench_ingest.py
 	$(BIN)/python benchmarks/bench_labeler.py
+	$(BIN)/python benchmarks/bench_inference.py
+	$(BIN)/python benchmarks/bench_predict.py
+	$(BIN)/python benchmarks/bench_training.py
+	$(BIN)/python benchmarks/bench_active_learning.py
+	$(BIN)/python benchmarks/bench_scale.py
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .ruff_cache

@@ -8,6 +8,7 @@ import dagster as dg
 from mammo_dagster.core.index import drop_state
 
 from .ingest import dicom_index, thumbnails
+from .model import image_predictions
 from .partitions import drops
 from .resources import MammoHome
 
@@ -18,6 +19,13 @@ ingest_job = dg.define_asset_job(
     "ingest_drop",
     selection=[dicom_index, thumbnails],
     description="Index and thumbnail one drop.",
+)
+process_job = dg.define_asset_job(
+    "process_drop",
+    selection=[dicom_index, thumbnails, image_predictions],
+    partitions_def=drops,
+    description="Index, thumbnail and predict one drop with the current model: what a "
+    "backfill of many drops runs (in parallel on a Celery cluster, see README Scale-out).",
 )
 
 
