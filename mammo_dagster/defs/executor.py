@@ -5,6 +5,8 @@ configured by the YAML file `MAMMO_CELERY_CONFIG` names, the same file the
 workers start with (`dagster-celery worker start -A dagster_celery.app -y FILE`),
 so the run and its workers can't disagree about the broker. Anything else (or
 unset) keeps the single-machine default: no broker, nothing to start.
+`MAMMO_EXECUTOR=k8s` runs each step as its own Kubernetes Job (`dagster-k8s`'s
+`k8s_job_executor`, for sites on Kubernetes: see deploy/k8s/).
 """
 
 import os
@@ -42,10 +44,22 @@ def executor() -> dg.Definitions:
     kind = os.environ.get(ENV_EXECUTOR, "multiprocess").strip().lower()
     if kind in ("", "multiprocess", "default"):
         return dg.Definitions()
+    if kind == "k8s":
+        try:
+            from dagster_k8s import k8s_job_executor
+        except ImportError:
+            raise dg.DagsterInvalidDefinitionError(
+                f"{ENV_EXECUTOR}=k8s needs dagster-k8s: pip install 'mammo-dagster[k8s]'"
+            ) from None
+        return dg.Definitions(executor=k8s_job_executor)
     if kind != "celery":
         raise dg.DagsterInvalidDefinitionError(
-            f"{ENV_EXECUTOR} must be multiprocess or celery, got {kind!r}"
+            f"{ENV_EXECUTOR} must be multiprocess, celery or k8s, got {kind!r}"
         )
-    from dagster_celery import celery_executor
-
+    try:
+        from dagster_celery import celery_executor
+    except ImportError:
+        raise dg.DagsterInvalidDefinitionError(
+            f"{ENV_EXECUTOR}=celery needs dagster-celery: pip install 'mammo-dagster[scale]'"
+        ) from None
     return dg.Definitions(executor=celery_executor.configured(celery_config(), name="celery"))
