@@ -463,6 +463,7 @@ class LabelerState:
                 "model_key": KEY_OF[p.flags],
                 "reason": p.reason,
                 "cam_flags": p.cam_flags(self.thresholds),
+                "thresholds": {f: round(self.thresholds.get(f, 0.5), 3) for f in FLAGS},
             }
         return {
             "id": image_id,

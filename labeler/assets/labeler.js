@@ -76,7 +76,9 @@
     const p = item.prediction;
     let pred = p ? `model ${item.model_version}: biopsy ${p.biopsy.toFixed(2)} · mag ${p.mag.toFixed(2)}` : "";
     if (REVIEW && p) {
-      pred = `model ${item.model_version} says ${SAYS[item.model_key]} (biopsy ${p.biopsy.toFixed(2)} · mag ${p.mag.toFixed(2)}) · ${item.reason === "unflagged" ? "random check" : item.reason}`;
+      const t = item.thresholds || {};
+      const prob = (f) => `${f} ${p[f].toFixed(2)}${t[f] !== undefined ? ` (flags at ${t[f].toFixed(2)})` : ""}`;
+      pred = `model ${item.model_version} says ${SAYS[item.model_key]}: ${prob("biopsy")} · ${prob("mag")} · ${item.reason === "unflagged" ? "random check" : item.reason}`;
       if (cam) pred += ` · Grad-CAM: ${camFlag(item)}`;
       if (S.correcting) pred += " · which is right? 1 biopsy · 2 mag · 3 neither · 4 both (Esc: back)";
     }
