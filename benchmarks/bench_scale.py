@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -46,14 +47,15 @@ def ensure_data() -> None:
     bench_predict.model(224)
 
 
-def make_home(root: Path, drops: int) -> tuple[Path, Path, list[str], int]:
-    """A data folder whose drops share the cached files (hard links) and the model."""
+def make_home(root: Path, drops: int) -> tuple[Path, Path, list[str], dict[str, int]]:
+    """A data folder whose drops share the cached files (hard links) and the model;
+    returns the drop names and each drop's file count."""
     from mammo_dagster.core.modelstore import CurrentModel, write_current
 
     home, dagster_home = root / "home", root / "dagster"
     patients = sorted(p for p in SOURCE.iterdir() if p.is_dir())
     names = [f"d{k + 1}" for k in range(drops)]
-    images = 0
+    images = dict.fromkeys(names, 0)
     for k, patient in enumerate(patients):
         dest = home / "incoming" / names[k % drops] / patient.name
         for f in patient.rglob("*"):
@@ -61,7 +63,7 @@ def make_home(root: Path, drops: int) -> tuple[Path, Path, list[str], int]:
                 target = dest / f.relative_to(patient)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 os.link(f, target)
-                images += 1
+                images[names[k % drops]] += 1
     shutil.copytree(MODEL, home / "models" / "m0001")
     write_current(home / "models", CurrentModel("m0001", 0, 0))
     dagster_home.mkdir(parents=True)
@@ -136,9 +138,15 @@ def one_config(name: str, workers: int, drops: int, decode: int, root: Path) -> 
         else:  # a backfill launches every drop; the workers take the steps
             procs = [(d, launch("process_drop", d, run_env, config, root / f"{d}.log"))
                      for d in backfill]  # fmt: skip
-            for d, p in procs:
-                if p.wait() != 0:
-                    raise RuntimeError(f"{name}: run for {d} failed; see {root / f'{d}.log'}")
+            try:
+                for d, p in procs:
+                    if p.wait() != 0:
+                        raise RuntimeError(f"{name}: run for {d} failed; see {root / f'{d}.log'}")
+            finally:  # nothing outlives a failed configuration
+                for _, p in procs:
+                    if p.poll() is None:
+                        os.killpg(p.pid, signal.SIGKILL)
+                        p.wait()
         wall = time.perf_counter() - t0
         t1 = time.perf_counter()
         if launch("process_drop", alone, run_env, config, root / "alone.log").wait() != 0:
@@ -151,19 +159,65 @@ def one_config(name: str, workers: int, drops: int, decode: int, root: Path) -> 
         with local_cluster(root / "cluster", workers, env=env) as cluster:
             wall, alone_wall = backfill_and_alone(env | cluster.env)
     runs = timings(dagster_home)
-    per_drop = images / (drops + 1)
+    done = sum(images[d] for d in backfill)
     lone = runs[0]  # newest first: the lone run
     overhead = (lone["wall"] - sum(lone["steps"].values())) / max(1, len(lone["steps"]))
     return {
         "config": name,
-        "images": round(per_drop * drops),
+        "images": done,
         "backfill_s": round(wall, 1),
-        "images_per_s": round(per_drop * drops / wall, 2),
+        "images_per_s": round(done / wall, 2),
         "lone_run_s": round(alone_wall, 1),
         "lone_run_inside_steps_s": {k: round(v, 2) for k, v in lone["steps"].items()},
         "overhead_per_step_s": round(overhead, 2),
         "runs_ok": sum(r["status"] == "SUCCESS" for r in runs),
     }
+
+
+WRITER = """
+import json, sys, time
+from pathlib import Path
+from mammo_dagster.core.store import Store
+store, name = Store(Path(sys.argv[1]), timeout_s=600), sys.argv[2]
+writes, rows = int(sys.argv[3]), int(sys.argv[4])
+lat = []
+for k in range(writes):
+    t0 = time.perf_counter()
+    store.run(lambda c: (c.execute("DELETE FROM bench_rows WHERE part = ?", [f"{name}-{k}"]),
+                         c.executemany("INSERT INTO bench_rows VALUES (?, ?, ?)",
+                                       [(f"{name}-{k}", i, "x" * 200) for i in range(rows)])))
+    lat.append(time.perf_counter() - t0)
+    time.sleep(0.05)  # a step computes between its writes
+print(json.dumps(lat))
+"""
+
+
+def contention(folder: Path, writers: list[int], writes: int = 20, rows: int = 64) -> list[dict]:
+    """Latency of one drop's index write (replace a partition's rows) through the store's
+    retrying helper, with N processes writing at once: the cost of serializing DuckDB
+    writes through one file instead of per-partition files merged downstream."""
+    import subprocess
+
+    from mammo_dagster.core.store import Store
+
+    db = folder / "contention.duckdb"
+    table = "CREATE TABLE IF NOT EXISTS bench_rows (part VARCHAR, i INTEGER, payload VARCHAR)"
+    Store(db).run(lambda c: c.execute(table))
+    out = []
+    for n in writers:
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", WRITER, str(db), f"w{n}-{i}", str(writes), str(rows)],
+                stdout=subprocess.PIPE,
+                text=True,
+            )  # fmt: skip
+            for i in range(n)
+        ]
+        lat = sorted(x for p in procs for x in json.loads(p.communicate()[0]))
+        out.append({"writers": n, "p50_ms": round(1000 * lat[len(lat) // 2], 1),
+                    "p95_ms": round(1000 * lat[int(len(lat) * 0.95)], 1),
+                    "max_ms": round(1000 * lat[-1], 1)})  # fmt: skip
+    return out
 
 
 def main() -> int:
@@ -198,8 +252,16 @@ def main() -> int:
         ovh = statistics.median(r["overhead_per_step_s"] for r in rows[name])
         summary.append({"config": name, "images_per_s": ips, "overhead_per_step_s": ovh})
         print(f"{name:34s} {ips:7.2f} {ips / base:9.2f}x {ovh:12.2f} s")
+    with tempfile.TemporaryDirectory(dir=DATA) as tmp:
+        locks = contention(Path(tmp), [1, 2, 4, 8])
+    print("\none drop's index write (64 rows) through the store, N processes at once:")
+    for r in locks:
+        print(f"  {r['writers']} writer(s): p50 {r['p50_ms']} ms, p95 {r['p95_ms']} ms, "
+              f"max {r['max_ms']} ms")  # fmt: skip
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "scale.json").write_text(json.dumps({"summary": summary, "runs": rows}, indent=2))
+    (RESULTS / "scale.json").write_text(
+        json.dumps({"summary": summary, "runs": rows, "db_contention": locks}, indent=2)
+    )
     return 0
 
 

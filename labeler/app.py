@@ -173,8 +173,8 @@ def create_app(settings: Settings, state: LabelerState | None = None) -> FastHTM
                     cls="card",
                 )
             )
-        stats = state.stats(who)
         review = mode == "review"
+        stats = state.stats(who, review=review)
         other = A("label", href="/") if review else A("review the model", href="/review")
         return (
             Title("mammo review" if review else "mammo labeler"),
@@ -207,7 +207,12 @@ def create_app(settings: Settings, state: LabelerState | None = None) -> FastHTM
                 Div(
                     other,
                     Span(who, cls="dim"),
-                    Form(Button("switch", type="submit"), method="post", action="/annotator/clear"),
+                    Form(
+                        Input(type="hidden", name="next", value="/review" if review else "/"),
+                        Button("switch", type="submit"),
+                        method="post",
+                        action="/annotator/clear",
+                    ),
                     id="who",
                     cls="group",
                 ),
@@ -233,9 +238,9 @@ def create_app(settings: Settings, state: LabelerState | None = None) -> FastHTM
         return RedirectResponse("/review" if next == "/review" else "/", status_code=303)
 
     @app.post("/annotator/clear")
-    def clear_annotator(req: Request):
+    def clear_annotator(req: Request, next: str = "/"):
         req.session.pop("annotator", None)
-        return RedirectResponse("/", status_code=303)
+        return RedirectResponse("/review" if next == "/review" else "/", status_code=303)
 
     @app.get("/login")
     def login_page(error: str = ""):
@@ -273,9 +278,9 @@ def create_app(settings: Settings, state: LabelerState | None = None) -> FastHTM
         )
 
     @app.get("/cam")
-    async def cam(id: str = "", flag: str = ""):
+    async def cam(id: str = "", flag: str = "", model: str = ""):
         try:
-            path = await run_in_threadpool(state.cam, id, flag)
+            path = await run_in_threadpool(state.cam, id, flag, model or None)
         except NotFound:
             return Response("no such image", status_code=404)
         except ValueError as e:
@@ -309,7 +314,7 @@ def create_app(settings: Settings, state: LabelerState | None = None) -> FastHTM
         if mode not in ("label", "review"):
             return _error(400, "mode must be label or review")
         items = await run_in_threadpool(state.next_items, who, n, have, mode)
-        return JSONResponse({"items": items, "stats": state.stats(who)})
+        return JSONResponse({"items": items, "stats": state.stats(who, review=mode == "review")})
 
     @app.post("/api/label")
     async def api_label(req: Request):
@@ -341,7 +346,10 @@ def create_app(settings: Settings, state: LabelerState | None = None) -> FastHTM
         except OSError as e:
             log.error("journal write failed: %s", e)
             return _error(503, "could not record the label; retry")
-        return JSONResponse({"ok": True, "event_id": event.event_id, "stats": state.stats(who)})
+        review = body.get("mode") == "review"
+        return JSONResponse(
+            {"ok": True, "event_id": event.event_id, "stats": state.stats(who, review=review)}
+        )
 
     @app.post("/api/undo")
     async def api_undo(req: Request):
@@ -359,7 +367,8 @@ def create_app(settings: Settings, state: LabelerState | None = None) -> FastHTM
         except OSError as e:
             log.error("journal write failed: %s", e)
             return _error(503, "could not record the undo; retry")
-        return JSONResponse({"ok": True, "item": item, "stats": state.stats(who)})
+        review = body.get("mode") == "review"
+        return JSONResponse({"ok": True, "item": item, "stats": state.stats(who, review=review)})
 
     @app.post("/api/renew")
     async def api_renew(req: Request):
@@ -369,15 +378,15 @@ def create_app(settings: Settings, state: LabelerState | None = None) -> FastHTM
             return err
         have = [str(i) for i in body.get("have", []) if isinstance(i, str)][:50]
         state.renew(who, have)
-        return JSONResponse(state.stats(who))
+        return JSONResponse(state.stats(who, review=body.get("mode") == "review"))
 
     @app.get("/api/stats")
-    def api_stats(req: Request):
+    def api_stats(req: Request, mode: str = "label"):
         try:
             who = annotator_of(req)
         except ValueError as e:
             return _error(400, str(e))
-        return JSONResponse(state.stats(who))
+        return JSONResponse(state.stats(who, review=mode == "review"))
 
     @app.get("/api/labels.csv")
     def api_export():

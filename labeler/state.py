@@ -476,23 +476,27 @@ class LabelerState:
             "model_version": self.model.version if prediction and self.model else None,
         } | review
 
-    def cam(self, image_id: str, flag: str) -> Path:
-        """The current model's Grad-CAM overlay of `flag` on an image: the `gradcam`
-        asset's file when it made one, else made now (and kept beside the asset's)."""
+    def cam(self, image_id: str, flag: str, version: str | None = None) -> Path:
+        """Model `version`'s (default: the current model's) Grad-CAM overlay of `flag` on
+        an image: the `gradcam` asset's file when it made one, else made now (and kept
+        beside the asset's)."""
         with self._lock:
             im, model = self.images.get(image_id), self.model
         if im is None:
             raise NotFound(image_id)
         if model is None:
             raise CamUnavailable("no model yet: nothing to explain")
-        dest = cam_file(self.settings.home, model.version, im.sop_instance_uid, im.frame, flag)
+        version = version or model.version
+        if not (model_dir(self.settings.models, version) / "card.json").is_file():
+            raise CamUnavailable(f"no model {version}")
+        dest = cam_file(self.settings.home, version, im.sop_instance_uid, im.frame, flag)
         if dest.is_file():
             return dest
         with self._cam_lock:  # one network, one image at a time (2 cores)
             if dest.is_file():
                 return dest
-            if self._cams is None or self._cams[0] != model.version:
-                self._cams = (model.version, *self._load_cam_model(model.version))
+            if self._cams is None or self._cams[0] != version:
+                self._cams = (version, *self._load_cam_model(version))
             _, network, size = self._cams
             return write_cam(network, size, im.thumbnail, flag, dest)
 
@@ -542,6 +546,8 @@ class LabelerState:
             if key != "s" and key not in KEYS:
                 raise ValueError(f"key must be one of 1 2 3 4 s, got {key!r}")
             lease = self.leases.get(image_id)
+            if source == "review" and im.holdout:
+                source = "holdout"  # a hold-out label stays one, whichever page gave it
             if source is None:
                 source = (
                     lease.source
@@ -610,7 +616,9 @@ class LabelerState:
             return self.item(im.id)
 
     # -- reporting -----------------------------------------------------------
-    def stats(self, annotator: str | None = None) -> dict:
+    def stats(self, annotator: str | None = None, *, review: bool = False) -> dict:
+        """Progress for the bar. `to_review` only when asked (`review`): in label mode
+        its changes would tell which labeled images are hold-out."""
         with self._lock:
             labeled = sum(k in self.by_key for k in self.book.current)
             watermark = self.model.label_seq if self.model else 0
@@ -627,7 +635,9 @@ class LabelerState:
                 "until_retrain": max(0, every - new),
                 "to_review": sum(
                     1 for i in self.review_order() if self.images[i].key not in self.book.current
-                ),
+                )
+                if review
+                else None,
                 "model_version": self.model.version if self.model else None,
                 "queue_model": self.queue_model,
                 "pending_writes": len(self.writer.pending),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import logging
@@ -314,13 +315,23 @@ def _demo_model(args: argparse.Namespace, home: Path, truth: Path, dagster_home:
         print(f"{kept} label events kept from an earlier demo: no new labels, one sensor tick")
         batches = [0]
     # every batch is enough for the sensor to fire (the labeler shows the same number)
-    os.environ[ENV_RETRAIN_EVERY] = str(max(1, min(b for b in batches if b) if any(batches) else 1))
+    every = max(1, min(b for b in batches if b) if any(batches) else 1)
+    if os.environ.get(ENV_RETRAIN_EVERY) not in (None, "", str(every)):
+        print(f"(the demo retrains every {every} labels, not ${ENV_RETRAIN_EVERY})")
+    os.environ[ENV_RETRAIN_EVERY] = str(every)
     training = {"size": args.input_size, "epochs": args.epochs}
     summary: list[tuple] = []
     cursor = None
     log = home / "labeler" / "demo.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    with running(home, log=log) as url:
+    with contextlib.ExitStack() as stack:
+        try:
+            url = stack.enter_context(running(home, log=log))
+        except (RuntimeError, TimeoutError) as e:
+            raise CliError(
+                f"could not start the labeler on {home} ({e}; see {log}). Is `make dev` or "
+                "`mammo label` running on this data folder? Stop it and run the demo again."
+            ) from None
         labeler = SimulatedLabeler(url, answers, annotator="demo-labeler")
         for turn, n in enumerate(batches):
             if n:
@@ -351,6 +362,11 @@ def _demo_model(args: argparse.Namespace, home: Path, truth: Path, dagster_home:
             if not any(r.job == "study_csv" for r in runs) and not skipped:
                 raise CliError("no study CSV was written (no drop has predictions?)")
             summary.append(_turn_summary(home, store, answers))
+            if summary[-1][0] == "-":
+                raise CliError(
+                    f"no model after turn {turn + 1}: {n} labels asked for, fewer were "
+                    "labeled (a small archive?); try more --studies or fewer --labels"
+                )
             if turn + 1 < len(batches):
                 version = summary[-1][0]  # the next labels come from its queue
                 queued = store.run(
@@ -395,7 +411,7 @@ def _turn_summary(home: Path, store, answers: dict) -> tuple:
 
     current = read_current(home / "models")
     if current is None:
-        return ("-", 0, {})
+        return ("-", 0, {}, 0)
 
     def read(c):
         return c.execute(
@@ -609,7 +625,8 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="start the labeler (keyboard labeling app) on 127.0.0.1:5001",
         description="Start the labeling app on the data folder. Keys: 1 biopsy tool/marker, "
-        "2 mag view, 3 neither, 4 both, s skip, u undo.",
+        "2 mag view, 3 neither, 4 both, s skip, u undo. Review mode (/review): y the model "
+        "is right, n then 1-4 it is wrong, g Grad-CAM.",
     )
     from labeler.cli import add_arguments
 

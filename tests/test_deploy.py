@@ -34,6 +34,12 @@ def test_multi_machine_instance_uses_postgres_and_a_wide_queue() -> None:
     instance = _docs(DEPLOY / "dagster.celery.yaml")[0]
     assert set(instance["storage"]["postgres"]["postgres_db"]) >= {"hostname", "password"}
     assert instance["run_coordinator"]["config"]["max_concurrent_runs"] > 1
+    limits = instance["run_coordinator"]["config"]["tag_concurrency_limits"]
+    from mammo_dagster.defs.active import retrain_job
+
+    # the limit matches a tag the retrain runs really carry (Dagster adds no job-name tag)
+    assert {"key": "mammo/job", "value": "retrain", "limit": 1} in limits
+    assert retrain_job.tags["mammo/job"] == "retrain"
     single = _docs(DEPLOY.parent / "dagster.yaml")[0]  # the default stays as it was
     assert "storage" not in single
     assert single["run_coordinator"]["config"]["max_concurrent_runs"] == 1
@@ -50,6 +56,9 @@ def test_kubernetes_files_agree_on_the_data_folder() -> None:
     mount = k8s["volumeMounts"][0]["mountPath"]
     assert f"MAMMO_HOME={mount}" in k8s["envVars"] and "MAMMO_EXECUTOR=k8s" in k8s["envVars"]
     assert k8s["volumes"][0]["persistentVolumeClaim"]["claimName"] == claim
+    queue = values["dagster-daemon"] if "dagster-daemon" in values else values["dagsterDaemon"]
+    limits = queue["runCoordinator"]["config"]["queuedRunCoordinator"]["tagConcurrencyLimits"]
+    assert {"key": "mammo/job", "value": "retrain", "limit": 1} in limits
     code = values["dagster-user-deployments"]["deployments"][0]
     assert code["dagsterApiGrpcArgs"] == ["-m", "mammo_dagster.definitions"]
     assert {"name": "MAMMO_HOME", "value": mount} in code["env"]
@@ -62,6 +71,7 @@ def test_kubernetes_files_agree_on_the_data_folder() -> None:
     container = pod["containers"][0]
     env = {e["name"]: e for e in container["env"]}
     assert env["MAMMO_HOME"]["value"] == mount and "MAMMO_LABELER_TOKEN" in env
+    assert "MAMMO_PATIENT_SALT" not in env  # the networked pod needs no salt
     assert container["volumeMounts"][0]["mountPath"] == mount
     assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == claim
     assert service["spec"]["selector"] == spec["selector"]["matchLabels"]

@@ -462,8 +462,10 @@ def test_review_answers_are_labels_with_source_review(client: TestClient) -> Non
     assert [(e.source, e.model_version) for e in events] == [("review", "m0001")] * 2
     assert (events[0].has_biopsy_tool, events[0].has_mag_view) == KEYS[first["model_key"]]
     assert (events[1].has_biopsy_tool, events[1].has_mag_view) == (True, True)
-    stats = client.get("/api/stats").json()
+    stats = client.get("/api/stats?mode=review").json()
     assert stats["to_review"] == len(state.review_order()) - 2
+    # label mode never gets the review count: its changes would tell hold-out images apart
+    assert client.get("/api/stats").json()["to_review"] is None
     undone = client.post("/api/undo", json={}).json()["item"]
     assert undone["id"] == second["id"] and undone["model_key"] == second["model_key"]
     again = client.post("/api/next", json={"n": 1, "mode": "review"}).json()["items"]
@@ -482,3 +484,19 @@ def test_review_page_and_gradcam_without_a_network(client: TestClient) -> None:
     assert r.status_code == 503 and "no network for Grad-CAM" in r.text
     assert client.get(f"/cam?id={image_id}&flag=../../x").status_code == 400
     assert client.get("/cam?id=nope_0&flag=mag").status_code == 404
+
+
+def test_a_holdout_label_stays_holdout_when_answered_from_the_review_page(
+    client: TestClient,
+) -> None:
+    state = _state(client)
+    _predict_all(state)
+    holdout = next(i for i in sorted(state.images) if state.images[i].holdout)
+    _label(client, holdout, "1")  # label mode
+    # a fresh review page has no history: "u" undoes the newest event, this one ...
+    back = client.post("/api/undo", json={"mode": "review"}).json()["item"]
+    assert back["id"] == holdout
+    # ... and "y" on it from the review page is still recorded as a hold-out label
+    _label(client, holdout, back["model_key"], mode="review")
+    events = _stored(client)
+    assert [e.source for e in events] == ["holdout", "holdout", "holdout"]

@@ -3,7 +3,9 @@ processed through the Celery executor, one worker killed mid-step."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -84,9 +86,17 @@ def _frames(home: Path) -> list[tuple]:
 
 
 def _wait(procs: list, timeout: float) -> list[int]:
+    """Exit codes of the run processes; any still running at the deadline (or when
+    waiting fails) are killed, so nothing outlives the test."""
     deadline = time.monotonic() + timeout
-    for p in procs:
-        p.wait(timeout=max(1.0, deadline - time.monotonic()))
+    try:
+        for p in procs:
+            p.wait(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
     return [p.returncode for p in procs]
 
 
@@ -104,7 +114,8 @@ def test_three_drops_on_two_celery_workers_survive_a_killed_worker(
     assert {r[0] for r in expected["image_predictions"]} == set(DROPS)
 
     home_b, dagster_home_b, env_b = _copy(template, tmp_path / "celery")
-    with local_cluster(tmp_path / "cluster", 2, env=env_b, visibility_timeout=8) as cluster:
+    # a dead worker's step goes to the other one after 20 s (longer than any step here)
+    with local_cluster(tmp_path / "cluster", 2, env=env_b, visibility_timeout=20) as cluster:
         env = env_b | cluster.env
         procs = [launch("process_drop", d, env, template / "run.yaml", tmp_path / f"b_{d}.log")
                  for d in DROPS]  # fmt: skip
@@ -121,6 +132,8 @@ def test_three_drops_on_two_celery_workers_survive_a_killed_worker(
                     if killed:
                         break
                 time.sleep(0.05)
+            if killed is None:
+                _wait(procs, 0)
             assert killed, "worker w1 never started a thumbnails step"
             codes = _wait(procs, 600)
             logs = "".join((tmp_path / f"b_{d}.log").read_text()[-1500:] for d in DROPS)

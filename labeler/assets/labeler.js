@@ -41,7 +41,7 @@
     if (!item.cams[flag]) {
       const im = new Image();
       im.alt = `Grad-CAM: ${flag}`;
-      im.src = `/cam?id=${encodeURIComponent(item.id)}&flag=${flag}`;
+      im.src = `/cam?id=${encodeURIComponent(item.id)}&flag=${flag}&model=${encodeURIComponent(item.model_version || "")}`;
       item.cams[flag] = { img: im, ready: im.decode().then(() => true, () => false) };
     }
     return item.cams[flag];
@@ -193,6 +193,7 @@
     const item = S.buf[0];
     if (key === "g") {  // off -> each flag's heatmap -> off
       const n = (item.cam_flags || []).length;
+      if (!n) warn("no model prediction for this image: nothing to explain");
       S.cam = n ? (S.cam + 1) % (n + 1) : 0;
       S.buf.forEach((b) => camImage(b));
       show();
@@ -200,7 +201,9 @@
       S.correcting = key === "n" && !S.correcting;
       show();
     } else if (key === "y") {
+      if (S.correcting) return;  // "n" was pressed: the answer is a label key now
       if (item.model_key) act(item.model_key, t0);
+      else warn("no model prediction for this image: label it with 1-4");
     } else act(key, t0);
   }
 
@@ -219,7 +222,7 @@
   function undo(t0) {
     const local = S.hist.pop();  // undo exactly what this page put back on screen
     S.correcting = false;
-    const req = post("/api/undo", local ? { event_id: uuid(), retracts: local.event_id } : { event_id: uuid() });
+    const req = post("/api/undo", local ? { event_id: uuid(), retracts: local.event_id, mode: MODE } : { event_id: uuid(), mode: MODE });
     if (local) {
       S.buf.unshift(local);
       show(t0);
@@ -258,7 +261,7 @@
       const r = await fetch("/api/renew", {
         method: "POST", credentials: "same-origin",
         headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ have: S.buf.map((i) => i.id) }),
+        body: JSON.stringify({ have: S.buf.map((i) => i.id), mode: MODE }),
       });
       if (r.ok) stats(await r.json(), true);
     } catch (e) { /* the next POST reports */ }

@@ -116,6 +116,7 @@ retrain_job = dg.define_asset_job(
     "retrain",
     selection=[training_set_asset, trained_model, onnx_model, labeling_queue],
     description="Learn from the labels: training set, model, ONNX (+checks), new queue.",
+    tags={"mammo/job": "retrain"},  # run queues limit retrains by this tag (deploy/)
 )
 predict_drop_job = dg.define_asset_job(
     "predict_drop", selection=[image_predictions], partitions_def=drops
