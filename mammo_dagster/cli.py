@@ -343,8 +343,9 @@ def _demo_model(args: argparse.Namespace, home: Path, truth: Path, dagster_home:
                     f"turn {turn + 1}: labels: {got} images labeled by a simulated labeler "
                     f"through the labeler's API ({_counts(sources)})"
                 )
-            print("  training ResNet18 at "
-                  f"{args.input_size} px (a few minutes on 2 cores) ...", flush=True)  # fmt: skip
+            size = args.input_size
+            print(f"  ticking active_learning_sensor (a retrain at {size} px takes a few "
+                  "minutes on 2 cores) ...", flush=True)  # fmt: skip
             runs, cursor, skipped = turn_loop(
                 home, dagster_home=dagster_home, training=training, cursor=cursor
             )
@@ -361,6 +362,8 @@ def _demo_model(args: argparse.Namespace, home: Path, truth: Path, dagster_home:
                 _report_model(retrain)
             if not any(r.job == "study_csv" for r in runs) and not skipped:
                 raise CliError("no study CSV was written (no drop has predictions?)")
+            if skipped and summary:
+                continue  # no new model: nothing new to score
             summary.append(_turn_summary(home, store, answers))
             if summary[-1][0] == "-":
                 raise CliError(
@@ -391,13 +394,19 @@ def _report_model(result) -> None:
     trained = result.asset_materializations_for_node("trained_model")[0].metadata
     onnx = result.asset_materializations_for_node("onnx_model")[0].metadata
     checks = ", ".join(
-        f"{c.check_name} {'passed' if c.passed else 'FAILED'}"
-        for c in result.get_asset_check_evaluations()
+        f"{c.check_name} {_check_state(c)}" for c in result.get_asset_check_evaluations()
     )
     print(
         f"  model {trained['version'].value}: trained in {trained['training_seconds'].value} s "
         f"({trained['pretrained'].value}); {checks}; current: {onnx['current'].value}"
     )
+
+
+def _check_state(check) -> str:
+    if check.passed:
+        return "passed"
+    warn = getattr(check.severity, "value", check.severity) == "WARN"
+    return "failed (a warning: the fp32 model is used)" if warn else "FAILED"
 
 
 def _turn_summary(home: Path, store, answers: dict) -> tuple:
@@ -609,8 +618,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--per-round",
         type=_int_in(1, 1_000_000),
-        default=100,
-        help="labels per turn, taken in the new model's labeling_queue order (default 100)",
+        default=50,
+        help="labels per turn, taken in the new model's labeling_queue order (default 50, "
+        "the sensor's default $MAMMO_RETRAIN_EVERY)",
     )
     p.add_argument(
         "--epochs", type=_int_in(1, 200), default=16, help="training epochs (default 16)"
