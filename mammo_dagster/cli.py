@@ -747,6 +747,9 @@ def cmd_dev(args: argparse.Namespace) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, terminated)
+    # Explicitly: a process started in the background by a shell without job control
+    # inherits SIGINT *ignored*, and Python then never raises KeyboardInterrupt.
+    signal.signal(signal.SIGINT, terminated)
     status = 0
     try:
         while all(p.poll() is None for p in procs.values()):
