@@ -696,6 +696,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _die_with_parent() -> None:
+    """In a child of `mammo dev` (Linux): SIGTERM it when `mammo dev` dies, even by
+    SIGKILL, so no server outlives it. Elsewhere a no-op."""
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
     """Dagster's UI and the labeler side by side; Ctrl-C (or either one exiting) stops both."""
     import shutil
@@ -734,7 +744,9 @@ def cmd_dev(args: argparse.Namespace) -> int:
         ],
     }
     procs = {
-        name: subprocess.Popen(cmd, env=env, cwd=project, start_new_session=True)
+        name: subprocess.Popen(
+            cmd, env=env, cwd=project, start_new_session=True, preexec_fn=_die_with_parent
+        )
         for name, cmd in commands.items()
     }
     print(

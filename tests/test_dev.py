@@ -67,3 +67,31 @@ def test_dev_starts_both_and_ctrl_c_stops_both(tmp_path: Path) -> None:
     time.sleep(1)
     assert not _up(dagster) and not _up(labeler)
     assert (tmp_path / "dagster" / "dagster.yaml").exists()
+
+
+@pytest.mark.slow
+def test_killing_dev_does_not_leave_servers_behind(tmp_path: Path) -> None:
+    """kill -9 of `mammo dev` (no chance to clean up): its servers go with it."""
+    dport, lport = free_port(), free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mammo_dagster.cli", "dev", "--home", str(tmp_path / "home"),
+         "--dagster-port", str(dport), "--labeler-port", str(lport)],
+        env={**os.environ, "DAGSTER_HOME": str(tmp_path / "dagster")},
+        stdout=(tmp_path / "dev.log").open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+    dagster, labeler = f"http://127.0.0.1:{dport}/server_info", f"http://127.0.0.1:{lport}/"
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and not (_up(dagster) and _up(labeler)):
+            assert proc.poll() is None, (tmp_path / "dev.log").read_text()[-3000:]
+            time.sleep(0.5)
+        assert _up(dagster) and _up(labeler)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (_up(dagster) or _up(labeler)):
+        time.sleep(0.5)
+    assert not _up(dagster) and not _up(labeler)
