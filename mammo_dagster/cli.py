@@ -697,11 +697,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _die_with_parent() -> None:
-    """In a child of `mammo dev` (Linux): SIGTERM it when `mammo dev` dies, even by
-    SIGKILL, so no server outlives it. Elsewhere a no-op."""
+    """In a child of `mammo dev`: Ctrl-C handled normally even if `mammo dev` was started
+    with SIGINT ignored (Dagster stops its own servers with SIGINT), and (Linux) SIGTERM
+    when `mammo dev` dies, even by SIGKILL, so no server outlives it."""
     import ctypes
     import signal
 
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
 
