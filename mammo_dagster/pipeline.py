@@ -7,23 +7,14 @@ from pathlib import Path
 
 import dagster as dg
 
-from .core.store import DB_NAME
 from .defs.ingest import dicom_index, thumbnails
 from .defs.partitions import drops
-from .defs.resources import MammoHome, StoreResource
+from .defs.resources import resources_for
 
 INGEST = [dicom_index, thumbnails]  # their checks run inside their steps
 
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-
-
-def _resources(home: Path) -> dict:
-    """Both resources on one data folder (not $MAMMO_HOME: callers name it)."""
-    return {
-        "paths": MammoHome(home=str(home)),
-        "store": StoreResource(path=str(home / DB_NAME)),
-    }
 
 
 def open_instance(dagster_home: Path) -> dg.DagsterInstance:
@@ -54,7 +45,7 @@ def ingest_drop(
             INGEST,
             partition_key=drop,
             instance=instance,
-            resources=_resources(home),
+            resources=resources_for(home),
             run_config={
                 "ops": {
                     "dicom_index": {"config": {"workers": workers}},
@@ -80,7 +71,7 @@ def train_and_predict(
         training_set,
     )
 
-    resources = _resources(home)
+    resources = resources_for(home)
     with open_instance(dagster_home) as instance:
         model = dg.materialize(
             [labels, training_set, trained_model, onnx_model],
@@ -138,7 +129,7 @@ def turn_loop(
     """
     from .defs import active, model
 
-    resources = _resources(home)
+    resources = resources_for(home)
     definitions = dg.Definitions(
         assets=[
             model.labels, model.training_set, model.trained_model, model.onnx_model,

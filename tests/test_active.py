@@ -11,7 +11,7 @@ from mammo_dagster.core.labels import LabelEvent, append_events
 from mammo_dagster.core.modelstore import CurrentModel, write_current
 from mammo_dagster.core.store import DB_NAME, Store
 from mammo_dagster.defs.active import active_learning_sensor, new_model_sensor
-from mammo_dagster.defs.resources import MammoHome, StoreResource
+from mammo_dagster.defs.resources import resources_for
 from tests.factory import fake_catalog
 
 
@@ -57,10 +57,7 @@ def test_active_learning_sensor(tmp_path, monkeypatch) -> None:
     home = tmp_path / "home"
     ids = fake_catalog(home, 160)
     store = Store(home / DB_NAME)
-    resources = {
-        "paths": MammoHome(home=str(home)),
-        "store": StoreResource(path=str(home / DB_NAME)),
-    }
+    resources = resources_for(home)
     (tmp_path / "dh").mkdir()
     with dg.DagsterInstance.local_temp(tempdir=str(tmp_path / "dh")) as instance:
 
@@ -99,10 +96,7 @@ def test_new_model_sensor_predicts_every_drop_then_the_studies(tmp_path) -> None
     fake_catalog(home, 8, drop="d1")
     fake_catalog(home, 8, drop="d2")
     store = Store(home / DB_NAME)
-    resources = {
-        "paths": MammoHome(home=str(home)),
-        "store": StoreResource(path=str(home / DB_NAME)),
-    }
+    resources = resources_for(home)
     (tmp_path / "dh").mkdir()
     with dg.DagsterInstance.local_temp(tempdir=str(tmp_path / "dh")) as instance:
         instance.add_dynamic_partitions("drops", ["d1", "d2"])

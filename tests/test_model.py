@@ -30,7 +30,7 @@ from mammo_dagster.defs.model import (
     trained_model,
     training_set,
 )
-from mammo_dagster.defs.resources import MammoHome, StoreResource
+from mammo_dagster.defs.resources import MammoHome, StoreResource, resources_for
 from tests.factory import labeled_home
 
 TINY = {"size": 64, "epochs": 2, "batch_size": 16, "patience": 2}
@@ -239,10 +239,7 @@ def test_labeling_queue_ranks_unlabeled_images_outside_the_holdout(trained) -> N
     )  # fmt: skip
     result = dg.materialize(
         [labeling_queue],
-        resources={
-            "paths": MammoHome(home=str(home)),
-            "store": StoreResource(path=str(home / DB_NAME)),
-        },
+        resources=resources_for(home),
         run_config={"ops": {"labeling_queue": {"config": {"size": 8, "explore": 0.25}}}},
     )
     assert result.success
@@ -279,10 +276,7 @@ def test_header_audit_and_the_header_rule_baseline(trained) -> None:
     assert rule["n"] == card["holdout_images"] and rule["accuracy"] is not None
     result = dg.materialize(
         [header_audit],
-        resources={
-            "paths": MammoHome(home=str(home)),
-            "store": StoreResource(path=str(home / DB_NAME)),
-        },
+        resources=resources_for(home),
     )
     assert result.success
     rows = list(_csv.DictReader((home / "predictions" / "header_audit.csv").open()))
@@ -315,10 +309,7 @@ def test_gradcam_heatmaps_for_flagged_images(trained) -> None:
     assert cam.shape == data["images"][0].shape and cam.min() >= 0.0 and cam.max() <= 1.0
     result = dg.materialize(
         [gradcam_asset],
-        resources={
-            "paths": MammoHome(home=str(home)),
-            "store": StoreResource(path=str(home / DB_NAME)),
-        },
+        resources=resources_for(home),
         run_config={"ops": {"gradcam": {"config": {"limit": 3}}}},
     )
     assert result.success

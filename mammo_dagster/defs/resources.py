@@ -54,6 +54,11 @@ class StoreResource(dg.ConfigurableResource):
         return store
 
 
+def resources_for(home: Path) -> dict:
+    """Both resources on one data folder (scripts, the demo, tests), not $MAMMO_HOME."""
+    return {"paths": MammoHome(home=str(home)), "store": StoreResource(path=str(home / DB_NAME))}
+
+
 @dg.definitions
 def resources() -> dg.Definitions:
     return dg.Definitions(resources={"paths": MammoHome(), "store": StoreResource()})
