@@ -10,7 +10,6 @@ another process holds the lock.
 from __future__ import annotations
 
 import fcntl
-import json
 import logging
 import math
 import os
@@ -25,7 +24,7 @@ from mammo_dagster.core.batch import thumbnail_name
 from mammo_dagster.core.config import retrain_every
 from mammo_dagster.core.gradcam import cam_file, write_cam
 from mammo_dagster.core.labels import KEYS, LabelBook, LabelEvent, load_events
-from mammo_dagster.core.modelstore import CurrentModel, model_dir, read_current
+from mammo_dagster.core.modelstore import CARD, CurrentModel, model_dir, read_card, read_current
 from mammo_dagster.core.preprocess import FLAGS
 from mammo_dagster.core.splits import HOLDOUT_FRACTION, shuffle_key, split_of
 from mammo_dagster.core.store import Store, StoreBusy
@@ -298,9 +297,7 @@ class LabelerState:
 
     def _thresholds(self, model: CurrentModel) -> dict[str, float]:
         try:
-            card = json.loads(
-                (model_dir(self.settings.models, model.version) / "card.json").read_text()
-            )
+            card = read_card(model_dir(self.settings.models, model.version))
             return {f: float(card["thresholds"][f]) for f in FLAGS}
         except (OSError, ValueError, KeyError, TypeError):
             return {f: 0.5 for f in FLAGS}
@@ -487,7 +484,7 @@ class LabelerState:
         if model is None:
             raise CamUnavailable("no model yet: nothing to explain")
         version = version or model.version
-        if not (model_dir(self.settings.models, version) / "card.json").is_file():
+        if not (model_dir(self.settings.models, version) / CARD).is_file():
             raise CamUnavailable(f"no model {version}")
         dest = cam_file(self.settings.home, version, im.sop_instance_uid, im.frame, flag)
         if dest.is_file():
@@ -505,7 +502,7 @@ class LabelerState:
         try:
             from mammo_dagster.core.gradcam import load_torch_model
 
-            size = int(json.loads((folder / "card.json").read_text())["input_size"])
+            size = int(read_card(folder)["input_size"])
             return load_torch_model(folder), size
         except ImportError:
             raise CamUnavailable(

@@ -22,14 +22,10 @@ from pathlib import Path
 
 import yaml
 
+from labeler.process import free_port, stop
+
 PROJECT = Path(__file__).resolve().parent.parent
 CELERY_YAML = PROJECT / "deploy" / "celery.yaml"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _redis_ready(port: int) -> bool:
@@ -62,19 +58,6 @@ class Cluster:
     env: dict[str, str]  # what a run (and each worker) needs in its environment
     config: Path  # the executor/worker YAML
     workers: list[Worker] = field(default_factory=list)
-
-
-def _stop(proc: subprocess.Popen, timeout: float = 20.0) -> None:
-    if proc.poll() is not None:
-        return
-    with suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        with suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
 
 
 def _wait_ready(worker: Worker, timeout: float) -> None:
@@ -110,7 +93,7 @@ def local_cluster(
         source["broker_transport_options"]["visibility_timeout"] = visibility_timeout
     config_path = folder / "celery.yaml"
     config_path.write_text(yaml.safe_dump(config))
-    port = _free_port()
+    port = free_port()
     broker = f"redis://127.0.0.1:{port}"
     cluster_env = {
         "MAMMO_EXECUTOR": "celery",
@@ -152,8 +135,8 @@ def local_cluster(
         yield cluster
     finally:
         for worker in cluster.workers:
-            _stop(worker.proc)
-        _stop(server)
+            stop(worker.proc)
+        stop(server)
 
 
 def launch(

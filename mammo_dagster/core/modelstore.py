@@ -13,6 +13,7 @@ from pathlib import Path
 from .files import atomic_write
 
 CURRENT = "current.json"
+CARD = "card.json"  #: the model card beside a version's weights
 
 
 @dataclass(frozen=True)
@@ -66,3 +67,9 @@ def current_model_file(models: Path, *, int8: bool = True) -> tuple[CurrentModel
         if (folder / name).exists():
             return current, folder / name
     raise FileNotFoundError(f"model {current.version} has no ONNX file in {folder}")
+
+
+def read_card(folder: Path) -> dict:
+    """A model version's card (thresholds, input size, metrics); OSError/ValueError if
+    it is missing or unreadable."""
+    return json.loads((folder / CARD).read_text())

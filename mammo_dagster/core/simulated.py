@@ -24,13 +24,15 @@ class SimulatedLabeler:
         """`truth`: SOPInstanceUID -> (has_biopsy_tool, has_mag_view)."""
         self.url, self.truth, self.annotator, self.token = url.rstrip("/"), truth, annotator, token
 
-    def _post(self, path: str, body: dict) -> dict:
-        headers = {"Content-Type": "application/json", "X-Annotator": self.annotator}
+    def _call(self, path: str, body: dict | None = None) -> dict:
+        """GET `path`, or POST `body` as JSON; the answer's JSON."""
+        headers = {"X-Annotator": self.annotator}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
-        req = urllib.request.Request(
-            self.url + path, json.dumps(body).encode(), headers, method="POST"
-        )
+        data = None if body is None else json.dumps(body).encode()
+        if data is not None:
+            headers["Content-Type"] = "application/json"
+        req = urllib.request.Request(self.url + path, data, headers)  # POST when data
         with urllib.request.urlopen(req, timeout=60) as r:
             return json.loads(r.read())
 
@@ -38,12 +40,12 @@ class SimulatedLabeler:
         """Label up to `n` images in the order the labeler serves them; returns how many."""
         done = 0
         while done < n:
-            items = self._post("/api/next", {"n": min(10, n - done)})["items"]
+            items = self._call("/api/next", {"n": min(10, n - done)})["items"]
             if not items:
                 break
             for item in items:
                 biopsy, mag = self.truth[item["id"].rsplit("_", 1)[0]]
-                self._post(
+                self._call(
                     "/api/label",
                     {"id": item["id"], "has_biopsy_tool": biopsy, "has_mag_view": mag,
                      "model_version": item["model_version"]},
@@ -52,13 +54,7 @@ class SimulatedLabeler:
         return done
 
     def stats(self) -> dict:
-        req = urllib.request.Request(
-            self.url + "/api/stats", headers={"X-Annotator": self.annotator}
-        )
-        if self.token:
-            req.add_header("Authorization", f"Bearer {self.token}")
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return json.loads(r.read())
+        return self._call("/api/stats")
 
     def _wait(self, done, what: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -1,14 +1,12 @@
 """Grad-CAM heatmaps for the images the current model flags."""
 
-import json
-
 import dagster as dg
 import numpy as np
 from PIL import Image
 
 from mammo_dagster.core import preprocess
 from mammo_dagster.core.batch import thumbnail_name
-from mammo_dagster.core.modelstore import model_dir, read_current
+from mammo_dagster.core.modelstore import model_dir, read_card, read_current
 
 from .markdown import md_image, png_bytes
 from .model import image_predictions
@@ -31,7 +29,7 @@ def gradcam(config: GradcamConfig, paths: MammoHome, store: StoreResource) -> dg
         raise dg.Failure("no current model: materialize onnx_model first")
     folder = model_dir(paths.models, current.version)
     shipped = load_torch_model(folder)
-    size = int(json.loads((folder / "card.json").read_text())["input_size"])
+    size = int(read_card(folder)["input_size"])
     rows = store.store().run(
         lambda c: c.execute(
             "SELECT DISTINCT sop_instance_uid, frame, flag_biopsy, flag_mag, prob_biopsy, "

@@ -18,6 +18,7 @@ from mammo_dagster.core.modelstore import (
     current_model_file,
     model_dir,
     next_version,
+    read_card,
     read_current,
     write_current,
 )
@@ -244,7 +245,7 @@ def onnx_model(
         raise dg.Failure("no trained model yet: materialize trained_model first")
     version = versions[-1]
     folder = model_dir(paths.models, version)
-    card = json.loads((folder / "card.json").read_text())
+    card = read_card(folder)
     data = np.load(folder / "validation.npz")
     images, torch_p, y = data["images"], data["torch_probs"], data["labels"]
     fp32 = OnnxModel(folder / "model.onnx")
