@@ -1,6 +1,6 @@
 """Model inference speed on the CPU: PyTorch eager vs ONNX Runtime fp32 vs ONNX Runtime int8.
 
-The shipped graph (normalize -> fastai ResNet18 with 1 input channel -> sigmoid)
+The shipped graph (normalize -> metal channel -> fastai ResNet18 -> sigmoid)
 at each input size, the same batch of images for every runtime, in one run;
 images/s is the median of 5 passes over 256 images (batch 32, 2 threads).
 Also checks on the way that ONNX fp32 matches PyTorch and how often int8
@@ -59,20 +59,22 @@ def main() -> int:
     args = ap.parse_args()
 
     import torch
-    from fastai.vision.learner import create_vision_model
-    from torchvision.models import resnet18
 
     from mammo_dagster.core.onnx_model import OnnxModel
-    from mammo_dagster.core.train import ExportModel, _torch_probs, export_onnx, quantize_int8
+    from mammo_dagster.core.train import (
+        ExportModel,
+        _torch_probs,
+        export_onnx,
+        network,
+        quantize_int8,
+    )
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     rows = []
     work = Path(tempfile.mkdtemp(prefix="bench_inference_"))
     for size in args.sizes:
-        model = ExportModel.wrap(
-            create_vision_model(resnet18, n_out=2, n_in=1, pretrained=False).eval()
-        )
+        model = ExportModel.wrap(network().eval())
         images = _images(args.images, size)
         fp32_path = export_onnx(model, work / f"m{size}.onnx", size)
         int8_path = quantize_int8(fp32_path, work / f"m{size}.int8.onnx", images[:64])

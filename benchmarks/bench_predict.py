@@ -56,19 +56,17 @@ def _drop(syntax: str, n: int) -> Path:
 
 def model(size: int) -> Path:
     """An untrained model of the shipped architecture, exported once (fp32 + int8)."""
-    folder = DATA / f"predict_model_{size}"
+    folder = DATA / f"predict_model_{size}_metal"
     if (folder / "model.int8.onnx").exists():
         return folder
     import numpy as np
     import torch
-    from fastai.vision.learner import create_vision_model
-    from torchvision.models import resnet18
 
-    from mammo_dagster.core.train import ExportModel, export_onnx, quantize_int8
+    from mammo_dagster.core.train import ExportModel, export_onnx, network, quantize_int8
 
     torch.manual_seed(0)
     folder.mkdir(parents=True, exist_ok=True)
-    net = ExportModel.wrap(create_vision_model(resnet18, n_out=2, n_in=1, pretrained=False))
+    net = ExportModel.wrap(network())
     export_onnx(net, folder / "model.onnx", size)
     rng = np.random.default_rng(0)
     quantize_int8(
@@ -76,7 +74,10 @@ def model(size: int) -> Path:
         folder / "model.int8.onnx",
         rng.integers(0, 255, (32, size, size), dtype=np.uint8),
     )
-    (folder / "card.json").write_text(json.dumps({"input_size": size, "version": "bench"}))
+    from mammo_dagster.core.preprocess import CONTRACT
+
+    card = {"input_size": size, "version": "bench", "preprocessing": CONTRACT}
+    (folder / "card.json").write_text(json.dumps(card))
     return folder
 
 

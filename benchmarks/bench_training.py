@@ -1,21 +1,31 @@
-"""Training time and held-out accuracy for ~500 labeled synthetic images, per input size.
+"""Training time and held-out accuracy for ~500 labeled synthetic images: per input size,
+with and without the metal channel, and with the thumbnail contract before and after
+headroom.
 
-Generates a synthetic archive (full vendor matrices by default: with
-`--matrix small` clips and coils shrink to a pixel or two and cannot be
-learned), ingests it with the core (index + 512-px thumbnails), labels every image from
-the ground truth, and trains the model the pipeline trains (fastai ResNet18,
-from scratch unless ImageNet weights are cached) at each input size, on the same
-split. Reports wall time on this machine, and per flag on the locked hold-out
-patients (never trained on): accuracy at the chosen threshold (target recall
-0.98 on validation), AUC, and missed positives.
+Generates a synthetic archive (full vendor matrices by default; `--matrix small`
+divides them by 8), ingests it with the core (index + 512-px thumbnails), labels
+every image from the ground truth, and trains the model the pipeline trains
+(fastai ResNet18, from scratch unless ImageNet weights are cached) on the same
+split for each run. A run is RENDER:SIZE:NET:
+- RENDER `v2`: thumbnails with headroom above the window (the contract), or `v1`:
+  the same images rendered with a plain 8-bit window, where metal and tissue that
+  clips the window are the same white (the contract before);
+- NET `metal`: the shipped network (a second input channel marks metal,
+  `core.train.metal_stem`), or `plain`: the image channel only.
 
-    python benchmarks/bench_training.py [--studies 90] [--sizes 224] [--matrix full]
+Reports wall time on this machine, and per flag on the locked hold-out patients
+(never trained on): accuracy at the chosen threshold (target recall 0.98 on
+validation), AUC, and missed positives. Results are merged into
+`results/training_<matrix>.json` by run, so runs can be added one at a time.
+
+    python benchmarks/bench_training.py [--runs v2:224:metal v1:224:metal ...] [--matrix full]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -24,7 +34,11 @@ RESULTS = Path(__file__).parent / "results"
 DATA = RESULTS / "data"
 
 
-def prepare(studies: int, matrix: str) -> tuple[Path, int]:
+DEFAULT_RUNS = ["v2:160:metal", "v2:224:metal", "v1:160:metal", "v2:160:plain"]
+
+
+def prepare(studies: int, matrix: str, plain: bool) -> Path:
+    """Generate, index, render (v2, and v1 into thumbnails_v1 when `plain`), label."""
     from mammo_dagster.core.batch import thumbnail_folder
     from mammo_dagster.core.index import index_folder, mark_duplicates, save_index
     from mammo_dagster.core.labels import append_events, load_events
@@ -32,26 +46,35 @@ def prepare(studies: int, matrix: str) -> tuple[Path, int]:
     from mammo_dagster.core.synthetic import generate_archive, read_ground_truth, truth_labels
 
     home = DATA / f"training_{studies}" if matrix == "small" else DATA / f"training_{studies}_full"
+    drop, truth = home / "incoming" / "d1", home / "truth.csv"
     store = Store(home / DB_NAME)
-    if not (home / "done").exists():
-        print(f"  generating and ingesting {studies} studies ...", file=sys.stderr, flush=True)
-        drop = home / "incoming" / "d1"
-        generate_archive(
-            drop, studies=studies, seed=21, size="small", ground_truth=home / "truth.csv"
-        )
-        store.migrate()
+    if not truth.exists():  # written last: a partial archive is regenerated
+        print(f"  generating {studies} studies ({matrix} matrices) ...", file=sys.stderr)
+        generate_archive(drop, studies=studies, seed=21, size=matrix, ground_truth=truth)
+    store.migrate()
+    if not (home / "indexed").exists():
         save_index(store, "d1", mark_duplicates(index_folder(drop, "d1", workers=2), {}))
-        thumbnail_folder(drop, home / "thumbnails", size=512, workers=2)
-        (home / "done").write_text("")
+        (home / "indexed").write_text("")
+    print("  rendering thumbnails (cached when current) ...", file=sys.stderr, flush=True)
+    thumbnail_folder(drop, home / "thumbnails", size=512, workers=2)
+    if plain:
+        thumbnail_folder(drop, home / "thumbnails_v1", size=512, workers=2, headroom=False)
     if not load_events(store):
-        append_events(store, truth_labels(read_ground_truth(home / "truth.csv")))
-    return home, len(load_events(store))
+        append_events(store, truth_labels(read_ground_truth(truth)))
+    return home
+
+
+def parse_run(spec: str) -> tuple[str, int, bool]:
+    render, size, net = spec.split(":")
+    if render not in ("v1", "v2") or net not in ("metal", "plain"):
+        raise SystemExit(f"bad run {spec!r}: expected v1|v2:SIZE:metal|plain")
+    return render, int(size), net == "metal"
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--studies", type=int, default=90)
-    ap.add_argument("--sizes", type=int, nargs="+", default=[224])
+    ap.add_argument("--runs", nargs="+", default=DEFAULT_RUNS, help="RENDER:SIZE:NET, see above")
     ap.add_argument("--epochs", type=int, default=16)
     ap.add_argument(
         "--matrix",
@@ -60,45 +83,56 @@ def main() -> int:
         help="full vendor matrices (markers as small as in real images) or 1/8 (quick)",
     )
     args = ap.parse_args()
-
-    import os
+    runs = [parse_run(r) for r in args.runs]
 
     os.environ.setdefault("MAMMO_PATIENT_SALT", "bench-salt")
     from mammo_dagster.core.dataset import build_snapshot
+    from mammo_dagster.core.labels import load_events
     from mammo_dagster.core.store import DB_NAME, Store
     from mammo_dagster.core.train import TrainConfig, train
 
-    home, labeled = prepare(args.studies, args.matrix)
-    snapshot = build_snapshot(Store(home / DB_NAME), home / "thumbnails")
-    counts = snapshot.counts()
-    print(
-        f"{labeled} labeled images: train {counts['train']['images']}, valid "
-        f"{counts['valid']['images']}, hold-out {counts['holdout']['images']} "
-        f"({counts['holdout']['patients']} patients)",
-        flush=True,
-    )
-    rows = []
-    for size in args.sizes:
-        t0 = time.perf_counter()
-        card = train(
-            snapshot, home / "models" / f"s{size}", TrainConfig(size=size, epochs=args.epochs)
+    home = prepare(args.studies, args.matrix, any(r == "v1" for r, *_ in runs))
+    store = Store(home / DB_NAME)
+    labeled = len(load_events(store))
+    out = RESULTS / f"training_{args.matrix}.json"
+    try:
+        rows = {r["run"]: r for r in json.loads(out.read_text())}
+    except (OSError, ValueError, KeyError, TypeError):
+        rows = {}
+    for n, (render, size, metal) in enumerate(runs):
+        run = f"{render}:{size}:{'metal' if metal else 'plain'}"
+        snapshot = build_snapshot(
+            store, home / ("thumbnails" if render == "v2" else "thumbnails_v1")
         )
+        if n == 0:
+            c = snapshot.counts()
+            print(
+                f"{labeled} labeled images: train+valid {c['train']['images']}+"
+                f"{c['valid']['images']}, hold-out {c['holdout']['images']} "
+                f"({c['holdout']['patients']} patients, {c['holdout']['biopsy']} with a "
+                f"marker, {c['holdout']['mag']} mag views)",
+                flush=True,
+            )
+        t0 = time.perf_counter()
+        config = TrainConfig(size=size, epochs=args.epochs, metal=metal, any_render=True)
+        card = train(snapshot, home / "models" / run.replace(":", "_"), config)
         minutes = (time.perf_counter() - t0) / 60
-        row = {"size": size, "minutes": round(minutes, 2), "best_epoch": card["best_epoch"],
-               "pretrained": card["pretrained"], "holdout": card["holdout"],
-               "validation": card["validation"]}  # fmt: skip
-        rows.append(row)
+        rows[run] = {"run": run, "render": render, "size": size, "metal": metal,
+                     "labels": labeled, "minutes": round(minutes, 2),
+                     "epochs_run": len(card["history"]), "best_epoch": card["best_epoch"],
+                     "pretrained": card["pretrained"], "holdout": card["holdout"],
+                     "validation": card["validation"]}  # fmt: skip
         parts = []
         for flag, r in card["holdout"].items():
             c = r["confusion"]
             parts.append(
-                f"{flag}: acc {r['accuracy']:.1%} AUC {r['auc'] or float('nan'):.3f} "
+                f"{flag}: AUC {r['auc'] or float('nan'):.3f} acc {r['accuracy']:.1%} "
                 f"missed {c['fn']}/{r['positives']}"
             )
-        print(f"{size:4d} px: {minutes:4.1f} min to train ({labeled} labels); hold-out "
-              + " | ".join(parts), flush=True)  # fmt: skip
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"training_{args.matrix}.json").write_text(json.dumps(rows, indent=2, default=str))
+        print(f"{run:14s} {minutes:4.1f} min ({len(card['history'])} epochs, best "
+              f"{card['best_epoch']}); hold-out " + " | ".join(parts), flush=True)  # fmt: skip
+        RESULTS.mkdir(exist_ok=True)
+        out.write_text(json.dumps(list(rows.values()), indent=2, default=str))
     return 0
 
 

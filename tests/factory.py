@@ -65,7 +65,7 @@ def labeled_home(home: Path, studies: int = 6, seed: int = 3) -> list:
 def fake_catalog(home: Path, n: int, drop: str = "big", size: int = 8) -> list[str]:
     """`n` indexed frames with `size`-px thumbnails (textured, so PNGs weigh what real
     ones do), without DICOM files: for labeler load tests. Returns the image ids."""
-    from PIL import Image
+    from mammo_dagster.core.thumbnails import save_png
 
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0:size, 0:size]
@@ -94,7 +94,7 @@ def fake_catalog(home: Path, n: int, drop: str = "big", size: int = 8) -> list[s
             )
         )
         texture = (xx * 0.3 + yy * 0.2 + i) % 200 + rng.integers(0, 40, (size, size))
-        Image.fromarray(texture.astype(np.uint8)).save(thumbs / f"{sop}_0.png", compress_level=1)
+        save_png(texture.astype(np.uint8), thumbs / f"{sop}_0.png")
     store = Store(home / DB_NAME)
     store.migrate()
     save_index(store, drop, rows)

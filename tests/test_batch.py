@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image
 
 from mammo_dagster.core.batch import FrameResult, _run_pool, thumbnail_folder
+from mammo_dagster.core.thumbnails import RENDER_VERSION, render_version
 from tests.factory import make_file
 
 PX = np.full((64, 48), 1500, dtype=np.uint16)
@@ -63,3 +64,18 @@ def test_duplicates_relative_paths_and_cache(tmp_path: Path) -> None:
     assert all(Image.open(p).size == (48, 48) for p in out.glob("*.png"))
     rows = thumbnail_folder(drop, out, size=48, workers=1)
     assert [r.status for r in rows] == ["cached", "duplicate", "cached"]
+
+
+def test_a_thumbnail_of_another_rendering_version_is_redone(tmp_path: Path) -> None:
+    drop = tmp_path / "drop"
+    make_file(drop / "IM1", PX, "siemens", tag="v")
+    out = tmp_path / "thumbs"
+    rows = thumbnail_folder(drop, out, size=32, workers=1, headroom=False)  # version 1
+    assert [r.status for r in rows] == ["ok"]
+    png = out / rows[0].thumbnail
+    with Image.open(png) as im:
+        assert render_version(im) == "1"
+    assert [r.status for r in thumbnail_folder(drop, out, size=32, workers=1)] == ["ok"]
+    with Image.open(png) as im:
+        assert render_version(im) == RENDER_VERSION != "1"
+    assert [r.status for r in thumbnail_folder(drop, out, size=32, workers=1)] == ["cached"]

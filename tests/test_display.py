@@ -9,12 +9,15 @@ from pydicom.pixels.processing import apply_windowing
 from pydicom.sequence import Sequence
 
 from mammo_dagster.core.display import (
+    WINDOW_TOP,
     Voi,
     apply_lut,
     auto_window,
     choose_voi,
+    display8,
     display_lut,
     display_values,
+    headroom,
     inverts,
     resolve_voi,
     stored_values,
@@ -195,10 +198,66 @@ def test_lut_equals_exact_per_pixel(signed: int) -> None:
     lo = -2048 if signed else 0
     values = rng.integers(lo, lo + 4096, size=(50, 40))
     voi = choose_voi(ds)
-    exact = np.rint(display_values(values, ds, voi) * 255).astype(np.uint8)
+    exact = display8(values, ds, voi)
+    plain = np.rint(display_values(values, ds, voi) * 255).astype(np.uint8)
     raw = values.astype(np.int16) if signed else values.astype(np.uint16)
     raw_with_garbage = raw.view(np.uint16) | np.uint16(0xF000 if not signed else 0)
     np.testing.assert_array_equal(apply_lut(raw_with_garbage, display_lut(ds, voi)), exact)
+    np.testing.assert_array_equal(
+        apply_lut(raw_with_garbage, display_lut(ds, voi, room=False)), plain
+    )
+
+
+def test_headroom_keeps_metal_apart_from_tissue_past_the_window() -> None:
+    ds = ds_with(WindowCenter=[1500.0], WindowWidth=[2000.0])  # 12 bit, window 500..2500
+    voi = choose_voi(ds)
+    inside, end, past, dense, metal = display8(np.array([1500, 2499, 2600, 3000, 4095]), ds, voi)
+    assert inside == pytest.approx(WINDOW_TOP / 2, abs=1)
+    assert end == WINDOW_TOP
+    assert WINDOW_TOP <= past <= WINDOW_TOP + 1  # just past the window: barely brighter
+    assert WINDOW_TOP < dense < 240
+    assert metal == 255
+    # without headroom, everything past the window is the same white
+    assert set(display_lut(ds, voi, room=False)[[2600, 3000, 4095]]) == {255}
+    whole = display8(np.arange(4096), ds, voi)
+    assert (np.diff(whole.astype(int)) >= 0).all()
+
+
+@pytest.mark.parametrize("function", ["LINEAR", "SIGMOID"])
+def test_headroom_follows_the_bright_end_when_the_display_inverts(function: str) -> None:
+    # MONOCHROME1: metal is the *lowest* stored value; a sigmoid never reaches white
+    ds = ds_with(
+        WindowCenter=[2500.0],
+        WindowWidth=[2000.0],
+        VOILUTFunction=function,
+        PhotometricInterpretation="MONOCHROME1",
+    )
+    voi = choose_voi(ds)
+    room = headroom(ds, voi)
+    assert room is not None and room.top == 1500 and room.extreme == 0
+    whole = display8(np.arange(4096), ds, voi).astype(int)
+    assert whole[0] == 255
+    assert whole[1400] < 240 if function == "LINEAR" else whole[1400] < 225
+    assert (np.diff(whole) <= 0).all()  # brighter toward the low end, never a step back
+
+
+def test_headroom_of_a_voi_lut_starts_where_it_reaches_white() -> None:
+    item = Dataset()
+    item.LUTDescriptor = [1000, 1000, 12]  # values 1000..1999 mapped; beyond: last entry
+    item.LUTData = list(np.linspace(0, 4095, 1000).astype(int))
+    ds = ds_with(VOILUTSequence=Sequence([item]))
+    voi = choose_voi(ds)
+    room = headroom(ds, voi)
+    assert room is not None and 1990 <= room.top <= 1999 and room.extreme == 4095
+    assert display8(np.array([1500, 2100, 4095]), ds, voi).tolist()[2] == 255
+
+
+def test_padding_stays_black_even_at_the_bright_extreme() -> None:
+    ds = ds_with(WindowCenter=[1500.0], WindowWidth=[2000.0], PixelPaddingValue=4095)
+    voi = choose_voi(ds)
+    room = headroom(ds, voi)
+    assert room is not None and room.extreme == 4094  # padding is not the extreme
+    assert display8(np.array([4095, 4094]), ds, voi).tolist() == [0, 255]
 
 
 def test_auto_window_ignores_air_padding_and_markers() -> None:
@@ -249,3 +308,27 @@ def test_signed_first_mapped_value_written_as_unsigned() -> None:
     ds = ds_with(VOILUTSequence=Sequence([item]), RescaleIntercept=-100.0, RescaleSlope=1.0)
     y = display_values(np.array([98, 99, 100, 101]), ds, choose_voi(ds))  # modality -2..1
     np.testing.assert_allclose(y, [0.0, 1000 / 4095, 2000 / 4095, 1.0])
+
+
+def test_headroom_of_a_voi_lut_that_never_reaches_full_output() -> None:
+    item = Dataset()
+    item.LUTDescriptor = [1000, 1000, 12]
+    item.LUTData = list(np.linspace(0, 4000, 1000).astype(int))  # tops out below 4095
+    ds = ds_with(VOILUTSequence=Sequence([item]))
+    voi = choose_voi(ds)
+    room = headroom(ds, voi)
+    assert room is not None and 1990 <= room.top <= 1999
+    top, metal = display8(np.array([1999, 4095]), ds, voi).tolist()
+    assert top == round(4000 / 4095 * WINDOW_TOP) and metal == 255
+
+
+def test_a_window_outside_the_range_still_brightens_toward_the_right_end() -> None:
+    # MONOCHROME1 with a window wholly below the stored range: the display is flat black,
+    # and the headroom must still rise toward the low (bright) end, not toward air
+    ds = ds_with(
+        WindowCenter=[-3000.0], WindowWidth=[1000.0], PhotometricInterpretation="MONOCHROME1"
+    )
+    voi = choose_voi(ds)
+    assert headroom(ds, voi) is None or headroom(ds, voi).extreme == 0
+    levels = display8(np.array([0, 2000, 4095]), ds, voi).tolist()
+    assert levels[0] >= levels[1] >= levels[2]

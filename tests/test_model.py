@@ -218,6 +218,68 @@ def test_predict_resumes_after_a_torn_write_and_refuses_another_model(
     assert predict_folder(folder, out, other / "model.onnx", workers=1, thumb=64, restart=True)
 
 
+def test_a_model_and_its_thumbnails_must_share_the_rendering_contract(
+    trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mammo_dagster.core import predict as predict_module
+    from mammo_dagster.core.onnx_model import OnnxModel
+    from mammo_dagster.core.thumbnails import RENDER_VERSION, save_png
+
+    home, *_ = trained
+    card = json.loads((home / "models" / "m0001" / "card.json").read_text())
+    assert card["preprocessing"]["render"] == RENDER_VERSION
+    thumb = next((home / "thumbnails").glob("*.png"))
+    old = tmp_path / "old.png"
+    save_png(np.asarray(Image.open(thumb)), old, render="1")
+    model = OnnxModel(home / "models" / "m0001" / "model.onnx")
+    assert model.render == RENDER_VERSION
+    assert model.thumbnail_probs([thumb]).shape == (1, 2)
+    with pytest.raises(preprocess.RenderMismatch, match="re-run the thumbnails"):
+        model.thumbnail_probs([thumb, old])
+    with pytest.raises(preprocess.RenderMismatch, match="several rendering versions"):
+        preprocess.thumbnail_render([thumb, old])
+    # `mammo predict` renders as the model learned: a model from before the headroom
+    # contract (its card has no version) sees plain-window images; an unknown one is refused
+    seen: list[str] = []
+    real_decode = predict_module.decode_file
+    monkeypatch.setattr(
+        predict_module,
+        "decode_file",
+        lambda *a, **kw: seen.append(kw["render"]) or real_decode(*a, **kw),
+    )
+    for name, render in (("legacy", None), ("future", "9")):
+        folder = tmp_path / name
+        folder.mkdir()
+        shutil.copy(home / "models" / "m0001" / "model.onnx", folder / "model.onnx")
+        pre = {k: v for k, v in card["preprocessing"].items() if k != "render"}
+        pre |= {"render": render} if render else {}
+        (folder / "card.json").write_text(json.dumps(card | {"preprocessing": pre}))
+    assert OnnxModel(tmp_path / "legacy" / "model.onnx").render == "1"
+    drop = home / "incoming" / "d1"
+    report = predict_folder(drop, tmp_path / "r.csv", tmp_path / "legacy" / "model.onnx", workers=1)
+    assert report.images > 0 and set(seen) == {"1"}
+    with pytest.raises(ValueError, match="can't render"):
+        predict_folder(drop, tmp_path / "f.csv", tmp_path / "future" / "model.onnx", workers=1)
+
+
+def test_training_refuses_thumbnails_of_an_older_rendering_contract(
+    trained, tmp_path: Path
+) -> None:
+    from mammo_dagster.core.dataset import build_snapshot
+    from mammo_dagster.core.thumbnails import save_png
+    from mammo_dagster.core.train import TrainConfig, train
+
+    home, *_ = trained
+    old = tmp_path / "thumbs"
+    old.mkdir()
+    for png in (home / "thumbnails").glob("*.png"):  # as the previous version left them
+        save_png(np.asarray(Image.open(png)), old / png.name, render="1")
+    snapshot = build_snapshot(Store(home / DB_NAME), old)
+    with pytest.raises(preprocess.RenderMismatch, match="backfill thumbnails"):
+        train(snapshot, tmp_path / "m", TrainConfig(**TINY))
+    assert not (tmp_path / "m" / "model.onnx").exists()
+
+
 def test_labeling_queue_ranks_unlabeled_images_outside_the_holdout(trained) -> None:
     from mammo_dagster.core.labels import load_events
     from mammo_dagster.core.splits import split_of
@@ -333,3 +395,25 @@ def test_gradcam_heatmaps_for_flagged_images(trained) -> None:
         assert state.cam(asset_made[0], asset_made[1]) == pngs[0]
     finally:
         state.close()
+
+
+def test_the_metal_channel_marks_only_the_brightest_levels() -> None:
+    import torch
+    from torch import nn
+
+    from mammo_dagster.core.train import METAL_LEVEL, metal_stem
+
+    img = np.full((1, 1, 16, 16), 120, np.float32)
+    img[0, 0, 4, 4] = 255  # a 1-px clip (the stored extreme)
+    img[0, 0, 10, 10] = METAL_LEVEL - 12  # bright tissue / a calcification in the headroom
+    x = (torch.from_numpy(img / 255.0) - preprocess.MEAN) / preprocess.STD
+    seen = {}
+    probe = nn.Identity()
+    probe.register_forward_hook(lambda _m, i, _o: seen.setdefault("in", i[0]))
+    out = metal_stem(probe)(x)
+    image, metal = out[0, 0], out[0, 1]
+    torch.testing.assert_close(image, x[0, 0])  # the image passes through unchanged
+    high = (metal > 0).nonzero().tolist()
+    assert sorted(high) == [[y, x_] for y in (3, 4, 5) for x_ in (3, 4, 5)]  # spread 3 x 3
+    assert float(metal.max()) == 2.0 and float(metal.min()) == -2.0
+    assert seen["in"].shape == (1, 2, 16, 16)

@@ -16,6 +16,7 @@ from pydicom.pixels.processing import apply_windowing
 from mammo_dagster.core.decode import full_frame, reduced_frame
 from mammo_dagster.core.dicom import open_dicom
 from mammo_dagster.core.dicom_write import TRANSFER_SYNTAXES, VENDOR_PROFILES
+from mammo_dagster.core.display import HEADROOM_GAMMA, WINDOW_TOP
 from mammo_dagster.core.thumbnails import render, render_frame
 from tests.factory import make_file
 
@@ -49,6 +50,29 @@ def expected_display(stored: np.ndarray, ds, voi: str) -> np.ndarray:
         return table[idx] / 4095.0
     y = apply_windowing(stored.astype(np.float64), ds)
     return y / ((1 << int(ds.BitsStored)) - 1)
+
+
+def expected_8bit(y: np.ndarray, stored: np.ndarray, ds, voi: str, real: np.ndarray) -> np.ndarray:
+    """The 8-bit contract (display.display8) from display values y in [0, 1], after
+    inversion: the window to 0..WINDOW_TOP, then headroom toward the bright extreme of the
+    stored values that are not padding (the ramp covers the whole stored range)."""
+    v = stored.astype(np.float64)
+    bright_high = y[real][np.argmax(v[real])] >= y[real][np.argmin(v[real])]
+    extreme = v[real].max() if bright_high else v[real].min()
+    if voi == "lut":  # where the table first reaches its top, over every stored value
+        every = np.arange(1 << int(ds.BitsStored))
+        ye = expected_display(every, ds, voi)
+        ye = 1.0 - ye if ds.PhotometricInterpretation == "MONOCHROME1" else ye
+        white = every[ye >= ye.max() - 0.5 / 255]
+        top = white.min() if bright_high else white.max()
+    else:
+        c, w = (float(np.atleast_1d(ds[k].value)[0]) for k in ("WindowCenter", "WindowWidth"))
+        top = c + w / 2 if bright_high else c - w / 2
+    if (extreme - top) * (1 if bright_high else -1) <= 0:
+        top = extreme - 1 if bright_high else extreme + 1
+    t = np.clip((v - top) / (extreme - top), 0.0, 1.0) ** HEADROOM_GAMMA
+    base = np.clip(y, 0.0, 1.0) * WINDOW_TOP
+    return np.rint(base + (255.0 - base) * t).astype(np.int64)
 
 
 @pytest.mark.parametrize("ts", list(TRANSFER_SYNTAXES))
@@ -106,8 +130,11 @@ def test_render_matrix(tmp_path: Path, vendor: str, photometric: str, voi: str, 
         y = expected_display(stored, dicom.ds, voi)
         if photometric == "MONOCHROME1":
             y = 1.0 - y
-        want = np.rint(y * 255).astype(np.int64)
+        want = expected_8bit(y, stored, dicom.ds, voi, ~pad)
         np.testing.assert_array_equal(img[~pad], want[~pad])
+        assert img[~pad].max() == 255  # the stored extreme (metal) is white
+        plain = render_frame(dicom, 0, max(ROWS, COLS), pad=False, exact=exact, headroom=False)
+        np.testing.assert_array_equal(plain.image[~pad], np.rint(y * 255)[~pad])
 
 
 @pytest.mark.parametrize("ts", list(TRANSFER_SYNTAXES))
@@ -127,7 +154,8 @@ def test_signed_pixels(tmp_path: Path, ts: str) -> None:
     dicom = open_dicom(path)
     np.testing.assert_array_equal(full_frame(dicom), stored)
     img = render_frame(dicom, 0, ROWS, pad=False).image.astype(np.int64)
-    want = np.rint(((stored.astype(np.float64) - 0.0) / 4096 + 0.5).clip(0, 1) * 255)
+    want = np.rint(((stored.astype(np.float64) - 0.0) / 4096 + 0.5).clip(0, 1) * WINDOW_TOP)
+    want[stored == 2047] = 255  # the signed range's bright extreme
     np.testing.assert_array_equal(img, want)
 
 
@@ -147,7 +175,7 @@ def test_multi_frame_each_frame_its_own_image(tmp_path: Path) -> None:
     assert dicom.facts.number_of_frames == 3
     levels = [int(render_frame(dicom, f, 32).image[16, 16]) for f in range(3)]
     assert levels[0] < levels[1] < levels[2]
-    assert levels == [round((v / 4096) * 255) for v in (500, 2000, 3500)]
+    assert levels == [round((v / 4096) * WINDOW_TOP) for v in (500, 2000, 3500)]
 
 
 def test_multi_frame_compressed(tmp_path: Path) -> None:
@@ -163,7 +191,7 @@ def test_multi_frame_compressed(tmp_path: Path) -> None:
         windows=((2048.0, 4096.0),),
     )
     a, b = (render(path, f, 32).image[16, 16] for f in (0, 1))
-    assert a < 10 and b > 245
+    assert a < 10 and b > 0.95 * WINDOW_TOP
 
 
 def test_high_bits_above_bits_stored_are_ignored(tmp_path: Path) -> None:

@@ -9,10 +9,19 @@ import pytest
 from PIL import Image
 
 from mammo_dagster.core.dicom import open_dicom
-from mammo_dagster.core.thumbnails import fit_size, render, render_frame, save_png, shrink
+from mammo_dagster.core.display import WINDOW_TOP
+from mammo_dagster.core.thumbnails import (
+    KEEP_METAL,
+    RENDER_VERSION,
+    fit_size,
+    render,
+    render_frame,
+    save_png,
+    shrink,
+)
 from tests.factory import make_file
 
-TISSUE = 1500  # mid-window stored value (window 0..4095 -> display ~93)
+TISSUE = 1500  # mid-window stored value (window 0..4095 -> display ~82)
 
 
 def phantom(rows: int, cols: int, marker_px: int, at: tuple[int, int]) -> np.ndarray:
@@ -55,7 +64,7 @@ def test_small_marker_survives_224px_thumbnail(
     h, w = thumb.shape
     ty, tx = round(at[0] * h / rows), round(at[1] * w / cols)
     tissue = np.median(thumb)
-    assert abs(tissue - TISSUE / 4096 * 255) <= 1
+    assert abs(tissue - TISSUE / 4096 * WINDOW_TOP) <= 1
     around = thumb[ty - 2 : ty + 3, tx - 2 : tx + 3]
     assert around.max() >= 240, "the marker must stay clearly bright"
     # a plain area average would have faded it into the tissue
@@ -71,10 +80,41 @@ def test_small_marker_survives_224px_thumbnail(
     assert thumb[mask].max() <= tissue + 1
 
 
+@pytest.mark.parametrize("photometric", ["MONOCHROME2", "MONOCHROME1"])
+def test_metal_stays_brighter_than_tissue_that_clips_the_window(
+    tmp_path: Path, photometric: str
+) -> None:
+    stored = np.full((1024, 800), 1500, np.uint16)  # window 500..2500
+    stored[200:260, 200:260] = 3000  # dense tissue past the window
+    stored[600:606, 400:406] = 4095  # a metal clip at the stored extreme
+    if photometric == "MONOCHROME1":
+        stored = 4095 - stored
+    path = make_file(
+        tmp_path / "m.dcm",
+        stored,
+        "siemens",
+        "explicit",
+        bits_stored=12,
+        photometric=photometric,
+        voi="window",
+        voi_function="LINEAR_EXACT",
+        windows=((1500.0 if photometric == "MONOCHROME2" else 2595.0, 2000.0),),
+    )
+    for exact in (False, True):
+        thumb = render(path, size=256, pad=False, exact=exact)
+        assert thumb.render == RENDER_VERSION
+        dense, metal = thumb.image[52:63, 52:63], thumb.image[148:154, 98:104]
+        assert WINDOW_TOP < int(np.median(dense)) < 235
+        assert metal.max() >= 250
+        plain = render(path, size=256, pad=False, exact=exact, headroom=False).image
+        assert np.median(plain[52:63, 52:63]) == plain[148:154, 98:104].max() == 255
+
+
 def test_texture_is_not_sharpened() -> None:
-    """Dense tissue that saturates in places is not lifted to its local maxima."""
+    """Dense tissue, even where it clips the window (levels just past WINDOW_TOP), is not
+    lifted to its local maxima."""
     rng = np.random.default_rng(0)
-    img = np.clip(rng.normal(235, 12, (800, 600)), 0, 255).astype(np.uint8)
+    img = np.clip(rng.normal(WINDOW_TOP, 8, (800, 600)), 0, KEEP_METAL - 7).astype(np.uint8)
     mean = np.asarray(Image.fromarray(img).resize((150, 200), Image.Resampling.BOX))
     assert np.abs(shrink(img, 200, 150).astype(int) - mean).max() <= 1
 
@@ -122,3 +162,14 @@ def test_save_png_is_atomic_and_leaves_no_temp(
         save_png(img[::-1], out)
     np.testing.assert_array_equal(np.asarray(Image.open(out)), img)  # old file intact
     assert [p.name for p in out.parent.iterdir()] == ["x.png"]  # no temp left behind
+
+
+@pytest.mark.parametrize("width", [1, 2])
+def test_metal_over_tissue_at_the_window_top_survives_the_shrink(width: int) -> None:
+    """Over tissue at WINDOW_TOP a clip can't stand out by CONTRAST_FROM levels; it is
+    kept anyway, since only metal reaches the top of the headroom."""
+    img = np.full((512, 512), WINDOW_TOP, np.uint8)
+    img[300 : 300 + width, 100:140] = 255  # a wire or clip across dense tissue
+    out = shrink(img, 224, 224)
+    assert out.max() >= 250
+    assert np.median(out) == WINDOW_TOP

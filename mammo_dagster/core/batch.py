@@ -19,7 +19,14 @@ from PIL import Image
 from .config import patient_salt
 from .decode import DEFAULT_OVERSAMPLE
 from .dicom import DicomError, open_dicom
-from .thumbnails import DEFAULT_SIZE, remove_stale_temps, render_frame, save_png
+from .thumbnails import (
+    DEFAULT_SIZE,
+    RENDER_VERSION,
+    remove_stale_temps,
+    render_frame,
+    render_version,
+    save_png,
+)
 
 #: glibc otherwise returns every 10-30 MB decode buffer to the OS and page-faults
 #: it back for the next image: measured 41 -> 15 ms per reduced J2K decode.
@@ -70,11 +77,12 @@ def thumbnail_name(sop_instance_uid: str, frame: int) -> str:
     return f"{sop_instance_uid}_{frame}.png"
 
 
-def _cached(out: Path, size: int) -> bool:
-    """A finished thumbnail of this size (PNGs are written whole, by rename)."""
+def _cached(out: Path, size: int, render: str) -> bool:
+    """A finished thumbnail of this size and rendering version (PNGs are written whole,
+    by rename)."""
     try:
         with Image.open(out) as im:
-            return max(im.size) == size
+            return max(im.size) == size and render_version(im) == render
     except (OSError, ValueError):
         return False
 
@@ -85,8 +93,10 @@ def thumbnail_file(
     size: int = DEFAULT_SIZE,
     oversample: int = DEFAULT_OVERSAMPLE,
     root: Path | None = None,
+    headroom: bool = True,
 ) -> list[FrameResult]:
-    """Render every frame of one file into `out_dir` (keeping finished ones)."""
+    """Render every frame of one file into `out_dir` (keeping finished ones of the same
+    rendering version; see `thumbnails.RENDER_VERSION`)."""
     shown = str(path.relative_to(root)) if root else str(path)
     try:
         dicom = open_dicom(path)
@@ -105,9 +115,10 @@ def thumbnail_file(
             manufacturer=facts.manufacturer,
             transfer_syntax=facts.transfer_syntax,
         )
-        if not _cached(out, size):
+        if not _cached(out, size, RENDER_VERSION if headroom else "1"):
             try:
-                save_png(render_frame(dicom, frame, size, oversample=oversample).image, out)
+                thumb = render_frame(dicom, frame, size, oversample=oversample, headroom=headroom)
+                save_png(thumb.image, out, thumb.render)
                 row.status = "ok"
             except DicomError as e:
                 row.status, row.error_kind, row.error = "error", e.kind.value, e.reason
@@ -205,9 +216,11 @@ def _take(it: Iterator[Path], n: int) -> Iterable[Path]:
             return
 
 
-def _job(path: Path, *, out_dir: Path, size: int, oversample: int, root: Path) -> list[FrameResult]:
+def _job(
+    path: Path, *, out_dir: Path, size: int, oversample: int, root: Path, headroom: bool
+) -> list[FrameResult]:
     try:
-        return thumbnail_file(path, out_dir, size, oversample, root)
+        return thumbnail_file(path, out_dir, size, oversample, root, headroom)
     except Exception as e:  # a bug must not take the batch down: record it and go on
         return [
             FrameResult(
@@ -230,19 +243,23 @@ def thumbnail_folder(
     oversample: int = DEFAULT_OVERSAMPLE,
     progress: Callable[[int], None] | None = None,
     files: list[Path] | None = None,
+    headroom: bool = True,
 ) -> list[FrameResult]:
     """Thumbnails for every DICOM frame below `root`; idempotent and resumable.
 
     Rows come back in file order. A SOP Instance UID seen in an earlier file is a
     "duplicate" row (its thumbnail is the first file's). `files` saves a caller that
-    already listed the folder a second walk.
+    already listed the folder a second walk. ``headroom=False`` renders contract version
+    "1", for comparisons.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out_dir)
     if files is None:
         files = list(iter_files(root, exclude=out_dir))  # OUT may sit inside the folder
     patient_salt()  # create it here, once, before the workers race to
-    job = partial(_job, out_dir=out_dir, size=size, oversample=oversample, root=root)
+    job = partial(
+        _job, out_dir=out_dir, size=size, oversample=oversample, root=root, headroom=headroom
+    )
     by_path: dict[str, list[FrameResult]] = {}
 
     def done(rows: list[FrameResult]) -> None:

@@ -13,6 +13,13 @@ is everything except Pixel Padding and air (values within 5% of the value
 range from the air end: the low end for MONOCHROME2, the high end for
 MONOCHROME1). Percentiles rather than min/max keep small metal markers and
 burned-in labels from squeezing the window.
+
+8-bit values keep **headroom** above the window (:func:`display8`): the window
+maps to 0..``WINDOW_TOP`` and what lies beyond its bright end takes the levels
+above, rising to 255 at the bright extreme of the stored range (which is 255
+even when the window reaches it). Metal (a clip, a wire, a needle) sits at that
+extreme; tissue a little denser than the window top does not, and a plain 8-bit
+window would make both the same white.
 """
 
 from __future__ import annotations
@@ -26,6 +33,12 @@ from pydicom.pixels.processing import apply_modality_lut
 
 AUTO_WINDOW_PERCENTILES = (1.0, 99.5)
 AIR_FRACTION = 0.05
+#: The 8-bit level the window's bright end maps to; the levels above are headroom.
+WINDOW_TOP = 223
+#: Past the window, the level rises toward 255 with t ** HEADROOM_GAMMA, t being how far a
+#: value lies from the window's end toward the stored extreme (0..1): values just past
+#: the window stay near WINDOW_TOP, the extreme itself is 255.
+HEADROOM_GAMMA = 3.0
 
 
 @dataclass(frozen=True)
@@ -249,7 +262,76 @@ def display_values(values: np.ndarray, ds: Dataset, voi: Voi) -> np.ndarray:
 
 
 def to_uint8(y: np.ndarray) -> np.ndarray:
+    """Display values in [0, 1] -> 0..255 (no headroom)."""
     return np.rint(np.clip(y, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class Headroom:
+    """Where the window's bright end is and where the stored range ends, in modality units."""
+
+    top: float  # the window's bright end
+    extreme: float  # the brightest value the stored range can hold
+
+    def fraction(self, modality: np.ndarray) -> np.ndarray:
+        """How far each value lies past the window's end toward the extreme (0..1)."""
+        span = self.extreme - self.top
+        return np.clip((np.asarray(modality, dtype=np.float64) - self.top) / span, 0.0, 1.0)
+
+
+def headroom(ds: Dataset, voi: Voi) -> Headroom | None:
+    """The headroom of `voi` over every stored value the header allows (None when there is
+    no value to tell apart).
+
+    The bright end of a window (any function) is center + width / 2 (center - width / 2
+    when the display inverts); that of a VOI LUT is where its output first reaches its
+    maximum. The extreme is the end of the range BitsStored declares (metal saturates
+    the detector): data that uses fewer bits than declared gets no headroom.
+    """
+    bits = min(int(ds.get("BitsStored", 16) or 16), 16)
+    signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
+    values = stored_values(np.arange(1 << bits, dtype=np.int64), bits, signed)
+    modality = _modality(values, ds)
+    pad = padding_mask(values, ds)
+    real = np.isfinite(modality) if pad is None else ~pad & np.isfinite(modality)
+    if real.sum() < 2:
+        return None
+    m, y = modality[real], display_values(values[real], ds, voi)
+    lo, hi = int(np.argmin(m)), int(np.argmax(m))
+    if voi.kind == "lut":  # the table's own direction; its top is where it peaks
+        bright_high = y[hi] > y[lo] if y[hi] != y[lo] else not inverts(ds)
+        white = y >= y.max() - 0.5 / 255.0
+        if white.all():
+            return None
+        top = float(m[white].min() if bright_high else m[white].max())
+    else:  # windows rise with the value; only the inversion turns them around
+        bright_high = not inverts(ds)
+        top = voi.center + (voi.width / 2 if bright_high else -voi.width / 2)
+    extreme = float(m[hi] if bright_high else m[lo])
+    if (extreme - top) * (1 if bright_high else -1) <= 0:  # the window reaches the extreme:
+        others = m[m != extreme]  # only the extreme itself takes 255
+        if not others.size:
+            return None
+        top = float(others.max() if bright_high else others.min())
+    return Headroom(top, extreme)
+
+
+def display8(values: np.ndarray, ds: Dataset, voi: Voi, room: Headroom | None = None) -> np.ndarray:
+    """Stored values -> 8-bit display with headroom (see module docstring).
+
+    The display maps to 0..WINDOW_TOP; values past the window's bright end rise from
+    there toward 255 with (their fraction of the way to the stored extreme) **
+    HEADROOM_GAMMA. `room` defaults to :func:`headroom` of the header and `voi`.
+    """
+    y = np.clip(display_values(values, ds, voi), 0.0, 1.0) * WINDOW_TOP
+    room = room if room is not None else headroom(ds, voi)
+    if room is not None:
+        t = room.fraction(_modality(np.asarray(values), ds)) ** HEADROOM_GAMMA
+        y += (255.0 - y) * t
+        pad = padding_mask(np.asarray(values), ds)
+        if pad is not None:
+            y[pad] = 0.0
+    return np.rint(y).astype(np.uint8)
 
 
 def resolve_voi(ds: Dataset, sample_values: np.ndarray, index: int = 0) -> Voi:
@@ -264,13 +346,15 @@ def resolve_voi(ds: Dataset, sample_values: np.ndarray, index: int = 0) -> Voi:
     return auto_window(_modality(sample, ds), mono1, pad)
 
 
-def display_lut(ds: Dataset, voi: Voi) -> np.ndarray:
-    """uint8 table indexed by the raw 8/16-bit pattern of a stored pixel."""
+def display_lut(ds: Dataset, voi: Voi, room: bool = True) -> np.ndarray:
+    """uint8 table indexed by the raw 8/16-bit pattern of a stored pixel (`display8`, or a
+    plain 8-bit window without headroom when not `room`)."""
     bits_alloc = int(ds.get("BitsAllocated", 16))
     bits_stored = int(ds.get("BitsStored", bits_alloc))
     signed = int(ds.get("PixelRepresentation", 0)) == 1
     patterns = np.arange(1 << bits_alloc, dtype=np.int64)
-    return to_uint8(display_values(stored_values(patterns, bits_stored, signed), ds, voi))
+    values = stored_values(patterns, bits_stored, signed)
+    return display8(values, ds, voi) if room else to_uint8(display_values(values, ds, voi))
 
 
 def apply_lut(pixels: np.ndarray, lut: np.ndarray) -> np.ndarray:

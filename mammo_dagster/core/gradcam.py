@@ -16,6 +16,7 @@ from . import preprocess
 from .batch import thumbnail_name
 from .files import atomic_write
 from .modelstore import model_dir
+from .thumbnails import render_version
 
 
 def cam_folder(home: Path, version: str) -> Path:
@@ -34,13 +35,12 @@ def cam_file(home: Path, version: str, sop_instance_uid: str, frame: int, flag: 
 def load_torch_model(folder: Path):
     """The trained network of a model version (`model.pt` beside `model.onnx`)."""
     import torch
-    from fastai.vision.learner import create_vision_model
-    from torchvision.models import resnet18
 
-    from .train import ExportModel
+    from .train import ExportModel, network
 
-    net = create_vision_model(resnet18, n_out=2, n_in=1, pretrained=False)
-    net.load_state_dict(torch.load(folder / "model.pt", map_location="cpu", weights_only=True))
+    state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
+    net = network(metal="0.0.1.weight" in state)  # the metal stem wraps the first conv
+    net.load_state_dict(state)
     return ExportModel.wrap(net)
 
 
@@ -96,8 +96,8 @@ def write_cam(shipped, size: int, thumbnail: Path, flag: str, dest: Path) -> Pat
     """Heatmap of `flag` for one thumbnail, drawn over the thumbnail itself (full
     thumbnail resolution, so a small marker stays visible), written atomically."""
     with Image.open(thumbnail) as im:
-        full = np.asarray(im.convert("L"))
-    cam = gradcam(shipped, preprocess.prepare(full, size), flag)
+        full, render = np.asarray(im.convert("L")), render_version(im)
+    cam = gradcam(shipped, preprocess.prepare(full, size, render), flag)
     dest.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(dest, "wb") as f:
         overlay(full, cam).save(f, format="PNG")

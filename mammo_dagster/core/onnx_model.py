@@ -32,6 +32,8 @@ class OnnxModel:
         self.thresholds = self.card.get("thresholds") or {f: 0.5 for f in preprocess.FLAGS}
         self.version = self.card.get("version") or self.path.parent.name
         self.input_name = self.session.get_inputs()[0].name
+        #: the thumbnail rendering contract the model was trained on (None: no card)
+        self.render = preprocess.model_render(self.card)
 
     def probs(self, images: list[np.ndarray] | np.ndarray, batch: int = 32) -> np.ndarray:
         """uint8 [size, size] model inputs -> float32 [n, 2] probabilities."""
@@ -42,9 +44,13 @@ class OnnxModel:
         return np.concatenate(out) if out else np.zeros((0, 2), np.float32)
 
     def thumbnail_probs(self, pngs: list[Path], batch: int = 32, chunk: int = 256) -> np.ndarray:
-        """Thumbnail PNGs -> float32 [n, 2] probabilities, `chunk` images in memory at once."""
+        """Thumbnail PNGs -> float32 [n, 2] probabilities, `chunk` images in memory at once
+        (RenderMismatch for a thumbnail of another rendering version than the model's)."""
         out = [
-            self.probs([preprocess.load(p, self.size) for p in pngs[i : i + chunk]], batch=batch)
+            self.probs(
+                [preprocess.load(p, self.size, self.render) for p in pngs[i : i + chunk]],
+                batch=batch,
+            )
             for i in range(0, len(pngs), chunk)
         ]
         return np.concatenate(out) if out else np.zeros((0, 2), np.float32)

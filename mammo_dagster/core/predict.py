@@ -30,7 +30,7 @@ from .decode import DEFAULT_OVERSAMPLE
 from .dicom import DicomError, open_dicom
 from .onnx_model import OnnxModel
 from .studies import write_study_csv
-from .thumbnails import render_frame
+from .thumbnails import RENDER_VERSION, render_frame
 
 IMAGE_COLUMNS = (
     "path",
@@ -62,9 +62,12 @@ class Frame:
     error: str | None = None
 
 
-def decode_file(path: Path, *, root: Path, size: int, thumb: int) -> list[Frame]:
+def decode_file(
+    path: Path, *, root: Path, size: int, thumb: int, render: str = RENDER_VERSION
+) -> list[Frame]:
     """Every frame of one file as a model input, via the thumbnail the pipeline would
-    make (`thumb` px, then the model's marker-keeping shrink); one error row if none."""
+    make (`thumb` px, rendering contract `render`, then the model's marker-keeping
+    shrink); one error row if none."""
     rel = str(path.relative_to(root))
     try:
         dicom = open_dicom(path)
@@ -80,8 +83,10 @@ def decode_file(path: Path, *, root: Path, size: int, thumb: int) -> list[Frame]
             f.header_mag_hint or f.study_mag_hint, f.header_marker_hint or f.study_marker_hint,
         )  # fmt: skip
         try:
-            thumbnail = render_frame(dicom, frame, thumb, oversample=DEFAULT_OVERSAMPLE).image
-            row.image = preprocess.prepare(thumbnail, size)
+            thumbnail = render_frame(
+                dicom, frame, thumb, oversample=DEFAULT_OVERSAMPLE, headroom=render != "1"
+            ).image
+            row.image = preprocess.prepare(thumbnail, size, render)
         except DicomError as e:
             row.error_kind, row.error = e.kind.value, e.reason
         except Exception as e:
@@ -181,6 +186,13 @@ def predict_folder(
     if not input_dir.is_dir():
         raise FileNotFoundError(f"{input_dir} is not a folder")
     model = OnnxModel(model_path, threads=threads)
+    render = model.render or RENDER_VERSION  # images are rendered as the model learned them
+    if render not in ("1", RENDER_VERSION):
+        raise ValueError(
+            f"model {model.version} was trained on thumbnails of rendering contract "
+            f"v{render}, which this version of mammo-dagster can't render (it knows v1 and "
+            f"v{RENDER_VERSION}): upgrade, or retrain the model"
+        )
     images_csv = output.with_name(output.name + ".images.csv")
     errors_csv = output.with_name(output.name + ".errors.csv")
     if restart:
@@ -202,7 +214,9 @@ def predict_folder(
     patient_salt()  # once, before workers race to create it
     # Rendered straight at the model's input size (the fast path's reduced decode makes
     # that far cheaper than a 512-px thumbnail first); README measures the difference.
-    job = partial(decode_file, root=input_dir, size=model.size, thumb=thumb or model.size)
+    job = partial(
+        decode_file, root=input_dir, size=model.size, thumb=thumb or model.size, render=render
+    )
     pending: list[Frame] = []
     pending_errors: list[list] = []
     counts = {"files": 0, "images": 0, "errors": 0, "skipped": 0}

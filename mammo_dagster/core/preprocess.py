@@ -3,11 +3,14 @@
 Training, ONNX export, Dagster predictions and `mammo predict` all call this
 module, so the model never sees an image prepared differently from the ones it
 learned on. The graph takes float32 ``[N, 1, S, S]`` with the 8-bit display
-values scaled to 0..1 (``pixel / 255``); mean/std normalization is *inside*
-the graph, so no caller can get it wrong. Thumbnails are already square
-(padded); shrinking them to S keeps near-white marker pixels (the same
-marker-keeping shrink the thumbnails use), so a clip that survived the
-thumbnail survives the model input.
+values (with headroom above the window: metal is 255, tissue that clips the
+window stays near ``display.WINDOW_TOP``) scaled to 0..1 (``pixel / 255``);
+mean/std normalization is *inside* the graph, so no caller can get it wrong.
+Thumbnails are already square (padded); shrinking them to S keeps near-white
+marker pixels (the same marker-keeping shrink the thumbnails use), so a clip
+that survived the thumbnail survives the model input. A thumbnail carries the
+version of the rendering contract it was made with; a model records the one it
+was trained on, and `load` refuses a mismatch.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .thumbnails import shrink
+from .display import WINDOW_TOP
+from .thumbnails import RENDER_VERSION, render_version, shrink
 
 #: The default model input side (see README "Model input size" for the measurement).
 INPUT_SIZE = 224
@@ -30,6 +34,10 @@ CONTRACT = {
     "input_dtype": "float32",
     "input_shape": ["N", 1, "S", "S"],
     "input_scale": "8-bit display values / 255 (0 = black, 1 = white), MONOCHROME2",
+    "render": RENDER_VERSION,
+    "display": f"the VOI window maps to 0..{WINDOW_TOP}; values past its bright end rise "
+    "toward 255, which only the stored range's bright extreme (metal) reaches "
+    "(display.display8)",
     "normalization": f"inside the graph: (x - {MEAN}) / {STD}",
     "resize": "thumbnail (square, padded) shrunk to S x S, marker-keeping",
     "output_name": "probs",
@@ -38,8 +46,9 @@ CONTRACT = {
 }
 
 
-def prepare(img: np.ndarray, size: int = INPUT_SIZE) -> np.ndarray:
-    """An 8-bit grayscale image (a thumbnail) -> uint8 [size, size] model input."""
+def prepare(img: np.ndarray, size: int = INPUT_SIZE, render: str = RENDER_VERSION) -> np.ndarray:
+    """An 8-bit grayscale image (a thumbnail of rendering version `render`) -> uint8
+    [size, size] model input."""
     if img.ndim != 2:
         raise ValueError(f"expected a 2-D grayscale image, got shape {img.shape}")
     h, w = img.shape
@@ -51,14 +60,52 @@ def prepare(img: np.ndarray, size: int = INPUT_SIZE) -> np.ndarray:
     if img.shape[0] == size:
         return np.ascontiguousarray(img, dtype=np.uint8)
     if img.shape[0] > size:
-        return shrink(img, size, size)
+        return shrink(img, size, size, keep_metal=render != "1")
     return np.asarray(Image.fromarray(img).resize((size, size), Image.Resampling.BILINEAR))
 
 
-def load(path: str | Path, size: int = INPUT_SIZE) -> np.ndarray:
-    """A thumbnail PNG -> uint8 [size, size] model input."""
+class RenderMismatch(ValueError):
+    """A thumbnail rendered by another version of the rendering contract than expected."""
+
+
+def load(path: str | Path, size: int = INPUT_SIZE, render: str | None = None) -> np.ndarray:
+    """A thumbnail PNG -> uint8 [size, size] model input.
+
+    `render` is the rendering contract version the caller's model expects (see
+    `thumbnails.RENDER_VERSION`); a thumbnail of another version raises RenderMismatch.
+    """
     with Image.open(path) as im:
-        return prepare(np.asarray(im.convert("L")), size)
+        found = render_version(im)
+        if render is not None and found != render:
+            raise RenderMismatch(
+                f"{Path(path).name} was rendered by thumbnail contract v{found}, the model "
+                f"expects v{render}: re-run the thumbnails (Dagster: materialize thumbnails "
+                "for the drop), or retrain"
+            )
+        return prepare(np.asarray(im.convert("L")), size, found)
+
+
+def thumbnail_render(paths: list[Path]) -> str:
+    """The one rendering contract version of these thumbnails (RenderMismatch if mixed)."""
+    found: dict[str, Path] = {}
+    for path in paths:
+        with Image.open(path) as im:
+            found.setdefault(render_version(im), Path(path))
+    if len(found) > 1:
+        raise RenderMismatch(
+            "thumbnails of several rendering versions ("
+            + ", ".join(f"v{v}: {p.name}" for v, p in sorted(found.items()))
+            + "): re-run the thumbnails so that all are current"
+        )
+    return next(iter(found), RENDER_VERSION)
+
+
+def model_render(card: dict) -> str | None:
+    """The rendering contract a model card was trained on (None without a card; "1" for
+    cards from before the version was recorded)."""
+    if not card:
+        return None
+    return str((card.get("preprocessing") or {}).get("render", "1"))
 
 
 def to_batch(images: list[np.ndarray]) -> np.ndarray:

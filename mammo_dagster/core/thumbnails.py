@@ -8,6 +8,12 @@ ordinary texture is unchanged: the maximum must be near white *and* stand out
 from its neighbourhood's mean (a marker does; saturated dense tissue doesn't).
 The aspect ratio is kept and the image padded (black) to a square, never
 stretched.
+
+The 8-bit values keep headroom above the window (see `display.display8`), so a
+metal marker stays brighter than tissue that merely clips the window. Every PNG
+carries the version of this contract (`RENDER_VERSION`, a PNG text chunk): a
+thumbnail of another version is re-rendered, and a model refuses thumbnails of
+a version it was not trained on.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
 from .decode import DEFAULT_OVERSAMPLE, full_frame, reduced_frame
 from .dicom import DicomError, DicomFile, Failure, HeaderFacts, open_dicom
@@ -26,6 +33,7 @@ from .display import (
     Voi,
     apply_lut,
     choose_voi,
+    display8,
     display_lut,
     display_values,
     inverts,
@@ -36,10 +44,19 @@ from .display import (
 from .files import atomic_write
 
 DEFAULT_SIZE = 512
+#: The rendering contract's version: "2" keeps headroom above the window, "1" did not.
+RENDER_VERSION = "2"
+#: The PNG text chunk that carries it.
+RENDER_KEY = "mammo-render"
 #: Local maxima from this display level up are blended in, fully from KEEP_MAX_FULL,
 #: when they stand out from the local mean by CONTRAST_FROM (fully CONTRAST_FULL) levels.
+#: Both levels lie in the headroom above the window (display.WINDOW_TOP): metal and
+#: calcifications well past the window, not tissue that merely clips it.
 KEEP_MAX_FROM, KEEP_MAX_FULL = 232, 250
 CONTRAST_FROM, CONTRAST_FULL = 32, 64
+#: Maxima from this level up (metal: only the stored extreme gets there) are kept whatever
+#: their neighbourhood: over tissue at the window top the lift can't reach CONTRAST_FROM.
+KEEP_METAL = 252
 _SAMPLE_PIXELS = 512 * 512
 
 
@@ -53,6 +70,7 @@ class Thumbnail:
     voi: Voi
     content_shape: tuple[int, int]  # the image inside the padding
     method: str  # "fast" or "exact"
+    render: str = RENDER_VERSION  # "1" when rendered without headroom
 
 
 def fit_size(rows: int, cols: int, long_side: int) -> tuple[int, int]:
@@ -78,13 +96,16 @@ def shrink(
     *,
     area: tuple[float, float] | None = None,
     peaks: np.ndarray | None = None,
+    keep_metal: bool = True,
 ) -> np.ndarray:
     """Area-average `img` (uint8) to (height, width), keeping near-white local maxima.
 
     `area` is the (height, width) of the image content in `img`'s pixels when it is
     not all of `img` (a reduced image covers a fractional number of pixels).
     `peaks` is the brightest display value within each pixel of `img` when `img`
-    itself was averaged from a finer image (default: `img`).
+    itself was averaged from a finer image (default: `img`). `keep_metal` keeps maxima
+    from KEEP_METAL up whatever their contrast (rendering contract v2; in v1 such levels
+    were also tissue that clipped the window).
     """
     if img.shape == (height, width) and area is None and peaks is None:
         return np.ascontiguousarray(img)
@@ -100,7 +121,8 @@ def shrink(
     peak = peak.astype(np.float32)
     lift = np.maximum(peak - mean, 0.0)
     weight = np.clip((peak - KEEP_MAX_FROM) / (KEEP_MAX_FULL - KEEP_MAX_FROM), 0.0, 1.0)
-    weight *= np.clip((lift - CONTRAST_FROM) / (CONTRAST_FULL - CONTRAST_FROM), 0.0, 1.0)
+    contrast = np.clip((lift - CONTRAST_FROM) / (CONTRAST_FULL - CONTRAST_FROM), 0.0, 1.0)
+    weight *= np.where(peak >= KEEP_METAL, 1.0, contrast) if keep_metal else contrast
     out = mean + weight * lift
     return np.rint(out).astype(np.uint8)
 
@@ -162,6 +184,7 @@ def _render(
     exact: bool = False,
     voi_index: int = 0,
     oversample: int = DEFAULT_OVERSAMPLE,
+    headroom: bool = True,
 ) -> Thumbnail:
     """Render one frame as a `size`-px thumbnail.
 
@@ -169,7 +192,8 @@ def _render(
     `size` (a reduced JPEG 2000 decode, else a box average that keeps each cell's
     extremes) and windows them through a 16-bit lookup table; ``exact=True``
     decodes in full and applies the float VOI per pixel. Both downsample the same
-    way.
+    way. ``headroom=False`` renders contract version "1" (a plain 8-bit window), for
+    comparisons.
     """
     ds, facts = dicom.ds, dicom.facts
     bits, signed = facts.bits_stored, facts.pixel_representation == 1
@@ -177,12 +201,12 @@ def _render(
         stored = full_frame(dicom, frame)
         values = stored_values(_patterns(np.asarray(stored)), bits, signed)
         voi = resolve_voi(ds, _sample(values), voi_index)
-        img = to_uint8(display_values(values, ds, voi))
+        img = display8(values, ds, voi) if headroom else to_uint8(display_values(values, ds, voi))
         area, peaks = None, None
     else:
         header_voi = choose_voi(ds, voi_index)
         if header_voi is not None:
-            voi, lut = header_voi, display_lut(ds, header_voi)
+            voi, lut = header_voi, display_lut(ds, header_voi, headroom)
             extremes = _bright_extremes(lut, bits)
         else:  # an automatic window rises with the stored value, then inversion applies
             extremes = ("min",) if inverts(ds) else ("max",)
@@ -190,14 +214,14 @@ def _render(
         if header_voi is None:
             sample = stored_values(_patterns(_sample(reduced.pixels)), bits, signed)
             voi = resolve_voi(ds, sample, voi_index)
-            lut = display_lut(ds, voi)
+            lut = display_lut(ds, voi, headroom)
         img = apply_lut(reduced.pixels, lut)
         peaks = None
         if reduced.extremes:
             peaks = np.maximum.reduce([apply_lut(e, lut) for e in reduced.extremes.values()])
         area = (facts.rows / reduced.factor, facts.columns / reduced.factor)
     h, w = fit_size(facts.rows, facts.columns, size)
-    small = shrink(img, h, w, area=area, peaks=peaks)
+    small = shrink(img, h, w, area=area, peaks=peaks, keep_metal=headroom)
     return Thumbnail(
         image=pad_square(small, size) if pad else small,
         facts=facts,
@@ -205,6 +229,7 @@ def _render(
         voi=voi,
         content_shape=(h, w),
         method="exact" if exact else "fast",
+        render=RENDER_VERSION if headroom else "1",
     )
 
 
@@ -233,8 +258,17 @@ def remove_stale_temps(folder: Path, older_than_s: float = STALE_TEMP_S) -> int:
     return removed
 
 
-def save_png(img: np.ndarray, path: str | Path) -> Path:
-    """Write a PNG atomically (see `files.atomic_write`)."""
+def save_png(img: np.ndarray, path: str | Path, render: str = RENDER_VERSION) -> Path:
+    """Write a thumbnail PNG atomically (see `files.atomic_write`), tagged with the
+    rendering contract's version."""
+    info = PngInfo()
+    info.add_text(RENDER_KEY, render)
     with atomic_write(path, "wb") as f:
-        Image.fromarray(img).save(f, format="PNG", compress_level=1)
+        Image.fromarray(img).save(f, format="PNG", compress_level=1, pnginfo=info)
     return Path(path)
+
+
+def render_version(im: Image.Image) -> str:
+    """The rendering contract version an opened thumbnail was made with ("1" when untagged:
+    the first version wrote no tag)."""
+    return str(im.info.get(RENDER_KEY, "1"))

@@ -1,9 +1,11 @@
 """Train the two-flag model (fastai ResNet18, multi-label), export it to ONNX, quantize it.
 
 Needs the `train` extra (torch, fastai, onnx); everything downstream of the ONNX
-file needs only ONNX Runtime. Grayscale in, one channel: ``vision_learner(n_in=1)``
-(with ImageNet weights, fastai folds the first convolution's RGB kernels into one).
-The exported graph includes the normalization and a sigmoid (see preprocess.py).
+file needs only ONNX Runtime. Grayscale in, one channel; inside the network a
+parameter-free metal channel goes beside it (`metal_stem`), so the first convolution
+has two (``vision_learner(n_in=2)``; with ImageNet weights the image channel gets the
+sum of the RGB kernels and the metal channel starts at zero). The exported graph
+includes the normalization and a sigmoid (see preprocess.py).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import numpy as np
 from . import metrics, preprocess
 from .dataset import Example, Snapshot
 from .splits import shuffle_key
+from .thumbnails import RENDER_VERSION
 
 #: A missed flag is worse than a false alarm: thresholds keep this share of positives.
 TARGET_RECALL = 0.98
@@ -34,6 +37,10 @@ class TrainConfig:
     batch_size: int = 16
     lr: float = 1e-3
     patience: int = 5  # early stopping on validation loss, after the warm-up
+    rotate: float = 10.0  # max rotation (degrees) of the augmentation
+    lighting: float = 0.2  # max brightness/contrast change of the augmentation
+    metal: bool = True  # a second input channel marking metal (see `metal_stem`)
+    any_render: bool = False  # accept thumbnails of an older rendering contract (comparisons)
     warmup: int | None = None  # epochs before best-epoch tracking starts (None: a third)
     seed: int = 0
     pretrained: bool | None = None  # None: use ImageNet weights if they are cached
@@ -71,6 +78,59 @@ def _valid_split(snapshot: Snapshot) -> tuple[list[Example], list[Example], str]
         [e for e in pool if e.patient_key in chosen],
         "by patient (fallback: too few patients for the hash split)",
     )
+
+
+#: The metal channel marks model-input pixels from about this display level up: with the
+#: headroom contract (display.display8) only values near the stored extreme get there.
+METAL_LEVEL = 250
+
+
+def metal_stem(conv1):
+    """`conv1` fed with a second channel that marks metal (see `METAL_LEVEL`).
+
+    The network sees the image and, beside it, where the brightest levels are, spread
+    over 3 x 3 so that a 1-px clip survives the stride-2 stem. Only the image itself
+    comes in (normalized, as the first layer always sees it), so the exported graph's
+    input contract is unchanged.
+    """
+    import torch
+    from torch import nn
+    from torch.nn import functional as F
+
+    class MetalChannel(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            level = (x * preprocess.STD + preprocess.MEAN) * 255.0
+            metal = ((level - (METAL_LEVEL - 3.0)) / 4.0).clamp(0.0, 1.0)
+            metal = F.max_pool2d(metal, 3, stride=1, padding=1)
+            return torch.cat([x, (metal - 0.5) * 4.0], dim=1)
+
+    return nn.Sequential(MetalChannel(), conv1)
+
+
+def _image_kernels_from_rgb(conv) -> None:
+    """ImageNet's first convolution on [image, metal]: the image channel gets the sum of
+    the RGB kernels (gray = R = G = B), the metal channel zeros, so the pretrained
+    network starts exactly where it would on the image alone."""
+    import torch
+    from torchvision.models import ResNet18_Weights, resnet18
+
+    rgb = resnet18(weights=ResNet18_Weights.IMAGENET1K_V1).conv1.weight  # from the cache
+    with torch.no_grad():
+        conv.weight[:, 0] = rgb.sum(dim=1)
+        conv.weight[:, 1] = 0.0
+
+
+def network(pretrained: bool = False, metal: bool = True):
+    """The fastai ResNet18 (1 image channel in, 2 logits out), with the metal channel."""
+    from fastai.vision.learner import create_vision_model
+    from torchvision.models import resnet18
+
+    net = create_vision_model(resnet18, n_out=2, n_in=2 if metal else 1, pretrained=pretrained)
+    if metal:
+        if pretrained:
+            _image_kernels_from_rgb(net[0][0])
+        net[0][0] = metal_stem(net[0][0])
+    return net
 
 
 class ExportModel:
@@ -142,6 +202,13 @@ def train(snapshot: Snapshot, out_dir: Path, config: TrainConfig | None = None) 
         )
     size = config.size
     items = train_ex + valid_ex
+    render = preprocess.thumbnail_render([e.thumbnail for e in items + holdout_ex])
+    if render != RENDER_VERSION and not config.any_render:
+        raise preprocess.RenderMismatch(
+            f"the labeled images' thumbnails were rendered by contract v{render}, this "
+            f"version renders v{RENDER_VERSION}: re-run the thumbnails of every drop "
+            "(Dagster: backfill thumbnails), then train"
+        )
     arrays = np.stack([preprocess.load(e.thumbnail, size) for e in items])
     y = _labels(items)
     pretrained = imagenet_weights_cached() if config.pretrained is None else config.pretrained
@@ -159,10 +226,10 @@ def train(snapshot: Snapshot, out_dir: Path, config: TrainConfig | None = None) 
         batch_tfms=aug_transforms(
             do_flip=True,
             flip_vert=True,
-            max_rotate=10.0,
+            max_rotate=config.rotate,
             min_zoom=1.0,
             max_zoom=1.0,
-            max_lighting=0.2,
+            max_lighting=config.lighting,
             max_warp=0.0,
             pad_mode="zeros",
         ),
@@ -175,7 +242,7 @@ def train(snapshot: Snapshot, out_dir: Path, config: TrainConfig | None = None) 
     learn = vision_learner(
         dls,
         resnet18,
-        n_in=1,
+        n_in=2 if config.metal else 1,
         n_out=2,
         pretrained=pretrained,
         normalize=False,  # normalization is in the shipped graph (and mirrored below)
@@ -186,6 +253,12 @@ def train(snapshot: Snapshot, out_dir: Path, config: TrainConfig | None = None) 
     from fastai.vision.augment import Normalize
 
     learn.dls.add_tfms([Normalize.from_stats([preprocess.MEAN], [preprocess.STD])], "after_batch")
+    if config.metal:
+        if pretrained:
+            _image_kernels_from_rgb(learn.model[0][0])
+        learn.model[0][0] = metal_stem(learn.model[0][0])
+    if pretrained:
+        learn.unfreeze()  # the metal channel's kernels must learn; so may the rest
     history: list[dict] = []
 
     from fastai.callback.core import Callback
@@ -256,7 +329,9 @@ def train(snapshot: Snapshot, out_dir: Path, config: TrainConfig | None = None) 
         out_dir / "validation.npz", images=valid_arrays, labels=valid_y, torch_probs=valid_p
     )
     card = {
-        "architecture": "resnet18 (fastai vision_learner), 1 input channel, 2 sigmoid outputs",
+        "architecture": "resnet18 (fastai vision_learner), 1 image channel"
+        + (" + metal channel (metal_stem)" if config.metal else "")
+        + ", 2 sigmoid outputs",
         "flags": list(preprocess.FLAGS),
         "input_size": size,
         "pretrained": bool(pretrained),
@@ -279,7 +354,7 @@ def train(snapshot: Snapshot, out_dir: Path, config: TrainConfig | None = None) 
         "best_epoch": _best_epoch(history, warmup),
         "warmup_epochs": warmup,
         "config": {k: v for k, v in vars(config).items() if k != "extra"},
-        "preprocessing": preprocess.CONTRACT | {"S": size},
+        "preprocessing": preprocess.CONTRACT | {"S": size, "render": render},
         "versions": _versions(),
         "training_seconds": round(time.perf_counter() - t0, 1),
         "onnx": onnx_path.name,

@@ -19,7 +19,7 @@ from mammo_dagster.core.index import (
     seen_elsewhere,
 )
 from mammo_dagster.core.store import Store
-from mammo_dagster.core.thumbnails import DEFAULT_SIZE
+from mammo_dagster.core.thumbnails import DEFAULT_SIZE, RENDER_VERSION
 
 from .markdown import md_image, md_table, png_bytes
 from .partitions import drops
@@ -115,7 +115,11 @@ def _contact_sheet(pngs: list, n: int = 12, tile: int = 96) -> tuple[str, float]
 
 
 @dg.asset(
-    partitions_def=drops, deps=[dicom_index], group_name="ingest", check_specs=THUMBNAIL_CHECKS
+    partitions_def=drops,
+    deps=[dicom_index],
+    group_name="ingest",
+    check_specs=THUMBNAIL_CHECKS,
+    code_version=f"render-v{RENDER_VERSION}",  # the UI marks drops rendered before a change
 )
 def thumbnails(
     context: dg.AssetExecutionContext,

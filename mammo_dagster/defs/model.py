@@ -99,6 +99,7 @@ class TrainingConfig(dg.Config):
     seed: int = 0
     target_recall: float = 0.98
     pretrained: str = "auto"  # auto (if cached) | yes | no
+    metal_channel: bool = True  # a second input channel marking metal (core.train.metal_stem)
 
 
 @dg.asset(group_name="model", deps=[training_set], kinds={"pytorch"})
@@ -127,6 +128,7 @@ def trained_model(
             seed=config.seed,
             target_recall=config.target_recall,
             pretrained={"auto": None, "yes": True, "no": False}[config.pretrained],
+            metal=config.metal_channel,
         ),
     )
     card["version"] = version
@@ -258,7 +260,10 @@ def onnx_model(
     )
     snapshot = load_snapshot(paths.training_sets / "current.csv")
     calibration = np.stack(
-        [preprocess.load(e.thumbnail, card["input_size"]) for e in snapshot.split("train")[:128]]
+        [
+            preprocess.load(e.thumbnail, card["input_size"], preprocess.model_render(card))
+            for e in snapshot.split("train")[:128]
+        ]
     )
     quantize_int8(folder / "model.onnx", folder / "model.int8.onnx", calibration)
     int8 = OnnxModel(folder / "model.int8.onnx")
