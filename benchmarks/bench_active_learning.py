@@ -46,8 +46,9 @@ def prepare(studies: int, matrix: str, thumb: int) -> Path:
         store = Store(home / DB_NAME)
         store.migrate()
         save_index(store, "d1", mark_duplicates(index_folder(drop, "d1", workers=2), {}))
-        thumbnail_folder(drop, home / "thumbnails", size=thumb, workers=2)
         (home / "done").write_text("")
+    # cached when current; re-rendered after a change of the rendering contract
+    thumbnail_folder(home / "incoming" / "d1", home / "thumbnails", size=thumb, workers=2)
     return home
 
 

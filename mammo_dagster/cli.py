@@ -19,6 +19,7 @@ from .core.config import ENV_HOME, mammo_home
 from .core.decode import DEFAULT_OVERSAMPLE
 from .core.dicom_write import TRANSFER_SYNTAXES, VENDOR_PROFILES
 from .core.files import atomic_write
+from .core.preprocess import INPUT_SIZE
 
 
 class CliError(Exception):
@@ -626,7 +627,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--epochs", type=_int_in(1, 200), default=16, help="training epochs (default 16)"
     )
     p.add_argument(
-        "--input-size", type=_int_in(32, 1024), default=224, help="model input (default 224)"
+        "--input-size",
+        type=_int_in(32, 1024),
+        default=INPUT_SIZE,
+        help=f"model input (default {INPUT_SIZE})",
     )
     p.set_defaults(func=cmd_demo)
 

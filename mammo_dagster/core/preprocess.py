@@ -24,7 +24,7 @@ from .display import WINDOW_TOP
 from .thumbnails import RENDER_VERSION, render_version, shrink
 
 #: The default model input side (see README "Model input size" for the measurement).
-INPUT_SIZE = 224
+INPUT_SIZE = 160
 FLAGS = ("biopsy", "mag")
 #: Normalization the graph applies to its 0..1 input (a gray mammogram's typical spread).
 MEAN, STD = 0.3, 0.3

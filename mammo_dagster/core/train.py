@@ -41,12 +41,24 @@ class TrainConfig:
     lighting: float = 0.2  # max brightness/contrast change of the augmentation
     metal: bool = True  # a second input channel marking metal (see `metal_stem`)
     any_render: bool = False  # accept thumbnails of an older rendering contract (comparisons)
+    bf16: bool | None = None  # bfloat16 autocast while training (None: if the CPU has it)
     warmup: int | None = None  # epochs before best-epoch tracking starts (None: a third)
     seed: int = 0
     pretrained: bool | None = None  # None: use ImageNet weights if they are cached
     target_recall: float = TARGET_RECALL
     threads: int | None = None
     extra: dict = field(default_factory=dict)
+
+
+def cpu_bf16_supported() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX): there autocast
+    trains ~1.6x faster; elsewhere it would be slower than float32."""
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def imagenet_weights_cached() -> bool:
@@ -295,6 +307,26 @@ def train(snapshot: Snapshot, out_dir: Path, config: TrainConfig | None = None) 
     class StopEarly(AfterWarmup, EarlyStoppingCallback):
         pass
 
+    bf16 = cpu_bf16_supported() if config.bf16 is None else config.bf16
+
+    class CpuBf16(Callback):
+        """bfloat16 autocast on the CPU for the forward pass and the loss (as fastai's
+        MixedPrecision does on a GPU); weights, gradients and the export stay float32."""
+
+        order = 10
+
+        def before_batch(self) -> None:
+            self.autocast = torch.autocast("cpu", dtype=torch.bfloat16)
+            self.autocast.__enter__()
+
+        def after_pred(self) -> None:
+            self.learn.pred = self.pred.float()
+
+        def after_loss(self) -> None:
+            self.autocast.__exit__(None, None, None)
+
+        after_cancel_batch = after_loss
+
     with learn.no_bar(), learn.no_logging(), contextlib.redirect_stdout(chatter):
         learn.fit_one_cycle(
             config.epochs,
@@ -303,7 +335,8 @@ def train(snapshot: Snapshot, out_dir: Path, config: TrainConfig | None = None) 
                 SaveBest(monitor="valid_loss", fname="best", with_opt=False),
                 StopEarly(monitor="valid_loss", patience=config.patience),
                 Record(),
-            ],
+            ]
+            + ([CpuBf16()] if bf16 else []),
         )
     shipped = ExportModel.wrap(learn.model.cpu())
     valid_arrays = arrays[len(train_ex) :]
@@ -357,6 +390,7 @@ def train(snapshot: Snapshot, out_dir: Path, config: TrainConfig | None = None) 
         "preprocessing": preprocess.CONTRACT | {"S": size, "render": render},
         "versions": _versions(),
         "training_seconds": round(time.perf_counter() - t0, 1),
+        "bf16_autocast": bf16,
         "onnx": onnx_path.name,
     }
     (out_dir / "card.json").write_text(json.dumps(card, indent=2, default=_json_default))
