@@ -21,6 +21,7 @@ from .decode import DEFAULT_OVERSAMPLE
 from .dicom import DicomError, open_dicom
 from .thumbnails import (
     DEFAULT_SIZE,
+    LEGACY_RENDER,
     RENDER_VERSION,
     remove_stale_temps,
     render_frame,
@@ -115,7 +116,7 @@ def thumbnail_file(
             manufacturer=facts.manufacturer,
             transfer_syntax=facts.transfer_syntax,
         )
-        if not _cached(out, size, RENDER_VERSION if headroom else "1"):
+        if not _cached(out, size, RENDER_VERSION if headroom else LEGACY_RENDER):
             try:
                 thumb = render_frame(dicom, frame, size, oversample=oversample, headroom=headroom)
                 save_png(thumb.image, out, thumb.render)

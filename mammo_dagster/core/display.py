@@ -248,14 +248,16 @@ def inverts(ds: Dataset) -> bool:
 
 def display_values(values: np.ndarray, ds: Dataset, voi: Voi) -> np.ndarray:
     """Exact display value in [0, 1] for each stored value (float64)."""
-    modality = _modality(values, ds)
+    return _display(_modality(values, ds), padding_mask(values, ds), ds, voi)
+
+
+def _display(modality: np.ndarray, pad: np.ndarray | None, ds: Dataset, voi: Voi) -> np.ndarray:
     if voi.kind == "lut":
         y = _lut_voi(modality, ds, voi.index)
     else:
         y = window_value(modality, voi.center, voi.width, voi.function)
     if inverts(ds):
         y = 1.0 - y
-    pad = padding_mask(values, ds)
     if pad is not None:
         y = np.where(pad, 0.0, y)
     return y
@@ -296,7 +298,8 @@ def headroom(ds: Dataset, voi: Voi) -> Headroom | None:
     real = np.isfinite(modality) if pad is None else ~pad & np.isfinite(modality)
     if real.sum() < 2:
         return None
-    m, y = modality[real], display_values(values[real], ds, voi)
+    m = modality[real]
+    y = _display(m, None, ds, voi)  # padding is already left out
     lo, hi = int(np.argmin(m)), int(np.argmax(m))
     if voi.kind == "lut":  # the table's own direction; its top is where it peaks
         bright_high = y[hi] > y[lo] if y[hi] != y[lo] else not inverts(ds)
@@ -323,12 +326,11 @@ def display8(values: np.ndarray, ds: Dataset, voi: Voi, room: Headroom | None = 
     there toward 255 with (their fraction of the way to the stored extreme) **
     HEADROOM_GAMMA. `room` defaults to :func:`headroom` of the header and `voi`.
     """
-    y = np.clip(display_values(values, ds, voi), 0.0, 1.0) * WINDOW_TOP
+    modality, pad = _modality(values, ds), padding_mask(values, ds)
+    y = np.clip(_display(modality, pad, ds, voi), 0.0, 1.0) * WINDOW_TOP
     room = room if room is not None else headroom(ds, voi)
     if room is not None:
-        t = room.fraction(_modality(np.asarray(values), ds)) ** HEADROOM_GAMMA
-        y += (255.0 - y) * t
-        pad = padding_mask(np.asarray(values), ds)
+        y += (255.0 - y) * room.fraction(modality) ** HEADROOM_GAMMA
         if pad is not None:
             y[pad] = 0.0
     return np.rint(y).astype(np.uint8)

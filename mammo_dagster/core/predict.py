@@ -30,7 +30,7 @@ from .decode import DEFAULT_OVERSAMPLE
 from .dicom import DicomError, open_dicom
 from .onnx_model import OnnxModel
 from .studies import write_study_csv
-from .thumbnails import RENDER_VERSION, render_frame
+from .thumbnails import LEGACY_RENDER, RENDER_VERSION, render_frame
 
 IMAGE_COLUMNS = (
     "path",
@@ -84,7 +84,7 @@ def decode_file(
         )  # fmt: skip
         try:
             thumbnail = render_frame(
-                dicom, frame, thumb, oversample=DEFAULT_OVERSAMPLE, headroom=render != "1"
+                dicom, frame, thumb, oversample=DEFAULT_OVERSAMPLE, headroom=render != LEGACY_RENDER
             ).image
             row.image = preprocess.prepare(thumbnail, size, render)
         except DicomError as e:
@@ -187,7 +187,7 @@ def predict_folder(
         raise FileNotFoundError(f"{input_dir} is not a folder")
     model = OnnxModel(model_path, threads=threads)
     render = model.render or RENDER_VERSION  # images are rendered as the model learned them
-    if render not in ("1", RENDER_VERSION):
+    if render not in (LEGACY_RENDER, RENDER_VERSION):
         raise ValueError(
             f"model {model.version} was trained on thumbnails of rendering contract "
             f"v{render}, which this version of mammo-dagster can't render (it knows v1 and "

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from .display import WINDOW_TOP
-from .thumbnails import RENDER_VERSION, render_version, shrink
+from .thumbnails import LEGACY_RENDER, RENDER_VERSION, render_version, shrink
 
 #: The default model input side (see README "Model input size" for the measurement).
 INPUT_SIZE = 160
@@ -60,7 +60,7 @@ def prepare(img: np.ndarray, size: int = INPUT_SIZE, render: str = RENDER_VERSIO
     if img.shape[0] == size:
         return np.ascontiguousarray(img, dtype=np.uint8)
     if img.shape[0] > size:
-        return shrink(img, size, size, keep_metal=render != "1")
+        return shrink(img, size, size, keep_metal=render != LEGACY_RENDER)
     return np.asarray(Image.fromarray(img).resize((size, size), Image.Resampling.BILINEAR))
 
 
@@ -105,7 +105,7 @@ def model_render(card: dict) -> str | None:
     cards from before the version was recorded)."""
     if not card:
         return None
-    return str((card.get("preprocessing") or {}).get("render", "1"))
+    return str((card.get("preprocessing") or {}).get("render", LEGACY_RENDER))
 
 
 def to_batch(images: list[np.ndarray]) -> np.ndarray:

@@ -46,6 +46,8 @@ from .files import atomic_write
 DEFAULT_SIZE = 512
 #: The rendering contract's version: "2" keeps headroom above the window, "1" did not.
 RENDER_VERSION = "2"
+#: The first version (no headroom); PNGs without a version tag are this one.
+LEGACY_RENDER = "1"
 #: The PNG text chunk that carries it.
 RENDER_KEY = "mammo-render"
 #: Local maxima from this display level up are blended in, fully from KEEP_MAX_FULL,
@@ -229,7 +231,7 @@ def _render(
         voi=voi,
         content_shape=(h, w),
         method="exact" if exact else "fast",
-        render=RENDER_VERSION if headroom else "1",
+        render=RENDER_VERSION if headroom else LEGACY_RENDER,
     )
 
 
@@ -271,4 +273,4 @@ def save_png(img: np.ndarray, path: str | Path, render: str = RENDER_VERSION) ->
 def render_version(im: Image.Image) -> str:
     """The rendering contract version an opened thumbnail was made with ("1" when untagged:
     the first version wrote no tag)."""
-    return str(im.info.get(RENDER_KEY, "1"))
+    return str(im.info.get(RENDER_KEY, LEGACY_RENDER))

@@ -139,10 +139,16 @@ def network(pretrained: bool = False, metal: bool = True):
 
     net = create_vision_model(resnet18, n_out=2, n_in=2 if metal else 1, pretrained=pretrained)
     if metal:
-        if pretrained:
-            _image_kernels_from_rgb(net[0][0])
-        net[0][0] = metal_stem(net[0][0])
+        add_metal_stem(net, pretrained)
     return net
+
+
+def add_metal_stem(net, pretrained: bool) -> None:
+    """Put `metal_stem` in front of the first convolution of a fastai ResNet built with
+    two input channels (its pretrained kernels set up by `_image_kernels_from_rgb`)."""
+    if pretrained:
+        _image_kernels_from_rgb(net[0][0])
+    net[0][0] = metal_stem(net[0][0])
 
 
 class ExportModel:
@@ -266,9 +272,7 @@ def train(snapshot: Snapshot, out_dir: Path, config: TrainConfig | None = None) 
 
     learn.dls.add_tfms([Normalize.from_stats([preprocess.MEAN], [preprocess.STD])], "after_batch")
     if config.metal:
-        if pretrained:
-            _image_kernels_from_rgb(learn.model[0][0])
-        learn.model[0][0] = metal_stem(learn.model[0][0])
+        add_metal_stem(learn.model, pretrained)
     if pretrained:
         learn.unfreeze()  # the metal channel's kernels must learn; so may the rest
     history: list[dict] = []
