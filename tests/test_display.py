@@ -208,6 +208,29 @@ def test_lut_equals_exact_per_pixel(signed: int) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("bits", "signed", "extra"),
+    [
+        (12, 0, {"PhotometricInterpretation": "MONOCHROME1", "VOILUTFunction": "SIGMOID"}),
+        (14, 0, {"RescaleSlope": 2.0, "RescaleIntercept": -100.0}),
+        (12, 1, {"PixelPaddingValue": -2048}),
+        (16, 0, {}),
+    ],
+)
+def test_lut_over_every_16_bit_pattern(bits: int, signed: int, extra: dict) -> None:
+    """The table is computed over 2**BitsStored values and repeated: it must equal the
+    display of every one of the 65,536 patterns computed one by one."""
+    ds = ds_with(
+        BitsStored=bits, HighBit=bits - 1, PixelRepresentation=signed,
+        WindowCenter=[300.0], WindowWidth=[1500.0], **extra,
+    )  # fmt: skip
+    voi = choose_voi(ds)
+    every = stored_values(np.arange(1 << 16), bits, bool(signed))
+    np.testing.assert_array_equal(display_lut(ds, voi), display8(every, ds, voi))
+    plain = np.rint(np.clip(display_values(every, ds, voi), 0, 1) * 255).astype(np.uint8)
+    np.testing.assert_array_equal(display_lut(ds, voi, room=False), plain)
+
+
 def test_headroom_keeps_metal_apart_from_tissue_past_the_window() -> None:
     ds = ds_with(WindowCenter=[1500.0], WindowWidth=[2000.0])  # 12 bit, window 500..2500
     voi = choose_voi(ds)

@@ -13,7 +13,9 @@ from . import preprocess
 class OnnxModel:
     """An ONNX model file with the model card beside it (thresholds, input size)."""
 
-    def __init__(self, path: Path, threads: int | None = None) -> None:
+    def __init__(self, path: Path, threads: int | None = None, spin: bool = True) -> None:
+        """`spin=False` stops ONNX Runtime's threads from busy-waiting between batches,
+        which steals the cores from decoding workers running beside it."""
         import onnxruntime as ort
 
         self.path = Path(path)
@@ -21,6 +23,8 @@ class OnnxModel:
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
+        if not spin:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(
             str(self.path), options, providers=["CPUExecutionProvider"]

@@ -20,7 +20,6 @@ from functools import partial
 from itertools import islice
 from pathlib import Path
 
-import duckdb
 import numpy as np
 
 from . import preprocess
@@ -46,7 +45,7 @@ IMAGE_COLUMNS = (
     "model_version",
 )
 ERROR_COLUMNS = ("path", "error_kind", "error")
-BLOCK = 1024  # files per worker-pool round: bounds what is held in memory
+BLOCK = 8192  # files per worker-pool round (paths only): bounds what is held in memory
 
 
 @dataclass
@@ -185,7 +184,7 @@ def predict_folder(
     input_dir = Path(input_dir)
     if not input_dir.is_dir():
         raise FileNotFoundError(f"{input_dir} is not a folder")
-    model = OnnxModel(model_path, threads=threads)
+    model = OnnxModel(model_path, threads=threads, spin=False)  # workers share the cores
     render = model.render or RENDER_VERSION  # images are rendered as the model learned them
     if render not in (LEGACY_RENDER, RENDER_VERSION):
         raise ValueError(
@@ -270,6 +269,8 @@ def predict_folder(
     # DuckDB reads [ ] * ? in a path as a glob: read through a plainly named link
     plain = Path(tempfile.mkdtemp(prefix="mammo_predict_")) / "images.csv"
     plain.symlink_to(images_csv.resolve())
+    import duckdb  # here: decoding workers import this module and never need it
+
     conn = duckdb.connect()
     try:
         types = dict.fromkeys(IMAGE_COLUMNS, "VARCHAR") | {

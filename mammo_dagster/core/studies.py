@@ -8,8 +8,10 @@ more columns follow them. Flags are 1/0, probabilities have 4 decimals.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import duckdb
+if TYPE_CHECKING:  # `mammo predict`'s decoding workers import this module; keep it light
+    import duckdb
 
 CONTRACT_COLUMNS = (
     "study_id",
