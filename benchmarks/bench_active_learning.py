@@ -10,6 +10,7 @@ accuracy and AUC vs labels (`--plot`, default docs/active_learning.png), plus th
 labels each strategy needs to reach the target per-label accuracy.
 
     python benchmarks/bench_active_learning.py [--seeds 0 1] [--stop 500] [--size 96]
+        [--then 100 --until 1000]  # longer: rounds of 100 after 500
 """
 
 from __future__ import annotations
@@ -113,7 +114,8 @@ def run_loop(name, pool, holdout, arrays, args, seed: int, work: Path) -> list[d
 
     chooser = strategy(name)
     rng = np.random.default_rng(seed)
-    labeled = [pool[i] for i in sorted(rng.choice(len(pool), args.start, replace=False))]
+    schedule = args.schedule
+    labeled = [pool[i] for i in sorted(rng.choice(len(pool), schedule[0], replace=False))]
     y_hold = np.array([[e.biopsy, e.mag] for e in holdout], np.float32)
     hold_x = np.stack([arrays[(e.sop_instance_uid, e.frame)] for e in holdout])
     curve, round_no = [], 0
@@ -132,7 +134,7 @@ def run_loop(name, pool, holdout, arrays, args, seed: int, work: Path) -> list[d
         print(f"  {name:11s} seed {seed} {len(labeled):4d} labels: biopsy acc "
               f"{b['accuracy']:.3f} AUC {b['auc'] or 0:.3f} | mag acc {m['accuracy']:.3f} "
               f"AUC {m['auc'] or 0:.3f} ({curve[-1]['seconds']:.0f} s)", flush=True)  # fmt: skip
-        if len(labeled) >= args.stop:
+        if round_no + 1 >= len(schedule):
             break
         taken = {(e.sop_instance_uid, e.frame) for e in labeled}
         rest = [e for e in pool if (e.sop_instance_uid, e.frame) not in taken]
@@ -145,9 +147,7 @@ def run_loop(name, pool, holdout, arrays, args, seed: int, work: Path) -> list[d
             for e, s in zip(rest, scores, strict=True)
         ]
         by_key = {(e.sop_instance_uid, e.frame): e for e in rest}
-        picks = chooser.select(
-            candidates, min(args.step, args.stop - len(labeled)), seed + round_no
-        )
+        picks = chooser.select(candidates, schedule[round_no + 1] - len(labeled), seed + round_no)
         labeled += [by_key[(p.candidate.sop_instance_uid, p.candidate.frame)] for p in picks]
         round_no += 1
     return curve
@@ -207,9 +207,17 @@ def main() -> int:
     ap.add_argument("--start", type=int, default=50)
     ap.add_argument("--step", type=int, default=50)
     ap.add_argument("--stop", type=int, default=500)
+    ap.add_argument(
+        "--then", type=int, default=0,
+        help="after --stop, continue in rounds of this many labels ... (0: stop there)",
+    )  # fmt: skip
+    ap.add_argument("--until", type=int, default=1000, help="... up to this many labels")
     ap.add_argument("--target", type=float, default=0.97)
     ap.add_argument("--plot", type=Path, default=DOCS / "active_learning.png")
     args = ap.parse_args()
+    args.schedule = list(range(args.start, args.stop + 1, args.step))
+    if args.then:
+        args.schedule += list(range(args.schedule[-1] + args.then, args.until + 1, args.then))
     os.environ.setdefault("MAMMO_PATIENT_SALT", "bench-salt")
     from mammo_dagster.core import preprocess
 
@@ -218,8 +226,8 @@ def main() -> int:
     holdout = [e for e in every if e.split == "holdout"]
     pool = [e for e in every if e.split != "holdout"]
     print(f"{len(pool)} images to pick from, {len(holdout)} hold-out images "
-          f"({len({e.patient_key for e in holdout})} patients); rounds of {args.step} from "
-          f"{args.start} to {args.stop} labels; {args.size} px, {args.epochs} epochs; "
+          f"({len({e.patient_key for e in holdout})} patients); rounds at "
+          f"{' '.join(map(str, args.schedule))} labels; {args.size} px, {args.epochs} epochs; "
           f"seeds {args.seeds}", flush=True)  # fmt: skip
     arrays = {(e.sop_instance_uid, e.frame): preprocess.load(e.thumbnail, args.size) for e in every}
     curves: dict[str, list] = {"uncertainty": [], "random": []}
@@ -228,6 +236,8 @@ def main() -> int:
         for seed in args.seeds:
             for name in curves:
                 curves[name].append(run_loop(name, pool, holdout, arrays, args, seed, Path(tmp)))
+            RESULTS.mkdir(exist_ok=True)  # what is done so far survives an interrupted run
+            (RESULTS / "active_learning.partial.json").write_text(json.dumps(curves, indent=1))
     means = {name: mean_curve(c) for name, c in curves.items()}
     print(f"\nmean over {len(args.seeds)} seed(s), hold-out accuracy at p >= 0.5 (AUC):")
     head = ("uncertainty biopsy", "mag", "random biopsy", "mag")
@@ -246,6 +256,17 @@ def main() -> int:
         ratio = f"{u / r:.0%} of random's" if u and r else "n/a"
         print(f"  {key.removesuffix('_accuracy'):6s}: uncertainty {u or 'not reached'}, "
               f"random {r or 'not reached'} ({ratio})")  # fmt: skip
+    per_seed = {
+        flag: {
+            name: [
+                next((r["labels"] for r in c if r[flag]["accuracy"] >= args.target), None)
+                for c in curves[name]
+            ]
+            for name in curves
+        }
+        for flag in ("biopsy", "mag")
+    }
+    print("  per seed (uncertainty / random):", json.dumps(per_seed))
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "active_learning.json").write_text(
         json.dumps(
@@ -254,11 +275,13 @@ def main() -> int:
                 "curves": curves,
                 "means": means,
                 "labels_to_target": reach,
+                "labels_to_target_per_seed": per_seed,
                 "minutes": round((time.perf_counter() - t0) / 60, 1),
             },
             indent=2,
         )  # fmt: skip
     )
+    (RESULTS / "active_learning.partial.json").unlink(missing_ok=True)
     plot(means, args.target, args.plot,
          f"{len(pool)}-image pool, {len(holdout)} hold-out images, {args.size} px, "
          f"{args.epochs} epochs, mean of {len(args.seeds)} seed(s)")  # fmt: skip
