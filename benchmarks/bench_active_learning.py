@@ -153,6 +153,12 @@ def run_loop(name, pool, holdout, arrays, args, seed: int, work: Path) -> list[d
     return curve
 
 
+def _rounds(start: int, stop: int, step: int) -> list[int]:
+    """Label counts from `start` to `stop` (both included) in steps of `step`."""
+    out = list(range(start, stop + 1, max(step, 1)))
+    return out if out[-1] == stop else [*out, stop]
+
+
 def mean_curve(curves: list[list[dict]]) -> list[dict]:
     out = []
     for rows in zip(*curves, strict=False):
@@ -215,9 +221,11 @@ def main() -> int:
     ap.add_argument("--target", type=float, default=0.97)
     ap.add_argument("--plot", type=Path, default=DOCS / "active_learning.png")
     args = ap.parse_args()
-    args.schedule = list(range(args.start, args.stop + 1, args.step))
-    if args.then:
-        args.schedule += list(range(args.schedule[-1] + args.then, args.until + 1, args.then))
+    if not 0 < args.start <= args.stop:
+        ap.error("--start must be positive and at most --stop")
+    args.schedule = _rounds(args.start, args.stop, args.step)
+    if args.then and args.until > args.stop:
+        args.schedule += _rounds(args.stop, args.until, args.then)[1:]
     os.environ.setdefault("MAMMO_PATIENT_SALT", "bench-salt")
     from mammo_dagster.core import preprocess
 
@@ -264,7 +272,7 @@ def main() -> int:
             ]
             for name in curves
         }
-        for flag in ("biopsy", "mag")
+        for flag in ("biopsy", "mag", "both")
     }
     print("  per seed (uncertainty / random):", json.dumps(per_seed))
     RESULTS.mkdir(exist_ok=True)

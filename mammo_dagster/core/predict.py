@@ -266,11 +266,11 @@ def predict_folder(
     finally:
         out_images.close()
         out_errors.close()
+    import duckdb  # here: decoding workers import this module and never need it
+
     # DuckDB reads [ ] * ? in a path as a glob: read through a plainly named link
     plain = Path(tempfile.mkdtemp(prefix="mammo_predict_")) / "images.csv"
     plain.symlink_to(images_csv.resolve())
-    import duckdb  # here: decoding workers import this module and never need it
-
     conn = duckdb.connect()
     try:
         types = dict.fromkeys(IMAGE_COLUMNS, "VARCHAR") | {
