@@ -220,6 +220,10 @@ def main() -> int:
     ap.add_argument("--until", type=int, default=1000, help="... up to this many labels")
     ap.add_argument("--target", type=float, default=0.97)
     ap.add_argument("--plot", type=Path, default=DOCS / "active_learning.png")
+    ap.add_argument(
+        "--report-partial", action="store_true",
+        help="no training: report the seeds an interrupted run finished (same options)",
+    )  # fmt: skip
     args = ap.parse_args()
     if not 0 < args.start <= args.stop:
         ap.error("--start must be positive and at most --stop")
@@ -239,13 +243,19 @@ def main() -> int:
           f"seeds {args.seeds}", flush=True)  # fmt: skip
     arrays = {(e.sop_instance_uid, e.frame): preprocess.load(e.thumbnail, args.size) for e in every}
     curves: dict[str, list] = {"uncertainty": [], "random": []}
+    partial = RESULTS / "active_learning.partial.json"
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        for seed in args.seeds:
-            for name in curves:
-                curves[name].append(run_loop(name, pool, holdout, arrays, args, seed, Path(tmp)))
-            RESULTS.mkdir(exist_ok=True)  # what is done so far survives an interrupted run
-            (RESULTS / "active_learning.partial.json").write_text(json.dumps(curves, indent=1))
+    if args.report_partial:
+        curves = json.loads(partial.read_text())
+        args.seeds = args.seeds[: len(curves["random"])]
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            for seed in args.seeds:
+                for name in curves:
+                    curve = run_loop(name, pool, holdout, arrays, args, seed, Path(tmp))
+                    curves[name].append(curve)
+                RESULTS.mkdir(exist_ok=True)  # what is done so far survives an interrupted run
+                partial.write_text(json.dumps(curves, indent=1))
     means = {name: mean_curve(c) for name, c in curves.items()}
     print(f"\nmean over {len(args.seeds)} seed(s), hold-out accuracy at p >= 0.5 (AUC):")
     head = ("uncertainty biopsy", "mag", "random biopsy", "mag")
@@ -284,12 +294,14 @@ def main() -> int:
                 "means": means,
                 "labels_to_target": reach,
                 "labels_to_target_per_seed": per_seed,
-                "minutes": round((time.perf_counter() - t0) / 60, 1),
+                "minutes": None
+                if args.report_partial
+                else round((time.perf_counter() - t0) / 60, 1),
             },
             indent=2,
         )  # fmt: skip
     )
-    (RESULTS / "active_learning.partial.json").unlink(missing_ok=True)
+    partial.unlink(missing_ok=True)
     plot(means, args.target, args.plot,
          f"{len(pool)}-image pool, {len(holdout)} hold-out images, {args.size} px, "
          f"{args.epochs} epochs, mean of {len(args.seeds)} seed(s)")  # fmt: skip
