@@ -34,13 +34,36 @@ def roc_curve(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def threshold_for_recall(y: np.ndarray, p: np.ndarray, recall: float) -> float:
-    """The highest threshold that still flags at least `recall` of the positives."""
+    """A threshold that flags at least `recall` of the positives, in the middle of the gap
+    below them.
+
+    The k-th best positive's score is the highest such threshold, but it sits on that
+    positive's edge: with the few positives of a small validation split, positives of
+    new data often score a little lower and are missed. The threshold goes halfway (in
+    logit space) from that score down to the next lower score of any image, which flags
+    exactly the same validation images.
+    """
     y = np.asarray(y, bool)
-    pos = np.sort(np.asarray(p)[y])[::-1]
+    p = np.asarray(p, dtype=np.float64)
+    pos = np.sort(p[y])[::-1]
     if len(pos) == 0:
         return 0.5
     k = max(1, int(np.ceil(recall * len(pos))))
-    return float(pos[k - 1])
+    edge = pos[k - 1]
+    lower = p[p < edge]
+    if not lower.size:
+        return float(edge)
+    middle = _sigmoid((_logit(edge) + _logit(lower.max())) / 2)
+    return float(middle) if lower.max() < middle <= edge else float(edge)
+
+
+def _logit(p: float) -> float:
+    p = min(max(float(p), 1e-7), 1 - 1e-7)
+    return float(np.log(p / (1 - p)))
+
+
+def _sigmoid(x: float) -> float:
+    return float(1 / (1 + np.exp(-x)))
 
 
 def at_threshold(y: np.ndarray, p: np.ndarray, threshold: float) -> dict:
