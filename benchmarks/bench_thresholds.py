@@ -1,0 +1,110 @@
+"""Where the 98%-recall threshold sits: on the last needed positive vs halfway below it.
+
+Trains the pipeline's model (`core.train.train`, from scratch) on random label sets
+of a few sizes drawn from the active-learning benchmark's archive, scores the
+validation split and the locked hold-out with the exported ONNX model, and compares
+two rules that flag exactly the same validation images:
+- edge: the score of the last positive the target recall needs (the rule before);
+- middle: halfway in logit space from there to the next lower score
+  (`core.metrics.threshold_for_recall`, the rule now).
+Reports hold-out recall, precision and accuracy per flag for each, summed over runs.
+
+    python benchmarks/bench_thresholds.py [--labels 100 200 300] [--seeds 0 1 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from bench_active_learning import RESULTS, examples, prepare  # the same folder
+
+
+def edge_threshold(y: np.ndarray, p: np.ndarray, recall: float) -> float:
+    pos = np.sort(p[y])[::-1]
+    if not len(pos):
+        return 0.5
+    return float(pos[max(1, int(np.ceil(recall * len(pos)))) - 1])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--studies", type=int, default=240)
+    ap.add_argument("--labels", type=int, nargs="+", default=[100, 200, 300])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--size", type=int, default=96)
+    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--recall", type=float, default=0.98)
+    args = ap.parse_args()
+    os.environ.setdefault("MAMMO_PATIENT_SALT", "bench-salt")
+    from mammo_dagster.core import preprocess
+    from mammo_dagster.core.dataset import Snapshot
+    from mammo_dagster.core.metrics import threshold_for_recall
+    from mammo_dagster.core.onnx_model import OnnxModel
+    from mammo_dagster.core.train import TrainConfig, train
+
+    every = examples(prepare(args.studies, "small", 128))
+    holdout = [e for e in every if e.split == "holdout"]
+    pool = [e for e in every if e.split != "holdout"]
+
+    def arrays(exs: list) -> np.ndarray:
+        return np.stack([preprocess.load(e.thumbnail, args.size) for e in exs])
+
+    def truth(exs: list) -> np.ndarray:
+        return np.array([[e.biopsy, e.mag] for e in exs], bool)
+
+    hold_x, hold_y = arrays(holdout), truth(holdout)
+    totals: dict = {}
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in args.labels:
+            for seed in args.seeds:
+                rng = np.random.default_rng(1000 * seed + n)
+                labeled = [pool[i] for i in rng.choice(len(pool), n, replace=False)]
+                valid = [e for e in labeled if e.split == "valid"]
+                out = Path(tmp) / f"{n}_{seed}"
+                train(Snapshot(labeled + holdout, 0, n, 0), out,
+                      TrainConfig(size=args.size, epochs=args.epochs, seed=seed))  # fmt: skip
+                model = OnnxModel(out / "model.onnx")
+                vp, hp = model.probs(arrays(valid)), model.probs(hold_x)
+                vy = truth(valid)
+                for k, flag in enumerate(preprocess.FLAGS):
+                    for rule, fn in (("edge", edge_threshold), ("middle", threshold_for_recall)):
+                        t = fn(vy[:, k], vp[:, k], args.recall)
+                        flags, y = hp[:, k] >= t, hold_y[:, k]
+                        c = totals.setdefault((flag, rule), {"tp": 0, "fp": 0, "fn": 0, "tn": 0})
+                        c["tp"] += int((flags & y).sum())
+                        c["fp"] += int((flags & ~y).sum())
+                        c["fn"] += int((~flags & y).sum())
+                        c["tn"] += int((~flags & ~y).sum())
+                        rows.append({"labels": n, "seed": seed, "flag": flag, "rule": rule,
+                                     "threshold": t, "missed": int((~flags & y).sum()),
+                                     "false_alarms": int((flags & ~y).sum())})  # fmt: skip
+                print(f"  {n} labels, seed {seed}: {len(valid)} validation images", flush=True)
+    runs = len(args.labels) * len(args.seeds)
+    print(f"\nhold-out ({len(holdout)} images) summed over {runs} models; thresholds for "
+          f"{args.recall:.0%} recall on each model's validation split:")  # fmt: skip
+    print(f"{'flag':7s} {'rule':7s} {'recall':>7s} {'precision':>9s} {'accuracy':>8s} "
+          f"{'missed':>6s} {'false alarms':>12s}")  # fmt: skip
+    summary = {}
+    for (flag, rule), c in totals.items():
+        n_all = sum(c.values())
+        rec = c["tp"] / max(1, c["tp"] + c["fn"])
+        prec = c["tp"] / max(1, c["tp"] + c["fp"])
+        acc = (c["tp"] + c["tn"]) / max(1, n_all)
+        summary[f"{flag}/{rule}"] = c | {"recall": rec, "precision": prec, "accuracy": acc}
+        print(f"{flag:7s} {rule:7s} {rec:7.3f} {prec:9.3f} {acc:8.3f} {c['fn']:6d} {c['fp']:12d}")
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "thresholds.json").write_text(
+        json.dumps({"args": vars(args), "summary": summary, "runs": rows}, indent=1)
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
