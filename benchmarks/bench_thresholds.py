@@ -52,8 +52,10 @@ def main() -> int:
     holdout = [e for e in every if e.split == "holdout"]
     pool = [e for e in every if e.split != "holdout"]
 
+    inputs = {e.thumbnail: preprocess.load(e.thumbnail, args.size) for e in every}
+
     def arrays(exs: list) -> np.ndarray:
-        return np.stack([preprocess.load(e.thumbnail, args.size) for e in exs])
+        return np.stack([inputs[e.thumbnail] for e in exs])
 
     def truth(exs: list) -> np.ndarray:
         return np.array([[e.biopsy, e.mag] for e in exs], bool)

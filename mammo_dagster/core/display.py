@@ -355,7 +355,7 @@ def display_lut(ds: Dataset, voi: Voi, room: bool = True) -> np.ndarray:
     bits_stored = int(ds.get("BitsStored", bits_alloc))
     signed = int(ds.get("PixelRepresentation", 0)) == 1
     # A pattern's display depends only on its low BitsStored bits: compute those 2**bits
-    # entries once and repeat them for every value of the bits above (4-16x less work).
+    # entries once and repeat them for every value of the bits above.
     bits = bits_stored if 0 < bits_stored < bits_alloc else bits_alloc
     values = stored_values(np.arange(1 << bits, dtype=np.int64), bits_stored, signed)
     table = display8(values, ds, voi) if room else to_uint8(display_values(values, ds, voi))

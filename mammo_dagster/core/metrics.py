@@ -53,8 +53,9 @@ def threshold_for_recall(y: np.ndarray, p: np.ndarray, recall: float) -> float:
     lower = p[p < edge]
     if not lower.size:
         return float(edge)
-    middle = _sigmoid((_logit(edge) + _logit(lower.max())) / 2)
-    return float(middle) if lower.max() < middle <= edge else float(edge)
+    below = lower.max()
+    middle = _sigmoid((_logit(edge) + _logit(below)) / 2)
+    return float(middle) if below < middle <= edge else float(edge)
 
 
 def _logit(p: float) -> float:
