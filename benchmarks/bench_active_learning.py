@@ -11,6 +11,7 @@ labels each strategy needs to reach the target per-label accuracy.
 
     python benchmarks/bench_active_learning.py [--seeds 0 1] [--stop 500] [--size 96]
         [--then 100 --until 1000]  # longer: rounds of 100 after 500
+        [--strategies uncertainty --combine max --explore 0.1]  # a variant on its own
 """
 
 from __future__ import annotations
@@ -112,7 +113,8 @@ def run_loop(name, pool, holdout, arrays, args, seed: int, work: Path) -> list[d
     from mammo_dagster.core.onnx_model import OnnxModel
     from mammo_dagster.core.train import TrainConfig, train
 
-    chooser = strategy(name)
+    chooser = strategy(name, **({"explore": args.explore, "per_study": args.per_study}
+                                if name == "uncertainty" else {}))  # fmt: skip
     rng = np.random.default_rng(seed)
     schedule = args.schedule
     labeled = [pool[i] for i in sorted(rng.choice(len(pool), schedule[0], replace=False))]
@@ -141,7 +143,7 @@ def run_loop(name, pool, holdout, arrays, args, seed: int, work: Path) -> list[d
         if not rest:
             break
         probs = model.probs(np.stack([arrays[(e.sop_instance_uid, e.frame)] for e in rest]))
-        scores = uncertainty(probs)
+        scores = uncertainty(probs, combine=args.combine)
         candidates = [
             Candidate(e.sop_instance_uid, e.frame, e.study_instance_uid, e.manufacturer, float(s))
             for e, s in zip(rest, scores, strict=True)
@@ -219,6 +221,12 @@ def main() -> int:
     )  # fmt: skip
     ap.add_argument("--until", type=int, default=1000, help="... up to this many labels")
     ap.add_argument("--target", type=float, default=0.97)
+    ap.add_argument("--strategies", nargs="+", default=["uncertainty", "random"],
+                    choices=["uncertainty", "random"])  # fmt: skip
+    ap.add_argument("--explore", type=float, default=0.2, help="uncertainty: random share")
+    ap.add_argument("--per-study", type=int, default=2, help="uncertainty: picks per study")
+    ap.add_argument("--combine", choices=["mean", "max"], default="mean",
+                    help="uncertainty: how the two flags' entropies make one score")  # fmt: skip
     ap.add_argument("--plot", type=Path, default=DOCS / "active_learning.png")
     ap.add_argument(
         "--report-partial", action="store_true",
@@ -242,7 +250,7 @@ def main() -> int:
           f"{' '.join(map(str, args.schedule))} labels; {args.size} px, {args.epochs} epochs; "
           f"seeds {args.seeds}", flush=True)  # fmt: skip
     arrays = {(e.sop_instance_uid, e.frame): preprocess.load(e.thumbnail, args.size) for e in every}
-    curves: dict[str, list] = {"uncertainty": [], "random": []}
+    curves: dict[str, list] = {name: [] for name in args.strategies}
     partial = RESULTS / "active_learning.partial.json"
     t0 = time.perf_counter()
     if args.report_partial:
@@ -257,6 +265,13 @@ def main() -> int:
                 RESULTS.mkdir(exist_ok=True)  # what is done so far survives an interrupted run
                 partial.write_text(json.dumps(curves, indent=1))
     means = {name: mean_curve(c) for name, c in curves.items()}
+    if len(means) < 2:  # a variant on its own: curves only, to compare with an earlier run
+        out = RESULTS / f"active_learning.{args.strategies[0]}_only.json"
+        out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
+                                   "curves": curves, "means": means}, indent=1))  # fmt: skip
+        partial.unlink(missing_ok=True)
+        print(f"curves: {out}")
+        return 0
     print(f"\nmean over {len(args.seeds)} seed(s), hold-out accuracy at p >= 0.5 (AUC):")
     head = ("uncertainty biopsy", "mag", "random biopsy", "mag")
     print(f"{'labels':>6} | {head[0]:>18} {head[1]:>13} | {head[2]:>18} {head[3]:>13}")

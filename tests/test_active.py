@@ -27,6 +27,15 @@ def test_uncertainty_is_highest_for_a_coin_toss() -> None:
     assert u[0] == pytest.approx(1.0) and u[1] < 0.1 and u[1] < u[2] < u[0]
 
 
+def test_uncertainty_max_ranks_by_the_less_certain_flag() -> None:
+    probs = np.array([[0.5, 0.001], [0.8, 0.8]])
+    mean, top = uncertainty(probs), uncertainty(probs, combine="max")
+    assert mean[0] < mean[1] and top[0] > top[1]
+    assert top[0] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="combine"):
+        uncertainty(probs, combine="median")
+
+
 def test_uncertainty_strategy_picks_unsure_images_spread_over_studies() -> None:
     picks = UncertaintyStrategy(explore=0.25, per_study=2).select(_candidates(), 12, seed=1)
     assert len(picks) == 12 and len({p.candidate for p in picks}) == 12

@@ -30,11 +30,14 @@ class Pick:
     reason: str  # uncertain | explore | random
 
 
-def uncertainty(probs: np.ndarray) -> np.ndarray:
-    """Mean binary entropy over both flags, in bits (0 = sure, 1 = a coin toss)."""
+def uncertainty(probs: np.ndarray, combine: str = "mean") -> np.ndarray:
+    """Binary entropy over both flags, in bits (0 = sure, 1 = a coin toss), combined by
+    `mean` or `max` (an image the model is unsure of for either flag)."""
     p = np.clip(np.asarray(probs, np.float64), 1e-7, 1 - 1e-7)
     entropy = -(p * np.log2(p) + (1 - p) * np.log2(1 - p))
-    return entropy.mean(axis=1)
+    if combine not in ("mean", "max"):
+        raise ValueError(f"combine must be 'mean' or 'max', got {combine!r}")
+    return entropy.max(axis=1) if combine == "max" else entropy.mean(axis=1)
 
 
 class Strategy(Protocol):
