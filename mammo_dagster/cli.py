@@ -19,7 +19,7 @@ from .core.config import ENV_HOME, mammo_home
 from .core.decode import DEFAULT_OVERSAMPLE
 from .core.dicom_write import TRANSFER_SYNTAXES, VENDOR_PROFILES
 from .core.files import atomic_write
-from .core.preprocess import INPUT_SIZE
+from .core.preprocess import FLAGS, INPUT_SIZE
 
 
 class CliError(Exception):
@@ -411,8 +411,9 @@ def _check_state(check) -> str:
 
 
 def _turn_summary(home: Path, store, answers: dict) -> tuple:
-    """(model version, labels it learned from, per flag (accuracy, AUC), images) on the
-    hold-out patients' images, labeled or not: no model of any turn trains on them."""
+    """(model version, labels it learned from, per flag (accuracy at p >= 0.5, AUC, missed,
+    false alarms), images) on the hold-out patients' images, labeled or not: no model of
+    any turn trains on them. Missed and false alarms are the model's flags."""
     import numpy as np
 
     from .core import metrics
@@ -440,23 +441,31 @@ def _turn_summary(home: Path, store, answers: dict) -> tuple:
         if r[0] in answers and split_of(r[5], r[6]) == "holdout"
     ]  # fmt: skip
     out = {}
-    for k, flag in enumerate(("biopsy", "mag")):
+    for k, flag in enumerate(FLAGS):
         y = np.array([answers[r[0]][k] for r in rows], bool)
         p = np.array([r[1 + k] for r in rows], float)
         decided = np.array([bool(r[3 + k]) for r in rows], bool)
-        out[flag] = (float(np.mean(decided == y)) if len(y) else 0.0, metrics.auc(y, p))
+        out[flag] = (
+            float(np.mean((p >= 0.5) == y)) if len(y) else 0.0,
+            metrics.auc(y, p),
+            int((y & ~decided).sum()),
+            int((decided & ~y).sum()),
+        )
     return (current.version, current.label_count, out, len(rows))
 
 
 def _print_loop(summary: list[tuple]) -> None:
     print("active learning, turn by turn (the hold-out patients' images, never trained on):")
-    print("  model   labels  images | biopsy acc   AUC |  mag acc   AUC")
+    head = " | ".join(f"{flag + ' acc':>10s}   AUC missed false" for flag in FLAGS)
+    print(f"  model   labels  images | {head}")
     for version, labels, flags, n in summary:
         cells = " | ".join(
-            f"{acc:8.1%} {auc if auc is not None else float('nan'):5.3f}"
-            for acc, auc in (flags.get("biopsy", (0, None)), flags.get("mag", (0, None)))
+            f"{acc:10.1%} {auc if auc is not None else float('nan'):5.3f} {missed:6d} {false:5d}"
+            for acc, auc, missed, false in (flags.get(f, (0, None, 0, 0)) for f in FLAGS)
         )
         print(f"  {version:6s} {labels:7d} {n:7d} | {cells}")
+    print("  (acc: p >= 0.5, as in benchmarks/bench_active_learning.py; missed and false alarms:")
+    print("  its flags, at the threshold chosen for the target recall on its validation split)")
 
 
 def _score(csv_path: Path, truth: list) -> None:
@@ -596,7 +605,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--home", help=f"data folder (default ${ENV_HOME} or ./data)")
     p.add_argument(
-        "--studies", type=_studies, default=50, help="studies in the synthetic archive (default 50)"
+        "--studies",
+        type=_studies,
+        default=100,
+        help="studies in the synthetic archive (default 100)",
     )
     p.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
     p.add_argument("--size", type=_size, default=512, help="thumbnail long side (default 512)")
@@ -619,9 +631,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--per-round",
         type=_int_in(1, 1_000_000),
-        default=50,
-        help="labels per turn, taken in the new model's labeling_queue order (default 50, "
-        "the sensor's default $MAMMO_RETRAIN_EVERY)",
+        default=100,
+        help="labels per turn, taken in the new model's labeling_queue order; the demo's "
+        "sensor retrains every this many labels (default 100; the sensor's own default, "
+        "$MAMMO_RETRAIN_EVERY, is 50)",
     )
     p.add_argument(
         "--epochs", type=_int_in(1, 200), default=16, help="training epochs (default 16)"

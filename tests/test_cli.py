@@ -172,6 +172,15 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
         assert f"active_learning_sensor -> retrain (retrain-labels-{seq}): ok" in out.stdout
     for version in ("m0001", "m0002", "m0003"):
         assert f"new_model_sensor -> predict_drop[demo] ({version}:demo): ok" in out.stdout
+    # the turn-by-turn table: one row per model, scored on the same hold-out images
+    flag = r"\s+([\d.]+)%\s+(\S+)\s+(\d+)\s+(\d+)"
+    rows = re.findall(rf"^  (m000\d)\s+(\d+)\s+(\d+) \|{flag} \|{flag}$", out.stdout, re.M)
+    assert [(r[0], int(r[1])) for r in rows] == [("m0001", 20), ("m0002", 30), ("m0003", 40)]
+    assert len({r[2] for r in rows}) == 1 and int(rows[0][2]) > 0
+    for r in rows:
+        images = int(r[2])
+        for acc, missed, false in ((r[3], r[5], r[6]), (r[7], r[9], r[10])):
+            assert 0 <= float(acc) <= 100 and int(missed) + int(false) <= images
     events = load_events(Store(tmp_path / "home" / DB_NAME))
     assert len(events) == 40 and {e.annotator for e in events} == {"demo-labeler"}
     assert "onnx_matches_pytorch passed" in out.stdout and "current: True" in out.stdout
