@@ -5,7 +5,7 @@ same random labels (per seed), each round trains the pipeline's model
 (`core.train.train`, from scratch), scores the unlabeled images with the exported
 ONNX model, and labels the next batch that the strategy (`core.active`) picks.
 Every model is evaluated on the locked hold-out patients, which no strategy can
-pick. Output: a table, `results/active_learning.json`, and a PNG plot of per-flag
+pick. Output: a table, `results/active_learning.json` (`--out`), and a PNG plot of per-flag
 accuracy and AUC vs labels (`--plot`, default docs/active_learning.png), plus the
 labels each strategy needs to reach the target per-label accuracy.
 
@@ -227,7 +227,15 @@ def main() -> int:
     ap.add_argument("--per-study", type=int, default=2, help="uncertainty: picks per study")
     ap.add_argument("--combine", choices=["mean", "max"], default="mean",
                     help="uncertainty: how the two flags' entropies make one score")  # fmt: skip
-    ap.add_argument("--plot", type=Path, default=DOCS / "active_learning.png")
+    ap.add_argument(
+        "--plot", type=Path, default=None,
+        help="PNG plot (default docs/active_learning.png; one strategy: beside --out)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--out", type=Path, default=None,
+        help="results JSON (default results/active_learning.json; one strategy: "
+        "results/active_learning.<strategy>_only.json); the checkpoint sits beside it",
+    )  # fmt: skip
     ap.add_argument(
         "--report-partial", action="store_true",
         help="no training: report the seeds an interrupted run finished (same options)",
@@ -235,6 +243,8 @@ def main() -> int:
     args = ap.parse_args()
     if not 0 < args.start <= args.stop:
         ap.error("--start must be positive and at most --stop")
+    if not 0 <= args.explore <= 1 or args.per_study < 1:
+        ap.error("--explore must be in [0, 1] and --per-study at least 1")
     args.schedule = _rounds(args.start, args.stop, args.step)
     if args.then and args.until > args.stop:
         args.schedule += _rounds(args.stop, args.until, args.then)[1:]
@@ -251,44 +261,49 @@ def main() -> int:
           f"seeds {args.seeds}", flush=True)  # fmt: skip
     arrays = {(e.sop_instance_uid, e.frame): preprocess.load(e.thumbnail, args.size) for e in every}
     curves: dict[str, list] = {name: [] for name in args.strategies}
-    partial = RESULTS / "active_learning.partial.json"
+    both = len(curves) > 1
+    if args.out is None:
+        args.out = RESULTS / ("active_learning.json" if both else
+                              f"active_learning.{args.strategies[0]}_only.json")  # fmt: skip
+    if args.plot is None:  # a variant on its own does not replace the README's plot
+        args.plot = DOCS / "active_learning.png" if both else args.out.with_suffix(".png")
+    partial = args.out.with_suffix(".partial.json")
     t0 = time.perf_counter()
     if args.report_partial:
-        curves = json.loads(partial.read_text())
-        args.seeds = args.seeds[: len(curves["random"])]
+        saved = json.loads(partial.read_text())
+        curves = {name: saved[name] for name in args.strategies if name in saved}
+        if not curves:
+            ap.error(f"{partial} holds none of {args.strategies}")
+        args.seeds = args.seeds[: min(map(len, curves.values()))]
+        curves = {name: c[: len(args.seeds)] for name, c in curves.items()}
     else:
         with tempfile.TemporaryDirectory() as tmp:
             for seed in args.seeds:
                 for name in curves:
                     curve = run_loop(name, pool, holdout, arrays, args, seed, Path(tmp))
                     curves[name].append(curve)
-                RESULTS.mkdir(exist_ok=True)  # what is done so far survives an interrupted run
-                partial.write_text(json.dumps(curves, indent=1))
+                args.out.parent.mkdir(parents=True, exist_ok=True)
+                partial.write_text(json.dumps(curves, indent=1))  # survives an interruption
     means = {name: mean_curve(c) for name, c in curves.items()}
-    if len(means) < 2:  # a variant on its own: curves only, to compare with an earlier run
-        out = RESULTS / f"active_learning.{args.strategies[0]}_only.json"
-        out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
-                                   "curves": curves, "means": means}, indent=1))  # fmt: skip
-        partial.unlink(missing_ok=True)
-        print(f"curves: {out}")
-        return 0
-    print(f"\nmean over {len(args.seeds)} seed(s), hold-out accuracy at p >= 0.5 (AUC):")
-    head = ("uncertainty biopsy", "mag", "random biopsy", "mag")
-    print(f"{'labels':>6} | {head[0]:>18} {head[1]:>13} | {head[2]:>18} {head[3]:>13}")
-    for u, r in zip(means["uncertainty"], means["random"], strict=True):
-        cells = [f"{row[f'{f}_accuracy']:.3f} ({row[f'{f}_auc'] or 0:.2f})" for row in (u, r)
-                 for f in ("biopsy", "mag")]  # fmt: skip
-        print(f"{u['labels']:6d} | {cells[0]:>18} {cells[1]:>13} | {cells[2]:>18} {cells[3]:>13}")
+    if {"uncertainty", "random"} <= set(means):
+        print(f"\nmean over {len(args.seeds)} seed(s), hold-out accuracy at p >= 0.5 (AUC):")
+        head = ("uncertainty biopsy", "mag", "random biopsy", "mag")
+        print(f"{'labels':>6} | {head[0]:>18} {head[1]:>13} | {head[2]:>18} {head[3]:>13}")
+        for u, r in zip(means["uncertainty"], means["random"], strict=True):
+            cells = [f"{row[f'{f}_accuracy']:.3f} ({row[f'{f}_auc'] or 0:.2f})" for row in (u, r)
+                     for f in ("biopsy", "mag")]  # fmt: skip
+            print(f"{u['labels']:6d} | {cells[0]:>18} {cells[1]:>13} | {cells[2]:>18} "
+                  f"{cells[3]:>13}")  # fmt: skip
     reach = {
         key: {name: labels_to_reach(means[name], key, args.target) for name in means}
         for key in ("biopsy_accuracy", "mag_accuracy", "both_accuracy")
     }
-    print(f"\nlabels needed to reach {args.target:.0%} hold-out accuracy:")
+    print(f"\nlabels needed to reach {args.target:.0%} hold-out accuracy (mean curve):")
     for key, by in reach.items():
-        u, r = by["uncertainty"], by["random"]
-        ratio = f"{u / r:.0%} of random's" if u and r else "n/a"
-        print(f"  {key.removesuffix('_accuracy'):6s}: uncertainty {u or 'not reached'}, "
-              f"random {r or 'not reached'} ({ratio})")  # fmt: skip
+        u, r = by.get("uncertainty"), by.get("random")
+        ratio = f" ({u / r:.0%} of random's)" if u and r else ""
+        cells = ", ".join(f"{name} {n or 'not reached'}" for name, n in by.items())
+        print(f"  {key.removesuffix('_accuracy'):6s}: {cells}{ratio}")
     per_seed = {
         flag: {
             name: [
@@ -299,9 +314,9 @@ def main() -> int:
         }
         for flag in ("biopsy", "mag", "both")
     }
-    print("  per seed (uncertainty / random):", json.dumps(per_seed))
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "active_learning.json").write_text(
+    print("  per seed:", json.dumps(per_seed))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(
         json.dumps(
             {
                 "args": {k: str(v) for k, v in vars(args).items()},
@@ -316,6 +331,7 @@ def main() -> int:
             indent=2,
         )  # fmt: skip
     )
+    print(f"results: {args.out}")
     partial.unlink(missing_ok=True)
     plot(means, args.target, args.plot,
          f"{len(pool)}-image pool, {len(holdout)} hold-out images, {args.size} px, "

@@ -416,7 +416,6 @@ def _turn_summary(home: Path, store, answers: dict) -> tuple:
     any turn trains on them. Missed and false alarms are the model's flags."""
     import numpy as np
 
-    from .core import metrics
     from .core.modelstore import read_current
     from .core.splits import split_of
 
@@ -440,18 +439,25 @@ def _turn_summary(home: Path, store, answers: dict) -> tuple:
         r for r in store.run(read, read_only=True)
         if r[0] in answers and split_of(r[5], r[6]) == "holdout"
     ]  # fmt: skip
-    out = {}
-    for k, flag in enumerate(FLAGS):
-        y = np.array([answers[r[0]][k] for r in rows], bool)
-        p = np.array([r[1 + k] for r in rows], float)
-        decided = np.array([bool(r[3 + k]) for r in rows], bool)
-        out[flag] = (
-            float(np.mean((p >= 0.5) == y)) if len(y) else 0.0,
-            metrics.auc(y, p),
-            int((y & ~decided).sum()),
-            int((decided & ~y).sum()),
+    out = {
+        flag: _flag_summary(
+            np.array([answers[r[0]][k] for r in rows], bool),
+            np.array([r[1 + k] for r in rows], float),
+            np.array([bool(r[3 + k]) for r in rows], bool),
         )
+        for k, flag in enumerate(FLAGS)
+    }
     return (current.version, current.label_count, out, len(rows))
+
+
+def _flag_summary(y, p, flagged) -> tuple:
+    """(accuracy at p >= 0.5, AUC, positives not flagged, negatives flagged) of one flag."""
+    import numpy as np
+
+    from .core import metrics
+
+    accuracy = float(np.mean((p >= 0.5) == y)) if len(y) else float("nan")
+    return accuracy, metrics.auc(y, p), int((y & ~flagged).sum()), int((flagged & ~y).sum())
 
 
 def _print_loop(summary: list[tuple]) -> None:
@@ -632,9 +638,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--per-round",
         type=_int_in(1, 1_000_000),
         default=100,
-        help="labels per turn, taken in the new model's labeling_queue order; the demo's "
-        "sensor retrains every this many labels (default 100; the sensor's own default, "
-        "$MAMMO_RETRAIN_EVERY, is 50)",
+        help="labels per turn, taken in the new model's labeling_queue order (default 100); "
+        "the demo sets $MAMMO_RETRAIN_EVERY (the sensor's own default is 50) to the smaller "
+        "of --labels and --per-round",
     )
     p.add_argument(
         "--epochs", type=_int_in(1, 200), default=16, help="training epochs (default 16)"

@@ -151,6 +151,26 @@ def test_thumbnails_folder_with_bad_files_and_resume(tmp_path: Path) -> None:
     assert len(list((tmp_path / "thumbs").glob("*.png"))) == 2
 
 
+def test_demo_turn_table_counts_misses_and_false_alarms_of_the_flags(capsys) -> None:
+    from mammo_dagster.cli import _flag_summary, _print_loop
+
+    y = np.array([1, 1, 1, 0, 0, 0, 0, 0], bool)
+    p = np.array([0.9, 0.6, 0.4, 0.7, 0.2, 0.1, 0.05, 0.3])
+    flagged = p >= 0.25  # the model's threshold
+    acc, auc, missed, false = _flag_summary(y, p, flagged)
+    assert acc == pytest.approx(6 / 8)  # at p >= 0.5: the 0.4 positive and the 0.7 negative
+    assert auc == pytest.approx(13 / 15) and (missed, false) == (0, 2)
+    assert _flag_summary(y, p, p >= 0.65)[2:] == (2, 1)
+    nothing = _flag_summary(np.zeros(0, bool), np.zeros(0), np.zeros(0, bool))
+    assert np.isnan(nothing[0]) and nothing[1:] == (None, 0, 0)
+    _print_loop([("m0001", 100, {"biopsy": (acc, auc, missed, false), "mag": nothing}, 8),
+                 ("m0002", 150, {}, 0)])  # fmt: skip
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2].split() == ["m0001", "100", "8", "|", "75.0%", "0.867", "0", "2", "|",
+                                "nan%", "nan", "0", "0"]  # fmt: skip
+    assert lines[3].split()[:4] == ["m0002", "150", "0", "|"]
+
+
 @pytest.mark.slow
 def test_demo_end_to_end(tmp_path: Path) -> None:
     tiny = ["--studies", "12", "--labels", "20", "--rounds", "2", "--per-round", "10"]
@@ -173,14 +193,16 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     for version in ("m0001", "m0002", "m0003"):
         assert f"new_model_sensor -> predict_drop[demo] ({version}:demo): ok" in out.stdout
     # the turn-by-turn table: one row per model, scored on the same hold-out images
+    assert "biopsy acc   AUC missed false |    mag acc   AUC missed false" in out.stdout
     flag = r"\s+([\d.]+)%\s+(\S+)\s+(\d+)\s+(\d+)"
     rows = re.findall(rf"^  (m000\d)\s+(\d+)\s+(\d+) \|{flag} \|{flag}$", out.stdout, re.M)
     assert [(r[0], int(r[1])) for r in rows] == [("m0001", 20), ("m0002", 30), ("m0003", 40)]
     assert len({r[2] for r in rows}) == 1 and int(rows[0][2]) > 0
     for r in rows:
         images = int(r[2])
-        for acc, missed, false in ((r[3], r[5], r[6]), (r[7], r[9], r[10])):
+        for acc, auc, missed, false in (r[3:7], r[7:11]):
             assert 0 <= float(acc) <= 100 and int(missed) + int(false) <= images
+            assert auc == "nan" or 0 <= float(auc) <= 1
     events = load_events(Store(tmp_path / "home" / DB_NAME))
     assert len(events) == 40 and {e.annotator for e in events} == {"demo-labeler"}
     assert "onnx_matches_pytorch passed" in out.stdout and "current: True" in out.stdout
