@@ -113,8 +113,7 @@ def run_loop(name, pool, holdout, arrays, args, seed: int, work: Path) -> list[d
     from mammo_dagster.core.onnx_model import OnnxModel
     from mammo_dagster.core.train import TrainConfig, train
 
-    chooser = strategy(name, **({"explore": args.explore, "per_study": args.per_study}
-                                if name == "uncertainty" else {}))  # fmt: skip
+    chooser = strategy(name, explore=args.explore, per_study=args.per_study)
     rng = np.random.default_rng(seed)
     schedule = args.schedule
     labeled = [pool[i] for i in sorted(rng.choice(len(pool), schedule[0], replace=False))]

@@ -44,7 +44,7 @@ def main() -> int:
     os.environ.setdefault("MAMMO_PATIENT_SALT", "bench-salt")
     from mammo_dagster.core import preprocess
     from mammo_dagster.core.dataset import Snapshot
-    from mammo_dagster.core.metrics import threshold_for_recall
+    from mammo_dagster.core.metrics import at_threshold, threshold_for_recall
     from mammo_dagster.core.onnx_model import OnnxModel
     from mammo_dagster.core.train import TrainConfig, train
 
@@ -78,15 +78,13 @@ def main() -> int:
                 for k, flag in enumerate(preprocess.FLAGS):
                     for rule, fn in (("edge", edge_threshold), ("middle", threshold_for_recall)):
                         t = fn(vy[:, k], vp[:, k], args.recall)
-                        flags, y = hp[:, k] >= t, hold_y[:, k]
+                        got = at_threshold(hold_y[:, k], hp[:, k], t)["confusion"]
                         c = totals.setdefault((flag, rule), {"tp": 0, "fp": 0, "fn": 0, "tn": 0})
-                        c["tp"] += int((flags & y).sum())
-                        c["fp"] += int((flags & ~y).sum())
-                        c["fn"] += int((~flags & y).sum())
-                        c["tn"] += int((~flags & ~y).sum())
+                        for cell, count in got.items():
+                            c[cell] += count
                         rows.append({"labels": n, "seed": seed, "flag": flag, "rule": rule,
-                                     "threshold": t, "missed": int((~flags & y).sum()),
-                                     "false_alarms": int((flags & ~y).sum())})  # fmt: skip
+                                     "threshold": t, "missed": got["fn"],
+                                     "false_alarms": got["fp"]})  # fmt: skip
                 print(f"  {n} labels, seed {seed}: {len(valid)} validation images", flush=True)
     runs = len(args.labels) * len(args.seeds)
     print(f"\nhold-out ({len(holdout)} images) summed over {runs} models; thresholds for "

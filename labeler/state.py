@@ -24,6 +24,7 @@ from mammo_dagster.core.batch import thumbnail_name
 from mammo_dagster.core.config import retrain_every
 from mammo_dagster.core.gradcam import cam_file, write_cam
 from mammo_dagster.core.labels import KEYS, LabelBook, LabelEvent, load_events
+from mammo_dagster.core.metrics import logit
 from mammo_dagster.core.modelstore import CARD, CurrentModel, model_dir, read_card, read_current
 from mammo_dagster.core.preprocess import FLAGS
 from mammo_dagster.core.splits import HOLDOUT_FRACTION, shuffle_key, split_of
@@ -38,11 +39,6 @@ STARTUP_TIMEOUT_S = 300.0
 BORDERLINE_LOGITS = 1.5
 #: Label keys by the flags they mean: (biopsy, mag) -> "1".."4".
 KEY_OF = {flags: key for key, flags in KEYS.items()}
-
-
-def _logit(p: float) -> float:
-    p = min(max(p, 1e-6), 1 - 1e-6)
-    return math.log(p / (1 - p))
 
 
 @dataclass(frozen=True)
@@ -66,7 +62,7 @@ class Prediction:
             return raised
         closest = max(
             range(len(FLAGS)),
-            key=lambda k: _logit(self.probs[k]) - _logit(thresholds.get(FLAGS[k], 0.5)),
+            key=lambda k: logit(self.probs[k]) - logit(thresholds.get(FLAGS[k], 0.5)),
         )
         return [FLAGS[closest]]
 
@@ -304,7 +300,7 @@ class LabelerState:
 
     def _prediction(self, probs: tuple[float, float], flags: tuple[bool, bool]) -> Prediction:
         margin = min(
-            abs(_logit(p) - _logit(self.thresholds.get(f, 0.5)))
+            abs(logit(p) - logit(self.thresholds.get(f, 0.5)))
             for f, p in zip(FLAGS, probs, strict=True)
         )
         return Prediction(probs, flags, margin)

@@ -113,6 +113,7 @@ STRATEGIES: dict[str, type] = {"uncertainty": UncertaintyStrategy, "random": Ran
 
 
 def strategy(name: str, **kwargs) -> Strategy:
+    """The strategy called `name`; `kwargs` configure `uncertainty` (others take none)."""
     try:
         return STRATEGIES[name](**kwargs) if name == "uncertainty" else STRATEGIES[name]()
     except KeyError:

@@ -54,11 +54,12 @@ def threshold_for_recall(y: np.ndarray, p: np.ndarray, recall: float) -> float:
     if not lower.size:
         return float(edge)
     below = lower.max()
-    middle = _sigmoid((_logit(edge) + _logit(below)) / 2)
+    middle = _sigmoid((logit(edge) + logit(below)) / 2)
     return float(middle) if below < middle <= edge else float(edge)
 
 
-def _logit(p: float) -> float:
+def logit(p: float) -> float:
+    """log(p / (1 - p)), with p kept 1e-7 inside (0, 1)."""
     p = min(max(float(p), 1e-7), 1 - 1e-7)
     return float(np.log(p / (1 - p)))
 

@@ -77,8 +77,7 @@ def labeling_queue(
     candidates = [
         Candidate(r[0], r[1], r[2] or "", r[4], float(s)) for r, s in zip(pool, scores, strict=True)
     ]
-    kwargs = {"explore": config.explore, "per_study": config.per_study}
-    chosen = strategy(config.strategy, **(kwargs if config.strategy == "uncertainty" else {}))
+    chosen = strategy(config.strategy, explore=config.explore, per_study=config.per_study)
     picks = chosen.select(candidates, config.size, seed=current.label_seq)
 
     def write(c) -> None:
