@@ -6,12 +6,15 @@ same random labels (per seed), each round trains the pipeline's model
 ONNX model, and labels the next batch that the strategy (`core.active`) picks.
 Every model is evaluated on the locked hold-out patients, which no strategy can
 pick. Output: a table, `results/active_learning.json` (`--out`), and a PNG plot of per-flag
-accuracy and AUC vs labels (`--plot`, default docs/active_learning.png), plus the
-labels each strategy needs to reach the target per-label accuracy.
+accuracy, balanced accuracy and AUC vs labels (`--plot`, default docs/active_learning.png),
+the positives each strategy has labeled, and the labels each needs to reach the target
+per-label accuracy (plain and balanced: where a flag is rare, as in `--mix screening`,
+plain accuracy rewards a model that flags nothing).
 
     python benchmarks/bench_active_learning.py [--seeds 0 1] [--stop 500] [--size 96]
         [--then 100 --until 1000]  # longer: rounds of 100 after 500
         [--strategies uncertainty --combine max --explore 0.1]  # a variant on its own
+        [--mix screening --studies 600]  # rare flags, as in a screening practice's archive
 """
 
 from __future__ import annotations
@@ -31,19 +34,19 @@ DATA = RESULTS / "data"
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 
-def prepare(studies: int, matrix: str, thumb: int) -> Path:
+def prepare(studies: int, matrix: str, thumb: int, mix: str = "enriched") -> Path:
     """A cached synthetic archive, indexed, with thumbnails and its ground truth."""
     from mammo_dagster.core.batch import thumbnail_folder
     from mammo_dagster.core.index import index_folder, mark_duplicates, save_index
     from mammo_dagster.core.store import DB_NAME, Store
     from mammo_dagster.core.synthetic import generate_archive
 
-    home = DATA / f"al_{studies}_{matrix}_{thumb}"
+    home = DATA / (f"al_{studies}_{matrix}_{thumb}" + ("" if mix == "enriched" else f"_{mix}"))
     if not (home / "done").exists():
         print(f"  generating and ingesting {studies} studies ...", file=sys.stderr, flush=True)
         drop = home / "incoming" / "d1"
         generate_archive(
-            drop, studies=studies, seed=41, size=matrix, ground_truth=home / "truth.csv"
+            drop, studies=studies, seed=41, size=matrix, ground_truth=home / "truth.csv", mix=mix
         )
         store = Store(home / DB_NAME)
         store.migrate()
@@ -97,8 +100,16 @@ def evaluate(y: np.ndarray, p: np.ndarray, thresholds: dict) -> dict:
 
     out = {}
     for k, flag in enumerate(FLAGS):
+        pos, flagged = y[:, k] == 1, p[:, k] >= 0.5
+        recall = float(np.mean(flagged[pos])) if pos.any() else None
+        specificity = float(np.mean(~flagged[~pos])) if (~pos).any() else None
         out[flag] = {
-            "accuracy": float(np.mean((p[:, k] >= 0.5) == y[:, k])),
+            "accuracy": float(np.mean(flagged == pos)),
+            # a rare flag: accuracy rewards flagging nothing; this mean of the two does not
+            "balanced_accuracy": None
+            if recall is None or specificity is None
+            else (recall + specificity) / 2,
+            "recall": recall,
             "accuracy_at_threshold": float(np.mean((p[:, k] >= thresholds[flag]) == y[:, k])),
             "auc": metrics.auc(y[:, k], p[:, k]),
         }
@@ -128,13 +139,17 @@ def run_loop(name, pool, holdout, arrays, args, seed: int, work: Path) -> list[d
         card = train(snapshot, out, config)
         model = OnnxModel(out / "model.onnx")
         result = evaluate(y_hold, model.probs(hold_x), card["thresholds"])
+        found = {"biopsy": sum(e.biopsy for e in labeled), "mag": sum(e.mag for e in labeled)}
         curve.append(
-            {"labels": len(labeled), "seconds": round(time.perf_counter() - t0, 1)} | result
+            {"labels": len(labeled), "seconds": round(time.perf_counter() - t0, 1)}
+            | {"labeled_positives": found}
+            | result
         )
         b, m = result["biopsy"], result["mag"]
         print(f"  {name:11s} seed {seed} {len(labeled):4d} labels: biopsy acc "
               f"{b['accuracy']:.3f} AUC {b['auc'] or 0:.3f} | mag acc {m['accuracy']:.3f} "
-              f"AUC {m['auc'] or 0:.3f} ({curve[-1]['seconds']:.0f} s)", flush=True)  # fmt: skip
+              f"AUC {m['auc'] or 0:.3f}; labeled positives {found['biopsy']} biopsy "
+              f"{found['mag']} mag ({curve[-1]['seconds']:.0f} s)", flush=True)  # fmt: skip
         if round_no + 1 >= len(schedule):
             break
         taken = {(e.sop_instance_uid, e.frame) for e in labeled}
@@ -160,17 +175,30 @@ def _rounds(start: int, stop: int, step: int) -> list[int]:
     return out if out[-1] == stop else [*out, stop]
 
 
+def flat(curve: list[dict]) -> list[dict]:
+    """One seed's curve with mean_curve's keys (biopsy_accuracy, both_accuracy, ...)."""
+    return mean_curve([curve])
+
+
 def mean_curve(curves: list[list[dict]]) -> list[dict]:
     out = []
     for rows in zip(*curves, strict=False):
         entry = {"labels": rows[0]["labels"]}
         for flag in ("biopsy", "mag"):
-            for metric in ("accuracy", "accuracy_at_threshold", "auc"):
-                vals = [r[flag][metric] for r in rows if r[flag][metric] is not None]
+            for metric in ("accuracy", "balanced_accuracy", "accuracy_at_threshold", "auc",
+                           "recall"):  # fmt: skip
+                vals = [r[flag].get(metric) for r in rows]
+                vals = [v for v in vals if v is not None]
                 entry[f"{flag}_{metric}"] = float(np.mean(vals)) if vals else None
+            found = [r["labeled_positives"][flag] for r in rows if "labeled_positives" in r]
+            entry[f"{flag}_labeled_positives"] = float(np.mean(found)) if found else None
         entry["both_accuracy"] = float(np.mean([r["both"]["accuracy"] for r in rows]))
         out.append(entry)
     return out
+
+
+def _num(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
 
 
 def labels_to_reach(curve: list[dict], key: str, target: float) -> int | None:
@@ -183,19 +211,27 @@ def plot(means: dict, target: float, path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharex=True)
+    panels = [("accuracy", "hold-out accuracy (p >= 0.5)")]
+    if any(r.get("biopsy_balanced_accuracy") is not None for c in means.values() for r in c):
+        panels.append(("balanced_accuracy", "balanced accuracy (p >= 0.5)"))
+    panels.append(("auc", "hold-out AUC"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), sharex=True)
     styles = {"uncertainty": "-o", "random": "--s"}
     for flag, color in (("biopsy", "tab:red"), ("mag", "tab:blue")):
         for name, curve in means.items():
             x = [r["labels"] for r in curve]
             label = f"{flag}, {name}"
-            axes[0].plot(x, [r[f"{flag}_accuracy"] for r in curve], styles[name], color=color,
-                         label=label, ms=4)  # fmt: skip
-            axes[1].plot(x, [r[f"{flag}_auc"] for r in curve], styles[name], color=color,
-                         label=label, ms=4)  # fmt: skip
-    axes[0].axhline(target, color="gray", lw=0.8, ls=":")
-    axes[0].set(title="hold-out accuracy (p >= 0.5)", xlabel="labels", ylabel="accuracy")
-    axes[1].set(title="hold-out AUC", xlabel="labels", ylabel="AUC", ylim=(0.4, 1.01))
+            for ax, (metric, _) in zip(axes, panels, strict=True):
+                ys = [r.get(f"{flag}_{metric}") for r in curve]
+                ys = [np.nan if v is None else v for v in ys]
+                ax.plot(x, ys, styles[name], color=color, label=label, ms=4)
+    for ax, (metric, heading) in zip(axes, panels, strict=True):
+        ylabel = "AUC" if metric == "auc" else metric.replace("_", " ")
+        ax.set(title=heading, xlabel="labels", ylabel=ylabel)
+        if metric == "auc":
+            ax.set_ylim(0.4, 1.01)
+        else:
+            ax.axhline(target, color="gray", lw=0.8, ls=":")
     axes[0].legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -207,6 +243,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--studies", type=int, default=160)
     ap.add_argument("--matrix", choices=["small", "full"], default="small")
+    ap.add_argument(
+        "--mix", choices=["enriched", "screening"], default="enriched",
+        help="study mix of the archive (core.synthetic.MIXES): enriched ~32%% marker / ~28%% "
+        "mag images; screening ~6%% / ~5%%, as a screening practice's archive",
+    )  # fmt: skip
     ap.add_argument("--thumb", type=int, default=128, help="thumbnail size")
     ap.add_argument("--size", type=int, default=96, help="model input size")
     ap.add_argument("--epochs", type=int, default=8)
@@ -250,12 +291,14 @@ def main() -> int:
     os.environ.setdefault("MAMMO_PATIENT_SALT", "bench-salt")
     from mammo_dagster.core import preprocess
 
-    home = prepare(args.studies, args.matrix, args.thumb)
+    home = prepare(args.studies, args.matrix, args.thumb, args.mix)
     every = examples(home)
     holdout = [e for e in every if e.split == "holdout"]
     pool = [e for e in every if e.split != "holdout"]
-    print(f"{len(pool)} images to pick from, {len(holdout)} hold-out images "
-          f"({len({e.patient_key for e in holdout})} patients); rounds at "
+    print(f"{len(pool)} images to pick from ({sum(e.biopsy for e in pool)} with a marker, "
+          f"{sum(e.mag for e in pool)} mag), {len(holdout)} hold-out images "
+          f"({len({e.patient_key for e in holdout})} patients, {sum(e.biopsy for e in holdout)} "
+          f"marker, {sum(e.mag for e in holdout)} mag); {args.mix} mix; rounds at "
           f"{' '.join(map(str, args.schedule))} labels; {args.size} px, {args.epochs} epochs; "
           f"seeds {args.seeds}", flush=True)  # fmt: skip
     arrays = {(e.sop_instance_uid, e.frame): preprocess.load(e.thumbnail, args.size) for e in every}
@@ -269,6 +312,8 @@ def main() -> int:
     partial = args.out.with_suffix(".partial.json")
     t0 = time.perf_counter()
     if args.report_partial:
+        if not partial.is_file():
+            ap.error(f"no interrupted run to report: {partial} does not exist")
         saved = json.loads(partial.read_text())
         curves = {name: saved[name] for name in args.strategies if name in saved}
         if not curves:
@@ -293,25 +338,33 @@ def main() -> int:
                      for f in ("biopsy", "mag")]  # fmt: skip
             print(f"{u['labels']:6d} | {cells[0]:>18} {cells[1]:>13} | {cells[2]:>18} "
                   f"{cells[3]:>13}")  # fmt: skip
+        print("\npositives among the labels (hold-out recall at p >= 0.5), mean:")
+        print(f"{'labels':>6} | {head[0]:>18} {head[1]:>13} | {head[2]:>18} {head[3]:>13}")
+        for u, r in zip(means["uncertainty"], means["random"], strict=True):
+            cells = [f"{_num(row[f'{f}_labeled_positives'], '.0f')} "
+                     f"({_num(row[f'{f}_recall'], '.2f')})"
+                     for row in (u, r) for f in ("biopsy", "mag")]  # fmt: skip
+            print(f"{u['labels']:6d} | {cells[0]:>18} {cells[1]:>13} | {cells[2]:>18} "
+                  f"{cells[3]:>13}")  # fmt: skip
+    keys = ("biopsy_accuracy", "mag_accuracy", "both_accuracy",
+            "biopsy_balanced_accuracy", "mag_balanced_accuracy")  # fmt: skip
     reach = {
         key: {name: labels_to_reach(means[name], key, args.target) for name in means}
-        for key in ("biopsy_accuracy", "mag_accuracy", "both_accuracy")
+        for key in keys
     }
     print(f"\nlabels needed to reach {args.target:.0%} hold-out accuracy (mean curve):")
     for key, by in reach.items():
         u, r = by.get("uncertainty"), by.get("random")
         ratio = f" ({u / r:.0%} of random's)" if u and r else ""
         cells = ", ".join(f"{name} {n or 'not reached'}" for name, n in by.items())
-        print(f"  {key.removesuffix('_accuracy'):6s}: {cells}{ratio}")
+        name = key.removesuffix("_accuracy").replace("_balanced", " (balanced accuracy)")
+        print(f"  {name:6s}: {cells}{ratio}")
     per_seed = {
-        flag: {
-            name: [
-                next((r["labels"] for r in c if r[flag]["accuracy"] >= args.target), None)
-                for c in curves[name]
-            ]
+        key: {
+            name: [labels_to_reach(flat(c), key, args.target) for c in curves[name]]
             for name in curves
         }
-        for flag in ("biopsy", "mag", "both")
+        for key in keys
     }
     print("  per seed:", json.dumps(per_seed))
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -333,7 +386,7 @@ def main() -> int:
     print(f"results: {args.out}")
     partial.unlink(missing_ok=True)
     plot(means, args.target, args.plot,
-         f"{len(pool)}-image pool, {len(holdout)} hold-out images, {args.size} px, "
+         f"{args.mix} mix: {len(pool)}-image pool, {len(holdout)} hold-out images, {args.size} px, "
          f"{args.epochs} epochs, mean of {len(args.seeds)} seed(s)")  # fmt: skip
     print(f"plot: {args.plot}")
     return 0

@@ -20,6 +20,7 @@ from .core.decode import DEFAULT_OVERSAMPLE
 from .core.dicom_write import TRANSFER_SYNTAXES, VENDOR_PROFILES
 from .core.files import atomic_write
 from .core.preprocess import FLAGS, INPUT_SIZE
+from .core.synthetic import MIXES
 
 
 class CliError(Exception):
@@ -98,6 +99,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
             transfer_syntaxes=args.transfer_syntax or None,
             progress=bar.update,
             ground_truth=truth,
+            mix=args.mix,
         )
     classes = Counter(
         {
@@ -243,6 +245,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 transfer_syntax=None,
                 ground_truth=truth,
                 quiet=args.quiet,
+                mix="enriched",
             )
         )
     else:
@@ -540,6 +543,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="restrict to a vendor profile (repeatable)",
     )
     p.add_argument("--ground-truth", help="where to write the CSV (default OUT/ground_truth.csv)")
+    p.add_argument(
+        "--mix",
+        choices=list(MIXES),
+        default="enriched",
+        help="study mix: enriched (~32%% of images with a marker, ~28%% mag; small archives "
+        "hold every class) or screening (mostly screening studies: ~6%% marker, ~5%% mag) "
+        "(default enriched)",
+    )
     p.add_argument(
         "--transfer-syntax",
         action="append",

@@ -70,6 +70,21 @@ def test_synth_inspect_thumbnail(tmp_path: Path) -> None:
     assert Image.open(png).size == (224, 224)
 
 
+def test_synth_mix_reaches_the_generator(tmp_path: Path) -> None:
+    from mammo_dagster.core.synthetic import plan_labels
+
+    out = mammo("synth", str(tmp_path / "a"), "--studies", "3", "--seed", "5", "--mix", "screening")
+    assert out.returncode == 0, out.stderr
+    with (tmp_path / "a" / "ground_truth.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    plan = plan_labels(studies=3, seed=5, mix="screening")
+    assert plan != plan_labels(studies=3, seed=5)  # the mixes differ for this seed
+    assert [r["has_mag_view"] == "1" for r in rows] == [p["has_mag_view"] for p in plan]
+    assert [r["has_biopsy_tool"] == "1" for r in rows] == [p["has_biopsy_tool"] for p in plan]
+    out = mammo("synth", str(tmp_path / "b"), "--mix", "icu")
+    assert out.returncode == 2 and "invalid choice: 'icu'" in out.stderr
+
+
 def test_errors_are_one_line_without_traceback(tmp_path: Path) -> None:
     junk = tmp_path / "junk.dcm"
     junk.write_bytes(b"\x00" * 10 + b"not a dicom at all" * 20)

@@ -161,6 +161,23 @@ def test_class_mix_and_study_sizes():
     assert 0.2 < np.mean(tool) < 0.6 and np.mean(no_tool) < 0.06
 
 
+def test_screening_mix_is_mostly_screening_with_rare_flags():
+    enriched = plan_labels(studies=400, seed=1)
+    assert plan_labels(studies=400, seed=1, mix="enriched") == enriched  # the default
+    labels = plan_labels(studies=400, seed=1, mix="screening")
+    marker = np.mean([lab["has_biopsy_tool"] for lab in labels])
+    mag = np.mean([lab["has_mag_view"] for lab in labels])
+    assert 0.03 < marker < 0.10 and 0.02 < mag < 0.09
+    assert marker < np.mean([lab["has_biopsy_tool"] for lab in enriched]) / 3
+    assert mag < np.mean([lab["has_mag_view"] for lab in enriched]) / 3
+    # most studies are the four standard screening views (enriched: under half)
+    four = np.mean([n == 4 for n in Counter(lab["study_index"] for lab in labels).values()])
+    assert four > 0.6
+    assert np.mean([n == 4 for n in Counter(lab["study_index"] for lab in enriched).values()]) < 0.5
+    with pytest.raises(ValueError, match="unknown study mix 'icu'"):
+        plan_labels(studies=4, seed=1, mix="icu")
+
+
 def test_plan_matches_archive_and_study_layout(archive):
     out, images = archive
     labels = plan_labels(studies=ARCHIVE_STUDIES, seed=ARCHIVE_SEED)

@@ -47,6 +47,8 @@ __all__ = [
     "CLIP_KINDS",
     "GROUND_TRUTH_COLUMNS",
     "MARKER_HINT_WORDS",
+    "MIXES",
+    "StudyMix",
     "SynthImage",
     "add_calcifications",
     "add_marker",
@@ -970,11 +972,33 @@ _GIVEN = (
     "OLGA",
 )
 
-#: Study kinds, by whether the patient carries a clip (tuned for ~55/20/15/10 % of
-#: neither/marker/mag/both images; see tests/test_synthetic.py).
-_KIND_NO_BIOPSY = {"screening": 0.45, "diagnostic": 0.45, "stereo": 0.06, "needle_loc": 0.04}
-_KIND_AFTER_BIOPSY = {"followup": 0.28, "followup_diag": 0.67, "stereo": 0.02, "needle_loc": 0.03}
-_P_PRIOR_CLIP = 0.4
+
+@dataclass(frozen=True)
+class StudyMix:
+    """How often each study kind occurs: by whether the patient carries a clip, and how
+    many patients arrive with one."""
+
+    no_biopsy: dict[str, float]
+    after_biopsy: dict[str, float]
+    prior_clip: float
+
+
+#: Named study mixes. "enriched" (the default) is tuned for ~55/20/15/10 % of
+#: neither/marker/mag/both images so that small archives hold every class (see
+#: tests/test_synthetic.py); "screening" is an archive as a screening practice keeps it,
+#: where most studies are screening and flagged images are rare (~7 % marker, ~4 % mag).
+MIXES: dict[str, StudyMix] = {
+    "enriched": StudyMix(
+        {"screening": 0.45, "diagnostic": 0.45, "stereo": 0.06, "needle_loc": 0.04},
+        {"followup": 0.28, "followup_diag": 0.67, "stereo": 0.02, "needle_loc": 0.03},
+        0.4,
+    ),
+    "screening": StudyMix(
+        {"screening": 0.89, "diagnostic": 0.09, "stereo": 0.012, "needle_loc": 0.008},
+        {"followup": 0.8, "followup_diag": 0.17, "stereo": 0.01, "needle_loc": 0.02},
+        0.06,
+    ),
+}
 
 StudyKind = Literal["screening", "diagnostic", "followup", "followup_diag", "stereo", "needle_loc"]
 
@@ -1019,7 +1043,12 @@ def _side_word(side: str) -> str:
 
 
 def _plan_patient(
-    seed: int, p_idx: int, vendors: Sequence[str], home: str, used_ids: set[str]
+    seed: int,
+    p_idx: int,
+    vendors: Sequence[str],
+    home: str,
+    used_ids: set[str],
+    mix: StudyMix,
 ) -> list[_StudyPlan]:
     """The studies of one patient over time: kinds, dates, vendors, clips (kept once placed)."""
     rng = np.random.default_rng([seed, 1, p_idx])
@@ -1035,12 +1064,12 @@ def _plan_patient(
     n_studies = int(rng.choice([1, 2, 3], p=[0.55, 0.3, 0.15]))
     date = _dt.date(2014, 1, 1) + _dt.timedelta(days=int(rng.integers(0, 3300)))
     clips: dict[str, str] = {}
-    if rng.random() < _P_PRIOR_CLIP:  # arrives with a clip from a biopsy elsewhere
+    if rng.random() < mix.prior_clip:  # arrives with a clip from a biopsy elsewhere
         clips[str(rng.choice(["L", "R"]))] = str(rng.choice(CLIP_KINDS))
     nipple_bbs = bool(rng.random() < 0.15)  # a site habit
     studies = []
     for _ in range(n_studies):
-        table = _KIND_AFTER_BIOPSY if clips else _KIND_NO_BIOPSY
+        table = mix.after_biopsy if clips else mix.no_biopsy
         kind = str(rng.choice(list(table), p=list(table.values())))
         if clips and rng.random() < 0.9:
             side = str(rng.choice(sorted(clips)))
@@ -1214,7 +1243,15 @@ def _header_marker_hint(img: _ImagePlan, study: _StudyPlan) -> bool:
     return any(w in (img.series_description or "").upper() for w in MARKER_HINT_WORDS)
 
 
-def _plan_archive(seed: int, studies: int, vendors: Sequence[str]) -> list[_StudyPlan]:
+def _check_mix(mix: str) -> StudyMix:
+    if mix not in MIXES:
+        raise ValueError(f"unknown study mix {mix!r}; choose from {', '.join(MIXES)}")
+    return MIXES[mix]
+
+
+def _plan_archive(
+    seed: int, studies: int, vendors: Sequence[str], mix: StudyMix = MIXES["enriched"]
+) -> list[_StudyPlan]:
     """Patients and their studies, in order, truncated to `studies` studies.
 
     Every vendor gets at least one study when `studies >= len(vendors)` (a patient's later
@@ -1228,7 +1265,7 @@ def _plan_archive(seed: int, studies: int, vendors: Sequence[str]) -> list[_Stud
     p_idx = 0
     while len(plans) < studies:
         home = order[p_idx % len(order)]
-        plans.extend(_plan_patient(seed, p_idx, vendors, home, used))
+        plans.extend(_plan_patient(seed, p_idx, vendors, home, used, mix))
         p_idx += 1
     plans = plans[:studies]
     for vendor in order:
@@ -1244,7 +1281,7 @@ def _plan_archive(seed: int, studies: int, vendors: Sequence[str]) -> list[_Stud
 
 
 def plan_labels(
-    *, studies: int, seed: int, vendors: Sequence[str] | None = None
+    *, studies: int, seed: int, vendors: Sequence[str] | None = None, mix: str = "enriched"
 ) -> list[dict[str, object]]:
     """The per-image labels `generate_archive` would write, without making any pixels.
 
@@ -1253,7 +1290,7 @@ def plan_labels(
     """
     vendors = _check_vendors(vendors)
     out: list[dict[str, object]] = []
-    for s_idx, study in enumerate(_plan_archive(seed, studies, vendors)):
+    for s_idx, study in enumerate(_plan_archive(seed, studies, vendors, _check_mix(mix))):
         profile = VENDOR_PROFILES[study.vendor]
         for i_idx, ip in enumerate(study.images):
             out.append(
@@ -1320,6 +1357,7 @@ def generate_archive(
     transfer_syntaxes: Sequence[str] | None = None,
     progress: Callable[[int], None] | None = None,
     ground_truth: Path | None = None,
+    mix: str = "enriched",
 ) -> list[SynthImage]:
     """Write a synthetic archive under out/ and out/ground_truth.csv; deterministic by seed.
 
@@ -1331,14 +1369,14 @@ def generate_archive(
     multiplies the pixel spacing by 8. Transfer syntaxes (names of
     `dicom_write.TRANSFER_SYNTAXES` or UIDs) are cycled through within each study, from the
     vendor's list or from `transfer_syntaxes` when given. `progress` receives the number of
-    images written so far after each image.
+    images written so far after each image. `mix` names the study mix (`MIXES`).
     """
     out = Path(out)
     if size not in ("full", "small"):
         raise ValueError(f"size must be 'full' or 'small', got {size!r}")
     vendors = _check_vendors(vendors)
     forced = _resolve_syntaxes(transfer_syntaxes) if transfer_syntaxes else None
-    plans = _plan_archive(seed, studies, vendors)
+    plans = _plan_archive(seed, studies, vendors, _check_mix(mix))
     uid_key = ("mammo-synth", seed, size, ",".join(vendors))
     images: list[SynthImage] = []
     for s_idx, study in enumerate(plans):
