@@ -132,32 +132,37 @@ def run_loop(name, pool, holdout, arrays, args, seed: int, work: Path) -> list[d
     hold_x = np.stack([arrays[(e.sop_instance_uid, e.frame)] for e in holdout])
     curve, round_no = [], 0
     while True:
-        t0 = time.perf_counter()
-        snapshot = Snapshot(labeled + holdout, 0, len(labeled), 0)
-        out = work / f"{name}_{seed}_{round_no}"
-        config = TrainConfig(size=args.size, epochs=args.epochs, seed=seed)
-        card = train(snapshot, out, config)
-        model = OnnxModel(out / "model.onnx")
-        result = evaluate(y_hold, model.probs(hold_x), card["thresholds"])
-        found = {"biopsy": sum(e.biopsy for e in labeled), "mag": sum(e.mag for e in labeled)}
-        curve.append(
-            {"labels": len(labeled), "seconds": round(time.perf_counter() - t0, 1)}
-            | {"labeled_positives": found}
-            | result
-        )
-        b, m = result["biopsy"], result["mag"]
-        print(f"  {name:11s} seed {seed} {len(labeled):4d} labels: biopsy acc "
-              f"{b['accuracy']:.3f} AUC {b['auc'] or 0:.3f} | mag acc {m['accuracy']:.3f} "
-              f"AUC {m['auc'] or 0:.3f}; labeled positives {found['biopsy']} biopsy "
-              f"{found['mag']} mag ({curve[-1]['seconds']:.0f} s)", flush=True)  # fmt: skip
+        model = None
+        if len(labeled) >= args.train_from:  # below it (random only) picks need no model
+            t0 = time.perf_counter()
+            snapshot = Snapshot(labeled + holdout, 0, len(labeled), 0)
+            out = work / f"{name}_{seed}_{round_no}"
+            config = TrainConfig(size=args.size, epochs=args.epochs, seed=seed)
+            card = train(snapshot, out, config)
+            model = OnnxModel(out / "model.onnx")
+            result = evaluate(y_hold, model.probs(hold_x), card["thresholds"])
+            found = {"biopsy": sum(e.biopsy for e in labeled), "mag": sum(e.mag for e in labeled)}
+            curve.append(
+                {"labels": len(labeled), "seconds": round(time.perf_counter() - t0, 1)}
+                | {"labeled_positives": found}
+                | result
+            )
+            b, m = result["biopsy"], result["mag"]
+            print(f"  {name:11s} seed {seed} {len(labeled):4d} labels: biopsy acc "
+                  f"{b['accuracy']:.3f} AUC {b['auc'] or 0:.3f} | mag acc {m['accuracy']:.3f} "
+                  f"AUC {m['auc'] or 0:.3f}; labeled positives {found['biopsy']} biopsy "
+                  f"{found['mag']} mag ({curve[-1]['seconds']:.0f} s)", flush=True)  # fmt: skip
         if round_no + 1 >= len(schedule):
             break
         taken = {(e.sop_instance_uid, e.frame) for e in labeled}
         rest = [e for e in pool if (e.sop_instance_uid, e.frame) not in taken]
         if not rest:
             break
-        probs = model.probs(np.stack([arrays[(e.sop_instance_uid, e.frame)] for e in rest]))
-        scores = uncertainty(probs, combine=args.combine)
+        if model is None:
+            scores = np.zeros(len(rest))
+        else:
+            probs = model.probs(np.stack([arrays[(e.sop_instance_uid, e.frame)] for e in rest]))
+            scores = uncertainty(probs, combine=args.combine)
         candidates = [
             Candidate(e.sop_instance_uid, e.frame, e.study_instance_uid, e.manufacturer, float(s))
             for e, s in zip(rest, scores, strict=True)
@@ -261,6 +266,11 @@ def main() -> int:
     )  # fmt: skip
     ap.add_argument("--until", type=int, default=1000, help="... up to this many labels")
     ap.add_argument("--target", type=float, default=0.97)
+    ap.add_argument(
+        "--train-from", type=int, default=0,
+        help="random only: replay the picks of the rounds below this many labels without "
+        "training (the same picks as a full run), to extend a curve cheaply",
+    )  # fmt: skip
     ap.add_argument("--strategies", nargs="+", default=["uncertainty", "random"],
                     choices=["uncertainty", "random"])  # fmt: skip
     ap.add_argument("--explore", type=float, default=0.2, help="uncertainty: random share")
@@ -285,9 +295,13 @@ def main() -> int:
         ap.error("--start must be positive and at most --stop")
     if not 0 <= args.explore <= 1 or args.per_study < 1:
         ap.error("--explore must be in [0, 1] and --per-study at least 1")
+    if args.train_from and args.strategies != ["random"]:
+        ap.error("--train-from replays random picks only: use it with --strategies random")
     args.schedule = _rounds(args.start, args.stop, args.step)
     if args.then and args.until > args.stop:
         args.schedule += _rounds(args.stop, args.until, args.then)[1:]
+    if args.train_from > args.schedule[-1]:
+        ap.error(f"--train-from {args.train_from} is past the last round ({args.schedule[-1]})")
     os.environ.setdefault("MAMMO_PATIENT_SALT", "bench-salt")
     from mammo_dagster.core import preprocess
 
