@@ -245,12 +245,14 @@ def plot(means: dict, target: float, path: Path, title: str) -> None:
 
 
 def main() -> int:
+    from mammo_dagster.core.synthetic import MIXES
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--studies", type=int, default=160)
     ap.add_argument("--matrix", choices=["small", "full"], default="small")
     ap.add_argument(
-        "--mix", choices=["enriched", "screening"], default="enriched",
-        help="study mix of the archive (core.synthetic.MIXES): enriched ~32%% marker / ~28%% "
+        "--mix", choices=list(MIXES), default="enriched",
+        help="study mix of the archive (core.synthetic.MIXES): enriched ~30%% marker / ~25%% "
         "mag images; screening ~6%% / ~5%%, as a screening practice's archive",
     )  # fmt: skip
     ap.add_argument("--thumb", type=int, default=128, help="thumbnail size")
@@ -269,7 +271,9 @@ def main() -> int:
     ap.add_argument(
         "--train-from", type=int, default=0,
         help="random only: replay the picks of the rounds below this many labels without "
-        "training (the same picks as a full run), to extend a curve cheaply",
+        "training, to extend a curve cheaply (the same picks as a full run with the same "
+        "--studies --mix --thumb --start --step --stop --seeds); labels to target then count "
+        "trained rounds only, so the first one reads 'at most'",
     )  # fmt: skip
     ap.add_argument("--strategies", nargs="+", default=["uncertainty", "random"],
                     choices=["uncertainty", "random"])  # fmt: skip
@@ -362,22 +366,23 @@ def main() -> int:
                   f"{cells[3]:>13}")  # fmt: skip
     keys = ("biopsy_accuracy", "mag_accuracy", "both_accuracy",
             "biopsy_balanced_accuracy", "mag_balanced_accuracy")  # fmt: skip
-    reach = {
-        key: {name: labels_to_reach(means[name], key, args.target) for name in means}
-        for key in keys
-    }
+    first = min((n for n in args.schedule if n >= args.train_from), default=None)
+
+    def reached(curve: list[dict], key: str) -> int | str | None:
+        n = labels_to_reach(curve, key, args.target)
+        # --train-from: the target may have been reached in a round that was not trained
+        return f"<={n}" if n is not None and n == first and first > args.schedule[0] else n
+
+    reach = {key: {name: reached(means[name], key) for name in means} for key in keys}
     print(f"\nlabels needed to reach {args.target:.0%} hold-out accuracy (mean curve):")
     for key, by in reach.items():
         u, r = by.get("uncertainty"), by.get("random")
-        ratio = f" ({u / r:.0%} of random's)" if u and r else ""
+        ratio = f" ({u / r:.0%} of random's)" if isinstance(u, int) and isinstance(r, int) else ""
         cells = ", ".join(f"{name} {n or 'not reached'}" for name, n in by.items())
         name = key.removesuffix("_accuracy").replace("_balanced", " (balanced accuracy)")
         print(f"  {name:6s}: {cells}{ratio}")
     per_seed = {
-        key: {
-            name: [labels_to_reach(flat(c), key, args.target) for c in curves[name]]
-            for name in curves
-        }
+        key: {name: [reached(flat(c), key) for c in curves[name]] for name in curves}
         for key in keys
     }
     print("  per seed:", json.dumps(per_seed))

@@ -547,7 +547,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--mix",
         choices=list(MIXES),
         default="enriched",
-        help="study mix: enriched (~32%% of images with a marker, ~28%% mag; small archives "
+        help="study mix: enriched (~30%% of images with a marker, ~25%% mag; small archives "
         "hold every class) or screening (mostly screening studies: ~6%% marker, ~5%% mag) "
         "(default enriched)",
     )

@@ -50,3 +50,43 @@ def test_mean_curve_and_labels_to_reach() -> None:
     assert bench.labels_to_reach(bench.flat(seed1), "mag_balanced_accuracy", 0.995) is None
     old = [{k: v for k, v in _row(50, 0.9, None, 0).items() if k != "labeled_positives"}]
     assert bench.mean_curve([old])[0]["biopsy_labeled_positives"] is None  # older results
+
+
+def test_train_from_replays_the_random_picks_of_a_full_run(monkeypatch, tmp_path) -> None:
+    import argparse
+
+    import mammo_dagster.core.onnx_model as onnx_model
+    import mammo_dagster.core.train as train_module
+    from mammo_dagster.core.dataset import Example
+
+    trained: list[list[str]] = []  # the training set of each trained round
+
+    def fake_train(snapshot, out, config):
+        trained.append(sorted(e.sop_instance_uid for e in snapshot.split("train")))
+        return {"thresholds": {"biopsy": 0.5, "mag": 0.5}}
+
+    class FakeModel:
+        def __init__(self, path) -> None: ...
+
+        def probs(self, x: np.ndarray) -> np.ndarray:
+            return np.full((len(x), 2), 0.3, np.float32)
+
+    monkeypatch.setattr(train_module, "train", fake_train)
+    monkeypatch.setattr(onnx_model, "OnnxModel", FakeModel)
+    pool = [Example(f"1.2.{i}", 0, "", i % 7 == 0, i % 5 == 0, "train", f"p{i // 3}", f"s{i // 3}",
+                    "ge") for i in range(60)]  # fmt: skip
+    holdout = [Example("9.9", 0, "", True, False, "holdout", "h", "hs", "ge"),
+               Example("9.8", 0, "", False, False, "holdout", "h", "hs", "ge")]  # fmt: skip
+    arrays = {(e.sop_instance_uid, 0): np.zeros((2, 4, 4), np.float32) for e in pool + holdout}
+    args = argparse.Namespace(explore=0.2, per_study=2, combine="mean", size=4, epochs=1,
+                              schedule=[10, 20, 30, 40], train_from=0)  # fmt: skip
+    full = bench.run_loop("random", pool, holdout, arrays, args, 3, tmp_path)
+    full_sets = list(trained)
+    trained.clear()
+    args.train_from = 30
+    replay = bench.run_loop("random", pool, holdout, arrays, args, 3, tmp_path)
+    assert [r["labels"] for r in full] == [10, 20, 30, 40]
+    assert [r["labels"] for r in replay] == [30, 40]  # rounds below 30 were not trained
+    assert trained == full_sets[2:]  # ... yet the same images were picked
+    assert replay[-1]["labeled_positives"] == full[-1]["labeled_positives"]
+    assert len(set(full_sets[-1])) == 40 and set(full_sets[0]) < set(full_sets[1])

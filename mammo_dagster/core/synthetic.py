@@ -986,7 +986,8 @@ class StudyMix:
 #: Named study mixes. "enriched" (the default) is tuned for ~55/20/15/10 % of
 #: neither/marker/mag/both images so that small archives hold every class (see
 #: tests/test_synthetic.py); "screening" is an archive as a screening practice keeps it,
-#: where most studies are screening and flagged images are rare (~7 % marker, ~4 % mag).
+#: where most studies are screening or follow-up and flagged images are rare (~6 % marker,
+#: ~5 % mag).
 MIXES: dict[str, StudyMix] = {
     "enriched": StudyMix(
         {"screening": 0.45, "diagnostic": 0.45, "stereo": 0.06, "needle_loc": 0.04},
@@ -1377,7 +1378,9 @@ def generate_archive(
     vendors = _check_vendors(vendors)
     forced = _resolve_syntaxes(transfer_syntaxes) if transfer_syntaxes else None
     plans = _plan_archive(seed, studies, vendors, _check_mix(mix))
-    uid_key = ("mammo-synth", seed, size, ",".join(vendors))
+    uid_key: tuple = ("mammo-synth", seed, size, ",".join(vendors))
+    if mix != "enriched":  # another mix's archive of the same seed holds other images
+        uid_key += (mix,)
     images: list[SynthImage] = []
     for s_idx, study in enumerate(plans):
         profile = VENDOR_PROFILES[study.vendor]
