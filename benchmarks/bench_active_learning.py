@@ -100,17 +100,19 @@ def evaluate(y: np.ndarray, p: np.ndarray, thresholds: dict) -> dict:
 
     out = {}
     for k, flag in enumerate(FLAGS):
-        pos, flagged = y[:, k] == 1, p[:, k] >= 0.5
-        recall = float(np.mean(flagged[pos])) if pos.any() else None
-        specificity = float(np.mean(~flagged[~pos])) if (~pos).any() else None
+        at = metrics.at_threshold(y[:, k], p[:, k], 0.5)
+        tn, fp = at["confusion"]["tn"], at["confusion"]["fp"]
+        specificity = tn / (tn + fp) if tn + fp else None
         out[flag] = {
-            "accuracy": float(np.mean(flagged == pos)),
+            "accuracy": at["accuracy"],
             # a rare flag: accuracy rewards flagging nothing; this mean of the two does not
             "balanced_accuracy": None
-            if recall is None or specificity is None
-            else (recall + specificity) / 2,
-            "recall": recall,
-            "accuracy_at_threshold": float(np.mean((p[:, k] >= thresholds[flag]) == y[:, k])),
+            if at["recall"] is None or specificity is None
+            else (at["recall"] + specificity) / 2,
+            "recall": at["recall"],
+            "accuracy_at_threshold": metrics.at_threshold(y[:, k], p[:, k], thresholds[flag])[
+                "accuracy"
+            ],
             "auc": metrics.auc(y[:, k], p[:, k]),
         }
     out["both"] = {"accuracy": float(np.mean(((p >= 0.5) == y).all(axis=1)))}
