@@ -247,7 +247,7 @@ def plot(means: dict, target: float, path: Path, title: str) -> None:
 
 
 def main() -> int:
-    from mammo_dagster.core.synthetic import MIXES
+    from mammo_dagster.core.mixes import MIXES
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--studies", type=int, default=160)

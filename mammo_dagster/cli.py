@@ -19,8 +19,8 @@ from .core.config import ENV_HOME, mammo_home
 from .core.decode import DEFAULT_OVERSAMPLE
 from .core.dicom_write import TRANSFER_SYNTAXES, VENDOR_PROFILES
 from .core.files import atomic_write
+from .core.mixes import MIXES
 from .core.preprocess import FLAGS, INPUT_SIZE
-from .core.synthetic import MIXES
 
 
 class CliError(Exception):

@@ -41,6 +41,7 @@ from mammo_dagster.core.dicom_write import (
     stable_uid,
     write,
 )
+from mammo_dagster.core.mixes import MIXES, StudyMix, study_mix
 
 __all__ = [
     "BIOPSY_KINDS",
@@ -973,34 +974,6 @@ _GIVEN = (
 )
 
 
-@dataclass(frozen=True)
-class StudyMix:
-    """How often each study kind occurs: by whether the patient carries a clip, and how
-    many patients arrive with one."""
-
-    no_biopsy: dict[str, float]
-    after_biopsy: dict[str, float]
-    prior_clip: float
-
-
-#: Named study mixes. "enriched" (the default) is tuned for ~55/20/15/10 % of
-#: neither/marker/mag/both images so that small archives hold every class (see
-#: tests/test_synthetic.py); "screening" is an archive as a screening practice keeps it,
-#: where most studies are screening or follow-up and flagged images are rare (~6 % marker,
-#: ~5 % mag).
-MIXES: dict[str, StudyMix] = {
-    "enriched": StudyMix(
-        {"screening": 0.45, "diagnostic": 0.45, "stereo": 0.06, "needle_loc": 0.04},
-        {"followup": 0.28, "followup_diag": 0.67, "stereo": 0.02, "needle_loc": 0.03},
-        0.4,
-    ),
-    "screening": StudyMix(
-        {"screening": 0.89, "diagnostic": 0.09, "stereo": 0.012, "needle_loc": 0.008},
-        {"followup": 0.8, "followup_diag": 0.17, "stereo": 0.01, "needle_loc": 0.02},
-        0.06,
-    ),
-}
-
 StudyKind = Literal["screening", "diagnostic", "followup", "followup_diag", "stereo", "needle_loc"]
 
 
@@ -1244,14 +1217,8 @@ def _header_marker_hint(img: _ImagePlan, study: _StudyPlan) -> bool:
     return any(w in (img.series_description or "").upper() for w in MARKER_HINT_WORDS)
 
 
-def _check_mix(mix: str) -> StudyMix:
-    if mix not in MIXES:
-        raise ValueError(f"unknown study mix {mix!r}; choose from {', '.join(MIXES)}")
-    return MIXES[mix]
-
-
 def _plan_archive(
-    seed: int, studies: int, vendors: Sequence[str], mix: StudyMix = MIXES["enriched"]
+    seed: int, studies: int, vendors: Sequence[str], mix: StudyMix
 ) -> list[_StudyPlan]:
     """Patients and their studies, in order, truncated to `studies` studies.
 
@@ -1291,7 +1258,7 @@ def plan_labels(
     """
     vendors = _check_vendors(vendors)
     out: list[dict[str, object]] = []
-    for s_idx, study in enumerate(_plan_archive(seed, studies, vendors, _check_mix(mix))):
+    for s_idx, study in enumerate(_plan_archive(seed, studies, vendors, study_mix(mix))):
         profile = VENDOR_PROFILES[study.vendor]
         for i_idx, ip in enumerate(study.images):
             out.append(
@@ -1377,7 +1344,7 @@ def generate_archive(
         raise ValueError(f"size must be 'full' or 'small', got {size!r}")
     vendors = _check_vendors(vendors)
     forced = _resolve_syntaxes(transfer_syntaxes) if transfer_syntaxes else None
-    plans = _plan_archive(seed, studies, vendors, _check_mix(mix))
+    plans = _plan_archive(seed, studies, vendors, study_mix(mix))
     uid_key: tuple = ("mammo-synth", seed, size, ",".join(vendors))
     if mix != "enriched":  # another mix's archive of the same seed holds other images
         uid_key += (mix,)
