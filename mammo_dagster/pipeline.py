@@ -163,9 +163,14 @@ def turn_loop(
             if not execute("active_learning_sensor", request, active.retrain_job.name).success:
                 return runs, cursor, None
         done: set[str] = set()
+        model_cursor = None
         while True:
-            ctx = dg.build_sensor_context(instance=instance, resources=resources)
+            ctx = dg.build_sensor_context(
+                instance=instance, cursor=model_cursor, resources=resources
+            )
             tick = active.new_model_sensor(ctx)
+            if not isinstance(tick, dg.SkipReason):
+                model_cursor = tick.cursor
             todo = [] if isinstance(tick, dg.SkipReason) else tick.run_requests or []
             todo = [r for r in todo if r.run_key not in done]
             if not todo:

@@ -100,6 +100,35 @@ def test_active_learning_sensor(tmp_path, monkeypatch) -> None:
         assert isinstance(tick(follow_up.cursor), dg.SkipReason)
 
 
+def _predict(store: Store, drop: str, version: str = "m0001") -> None:
+    """What image_predictions writes for a drop's decodable frames."""
+    store.run(
+        lambda c: c.execute(
+            "INSERT OR REPLACE INTO image_predictions SELECT drop_name, sop_instance_uid, frame, "
+            "?, 0.1, 0.2, false, false, now() FROM dicom_index "
+            "WHERE drop_name = ? AND status = 'ok'",
+            [version, drop],
+        )
+    )
+
+
+def _nothing_new(store: Store, drop: str, status: str, n: int = 3) -> None:
+    """A drop indexed as only duplicates (or only bad files)."""
+    from mammo_dagster.core.index import IndexRow, save_index
+
+    rows = [IndexRow(drop, f"f{i}", 0, 10, "x", status, error_kind="not_dicom" if
+                     status == "error" else None) for i in range(n)]  # fmt: skip
+    save_index(store, drop, rows)
+
+
+def _run(instance: dg.DagsterInstance, tags: dict[str, str]) -> dg.DagsterRun:
+    """A run record as the daemon leaves it (not started until reported otherwise)."""
+    job = dg.Definitions(
+        assets=[dg.asset(name="x")(lambda: None)], jobs=[dg.define_asset_job("j", selection="x")]
+    ).resolve_job_def("j")
+    return instance.create_run_for_job(job_def=job, tags=tags)
+
+
 def test_new_model_sensor_predicts_every_drop_then_the_studies(tmp_path) -> None:
     home = tmp_path / "home"
     fake_catalog(home, 8, drop="d1")
@@ -114,11 +143,85 @@ def test_new_model_sensor_predicts_every_drop_then_the_studies(tmp_path) -> None
         write_current(home / "models", CurrentModel("m0001", 0, 0))
         first = new_model_sensor(dg.build_sensor_context(instance=instance, resources=resources))
         assert sorted(r.partition_key for r in first.run_requests) == ["d1", "d2"]
-        store.run(
-            lambda c: c.execute(
-                "INSERT INTO image_predictions SELECT drop_name, sop_instance_uid, frame, "
-                "'m0001', 0.1, 0.2, false, false, now() FROM dicom_index"
-            )
-        )
+        _predict(store, "d1")
+        _predict(store, "d2")
         done = new_model_sensor(dg.build_sensor_context(instance=instance, resources=resources))
         assert [r.job_name for r in done.run_requests] == ["study_csv"]
+
+
+def test_new_model_sensor_never_stalls_on_a_drop_with_nothing_to_predict(tmp_path) -> None:
+    """Duplicate-only, junk and failed drops are reported; new drops still reach the CSV."""
+    home = tmp_path / "home"
+    fake_catalog(home, 8, drop="d1")
+    store = Store(home / DB_NAME)
+    _nothing_new(store, "dup", "duplicate")
+    _nothing_new(store, "junk", "error")
+    resources = resources_for(home)
+    write_current(home / "models", CurrentModel("m0001", 0, 0))
+    (tmp_path / "dh").mkdir()
+    with dg.DagsterInstance.local_temp(tempdir=str(tmp_path / "dh")) as instance:
+        instance.add_dynamic_partitions("drops", ["d1", "dup", "junk"])
+
+        def tick(cursor=None):
+            ctx = dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources)
+            return new_model_sensor(ctx)
+
+        first = tick()
+        assert [r.partition_key for r in first.run_requests] == ["d1"]  # not dup, not junk
+        _predict(store, "d1")
+        studies = tick(first.cursor)
+        assert [r.job_name for r in studies.run_requests] == ["study_csv"]
+        idle = tick(studies.cursor)
+        assert isinstance(idle, dg.SkipReason)
+        assert "study CSV up to date (m0001: 8 images of 1 drops)" in idle.skip_message
+        assert "nothing to predict in dup (3 duplicates); junk (3 bad files)" in idle.skip_message
+
+        # a new drop arrives: its ingest run holds predictions back until it ends
+        fake_catalog(home, 4, drop="d2")
+        instance.add_dynamic_partitions("drops", ["d2"])
+        ingest = _run(instance, {"dagster/partition": "d2"})
+        waiting = tick(studies.cursor)
+        assert isinstance(waiting, dg.SkipReason)
+        assert waiting.skip_message.startswith("predictions pending for d2")
+        instance.report_run_canceled(ingest)  # its outcome doesn't matter here
+        second = tick(studies.cursor)
+        [request] = second.run_requests
+        assert request.partition_key == "d2"
+
+        # its predict run fails: reported, and the CSV goes ahead with the rest
+        failed = _run(instance, {"dagster/run_key": request.run_key, "dagster/partition": "d2"})
+        instance.report_run_failed(failed)
+        report = tick(second.cursor)  # the CSV it would write is the one already written
+        assert isinstance(report, dg.SkipReason)
+        assert report.skip_message.startswith("study CSV up to date (m0001: 8 images of 1 drops)")
+        assert f"d2 (4 of 4 frames unscored, run {failed.run_id[:8]} failure)" in (
+            report.skip_message
+        )
+
+        # a rerun of the drop's predictions (by hand) brings it into the next CSV
+        _predict(store, "d2")
+        final = tick(second.cursor)
+        assert [r.job_name for r in final.run_requests] == ["study_csv"]
+        assert final.run_requests[0].run_key == "m0001:studies:2:12"
+
+
+def test_new_model_sensor_predicts_a_drop_again_when_it_grows(tmp_path) -> None:
+    from mammo_dagster.core.index import save_drop_state
+
+    home = tmp_path / "home"
+    fake_catalog(home, 4, drop="d1")
+    store = Store(home / DB_NAME)
+    save_drop_state(store, "d1", "aaaaaaaaaaaa", 4)
+    resources = resources_for(home)
+    write_current(home / "models", CurrentModel("m0001", 0, 0))
+    (tmp_path / "dh").mkdir()
+    with dg.DagsterInstance.local_temp(tempdir=str(tmp_path / "dh")) as instance:
+        instance.add_dynamic_partitions("drops", ["d1"])
+        ctx = dg.build_sensor_context(instance=instance, resources=resources)
+        [first] = new_model_sensor(ctx).run_requests
+        assert first.run_key == "m0001:d1:aaaaaaaa"
+        _predict(store, "d1")
+        fake_catalog(home, 6, drop="d1")  # re-indexed with two more frames
+        save_drop_state(store, "d1", "bbbbbbbbbbbb", 6)
+        [grown] = new_model_sensor(ctx).run_requests
+        assert grown.run_key == "m0001:d1:bbbbbbbb" and grown.partition_key == "d1"

@@ -36,6 +36,7 @@ def test_ingest_a_drop(tmp_path: Path) -> None:
     assert checks["unique_sop_uids"].passed and checks["every_frame_has_a_thumbnail"].passed
     assert checks["failure_rate"].passed  # 2 junk files among a dozen images
     assert checks["failure_rate"].severity == dg.AssetCheckSeverity.WARN
+    assert checks["has_new_frames"].passed
 
     index_md = result.asset_materializations_for_node("dicom_index")[0].metadata
     assert index_md["frames"].value == len(images)
@@ -62,3 +63,31 @@ def test_ingest_a_drop(tmp_path: Path) -> None:
     save_index(store.store(), "junk", rows)
     warned = failure_rate(store.store())
     assert not warned.passed and warned.metadata["drops_over_threshold"].value == {"junk": 1.0}
+
+
+def test_a_duplicate_only_drop_warns_and_indexes_nothing_new(tmp_path: Path) -> None:
+    import shutil
+
+    home = tmp_path / "home"
+    first = home / "incoming" / "d1"
+    images = generate_archive(
+        first, studies=1, seed=4, size="small", ground_truth=tmp_path / "truth.csv"
+    )
+    shutil.copytree(first, home / "incoming" / "again")  # the same images re-sent
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("drops", ["d1", "again"])
+    resources = {"paths": MammoHome(home=str(home)), "store": StoreResource(
+        path=str(home / "mammo.duckdb"))}  # fmt: skip
+    checks = {}
+    for drop in ("d1", "again"):
+        result = dg.materialize(
+            [dicom_index], partition_key=drop, instance=instance, resources=resources
+        )
+        assert result.success  # a warning, never a failed run
+        checks[drop] = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert checks["d1"]["has_new_frames"].passed
+    warned = checks["again"]["has_new_frames"]
+    assert not warned.passed and warned.severity == dg.AssetCheckSeverity.WARN
+    n = len(images)
+    assert warned.metadata["duplicates"].value == n and warned.metadata["new_frames"].value == 0
+    assert warned.description == f"nothing new: {n} duplicate frames, 0 bad files"

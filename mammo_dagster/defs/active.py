@@ -3,8 +3,8 @@
 - `active_learning_sensor`: once N new labels (``$MAMMO_RETRAIN_EVERY``, default 50)
   arrived since the data the current model was trained on, one `retrain` run
   (training_set -> trained_model -> onnx_model -> labeling_queue); never two at once.
-- `new_model_sensor`: when the current model changes, image_predictions for every
-  drop, then study_predictions once they are all in.
+- `new_model_sensor`: image_predictions wherever the current model has frames to score
+  (a new model, a new or grown drop), then study_predictions once none is pending.
 """
 
 import json
@@ -16,6 +16,7 @@ import numpy as np
 from mammo_dagster.core.active import Candidate, strategy, uncertainty
 from mammo_dagster.core.batch import thumbnail_name
 from mammo_dagster.core.config import retrain_every
+from mammo_dagster.core.coverage import DropCoverage, prediction_coverage
 from mammo_dagster.core.modelstore import current_model_file, read_current
 from mammo_dagster.core.splits import split_of
 
@@ -117,9 +118,7 @@ retrain_job = dg.define_asset_job(
     description="Learn from the labels: training set, model, ONNX (+checks), new queue.",
     tags={"mammo/job": "retrain"},  # run queues limit retrains by this tag (deploy/)
 )
-predict_drop_job = dg.define_asset_job(
-    "predict_drop", selection=[image_predictions], partitions_def=drops
-)
+predict_drop_job = dg.define_asset_job("predict_drop", selection=[image_predictions])
 study_job = dg.define_asset_job("study_csv", selection=[study_predictions])
 
 IN_FLIGHT = [
@@ -170,31 +169,96 @@ def active_learning_sensor(
     )
 
 
+def _runs_by_key(instance: dg.DagsterInstance, keys: list[str]) -> dict[str, dg.DagsterRun]:
+    """The newest run for each of `keys` (run keys), if any."""
+    if not keys:
+        return {}
+    records = instance.get_run_records(dg.RunsFilter(tags={"dagster/run_key": keys}))
+    runs: dict[str, dg.DagsterRun] = {}
+    for record in records:  # newest first
+        runs.setdefault(record.dagster_run.tags["dagster/run_key"], record.dagster_run)
+    return runs
+
+
+def _partitions_in_flight(instance: dg.DagsterInstance) -> set[str]:
+    """Drops that a run (ingest, predict, backfill) is working on right now."""
+    records = instance.get_run_records(dg.RunsFilter(statuses=IN_FLIGHT))
+    return {p for r in records if (p := r.dagster_run.tags.get("dagster/partition"))}
+
+
+def predict_run_key(version: str, drop: DropCoverage) -> str:
+    """Once per model and indexed state of a drop: a drop that grows is predicted again."""
+    state = f":{drop.fingerprint[:8]}" if drop.fingerprint else ""
+    return f"{version}:{drop.drop_name}{state}"
+
+
 @dg.sensor(minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
            jobs=[predict_drop_job, study_job])  # fmt: skip
 def new_model_sensor(
     context: dg.SensorEvaluationContext, paths: MammoHome, store: StoreResource
 ) -> dg.SensorResult | dg.SkipReason:
-    """A new current model: predictions for every drop, then the study CSV."""
+    """Predictions with the current model for every drop that has frames it has not scored
+    (a new model, a new or grown drop), then the study CSV once none is pending.
+
+    A drop with nothing to predict (only duplicates or bad files), or whose predict run
+    ended without covering every frame (failed, or frames without thumbnails), is reported
+    in the skip reason and never holds the CSV back.
+    """
     current = read_current(paths.models)
     if current is None:
         return dg.SkipReason("no current model yet")
-    indexed, predicted = store.store().run(
-        lambda c: (
-            [d for (d,) in c.execute("SELECT DISTINCT drop_name FROM dicom_index").fetchall()],
-            {d for (d,) in c.execute(
-                "SELECT DISTINCT drop_name FROM image_predictions WHERE model_version = ?",
-                [current.version]).fetchall()},
-        ),
-        read_only=True,
-    )  # fmt: skip
+    coverage = prediction_coverage(store.store(), current.version)
     known = set(context.instance.get_dynamic_partitions(drops.name))
-    todo = [d for d in indexed if d not in predicted and d in known]
-    requests = [
-        dg.RunRequest(run_key=f"{current.version}:{d}", partition_key=d, job_name="predict_drop")
-        for d in todo
-    ]
-    if not todo and indexed:
-        key = f"{current.version}:studies:{len(predicted)}"  # again when a drop joins
-        requests.append(dg.RunRequest(run_key=key, job_name="study_csv"))
-    return dg.SensorResult(run_requests=requests, cursor=current.version)
+    pending = [d for d in coverage if d.drop_name in known and d.unpredicted > 0]
+    busy = _partitions_in_flight(context.instance) if pending else set()
+    runs = _runs_by_key(context.instance, [predict_run_key(current.version, d) for d in pending])
+    requests, waiting, settled = [], [], []
+    for d in pending:
+        key = predict_run_key(current.version, d)
+        if d.drop_name in busy:
+            waiting.append(d.drop_name)
+        elif key not in runs:
+            requests.append(
+                dg.RunRequest(run_key=key, partition_key=d.drop_name, job_name="predict_drop")
+            )
+        else:  # its run for this state ended and left frames unscored
+            run = runs[key]
+            settled.append(
+                f"{d.drop_name} ({d.unpredicted} of {d.frames} frames unscored, "
+                f"run {run.run_id[:8]} {run.status.value.lower()})"
+            )
+    cursor = _cursor(context.cursor)
+    if requests:
+        return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor))
+    notes = [f"predictions pending for {', '.join(waiting)} (a run is working on them)"]
+    notes = notes if waiting else []
+    empty = [d.describe() for d in coverage if d.nothing_to_predict]
+    if empty:
+        notes.append(f"nothing to predict in {'; '.join(empty)}")
+    if settled:
+        notes.append(f"incomplete: {'; '.join(settled)}")
+    if waiting:
+        return dg.SkipReason("; ".join(notes))
+    covered = [d for d in coverage if d.predicted]
+    if not covered:
+        return dg.SkipReason("; ".join(["no predictions to aggregate yet", *notes]))
+    images = sum(d.predicted for d in covered)
+    key = f"{current.version}:studies:{len(covered)}:{images}"  # again when frames join
+    summary = f"{current.version}: {images} images of {len(covered)} drops"
+    if cursor.get("studies") == key:
+        return dg.SkipReason("; ".join([f"study CSV up to date ({summary})", *notes]))
+    for note in notes:
+        context.log.warning(note)
+    return dg.SensorResult(
+        run_requests=[dg.RunRequest(run_key=key, job_name="study_csv")],
+        cursor=json.dumps(cursor | {"studies": key}),
+    )
+
+
+def _cursor(raw: str | None) -> dict:
+    """The sensor's cursor (older versions stored a bare model version: start afresh)."""
+    try:
+        value = json.loads(raw) if raw else {}
+    except json.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}

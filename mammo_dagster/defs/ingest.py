@@ -10,6 +10,7 @@ from PIL import Image
 
 from mammo_dagster.core.batch import thumbnail_folder, thumbnail_name
 from mammo_dagster.core.index import (
+    IndexRow,
     drop_state,
     index_folder,
     indexed_files,
@@ -57,6 +58,12 @@ INDEX_CHECKS = [
         asset="dicom_index",
         description=f"WARN when a drop's failure rate exceeds {FAILURE_RATE_WARN:.0%}.",
     ),
+    dg.AssetCheckSpec(
+        "has_new_frames",
+        asset="dicom_index",
+        description="WARN when the drop holds no new decodable frame (only duplicates of "
+        "frames indexed before, or bad files): nothing in it will be predicted.",
+    ),
 ]
 THUMBNAIL_CHECKS = [
     dg.AssetCheckSpec(
@@ -97,7 +104,7 @@ def dicom_index(
             "vendors": _table(Counter(r.manufacturer for r in ok), "manufacturer"),
             "transfer_syntaxes": _table(Counter(r.transfer_syntax for r in ok), "syntax"),
         },
-        check_results=[unique_sop_uids(db), failure_rate(db)],
+        check_results=[unique_sop_uids(db), failure_rate(db), has_new_frames(rows)],
     )
 
 
@@ -189,6 +196,25 @@ def failure_rate(db: Store) -> dg.AssetCheckResult:
         passed=not bad,
         severity=dg.AssetCheckSeverity.WARN,
         metadata={"drops_over_threshold": dg.MetadataValue.json(bad)},
+    )
+
+
+def has_new_frames(rows: list[IndexRow]) -> dg.AssetCheckResult:
+    """WARN when none of the drop's rows is a new decodable frame."""
+    status = Counter(r.status for r in rows)
+    return dg.AssetCheckResult(
+        asset_key="dicom_index",
+        check_name="has_new_frames",
+        passed=status["ok"] > 0,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=None
+        if status["ok"]
+        else f"nothing new: {status['duplicate']} duplicate frames, {status['error']} bad files",
+        metadata={
+            "new_frames": status["ok"],
+            "duplicates": status["duplicate"],
+            "bad_files": status["error"],
+        },
     )
 
 
