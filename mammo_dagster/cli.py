@@ -21,6 +21,7 @@ from .core.dicom_write import TRANSFER_SYNTAXES, VENDOR_PROFILES
 from .core.files import atomic_write
 from .core.mixes import MIXES
 from .core.preprocess import FLAGS, INPUT_SIZE
+from .core.realism import DISTRACTORS, SHIFTS
 
 
 class CliError(Exception):
@@ -89,17 +90,19 @@ def cmd_synth(args: argparse.Namespace) -> int:
     out = _folder(Path(args.out), empty=True)
     truth = Path(args.ground_truth) if args.ground_truth else out / "ground_truth.csv"
     _new_file(truth, ".csv")
+    realism, vendors, syntaxes = _realism(args)
     with _progress(None, "synth", args.quiet) as bar:
         images = generate_archive(
             out,
             studies=args.studies,
             seed=args.seed,
             size=args.size,
-            vendors=args.vendor or None,
-            transfer_syntaxes=args.transfer_syntax or None,
+            vendors=vendors,
+            transfer_syntaxes=syntaxes,
             progress=bar.update,
             ground_truth=truth,
             mix=args.mix,
+            realism=realism,
         )
     classes = Counter(
         {
@@ -116,7 +119,46 @@ def cmd_synth(args: argparse.Namespace) -> int:
         f"to {out} ({', '.join(f'{k}: {v}' for k, v in sorted(classes.items()))}); "
         f"ground truth: {truth}"
     )
+    if realism.describe() != "base" or syntaxes or vendors:
+        print(f"realism: {realism.describe()}"
+              + (f"; syntaxes {', '.join(syntaxes)}" if syntaxes else "")
+              + (f"; vendors {', '.join(vendors)}" if vendors else ""))  # fmt: skip
     return 0
+
+
+def _realism(args: argparse.Namespace):
+    """(Realism, vendors, transfer syntaxes) from --shift and the single options, which
+    override what the shift sets."""
+    import dataclasses
+
+    from .core.realism import SHIFTS, Realism, parse_range
+
+    shift = SHIFTS[args.shift] if getattr(args, "shift", None) else None
+    realism = shift.realism if shift else Realism()
+    changes: dict = {}
+    try:
+        if getattr(args, "metal_level", None):
+            changes["metal_level"] = parse_range(args.metal_level)
+        if getattr(args, "letter_level", None):
+            changes["letter_level"] = parse_range(args.letter_level)
+        if getattr(args, "distractors", None):
+            changes["distractors"] = tuple(d for d in args.distractors.split(",") if d)
+        if getattr(args, "no_paddle_band", False):
+            changes["paddle_band"] = False
+        for name in ("matrix_scale", "declared_bits", "j2k_ratio", "jpeg_quality"):
+            if getattr(args, name, None) is not None:
+                changes[name] = getattr(args, name)
+        realism = dataclasses.replace(realism, **changes)
+    except ValueError as e:
+        message = str(e)
+        for f in dataclasses.fields(Realism):  # say it as the options are spelled
+            message = message.replace(f.name, "--" + f.name.replace("_", "-"))
+        raise CliError(message) from None
+    vendors = args.vendor or (list(shift.vendors) if shift and shift.vendors else None)
+    syntaxes = args.transfer_syntax or (
+        list(shift.transfer_syntaxes) if shift and shift.transfer_syntaxes else None
+    )
+    return realism, vendors, syntaxes
 
 
 def _inspect_one(path: Path, exact: bool) -> dict:
@@ -173,7 +215,9 @@ def cmd_thumbnail(args: argparse.Namespace) -> int:
         exact=args.exact,
         oversample=args.oversample,
     )
-    save_png(thumb.image, _new_file(Path(args.out), ".png"))
+    save_png(
+        thumb.image, _new_file(Path(args.out), ".png"), thumb.render, thumb.patches, thumb.spots
+    )
     print(f"{args.out}: {thumb.image.shape[1]}x{thumb.image.shape[0]} px, {thumb.voi.describe()}")
     return 0
 
@@ -555,8 +599,44 @@ def build_parser() -> argparse.ArgumentParser:
         "--transfer-syntax",
         action="append",
         choices=list(TRANSFER_SYNTAXES),
-        help="force a transfer syntax (repeatable; default: each vendor's own)",
+        help="force a transfer syntax (repeatable; default: each vendor's own); "
+        "j2k-lossy, jpeg-lossy (12-bit) and jpeg8 (an 8-bit copy) are lossy",
     )
+    shifts = p.add_argument_group(
+        "realism", "move the archive away from the base generator (another hospital's archive)"
+    )
+    shifts.add_argument(
+        "--shift",
+        choices=list(SHIFTS),
+        help="a named shift (the robustness benchmark's); the options below override it",
+    )
+    shifts.add_argument(
+        "--metal-level",
+        metavar="LO-HI",
+        help="metal plateau as a fraction of the stored maximum, e.g. 0.85-0.95 (default 1)",
+    )
+    shifts.add_argument(
+        "--letter-level", metavar="LO-HI", help="the same for lead letters (default 1)"
+    )
+    shifts.add_argument(
+        "--distractors",
+        metavar="LIST",
+        help=f"put these in every image (comma-separated: {','.join(DISTRACTORS)})",
+    )
+    shifts.add_argument(
+        "--no-paddle-band", action="store_true", help="mag views without the paddle's bright band"
+    )
+    shifts.add_argument(
+        "--matrix-scale", type=float, help="rescale the detector matrix (same field of view)"
+    )
+    shifts.add_argument(
+        "--declared-bits",
+        type=int,
+        metavar="N",
+        help="BitsStored written in the header (e.g. 16 for 12-bit data)",
+    )
+    shifts.add_argument("--j2k-ratio", type=float, help="j2k-lossy compression ratio (15)")
+    shifts.add_argument("--jpeg-quality", type=int, help="jpeg-lossy / jpeg8 quality (85)")
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser(
@@ -727,6 +807,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--history", action="store_true", help="export: every event (labels, skips, undos)"
     )
     p.set_defaults(func=cmd_labels)
+
+    p = sub.add_parser(
+        "weights",
+        parents=[common],
+        help="bring ImageNet ResNet18 weights in offline, or show which are cached",
+        description="Training starts from ImageNet weights when torch's hub cache holds "
+        "them; nothing is downloaded at run time. `import FILE` checks a torchvision "
+        "resnet18 state dict (e.g. resnet18-f37072fd.pth copied from another machine) and "
+        "puts it there.",
+    )
+    p.add_argument("action", choices=["status", "import"])
+    p.add_argument("file", nargs="?", help="import: the .pth file")
+    p.set_defaults(func=cmd_weights)
     return parser
 
 
@@ -849,6 +942,25 @@ def cmd_predict(args: argparse.Namespace) -> int:
         f"images scored, {report.errors} without an image -> {report.studies} studies in "
         f"{report.output}\n  image rows: {report.images_csv}\n  errors: {report.errors_csv}"
     )
+    return 0
+
+
+def cmd_weights(args: argparse.Namespace) -> int:
+    try:
+        from .core import weights
+    except ImportError as e:  # pragma: no cover - an install without torch
+        raise CliError(f"needs the train extra (torch): {e}") from None
+    if args.action == "import":
+        if not args.file:
+            raise CliError("import needs the weights file: mammo weights import FILE")
+        dest = weights.import_weights(Path(args.file))
+        print(f"ImageNet ResNet18 weights in {dest}: training starts from them "
+              "(trained_model config pretrained: auto)")  # fmt: skip
+        return 0
+    found = weights.cached()
+    print(f"ImageNet ResNet18 weights: {found}" if found else
+          f"no ImageNet ResNet18 weights in {weights.cache_dir()}: training starts from "
+          "scratch (mammo weights import FILE brings them in)")  # fmt: skip
     return 0
 
 

@@ -70,7 +70,7 @@ def test_a_thumbnail_of_another_rendering_version_is_redone(tmp_path: Path) -> N
     drop = tmp_path / "drop"
     make_file(drop / "IM1", PX, "siemens", tag="v")
     out = tmp_path / "thumbs"
-    rows = thumbnail_folder(drop, out, size=32, workers=1, headroom=False)  # version 1
+    rows = thumbnail_folder(drop, out, size=32, workers=1, render="1")  # version 1
     assert [r.status for r in rows] == ["ok"]
     png = out / rows[0].thumbnail
     with Image.open(png) as im:

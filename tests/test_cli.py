@@ -47,6 +47,24 @@ def test_help_everywhere(cmd: str) -> None:
     assert out.returncode == 0 and "usage: mammo" in out.stdout and out.stderr == ""
 
 
+def test_synth_realism_options(tmp_path: Path) -> None:
+    out = mammo("synth", str(tmp_path / "a"), "--studies", "1", "--seed", "3",
+                "--shift", "metal-low", "--distractors", "letters", "--declared-bits", "16",
+                "--transfer-syntax", "j2k-lossy")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert ("realism: metal at 0.85-0.95, letters in every image, BitsStored 16 declared; "
+            "syntaxes j2k-lossy") in out.stdout  # fmt: skip
+    with (tmp_path / "a" / "ground_truth.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert {r["transfer_syntax"] for r in rows} == {"1.2.840.10008.1.2.4.91"}
+    assert any("letters" in r["marker_kind"] for r in rows)
+    bad = mammo("synth", str(tmp_path / "b"), "--metal-level", "0.9-0.8")
+    assert bad.returncode != 0 and bad.stdout == ""
+    assert bad.stderr.strip() == (
+        "mammo synth: --metal-level must satisfy 0.5 <= lo <= hi <= 1, got 0.9-0.8"
+    )
+
+
 def test_synth_inspect_thumbnail(tmp_path: Path) -> None:
     out = mammo("synth", str(tmp_path / "arch"), "--studies", "2", "--seed", "3")
     assert out.returncode == 0, out.stderr
@@ -233,3 +251,31 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     assert again.returncode == 0, again.stderr
     assert f"thumbnails: 0 rendered, {n} cached" in again.stdout
     assert "labels:" not in again.stdout  # the labels were kept, not added twice
+
+
+def test_weights_import_checks_the_file_and_fills_the_cache(tmp_path: Path, monkeypatch) -> None:
+    import torch
+    from torchvision.models import resnet18
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    out = mammo("weights", "status")
+    assert out.returncode == 0 and "no ImageNet ResNet18 weights" in out.stdout
+    bad = tmp_path / "bad.pth"
+    torch.save({"fc.weight": torch.zeros(3, 3)}, bad)
+    out = mammo("weights", "import", str(bad))
+    assert out.returncode == 1 and out.stderr.count("\n") == 1
+    assert "is not a torchvision ResNet18 with 1000 classes" in out.stderr
+    good = tmp_path / "r18.pth"
+    torch.save(resnet18(weights=None).state_dict(), good)  # ImageNet's shape (random values)
+    out = mammo("weights", "import", str(good))
+    assert out.returncode == 0, out.stderr
+    cached = tmp_path / "torch" / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    assert cached.exists() and str(cached) in out.stdout
+    assert str(cached) in mammo("weights", "status").stdout
+    # training finds them offline: the pretrained network builds from the cache
+    from mammo_dagster.core.network import network
+
+    net = network(pretrained=True, second_look=False)  # TORCH_HOME points at the cache
+    first = net[0][0][1]  # the first convolution, behind the metal channel
+    rgb = torch.load(cached, weights_only=True)["conv1.weight"]
+    torch.testing.assert_close(first.weight[:, 0], rgb.sum(dim=1))

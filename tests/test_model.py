@@ -3,7 +3,9 @@ current pointer, image and study predictions, and `mammo predict` on a folder wi
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 import shutil
 from pathlib import Path
@@ -178,8 +180,7 @@ def test_predict_a_folder_with_bad_files_and_resume(trained, tmp_path: Path) -> 
     from mammo_dagster.core.onnx_model import OnnxModel
 
     fp32 = OnnxModel(model)
-    thumbs = [preprocess.load(home / "thumbnails" / f"{s}_0.png", fp32.size) for s, _ in dagster]
-    p = fp32.probs(thumbs)[:, 0]
+    p = fp32.thumbnail_probs([home / "thumbnails" / f"{s}_0.png" for s, _ in dagster])[:, 0]
     assert np.max(np.abs(p - [float(by_sop[s]["prob_biopsy"]) for s, _ in dagster])) < 1e-4
 
     # an interrupted run: only the first few files were done
@@ -247,10 +248,18 @@ def test_a_model_and_its_thumbnails_must_share_the_rendering_contract(
         "decode_file",
         lambda *a, **kw: seen.append(kw["render"]) or real_decode(*a, **kw),
     )
+    from mammo_dagster.core.export import export_onnx
+    from mammo_dagster.core.network import ExportModel, network
+
     for name, render in (("legacy", None), ("future", "9")):
         folder = tmp_path / name
         folder.mkdir()
-        shutil.copy(home / "models" / "m0001" / "model.onnx", folder / "model.onnx")
+        if render is None:  # a one-input graph, as models before the second look were
+            old_net = ExportModel.wrap(network(metal=True, second_look=False))
+            with contextlib.redirect_stdout(io.StringIO()):
+                export_onnx(old_net, folder / "model.onnx", card["input_size"])
+        else:
+            shutil.copy(home / "models" / "m0001" / "model.onnx", folder / "model.onnx")
         pre = {k: v for k, v in card["preprocessing"].items() if k != "render"}
         pre |= {"render": render} if render else {}
         (folder / "card.json").write_text(json.dumps(card | {"preprocessing": pre}))
@@ -260,6 +269,12 @@ def test_a_model_and_its_thumbnails_must_share_the_rendering_contract(
     assert report.images > 0 and set(seen) == {"1"}
     with pytest.raises(ValueError, match="can't render"):
         predict_folder(drop, tmp_path / "f.csv", tmp_path / "future" / "model.onnx", workers=1)
+    mixed = tmp_path / "mixed"  # a second-look graph whose card says another contract
+    shutil.copytree(tmp_path / "future", mixed)
+    pre = card["preprocessing"] | {"render": "2"}
+    (mixed / "card.json").write_text(json.dumps(card | {"preprocessing": pre}))
+    with pytest.raises(ValueError, match="takes patches"):
+        predict_folder(drop, tmp_path / "m.csv", mixed / "model.onnx", workers=1)
 
 
 def test_training_refuses_thumbnails_of_an_older_rendering_contract(
@@ -364,9 +379,8 @@ def test_gradcam_heatmaps_for_flagged_images(trained) -> None:
     # the reloaded network is the one that was trained (same probabilities)
     from mammo_dagster.core.train import _torch_probs
 
-    assert (
-        np.max(np.abs(_torch_probs(shipped, data["images"][:4]) - data["torch_probs"][:4])) < 1e-5
-    )
+    again = _torch_probs(shipped, data["images"][:4], data["patches"][:4])
+    assert np.max(np.abs(again - data["torch_probs"][:4])) < 1e-5
     cam = gradcam(shipped, data["images"][0], "mag")
     assert cam.shape == data["images"][0].shape and cam.min() >= 0.0 and cam.max() <= 1.0
     result = dg.materialize(

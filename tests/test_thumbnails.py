@@ -60,7 +60,7 @@ def test_small_marker_survives_224px_thumbnail(
         voi_function="LINEAR_EXACT",
         windows=((2048.0, 4096.0),),
     )
-    thumb = render(path, size=224, pad=False, exact=exact).image
+    thumb = render(path, size=224, pad=False, exact=exact, render="2").image  # v3: test_lift.py
     h, w = thumb.shape
     ty, tx = round(at[0] * h / rows), round(at[1] * w / cols)
     tissue = np.median(thumb)
@@ -69,7 +69,7 @@ def test_small_marker_survives_224px_thumbnail(
     assert around.max() >= 240, "the marker must stay clearly bright"
     # a plain area average would have faded it into the tissue
     plain = np.asarray(
-        Image.fromarray(render(path, size=rows, pad=False, exact=True).image).resize(
+        Image.fromarray(render(path, size=rows, pad=False, exact=True, render="2").image).resize(
             (w, h), Image.Resampling.BOX
         )
     )
@@ -101,12 +101,12 @@ def test_metal_stays_brighter_than_tissue_that_clips_the_window(
         windows=((1500.0 if photometric == "MONOCHROME2" else 2595.0, 2000.0),),
     )
     for exact in (False, True):
-        thumb = render(path, size=256, pad=False, exact=exact)
-        assert thumb.render == RENDER_VERSION
+        thumb = render(path, size=256, pad=False, exact=exact, render="2")
+        assert thumb.render == "2" != RENDER_VERSION
         dense, metal = thumb.image[52:63, 52:63], thumb.image[148:154, 98:104]
         assert WINDOW_TOP < int(np.median(dense)) < 235
         assert metal.max() >= 250
-        plain = render(path, size=256, pad=False, exact=exact, headroom=False).image
+        plain = render(path, size=256, pad=False, exact=exact, render="1").image
         assert np.median(plain[52:63, 52:63]) == plain[148:154, 98:104].max() == 255
 
 

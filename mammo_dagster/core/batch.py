@@ -21,7 +21,6 @@ from .decode import DEFAULT_OVERSAMPLE
 from .dicom import DicomError, open_dicom
 from .thumbnails import (
     DEFAULT_SIZE,
-    LEGACY_RENDER,
     RENDER_VERSION,
     remove_stale_temps,
     render_frame,
@@ -94,7 +93,7 @@ def thumbnail_file(
     size: int = DEFAULT_SIZE,
     oversample: int = DEFAULT_OVERSAMPLE,
     root: Path | None = None,
-    headroom: bool = True,
+    render: str = RENDER_VERSION,
 ) -> list[FrameResult]:
     """Render every frame of one file into `out_dir` (keeping finished ones of the same
     rendering version; see `thumbnails.RENDER_VERSION`)."""
@@ -116,10 +115,10 @@ def thumbnail_file(
             manufacturer=facts.manufacturer,
             transfer_syntax=facts.transfer_syntax,
         )
-        if not _cached(out, size, RENDER_VERSION if headroom else LEGACY_RENDER):
+        if not _cached(out, size, render):
             try:
-                thumb = render_frame(dicom, frame, size, oversample=oversample, headroom=headroom)
-                save_png(thumb.image, out, thumb.render)
+                thumb = render_frame(dicom, frame, size, oversample=oversample, render=render)
+                save_png(thumb.image, out, thumb.render, thumb.patches, thumb.spots)
                 row.status = "ok"
             except DicomError as e:
                 row.status, row.error_kind, row.error = "error", e.kind.value, e.reason
@@ -218,10 +217,10 @@ def _take(it: Iterator[Path], n: int) -> Iterable[Path]:
 
 
 def _job(
-    path: Path, *, out_dir: Path, size: int, oversample: int, root: Path, headroom: bool
+    path: Path, *, out_dir: Path, size: int, oversample: int, root: Path, render: str
 ) -> list[FrameResult]:
     try:
-        return thumbnail_file(path, out_dir, size, oversample, root, headroom)
+        return thumbnail_file(path, out_dir, size, oversample, root, render)
     except Exception as e:  # a bug must not take the batch down: record it and go on
         return [
             FrameResult(
@@ -244,23 +243,21 @@ def thumbnail_folder(
     oversample: int = DEFAULT_OVERSAMPLE,
     progress: Callable[[int], None] | None = None,
     files: list[Path] | None = None,
-    headroom: bool = True,
+    render: str = RENDER_VERSION,
 ) -> list[FrameResult]:
     """Thumbnails for every DICOM frame below `root`; idempotent and resumable.
 
     Rows come back in file order. A SOP Instance UID seen in an earlier file is a
     "duplicate" row (its thumbnail is the first file's). `files` saves a caller that
-    already listed the folder a second walk. ``headroom=False`` renders contract version
-    "1", for comparisons.
+    already listed the folder a second walk. `render` picks the rendering contract
+    (older versions for comparisons, see `thumbnails.RENDERS`).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out_dir)
     if files is None:
         files = list(iter_files(root, exclude=out_dir))  # OUT may sit inside the folder
     patient_salt()  # create it here, once, before the workers race to
-    job = partial(
-        _job, out_dir=out_dir, size=size, oversample=oversample, root=root, headroom=headroom
-    )
+    job = partial(_job, out_dir=out_dir, size=size, oversample=oversample, root=root, render=render)
     by_path: dict[str, list[FrameResult]] = {}
 
     def done(rows: list[FrameResult]) -> None:

@@ -37,6 +37,8 @@ def full_frame(dicom: DicomFile, frame: int = 0) -> np.ndarray:
     _check_frame(dicom, frame)
     if dicom.transfer_syntax in NATIVE_SYNTAXES:
         return _native_frame(dicom, frame)
+    if dicom.transfer_syntax == JPEG_EXTENDED and dicom.facts.bits_stored > 8:
+        return _gdcm_frame(dicom, frame)
     try:
         arr = pixel_array(dicom.ds, index=frame, decoding_plugin=DECODERS[dicom.transfer_syntax])
     except Exception as e:  # codecs raise anything from ValueError to RuntimeError
@@ -47,6 +49,37 @@ def full_frame(dicom: DicomFile, frame: int = 0) -> np.ndarray:
             f"decoded shape {arr.shape} != {dicom.facts.rows}x{dicom.facts.columns}",
         )
     return arr
+
+
+#: JPEG Extended (process 2 & 4): 12-bit lossy JPEG, which archives and VNAs write.
+JPEG_EXTENDED = "1.2.840.10008.1.2.4.51"
+
+
+def _gdcm_frame(dicom: DicomFile, frame: int) -> np.ndarray:
+    """A 12-bit JPEG Extended frame through GDCM itself: its libjpeg decodes 12-bit
+    samples, but pydicom's GDCM plugin refuses them (and Pillow can't)."""
+    import gdcm
+
+    f = dicom.facts
+    try:
+        reader = gdcm.ImageReader()
+        reader.SetFileName(str(dicom.path))
+        if not reader.Read():
+            raise ValueError("GDCM could not read the file")
+        image = reader.GetImage()
+        buffer = image.GetBuffer().encode("utf-8", errors="surrogateescape")
+    except Exception as e:
+        raise DicomError(Failure.DECODE_ERROR, f"{f.transfer_syntax}: {e}") from e
+    size = f.rows * f.columns
+    dtype = np.dtype(f"<{'i' if f.pixel_representation else 'u'}2")
+    if len(buffer) < size * 2 * f.number_of_frames:
+        raise DicomError(
+            Failure.DECODE_ERROR,
+            f"{f.transfer_syntax}: GDCM gave {len(buffer)} bytes, "
+            f"{size * 2 * f.number_of_frames} expected",
+        )
+    arr = np.frombuffer(buffer, dtype=dtype, count=size, offset=frame * size * 2)
+    return arr.reshape(f.rows, f.columns)
 
 
 def _native_frame(dicom: DicomFile, frame: int) -> np.ndarray:
@@ -154,17 +187,20 @@ def reduced_frame(
     target_long_side: int,
     extremes: tuple[str, ...] = ("min", "max"),
     oversample: int = DEFAULT_OVERSAMPLE,
+    max_level: int | None = None,
 ) -> Reduced:
     """Stored values `oversample` levels finer than `target_long_side`, cheaply.
 
     JPEG 2000 skips decoding the finest wavelet levels altogether; other syntaxes
     decode in full and are box-averaged in stored space. Signed or 8-bit data
     is returned at full resolution. `extremes` says which per-cell extremes a box
-    reduction keeps.
+    reduction keeps. `max_level` caps the halvings (a caller that needs a pixel size).
     """
     _check_frame(dicom, frame)
     f = dicom.facts
     level = reduce_level(f.rows, f.columns, target_long_side, oversample)
+    if max_level is not None:
+        level = min(level, max(max_level, 0))
     if f.transfer_syntax_uid in J2K_SYNTAXES and not f.pixel_representation:
         j2k_level = _pillow_safe_level(f.rows, f.columns, level)
         if j2k_level:

@@ -129,12 +129,27 @@ def choose_voi(ds: Dataset, index: int = 0) -> Voi | None:
     return None
 
 
+def _patterns_unsigned(arr: np.ndarray) -> np.ndarray:
+    """A signed pixel array viewed as its raw unsigned bit patterns."""
+    return arr.view(f"u{arr.dtype.itemsize}") if arr.dtype.kind == "i" else arr
+
+
 def stored_values(patterns: np.ndarray, bits_stored: int, signed: bool) -> np.ndarray:
     """Stored pixel values from raw bit patterns: drop bits above BitsStored, sign-extend."""
     v = patterns.astype(np.int64) & ((1 << bits_stored) - 1)
     if signed:
         v = np.where(v >= 1 << (bits_stored - 1), v - (1 << bits_stored), v)
     return v
+
+
+def rescale_slope(ds: Dataset) -> float:
+    """|RescaleSlope|, 1 where the header's value is missing, zero or unusable (as
+    `_modality` then renders with the identity)."""
+    try:
+        slope = abs(float(ds.get("RescaleSlope", 1) or 1))
+    except (TypeError, ValueError):
+        return 1.0
+    return slope if np.isfinite(slope) and slope else 1.0
 
 
 def _modality(values: np.ndarray, ds: Dataset) -> np.ndarray:
@@ -317,6 +332,43 @@ def headroom(ds: Dataset, voi: Voi) -> Headroom | None:
             return None
         top = float(others.max() if bright_high else others.min())
     return Headroom(top, extreme)
+
+
+def window_width(ds: Dataset, voi: Voi) -> float:
+    """The VOI's width in modality units: the window's, or for a VOI LUT the span over
+    which its output rises from 10% to 90% of its range (divided by 0.8)."""
+    if voi.kind != "lut":
+        return max(float(voi.width), 1e-6)
+    table, _first, _bits = lut_table(_voi_source(ds).VOILUTSequence[voi.index], ds)
+    lo, hi = float(table.min()), float(table.max())
+    if hi <= lo:
+        return 1.0
+    t = table if table[-1] >= table[0] else table[::-1]
+    a = int(np.argmax(t >= lo + 0.1 * (hi - lo)))
+    b = int(np.argmax(t >= lo + 0.9 * (hi - lo)))
+    return max((b - a) / 0.8, 1.0)  # LUT entries step by one modality value
+
+
+def bright_is_high(ds: Dataset, voi: Voi) -> bool:
+    """Whether the display brightens with the modality value (False for MONOCHROME1, an
+    INVERSE shape, or a falling VOI LUT)."""
+    if voi.kind == "lut":
+        table, _first, _bits = lut_table(_voi_source(ds).VOILUTSequence[voi.index], ds)
+        rising = bool(table[-1] >= table[0])
+        return rising != inverts(ds)
+    return not inverts(ds)
+
+
+def window_lut(ds: Dataset, voi: Voi) -> np.ndarray:
+    """uint8 table indexed by raw stored pattern: the window mapped to 0..WINDOW_TOP, no
+    headroom (rendering contract v3 adds its own, see `core.lift`)."""
+    bits_alloc = int(ds.get("BitsAllocated", 16))
+    bits_stored = int(ds.get("BitsStored", bits_alloc))
+    signed = int(ds.get("PixelRepresentation", 0)) == 1
+    bits = bits_stored if 0 < bits_stored < bits_alloc else bits_alloc
+    values = stored_values(np.arange(1 << bits, dtype=np.int64), bits_stored, signed)
+    y = np.clip(display_values(values, ds, voi), 0.0, 1.0) * WINDOW_TOP
+    return np.tile(np.rint(y).astype(np.uint8), 1 << (bits_alloc - bits))
 
 
 def display8(values: np.ndarray, ds: Dataset, voi: Voi, room: Headroom | None = None) -> np.ndarray:

@@ -1,8 +1,10 @@
-"""Grad-CAM: where the model looked for a flag (torch needed: the `train` extra).
+"""Where the model looked for a flag (torch needed: the `train` extra).
 
-Hooks on the ResNet body's last block (`register_full_backward_hook`): the
-activations' channels are weighted by the mean gradient of the flag's logit,
-summed, rectified, upsampled to the input and scaled to 0..1.
+Grad-CAM for the image network: hooks on the ResNet body's last block
+(`register_full_backward_hook`): the activations' channels are weighted by the mean
+gradient of the flag's logit, summed, rectified, upsampled to the input and scaled to
+0..1. A second-look model decides biopsy on its patches, so there the map is the
+patches' own scores at their spots: exactly the objects the decision rests on.
 """
 
 from __future__ import annotations
@@ -39,8 +41,13 @@ def load_torch_model(folder: Path):
     from .train import ExportModel, network
 
     state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
-    net = network(metal="0.0.1.weight" in state)  # the metal stem wraps the first conv
-    net.load_state_dict(state)
+    second_look = any(k.startswith("patch_net.") for k in state)
+    prefix = "image_net." if second_look else ""
+    metal = f"{prefix}0.0.1.weight" in state  # the metal stem wraps the first conv
+    levels = state.get(f"{prefix}0.0.0.levels")
+    levels = tuple(float(v) for v in levels) if levels is not None else None
+    net = network(metal=metal, levels=levels, second_look=second_look)
+    net.load_state_dict(state, strict=levels is not None or not metal)
     return ExportModel.wrap(net)
 
 
@@ -50,7 +57,8 @@ def gradcam(shipped, image: np.ndarray, flag: str) -> np.ndarray:
     import torch.nn.functional as F
 
     k = preprocess.FLAGS.index(flag)
-    body = shipped.body[0]  # the convolutional encoder
+    image_net = shipped.image_net
+    body = image_net[0]  # the convolutional encoder
     saved: dict = {}
 
     def forward_hook(_m, _i, out):
@@ -63,7 +71,7 @@ def gradcam(shipped, image: np.ndarray, flag: str) -> np.ndarray:
     h2 = body.register_full_backward_hook(backward_hook)
     try:
         x = torch.from_numpy(preprocess.to_batch([image])).requires_grad_(True)
-        logits = shipped.body((x - shipped.mean) / shipped.std)
+        logits = image_net((x - shipped.mean) / shipped.std)
         shipped.zero_grad()
         logits[0, k].backward()
     finally:
@@ -92,12 +100,38 @@ def overlay(image: np.ndarray, cam: np.ndarray) -> Image.Image:
     return Image.fromarray(np.clip(gray * (1 - alpha) + heat * alpha, 0, 255).astype(np.uint8))
 
 
+def spot_map(shipped, patches: np.ndarray, spots: list, shape: tuple[int, int]) -> np.ndarray:
+    """A second-look model's biopsy map over a thumbnail of `shape`: each patch's
+    probability of showing a marker, as a disc of the patch's size at its spot, 0..1
+    (the highest, as the flag takes the highest)."""
+    import torch
+
+    from .lift import PATCH_MM
+
+    with torch.inference_mode():
+        x = torch.from_numpy(preprocess.to_patch_batch([patches]))
+        probs = torch.sigmoid(shipped.body.patch_net(x))[0].numpy()
+    out = np.zeros(shape, np.float32)
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
+    radius = max(3.0, shape[0] * PATCH_MM / 2 / 300.0)  # ~the patch, on a ~30 cm side
+    for (y, x, _lift), p in zip(spots, probs, strict=False):
+        disc = np.exp(-(((yy - y) ** 2 + (xx - x) ** 2) / (2 * radius**2)))
+        np.maximum(out, p * disc, out=out)
+    return out
+
+
 def write_cam(shipped, size: int, thumbnail: Path, flag: str, dest: Path) -> Path:
     """Heatmap of `flag` for one thumbnail, drawn over the thumbnail itself (full
     thumbnail resolution, so a small marker stays visible), written atomically."""
+    from .thumbnails import read_patches
+
     with Image.open(thumbnail) as im:
         full, render = np.asarray(im.convert("L")), render_version(im)
-    cam = gradcam(shipped, preprocess.prepare(full, size, render), flag)
+        patches, spots = read_patches(im)
+    if flag == "biopsy" and shipped.second_look and patches is not None:
+        cam = spot_map(shipped, patches, spots, full.shape)
+    else:
+        cam = gradcam(shipped, preprocess.prepare(full, size, render), flag)
     dest.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(dest, "wb") as f:
         overlay(full, cam).save(f, format="PNG")

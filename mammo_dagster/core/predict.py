@@ -29,7 +29,7 @@ from .decode import DEFAULT_OVERSAMPLE
 from .dicom import DicomError, open_dicom
 from .onnx_model import OnnxModel
 from .studies import write_study_csv
-from .thumbnails import LEGACY_RENDER, RENDER_VERSION, render_frame
+from .thumbnails import LIFT_RENDER, RENDER_VERSION, RENDERS, render_frame
 
 IMAGE_COLUMNS = (
     "path",
@@ -57,6 +57,7 @@ class Frame:
     header_mag_hint: bool | None = None
     header_marker_hint: bool | None = None
     image: np.ndarray | None = None
+    patches: np.ndarray | None = None  # the second look (rendering contract v3)
     error_kind: str | None = None
     error: str | None = None
 
@@ -82,10 +83,11 @@ def decode_file(
             f.header_mag_hint or f.study_mag_hint, f.header_marker_hint or f.study_marker_hint,
         )  # fmt: skip
         try:
-            thumbnail = render_frame(
-                dicom, frame, thumb, oversample=DEFAULT_OVERSAMPLE, headroom=render != LEGACY_RENDER
-            ).image
-            row.image = preprocess.prepare(thumbnail, size, render)
+            rendered = render_frame(
+                dicom, frame, thumb, oversample=DEFAULT_OVERSAMPLE, render=render
+            )
+            row.image = preprocess.prepare(rendered.image, size, render)
+            row.patches = rendered.patches
         except DicomError as e:
             row.error_kind, row.error = e.kind.value, e.reason
         except Exception as e:
@@ -186,11 +188,16 @@ def predict_folder(
         raise FileNotFoundError(f"{input_dir} is not a folder")
     model = OnnxModel(model_path, threads=threads, spin=False)  # workers share the cores
     render = model.render or RENDER_VERSION  # images are rendered as the model learned them
-    if render not in (LEGACY_RENDER, RENDER_VERSION):
+    if render not in RENDERS:
         raise ValueError(
             f"model {model.version} was trained on thumbnails of rendering contract "
-            f"v{render}, which this version of mammo-dagster can't render (it knows v1 and "
-            f"v{RENDER_VERSION}): upgrade, or retrain the model"
+            f"v{render}, which this version of mammo-dagster can't render (it knows "
+            f"{', '.join('v' + r for r in RENDERS)}): upgrade, or retrain the model"
+        )
+    if model.second_look and render != LIFT_RENDER:
+        raise ValueError(
+            f"model {model.version} takes patches (rendering contract v{LIFT_RENDER}) but its "
+            f"card says v{render}: its card and graph disagree; retrain or restore the card"
         )
     images_csv = output.with_name(output.name + ".images.csv")
     errors_csv = output.with_name(output.name + ".errors.csv")
@@ -227,7 +234,8 @@ def predict_folder(
             out_errors.add(pending_errors)
             pending_errors.clear()
             return
-        probs = model.probs([f.image for f in pending], batch=batch)
+        patches = [f.patches for f in pending] if model.second_look else None
+        probs = model.probs([f.image for f in pending], patches, batch=batch)
         flags = model.flags(probs)
         out_images.add(
             [

@@ -32,6 +32,8 @@ import numpy as np
 from PIL import Image
 
 from mammo_dagster.core.dicom_write import (
+    DEFAULT_VENDORS,
+    LOSSY_SYNTAXES,
     TRANSFER_SYNTAXES,
     VENDOR_PROFILES,
     ImageHeader,
@@ -42,6 +44,7 @@ from mammo_dagster.core.dicom_write import (
     write,
 )
 from mammo_dagster.core.mixes import MIXES, StudyMix, study_mix
+from mammo_dagster.core.realism import Realism
 
 __all__ = [
     "BIOPSY_KINDS",
@@ -49,9 +52,13 @@ __all__ = [
     "GROUND_TRUTH_COLUMNS",
     "MARKER_HINT_WORDS",
     "MIXES",
+    "MetalLayer",
+    "Realism",
     "StudyMix",
     "SynthImage",
     "add_calcifications",
+    "add_implant",
+    "add_lead_letters",
     "add_marker",
     "add_skin_marker",
     "generate_archive",
@@ -74,6 +81,9 @@ METAL = 1.0  #: attenuation value of metal (markers, wires, needles, skin BBs)
 SATURATION = 0.97  #: values at or above this reach the extreme end of the stored range
 TISSUE_MAX = 0.85  #: anatomy never exceeds this
 CALC_MAX = 0.93  #: calcifications never exceed this (they must not look like metal)
+#: Metal below the extreme (`Realism.metal_level`) stays this far (stored fraction) above
+#: the tissue under it: it always out-attenuates its surroundings.
+METAL_MARGIN = 0.05
 
 GROUND_TRUTH_COLUMNS: tuple[str, ...] = (
     "path",
@@ -253,12 +263,43 @@ def _stroke(
     return (slice(y0, y1), slice(x0, x1)), cov
 
 
-def _burn_metal(img: np.ndarray, drawn: tuple[tuple[slice, slice], np.ndarray] | None) -> None:
-    """Blend metal into `img` in place with the coverage from `_stroke`."""
+class MetalLayer:
+    """Where metal objects lie and at what level of the stored range (`to_stored` reads it).
+
+    Set `level` before drawing an object; pixels a later object covers at a lower level
+    keep the lower one. `tissue` is what lay under the metal before it was burned in.
+    """
+
+    def __init__(self, shape: tuple[int, int]) -> None:
+        self.level = 1.0
+        self.levels = np.ones(shape, np.float32)
+        self.tissue = np.zeros(shape, np.float32)
+        self.used = False
+
+    def record(self, box: tuple[slice, slice], cov: np.ndarray, before: np.ndarray) -> None:
+        if self.level >= 1.0:
+            return
+        hit = cov > 0.0
+        levels, tissue = self.levels[box], self.tissue[box]
+        fresh = hit & (levels >= 1.0)
+        tissue[fresh] = before[fresh]
+        levels[hit] = np.minimum(levels[hit], self.level)
+        self.used = True
+
+
+def _burn_metal(
+    img: np.ndarray,
+    drawn: tuple[tuple[slice, slice], np.ndarray] | None,
+    layer: MetalLayer | None = None,
+) -> None:
+    """Blend metal into `img` in place with the coverage from `_stroke` (and note it in
+    `layer`)."""
     if drawn is None:
         return
     box, cov = drawn
     sub = img[box]
+    if layer is not None:
+        layer.record(box, cov, sub.copy())
     sub += cov * (METAL - sub)
 
 
@@ -385,6 +426,7 @@ def synth_breast(
     pixel_spacing_mm: float,
     mag_factor: float | None = None,
     density: float | None = None,
+    paddle_band: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Attenuation-like image in [0,1] float32 (0 = air/background, higher = denser tissue)
     and a bool breast mask (breast tissue in view; the pectoral muscle is left out).
@@ -393,6 +435,7 @@ def synth_breast(
     view (`mag`) shows a part of the breast magnified by `mag_factor` (default 1.5-2.0) in a
     collimated field, with compression-paddle edges; its mask is the tissue in the field.
     `density` in [0, 1] (fatty .. extremely dense) defaults to a random value.
+    `paddle_band` False leaves out the paddle's bright edge band (mag views only).
     """
     if view not in ("CC", "MLO") or laterality not in ("L", "R"):
         raise ValueError(f"view must be CC/MLO and laterality L/R, got {view!r}/{laterality!r}")
@@ -472,7 +515,7 @@ def synth_breast(
 
     _add_vessels(rng, img, mask, g, ps)
     if mag and field_box is not None:
-        _apply_mag_field(rng, img, mask, field_box, ps)
+        _apply_mag_field(rng, img, mask, field_box, ps, band=paddle_band)
     np.clip(img, 0.0, TISSUE_MAX, out=img)
     if laterality == "R":
         img = np.ascontiguousarray(img[:, ::-1])
@@ -557,8 +600,10 @@ def _apply_mag_field(
     mask: np.ndarray,
     field_box: tuple[int, int, int, int],
     ps: float,
+    band: bool = True,
 ) -> None:
-    """Compression-paddle edges and collimation of a magnification view (in place)."""
+    """Compression-paddle edges and collimation of a magnification view (in place); no
+    bright edge band when not `band` (the same random draws either way)."""
     rows, cols = img.shape
     fy0, fy1, fx0, fx1 = field_box
     # paddle rectangle: at least one of its edges lies inside the field
@@ -575,7 +620,9 @@ def _apply_mag_field(
     # outside the paddle the breast is not compressed: thicker, brighter
     img += rng.uniform(0.04, 0.1) * (1.0 - inpad) * tissue
     band_w = rng.uniform(0.8, 2.0) / ps  # px
-    band_amp = rng.uniform(0.12, 0.22)
+    band_amp = rng.uniform(0.12, 0.22)  # drawn either way: the stream stays the same
+    if not band:
+        band_amp = 0.0
     yy = np.arange(rows, dtype=np.float32)[:, None]
     xx = np.arange(cols, dtype=np.float32)[None, :]
     seg_y = _edge_profile(rows, py0, py1, 2.0)[:, None]
@@ -697,6 +744,7 @@ def add_marker(
     *,
     pixel_spacing_mm: float,
     kind: str | None = None,
+    layer: MetalLayer | None = None,
 ) -> str:
     """Burn a metallic biopsy marker/tool into img in place (value well above tissue: it
     must saturate after windowing); returns the kind used.
@@ -704,6 +752,7 @@ def add_marker(
     `kind` is one of `BIOPSY_KINDS` (random when None). Pass the pixel spacing at the
     breast (detector spacing / magnification) so sizes stay physical. Strokes are at least
     2 px wide so that every marker has fully covered (saturated) pixels at any resolution.
+    `layer` records the metal (and its level, see `MetalLayer`).
     """
     kind = kind or str(rng.choice(BIOPSY_KINDS))
     ps = float(pixel_spacing_mm)
@@ -717,7 +766,8 @@ def add_marker(
         for line in lines:
             pts = (line - centre) * np.array([1.0, squash])
             pts = _rot(pts, theta) / ps
-            _burn_metal(img, _stroke(img.shape, np.stack([y + pts[:, 1], x + pts[:, 0]], 1), r))
+            stroke = _stroke(img.shape, np.stack([y + pts[:, 1], x + pts[:, 0]], 1), r)
+            _burn_metal(img, stroke, layer)
         return kind
     if kind not in ("wire", "needle"):
         raise ValueError(f"unknown marker kind {kind!r}; expected one of {BIOPSY_KINDS}")
@@ -730,18 +780,19 @@ def add_marker(
     dy, dx = math.sin(theta), math.cos(theta)
     if kind == "wire":
         r = max(rng.uniform(0.15, 0.25) / ps, 1.0)
-        _burn_metal(img, _stroke(img.shape, np.array([[oy, ox], [ty, tx]]), r))
+        _burn_metal(img, _stroke(img.shape, np.array([[oy, ox], [ty, tx]]), r), layer)
         if rng.random() < 0.5:  # reinforced segment near the tip
             seg = rng.uniform(8.0, 20.0) / ps
             pts = np.array([[ty + 2 / ps * dy, tx + 2 / ps * dx], [ty + seg * dy, tx + seg * dx]])
-            _burn_metal(img, _stroke(img.shape, pts, max(rng.uniform(0.3, 0.45) / ps, 1.0)))
+            seg_r = max(rng.uniform(0.3, 0.45) / ps, 1.0)
+            _burn_metal(img, _stroke(img.shape, pts, seg_r), layer)
         hook_len = rng.uniform(4.0, 8.0) / ps
         for sign in (1, -1) if rng.random() < 0.5 else (1,):
             ang = theta + sign * rng.uniform(0.3, 0.6)
             hook = np.array(
                 [[ty, tx], [ty + hook_len * math.sin(ang), tx + hook_len * math.cos(ang)]]
             )
-            _burn_metal(img, _stroke(img.shape, hook, r))
+            _burn_metal(img, _stroke(img.shape, hook, r), layer)
         return kind
     # core-biopsy needle: thick shaft, aperture notch, tapered tip
     r = max(rng.uniform(0.75, 1.6) / ps, 1.5)
@@ -753,12 +804,12 @@ def add_marker(
         return [ty + s * dy + off * ny, tx + s * dx + off * nx]
 
     far = math.hypot(oy - ty, ox - tx)
-    _burn_metal(img, _stroke(img.shape, np.array([at(notch1), at(far)]), r))
-    _burn_metal(img, _stroke(img.shape, np.array([at(notch0), at(notch1)]), r * 0.4))
+    _burn_metal(img, _stroke(img.shape, np.array([at(notch1), at(far)]), r), layer)
+    _burn_metal(img, _stroke(img.shape, np.array([at(notch0), at(notch1)]), r * 0.4), layer)
     wall = np.array([at(notch0, r * 0.6), at(notch1, r * 0.6)])
-    _burn_metal(img, _stroke(img.shape, wall, max(r * 0.3, 1.0)))
+    _burn_metal(img, _stroke(img.shape, wall, max(r * 0.3, 1.0)), layer)
     cone = np.array([at(0.0), at(tip), at(notch0)])
-    _burn_metal(img, _stroke(img.shape, cone, np.array([1.0, r, r])))
+    _burn_metal(img, _stroke(img.shape, cone, np.array([1.0, r, r])), layer)
     return kind
 
 
@@ -782,6 +833,7 @@ def add_skin_marker(
     mask: np.ndarray,
     *,
     pixel_spacing_mm: float,
+    layer: MetalLayer | None = None,
 ) -> str:
     """Burn a skin BB (solid metal bead or ring on the skin, often at the nipple) in place.
 
@@ -805,7 +857,7 @@ def add_skin_marker(
         t = np.linspace(0, 2 * np.pi, 32)
         ring = np.stack([y + diam * np.sin(t), x + diam * np.cos(t)], 1)
         drawn = _stroke(img.shape, ring, max(0.25 / ps, 1.0))
-    _burn_metal(img, drawn)
+    _burn_metal(img, drawn, layer)
     return "skin_bb"
 
 
@@ -852,6 +904,121 @@ def add_calcifications(
     return "calcs"
 
 
+#: Stroke font for lead letters: polylines in a cell 1 high (y down), width in the tuple.
+_LETTERS: dict[str, tuple[float, list[list[tuple[float, float]]]]] = {
+    "L": (0.6, [[(0.0, 0.0), (0.0, 1.0), (0.6, 1.0)]]),
+    "R": (
+        0.62,
+        [
+            [
+                (0.0, 1.0),
+                (0.0, 0.0),
+                (0.38, 0.0),
+                (0.55, 0.08),
+                (0.62, 0.25),
+                (0.55, 0.42),
+                (0.38, 0.5),
+                (0.0, 0.5),
+            ],
+            [(0.3, 0.5), (0.62, 1.0)],
+        ],
+    ),  # fmt: skip
+    "C": (
+        0.62,
+        [
+            [
+                (0.31 + 0.31 * math.cos(t), 0.5 + 0.5 * math.sin(t))
+                for t in np.linspace(0.25 * math.pi, 1.75 * math.pi, 16)
+            ]
+        ],
+    ),  # fmt: skip
+    "M": (0.75, [[(0.0, 1.0), (0.0, 0.0), (0.375, 0.6), (0.75, 0.0), (0.75, 1.0)]]),
+    "O": (
+        0.62,
+        [
+            [
+                (0.31 + 0.31 * math.cos(t), 0.5 + 0.5 * math.sin(t))
+                for t in np.linspace(0.0, 2.0 * math.pi, 24)
+            ]
+        ],
+    ),  # fmt: skip
+}
+
+
+def add_lead_letters(
+    rng: np.random.Generator,
+    img: np.ndarray,
+    mask: np.ndarray,
+    text: str,
+    *,
+    pixel_spacing_mm: float,
+    layer: MetalLayer | None = None,
+) -> str:
+    """Burn lead letters (e.g. "LCC", "RMLO") into the air beside the breast, in place.
+
+    A confounder: metal, as bright as a marker, but no biopsy tool. Placed near a corner
+    on the side away from the chest wall, where there is air; returns "letters", or ""
+    when no corner has room.
+    """
+    ps = float(pixel_spacing_mm)
+    height = rng.uniform(7.0, 12.0) / ps
+    half_w = max(rng.uniform(0.5, 0.9) / ps, 1.0)
+    gap = 0.25 * height
+    widths = [_LETTERS[c][0] * height for c in text]
+    total = sum(widths) + gap * (len(text) - 1) + 2 * half_w
+    rows, cols = img.shape
+    if total + 4 * half_w >= cols or height + 4 * half_w >= rows:
+        return ""
+    left_wall = mask[:, 0].sum() >= mask[:, -1].sum()
+    inset = rng.uniform(6.0, 15.0) / ps
+    x0 = cols - inset - total if left_wall else inset
+    air = ~_box_dilate(mask, max(int(3.0 / ps), 1)) & (img < 0.1)
+    corners = [inset, rows - inset - height]
+    if rng.random() < 0.5:
+        corners.reverse()
+    for y0 in corners:
+        ys = slice(max(int(y0 - half_w), 0), min(int(y0 + height + half_w) + 1, rows))
+        xs = slice(max(int(x0 - half_w), 0), min(int(x0 + total + half_w) + 1, cols))
+        if ys.stop - ys.start < height or not air[ys, xs].all():
+            continue
+        x = x0 + half_w
+        for char, width in zip(text, widths, strict=True):
+            for line in _LETTERS[char][1]:
+                pts = np.array([[y0 + py * height, x + px * height] for px, py in line])
+                _burn_metal(img, _stroke(img.shape, pts, half_w), layer)
+            x += width + gap
+        return "letters"
+    return ""
+
+
+def add_implant(
+    rng: np.random.Generator, img: np.ndarray, mask: np.ndarray, *, pixel_spacing_mm: float
+) -> str:
+    """A silicone implant behind the glandular tissue, in place: a large, nearly uniform
+    region almost as bright as metal, whose edge crosses the breast. Returns "implant"."""
+    ps = float(pixel_spacing_mm)
+    rows, cols = img.shape
+    left_wall = mask[:, 0].sum() >= mask[:, -1].sum()
+    ys = np.flatnonzero(mask.any(axis=1))
+    if len(ys) < 4:
+        return ""
+    depth = mask.sum(axis=1).max()
+    cy = rng.uniform(ys[0] + 0.35 * len(ys), ys[0] + 0.65 * len(ys))
+    ry = rng.uniform(0.3, 0.42) * len(ys)
+    rx = rng.uniform(0.35, 0.6) * depth
+    cx = -rx * rng.uniform(0.1, 0.4) if left_wall else cols - 1 + rx * rng.uniform(0.1, 0.4)
+    yy = np.arange(rows, dtype=np.float32)[:, None]
+    xx = np.arange(cols, dtype=np.float32)[None, :]
+    r = np.sqrt(((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2)
+    edge = max(rng.uniform(0.6, 1.5) / ps, 1.0) / min(rx, ry)
+    # over the pectoral muscle too: an implant's outline is smooth, not cut by the muscle
+    cover = np.clip((1.0 - r) / edge + 0.5, 0.0, 1.0) * (img > 0.02)
+    level = rng.uniform(0.9, 0.955)
+    inside = level + 0.08 * (img - 0.5)
+    img += cover * (np.minimum(inside, SATURATION - 0.01) - img)
+    return "implant"
+
+
 # ---------------------------------------------------------------------------------------------
 # stored values
 
@@ -864,7 +1031,11 @@ def padding_value(profile: VendorProfile) -> int | None:
 
 
 def to_stored(
-    img: np.ndarray, mask: np.ndarray, profile: VendorProfile, rng: np.random.Generator
+    img: np.ndarray,
+    mask: np.ndarray,
+    profile: VendorProfile,
+    rng: np.random.Generator,
+    layer: MetalLayer | None = None,
 ) -> np.ndarray:
     """Map to stored pixel values for the profile (MONOCHROME2: dense/metal = high values;
     MONOCHROME1: inverted, dense/metal = LOW values; background = air). Metal reaches the
@@ -874,6 +1045,9 @@ def to_stored(
     air, which vendors' processing flattens). Where the profile
     has pixel padding, air more than ~2% of the image height away from the breast is set
     to `padding_value(profile)` and no other pixel takes that value.
+
+    Metal that `layer` records below the extreme gets its plateau there (with noise), never
+    darker than the tissue under it plus `METAL_MARGIN`.
     """
     maxv = profile.max_stored
     img = np.asarray(img, dtype=np.float32)
@@ -890,6 +1064,12 @@ def to_stored(
     noise *= 0.03 + 0.97 * _smoothstep(img, 0.005, 0.04)
     s += sigma * noise
     s[img >= SATURATION] = 1.0
+    if layer is not None and layer.used:
+        below = layer.levels < 1.0
+        under = np.clip(layer.tissue[below] * (1.0 / SATURATION), 0.0, 1.0) ** gamma
+        under = under * (1.0 - bg) + bg
+        cap = np.maximum(layer.levels[below], under + METAL_MARGIN) + sigma * noise[below]
+        s[below] = np.minimum(s[below], cap)
     np.clip(s, 0.0, 1.0, out=s)
     stored = np.rint(s * maxv).astype(np.uint16)
     if profile.photometric == "MONOCHROME1":
@@ -1279,7 +1459,7 @@ def plan_labels(
 
 
 def _check_vendors(vendors: Sequence[str] | None) -> list[str]:
-    vendors = list(vendors) if vendors else list(VENDOR_PROFILES)
+    vendors = list(vendors) if vendors else list(DEFAULT_VENDORS)
     unknown = [v for v in vendors if v not in VENDOR_PROFILES]
     if unknown:
         raise ValueError(f"unknown vendors {unknown}; use {sorted(VENDOR_PROFILES)}")
@@ -1326,6 +1506,7 @@ def generate_archive(
     progress: Callable[[int], None] | None = None,
     ground_truth: Path | None = None,
     mix: str = "enriched",
+    realism: Realism | None = None,
 ) -> list[SynthImage]:
     """Write a synthetic archive under out/ and out/ground_truth.csv; deterministic by seed.
 
@@ -1338,21 +1519,30 @@ def generate_archive(
     `dicom_write.TRANSFER_SYNTAXES` or UIDs) are cycled through within each study, from the
     vendor's list or from `transfer_syntaxes` when given. `progress` receives the number of
     images written so far after each image. `mix` names the study mix (`MIXES`).
+    `realism` shifts the archive away from the base generator (see `core.realism`): the
+    same studies, changed only as it says, drawn from random streams of their own. A
+    shifted or lossy archive gets UIDs of its own (a lossy copy is a new instance).
     """
     out = Path(out)
     if size not in ("full", "small"):
         raise ValueError(f"size must be 'full' or 'small', got {size!r}")
     vendors = _check_vendors(vendors)
     forced = _resolve_syntaxes(transfer_syntaxes) if transfer_syntaxes else None
+    realism = realism or Realism()
     plans = _plan_archive(seed, studies, vendors, study_mix(mix))
     uid_key: tuple = ("mammo-synth", seed, size, ",".join(vendors))
     if mix != "enriched":  # another mix's archive of the same seed holds other images
         uid_key += (mix,)
+    lossy = sorted({n for n in forced or () if TRANSFER_SYNTAXES[n] in LOSSY_SYNTAXES})
+    if realism != Realism() or lossy:
+        uid_key += (repr(realism), ",".join(lossy))
     images: list[SynthImage] = []
     for s_idx, study in enumerate(plans):
         profile = VENDOR_PROFILES[study.vendor]
         div = 8 if size == "small" else 1
-        rows, cols, ps = profile.rows // div, profile.columns // div, profile.pixel_spacing_mm * div
+        scale = realism.matrix_scale
+        rows, cols = round(profile.rows // div * scale), round(profile.columns // div * scale)
+        ps = profile.pixel_spacing_mm * div / scale
         syntaxes = forced or list(profile.transfer_syntaxes)
         ts_offset = int(np.random.default_rng([seed, 3, s_idx]).integers(len(syntaxes)))
         study_uid = str(stable_uid(*uid_key, "study", s_idx))
@@ -1368,19 +1558,14 @@ def generate_archive(
                 pixel_spacing_mm=ps,
                 mag_factor=ip.mag_factor,
                 density=study.density,
+                paddle_band=realism.paddle_band,
             )
             ps_breast = ps / ip.mag_factor
-            kinds: list[str] = []
-            confounders: list[str] = []
-            if ip.calcs:
-                confounders.append(add_calcifications(rng, img, mask, pixel_spacing_mm=ps_breast))
-            for k in ip.markers:
-                kinds.append(add_marker(rng, img, mask, pixel_spacing_mm=ps_breast, kind=k))
-            if ip.skin_bb:
-                bb = add_skin_marker(rng, img, mask, pixel_spacing_mm=ps_breast)
-                if bb:
-                    confounders.append(bb)
-            stored = to_stored(img, mask, profile, rng)
+            kinds, confounders, layer = _burn_objects(
+                rng, np.random.default_rng([seed, 7, s_idx, i_idx]), img, mask, ip,
+                ps_breast, realism,
+            )  # fmt: skip
+            stored = to_stored(img, mask, profile, rng, layer)
             sop = str(stable_uid(*uid_key, "sop", s_idx, i_idx))
             series = str(stable_uid(*uid_key, "series", s_idx, i_idx))
             header = ImageHeader(
@@ -1406,9 +1591,12 @@ def generate_archive(
                 dataclasses.replace(profile, pixel_spacing_mm=ps),
                 header,
                 padding_value=padding_value(profile),
+                declared_bits=realism.declared_bits
+                if (realism.declared_bits or 0) > profile.bits_stored
+                else None,
             )
             ts_name = syntaxes[(ts_offset + i_idx) % len(syntaxes)]
-            ds = encode(ds, ts_name)
+            ds = encode(ds, ts_name, j2k_ratio=realism.j2k_ratio, jpeg_quality=realism.jpeg_quality)
             path = write(ds, out / _relative_path(study, s_idx, i_idx, sop))
             images.append(
                 SynthImage(
@@ -1432,6 +1620,55 @@ def generate_archive(
                 progress(len(images))
     write_ground_truth(images, ground_truth or out / "ground_truth.csv")
     return images
+
+
+def _burn_objects(
+    rng: np.random.Generator,
+    shift_rng: np.random.Generator,
+    img: np.ndarray,
+    mask: np.ndarray,
+    ip: _ImagePlan,
+    ps: float,
+    realism: Realism,
+) -> tuple[list[str], list[str], MetalLayer | None]:
+    """The planned markers and confounders, then the realism's distractors, in place.
+
+    Returns (biopsy kinds, confounders, the metal layer when metal moves off the
+    extreme). The plan's objects draw from `rng` exactly as the base generator does;
+    everything the realism adds or changes draws from `shift_rng`.
+    """
+    extra = set(realism.distractors)
+    layer = MetalLayer(img.shape) if realism.shifts_metal else None
+
+    def metal(level: tuple[float, float]) -> MetalLayer | None:
+        if layer is not None:
+            layer.level = float(shift_rng.uniform(*level))
+        return layer
+
+    kinds: list[str] = []
+    confounders: list[str] = []
+    if "implants" in extra:
+        confounders.append(add_implant(shift_rng, img, mask, pixel_spacing_mm=ps))
+    if ip.calcs:
+        confounders.append(add_calcifications(rng, img, mask, pixel_spacing_mm=ps))
+    elif "calcs" in extra:
+        confounders.append(add_calcifications(shift_rng, img, mask, pixel_spacing_mm=ps))
+    for k in ip.markers:
+        lay = metal(realism.metal_level)
+        kinds.append(add_marker(rng, img, mask, pixel_spacing_mm=ps, kind=k, layer=lay))
+    if ip.skin_bb:
+        lay = metal(realism.metal_level)
+        confounders.append(add_skin_marker(rng, img, mask, pixel_spacing_mm=ps, layer=lay))
+    elif "bbs" in extra:
+        lay = metal(realism.metal_level)
+        confounders.append(add_skin_marker(shift_rng, img, mask, pixel_spacing_mm=ps, layer=lay))
+    if "letters" in extra:
+        lay = metal(realism.letter_level)
+        text = f"{ip.laterality}{ip.view}"
+        confounders.append(
+            add_lead_letters(shift_rng, img, mask, text, pixel_spacing_mm=ps, layer=lay)
+        )
+    return kinds, [c for c in confounders if c], layer
 
 
 def write_ground_truth(images: Iterable[SynthImage], path: Path) -> Path:

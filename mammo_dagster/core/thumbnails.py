@@ -18,8 +18,12 @@ a version it was not trained on.
 
 from __future__ import annotations
 
+import base64
+import io
+import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +34,7 @@ from PIL.PngImagePlugin import PngInfo
 from .decode import DEFAULT_OVERSAMPLE, full_frame, reduced_frame
 from .dicom import DicomError, DicomFile, Failure, HeaderFacts, open_dicom
 from .display import (
+    WINDOW_TOP,
     Voi,
     apply_lut,
     choose_voi,
@@ -40,16 +45,27 @@ from .display import (
     resolve_voi,
     stored_values,
     to_uint8,
+    window_lut,
 )
 from .files import atomic_write
+from .lift import PATCH_PX, Lifter, lift_up, working_level
 
 DEFAULT_SIZE = 512
-#: The rendering contract's version: "2" keeps headroom above the window, "1" did not.
-RENDER_VERSION = "2"
+#: The rendering contract's version: "3" lifts what stands above its surroundings into
+#: the headroom above the window (`core.lift`); "2" lifted what lay toward the stored
+#: extreme; "1" had no headroom.
+RENDER_VERSION = "3"
 #: The first version (no headroom); PNGs without a version tag are this one.
 LEGACY_RENDER = "1"
+#: Headroom toward the stored extreme (display.display8).
+EXTREME_RENDER = "2"
+#: Headroom by local lift.
+LIFT_RENDER = "3"
+RENDERS = (LEGACY_RENDER, EXTREME_RENDER, LIFT_RENDER)
 #: The PNG text chunk that carries it.
 RENDER_KEY = "mammo-render"
+#: v3's chunks: the patches (a base64 PNG strip) and their spots (JSON).
+PATCHES_KEY, SPOTS_KEY = "mammo-patches", "mammo-spots"
 #: Local maxima from this display level up are blended in, fully from KEEP_MAX_FULL,
 #: when they stand out from the local mean by CONTRAST_FROM (fully CONTRAST_FULL) levels.
 #: Both levels lie in the headroom above the window (display.WINDOW_TOP): metal and
@@ -73,6 +89,10 @@ class Thumbnail:
     content_shape: tuple[int, int]  # the image inside the padding
     method: str  # "fast" or "exact"
     render: str = RENDER_VERSION  # "1" when rendered without headroom
+    #: v3's second look: uint8 [PATCHES, channels, PATCH_PX, PATCH_PX] (see core.lift)
+    patches: np.ndarray | None = None
+    #: where the patches are: (row, column, lift) in the thumbnail's pixels
+    spots: list[tuple[float, float, float]] = field(default_factory=list)
 
 
 def fit_size(rows: int, cols: int, long_side: int) -> tuple[int, int]:
@@ -99,6 +119,8 @@ def shrink(
     area: tuple[float, float] | None = None,
     peaks: np.ndarray | None = None,
     keep_metal: bool = True,
+    keep_headroom: bool = False,
+    keep_peaks: bool = True,
 ) -> np.ndarray:
     """Area-average `img` (uint8) to (height, width), keeping near-white local maxima.
 
@@ -107,13 +129,17 @@ def shrink(
     `peaks` is the brightest display value within each pixel of `img` when `img`
     itself was averaged from a finer image (default: `img`). `keep_metal` keeps maxima
     from KEEP_METAL up whatever their contrast (rendering contract v2; in v1 such levels
-    were also tissue that clipped the window).
+    were also tissue that clipped the window). `keep_headroom` keeps every maximum in the
+    headroom above the window (rendering contract v3, where only lifted pixels get there).
+    `keep_peaks` False is the plain area average (v3's window levels, lifted afterwards).
     """
     if img.shape == (height, width) and area is None and peaks is None:
         return np.ascontiguousarray(img)
     box = None if area is None else (0.0, 0.0, area[1], area[0])
     src = Image.fromarray(np.ascontiguousarray(img))
     mean = np.asarray(src.resize((width, height), Image.Resampling.BOX, box=box))
+    if not keep_peaks:
+        return mean
     k = -(-img.shape[0] // height)
     k = max(k, -(-img.shape[1] // width))
     if k < 2 and peaks is None:
@@ -125,6 +151,8 @@ def shrink(
     weight = np.clip((peak - KEEP_MAX_FROM) / (KEEP_MAX_FULL - KEEP_MAX_FROM), 0.0, 1.0)
     contrast = np.clip((lift - CONTRAST_FROM) / (CONTRAST_FULL - CONTRAST_FROM), 0.0, 1.0)
     weight *= np.where(peak >= KEEP_METAL, 1.0, contrast) if keep_metal else contrast
+    if keep_headroom:
+        np.maximum(weight, np.clip((peak - WINDOW_TOP) / 8.0, 0.0, 1.0), out=weight)
     out = mean + weight * lift
     return np.rint(out).astype(np.uint8)
 
@@ -186,44 +214,68 @@ def _render(
     exact: bool = False,
     voi_index: int = 0,
     oversample: int = DEFAULT_OVERSAMPLE,
-    headroom: bool = True,
+    render: str = RENDER_VERSION,
 ) -> Thumbnail:
-    """Render one frame as a `size`-px thumbnail.
+    """Render one frame as a `size`-px thumbnail under rendering contract `render`.
 
     The fast path (default) gets stored values at `oversample` halvings finer than
     `size` (a reduced JPEG 2000 decode, else a box average that keeps each cell's
     extremes) and windows them through a 16-bit lookup table; ``exact=True``
     decodes in full and applies the float VOI per pixel. Both downsample the same
-    way. ``headroom=False`` renders contract version "1" (a plain 8-bit window), for
-    comparisons.
+    way. Older contracts ("1": a plain 8-bit window; "2": headroom toward the stored
+    extreme) stay renderable for comparisons and for models trained on them.
     """
+    if render not in RENDERS:
+        raise ValueError(f"unknown rendering contract {render!r}; use one of {RENDERS}")
     ds, facts = dicom.ds, dicom.facts
     bits, signed = facts.bits_stored, facts.pixel_representation == 1
+    lifted = render == LIFT_RENDER
+    h, w = fit_size(facts.rows, facts.columns, size)
     if exact:
         stored = full_frame(dicom, frame)
         values = stored_values(_patterns(np.asarray(stored)), bits, signed)
         voi = resolve_voi(ds, _sample(values), voi_index)
-        img = display8(values, ds, voi) if headroom else to_uint8(display_values(values, ds, voi))
-        area, peaks = None, None
+        if lifted:
+            lifter = Lifter(ds, voi, facts)
+            bright = lifter.orient(np.asarray(stored))
+            lift_map = lifter.analyse(bright, bright, 1.0)
+        else:
+            img = display8(values, ds, voi) if render != LEGACY_RENDER else None
+            img = to_uint8(display_values(values, ds, voi)) if img is None else img
+            small = shrink(img, h, w, keep_metal=render != LEGACY_RENDER)
     else:
         header_voi = choose_voi(ds, voi_index)
+        table = window_lut if lifted else partial(display_lut, room=render != LEGACY_RENDER)
         if header_voi is not None:
-            voi, lut = header_voi, display_lut(ds, header_voi, headroom)
+            voi, lut = header_voi, table(ds, header_voi)
             extremes = _bright_extremes(lut, bits)
         else:  # an automatic window rises with the stored value, then inversion applies
             extremes = ("min",) if inverts(ds) else ("max",)
-        reduced = reduced_frame(dicom, frame, size, extremes, oversample)
+        finest = working_level(facts) if lifted else None  # the patches' pixel size
+        reduced = reduced_frame(dicom, frame, size, extremes, oversample, max_level=finest)
         if header_voi is None:
             sample = stored_values(_patterns(_sample(reduced.pixels)), bits, signed)
             voi = resolve_voi(ds, sample, voi_index)
-            lut = display_lut(ds, voi, headroom)
-        img = apply_lut(reduced.pixels, lut)
-        peaks = None
-        if reduced.extremes:
-            peaks = np.maximum.reduce([apply_lut(e, lut) for e in reduced.extremes.values()])
+            lut = table(ds, voi)
         area = (facts.rows / reduced.factor, facts.columns / reduced.factor)
-    h, w = fit_size(facts.rows, facts.columns, size)
-    small = shrink(img, h, w, area=area, peaks=peaks, keep_metal=headroom)
+        if lifted:
+            lifter = Lifter(ds, voi, facts, lut)
+            mean = lifter.orient(reduced.pixels)
+            raw = (reduced.extremes or {}).get("max" if lifter.high else "min", reduced.pixels)
+            peak = lifter.orient(raw) if raw.shape == mean.shape else mean
+            lift_map = lifter.analyse(mean, peak, reduced.factor)
+        else:
+            img = apply_lut(reduced.pixels, lut)
+            peaks = None
+            if reduced.extremes:
+                peaks = np.maximum.reduce([apply_lut(e, lut) for e in reduced.extremes.values()])
+            small = shrink(img, h, w, area=area, peaks=peaks, keep_metal=render != LEGACY_RENDER)
+    patches, spots = None, []
+    if lifted:
+        small = shrink(lift_map.display, h, w, area=None if exact else area, keep_peaks=False)
+        small = lift_up(small, lift_map.share((h, w)))
+        offset = ((size - h) // 2, (size - w) // 2) if pad else (0, 0)
+        patches, spots = lift_map.patches((h, w), offset)
     return Thumbnail(
         image=pad_square(small, size) if pad else small,
         facts=facts,
@@ -231,7 +283,9 @@ def _render(
         voi=voi,
         content_shape=(h, w),
         method="exact" if exact else "fast",
-        render=RENDER_VERSION if headroom else LEGACY_RENDER,
+        render=render,
+        patches=patches,
+        spots=spots,
     )
 
 
@@ -260,11 +314,26 @@ def remove_stale_temps(folder: Path, older_than_s: float = STALE_TEMP_S) -> int:
     return removed
 
 
-def save_png(img: np.ndarray, path: str | Path, render: str = RENDER_VERSION) -> Path:
+def save_png(
+    img: np.ndarray,
+    path: str | Path,
+    render: str = RENDER_VERSION,
+    patches: np.ndarray | None = None,
+    spots: list[tuple[float, float, float]] | None = None,
+) -> Path:
     """Write a thumbnail PNG atomically (see `files.atomic_write`), tagged with the
-    rendering contract's version."""
+    rendering contract's version and, for v3, carrying its patches and their spots in
+    compressed text chunks (`PATCHES_KEY`, `SPOTS_KEY`): one file is the model's whole
+    input."""
     info = PngInfo()
     info.add_text(RENDER_KEY, render)
+    if patches is not None:
+        strip = np.ascontiguousarray(patches.transpose(0, 2, 1, 3).reshape(
+            patches.shape[0] * patches.shape[2], patches.shape[1] * patches.shape[3]))  # fmt: skip
+        buf = io.BytesIO()
+        Image.fromarray(strip).save(buf, format="PNG", compress_level=6)
+        info.add_text(PATCHES_KEY, base64.b64encode(buf.getvalue()).decode("ascii"), zip=True)
+        info.add_text(SPOTS_KEY, json.dumps([[round(v, 2) for v in s] for s in spots or []]))
     with atomic_write(path, "wb") as f:
         Image.fromarray(img).save(f, format="PNG", compress_level=1, pnginfo=info)
     return Path(path)
@@ -274,3 +343,20 @@ def render_version(im: Image.Image) -> str:
     """The rendering contract version an opened thumbnail was made with ("1" when untagged:
     the first version wrote no tag)."""
     return str(im.info.get(RENDER_KEY, LEGACY_RENDER))
+
+
+def read_patches(im: Image.Image) -> tuple[np.ndarray | None, list[tuple[float, float, float]]]:
+    """The patches and spots an opened v3 thumbnail carries ((None, []) for older ones).
+    Raises ValueError when the chunk is damaged."""
+    raw = im.info.get(PATCHES_KEY)
+    if raw is None:
+        return None, []
+    try:
+        with Image.open(io.BytesIO(base64.b64decode(raw))) as strip:
+            a = np.asarray(strip.convert("L"))
+        channels = a.shape[1] // PATCH_PX
+        patches = a.reshape(-1, PATCH_PX, channels, PATCH_PX).transpose(0, 2, 1, 3)
+        spots = [tuple(float(v) for v in s) for s in json.loads(im.info.get(SPOTS_KEY, "[]"))]
+    except (ValueError, OSError, TypeError) as e:
+        raise ValueError(f"damaged patches chunk: {e}") from e
+    return np.ascontiguousarray(patches), spots  # type: ignore[return-value]

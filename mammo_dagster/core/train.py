@@ -1,11 +1,11 @@
-"""Train the two-flag model (fastai ResNet18, multi-label), export it to ONNX, quantize it.
+"""Train the two-flag model (fastai, multi-label) and export it (`core.export`).
 
 Needs the `train` extra (torch, fastai, onnx); everything downstream of the ONNX
-file needs only ONNX Runtime. Grayscale in, one channel; inside the network a
-parameter-free metal channel goes beside it (`metal_stem`), so the first convolution
-has two (``vision_learner(n_in=2)``; with ImageNet weights the image channel gets the
-sum of the RGB kernels and the metal channel starts at zero). The exported graph
-includes the normalization and a sigmoid (see preprocess.py).
+file needs only ONNX Runtime. The networks are in `core.network`: for rendering
+contract v3 thumbnails, which carry patches, the image network (ResNet18) and the
+second look over the patches (`MammoNet`); for older thumbnails the image network
+alone. The shape follows fastai's `train_imagenette.py`: a pure `get_dls`, a `fit`
+with module-level callbacks, then thresholds, evaluation and export.
 """
 
 from __future__ import annotations
@@ -20,9 +20,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
+from fastai.callback.core import Callback
+from fastai.callback.tracker import EarlyStoppingCallback, SaveModelCallback
+from fastai.learner import Learner
+from torch import nn
+from torch.nn import functional as F
 
 from . import metrics, preprocess
 from .dataset import Example, Snapshot
+from .export import export_onnx
+from .network import (  # noqa: F401  (re-exported for the benchmarks and tests)
+    METAL_LEVEL,
+    METAL_LEVELS,
+    ExportModel,
+    headroom_jitter,
+    metal_stem,
+    network,
+    patch_jitter,
+)
 from .splits import shuffle_key
 from .thumbnails import RENDER_VERSION
 
@@ -41,6 +57,10 @@ class TrainConfig:
     lighting: float = 0.2  # max brightness/contrast change of the augmentation
     metal: bool = True  # a second input channel marking metal (see `metal_stem`)
     any_render: bool = False  # accept thumbnails of an older rendering contract (comparisons)
+    jitter: float = 1.0  # strength of headroom / patch jitter while training (0: none)
+    second_look: bool | None = None  # patches for biopsy (None: if the thumbnails carry them)
+    folds: int = 3  # out-of-fold biopsy thresholds from the second look (< 2: validation)
+    patch_epochs: int = 24  # the second look's fixed schedule (core.second_look)
     bf16: bool | None = None  # bfloat16 autocast while training (None: if the CPU has it)
     warmup: int | None = None  # epochs before best-epoch tracking starts (None: a third)
     seed: int = 0
@@ -62,10 +82,10 @@ def cpu_bf16_supported() -> bool:
 
 
 def imagenet_weights_cached() -> bool:
-    import torch
+    """Whether ImageNet ResNet18 weights are in torch's cache (`mammo weights import`)."""
+    from .weights import cached
 
-    checkpoints = Path(torch.hub.get_dir()) / "checkpoints"
-    return any(checkpoints.glob("resnet18-*.pth"))
+    return cached() is not None
 
 
 def _labels(examples: list[Example]) -> np.ndarray:
@@ -92,114 +112,183 @@ def _valid_split(snapshot: Snapshot) -> tuple[list[Example], list[Example], str]
     )
 
 
-#: The metal channel marks model-input pixels from about this display level up: with the
-#: headroom contract (display.display8) only values near the stored extreme get there.
-METAL_LEVEL = 250
+def load_inputs(examples: list[Example], size: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """uint8 model input images [n, S, S] and, when every thumbnail carries them, their
+    patches [n, K, C, P, P] (else None)."""
+    loaded = [preprocess.load_input(e.thumbnail, size) for e in examples]
+    if not loaded:
+        return np.zeros((0, size, size), np.uint8), None
+    images = np.stack([image for image, _ in loaded])
+    if any(p is None for _, p in loaded):
+        return images, None
+    return images, np.stack([p for _, p in loaded])
 
 
-def metal_stem(conv1):
-    """`conv1` fed with a second channel that marks metal (see `METAL_LEVEL`).
+def get_dls(images: np.ndarray, y: np.ndarray, n_train: int, config: TrainConfig):
+    """fastai DataLoaders of model input images: the first `n_train` train, the rest
+    validate. Flips, small rotations and brightness/contrast; no crop or zoom that could
+    cut a marker out, no warp."""
+    from fastai.data.block import DataBlock, MultiCategoryBlock
+    from fastai.data.transforms import IndexSplitter
+    from fastai.vision.augment import Normalize, aug_transforms
+    from fastai.vision.core import PILImageBW
+    from fastai.vision.data import ImageBlock
 
-    The network sees the image and, beside it, where the brightest levels are, spread
-    over 3 x 3 so that a 1-px clip survives the stride-2 stem. Only the image itself
-    comes in (normalized, as the first layer always sees it), so the exported graph's
-    input contract is unchanged.
-    """
-    import torch
-    from torch import nn
-    from torch.nn import functional as F
-
-    class MetalChannel(nn.Module):
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            level = (x * preprocess.STD + preprocess.MEAN) * 255.0
-            metal = ((level - (METAL_LEVEL - 3.0)) / 4.0).clamp(0.0, 1.0)
-            metal = F.max_pool2d(metal, 3, stride=1, padding=1)
-            return torch.cat([x, (metal - 0.5) * 4.0], dim=1)
-
-    return nn.Sequential(MetalChannel(), conv1)
-
-
-def _image_kernels_from_rgb(conv) -> None:
-    """ImageNet's first convolution on [image, metal]: the image channel gets the sum of
-    the RGB kernels (gray = R = G = B), the metal channel zeros, so the pretrained
-    network starts exactly where it would on the image alone."""
-    import torch
-    from torchvision.models import ResNet18_Weights, resnet18
-
-    rgb = resnet18(weights=ResNet18_Weights.IMAGENET1K_V1).conv1.weight  # from the cache
-    with torch.no_grad():
-        conv.weight[:, 0] = rgb.sum(dim=1)
-        conv.weight[:, 1] = 0.0
+    block = DataBlock(
+        blocks=(ImageBlock(cls=PILImageBW), MultiCategoryBlock(encoded=True,
+                                                               vocab=list(preprocess.FLAGS))),
+        get_x=lambda i: PILImageBW.create(images[i]),
+        get_y=lambda i: y[i],
+        splitter=IndexSplitter(list(range(n_train, len(images)))),
+        batch_tfms=aug_transforms(
+            do_flip=True, flip_vert=True, max_rotate=config.rotate, min_zoom=1.0,
+            max_zoom=1.0, max_lighting=config.lighting, max_warp=0.0, pad_mode="zeros",
+        ),
+    )  # fmt: skip
+    dls = block.dataloaders(
+        list(range(len(images))), bs=min(config.batch_size, n_train), num_workers=0
+    )
+    dls.rng.seed(config.seed)
+    dls.add_tfms([Normalize.from_stats([preprocess.MEAN], [preprocess.STD])], "after_batch")
+    return dls
 
 
-def network(pretrained: bool = False, metal: bool = True):
-    """The fastai ResNet18 (1 image channel in, 2 logits out), with the metal channel."""
-    from fastai.vision.learner import create_vision_model
-    from torchvision.models import resnet18
+class InputJitter(Callback):
+    """On training batches, jitters the headroom of the (normalized) images
+    (`network.headroom_jitter`)."""
 
-    net = create_vision_model(resnet18, n_out=2, n_in=2 if metal else 1, pretrained=pretrained)
-    if metal:
-        add_metal_stem(net, pretrained)
-    return net
+    order = 5
 
+    def __init__(self, strength: float) -> None:
+        self.strength = strength
 
-def add_metal_stem(net, pretrained: bool) -> None:
-    """Put `metal_stem` in front of the first convolution of a fastai ResNet built with
-    two input channels (its pretrained kernels set up by `_image_kernels_from_rgb`)."""
-    if pretrained:
-        _image_kernels_from_rgb(net[0][0])
-    net[0][0] = metal_stem(net[0][0])
+    def before_batch(self) -> None:
+        if self.training and self.strength > 0:
+            x = self.xb[0] * preprocess.STD + preprocess.MEAN
+            x = (headroom_jitter(x, self.strength) - preprocess.MEAN) / preprocess.STD
+            self.learn.xb = (x, *self.xb[1:])
 
 
-class ExportModel:
-    """Builds the graph that ships: normalize -> fastai model -> sigmoid."""
+class Record(Callback):
+    """Keeps each epoch's losses in `history`."""
 
-    @staticmethod
-    def wrap(model):
-        import torch
-        from torch import nn
+    order = 90
 
-        class Shipped(nn.Module):
-            def __init__(self, body: nn.Module) -> None:
-                super().__init__()
-                self.body = body
-                self.register_buffer("mean", torch.tensor(preprocess.MEAN))
-                self.register_buffer("std", torch.tensor(preprocess.STD))
+    def __init__(self, history: list[dict]) -> None:
+        self.history = history
 
-            def forward(self, image: torch.Tensor) -> torch.Tensor:
-                return torch.sigmoid(self.body((image - self.mean) / self.std))
+    def after_epoch(self) -> None:
+        vals = self.recorder.values[-1] if self.recorder.values else []
+        self.history.append(
+            {
+                "epoch": self.epoch,
+                "train_loss": float(vals[0]) if len(vals) > 0 else None,
+                "valid_loss": float(vals[1]) if len(vals) > 1 else None,
+                "accuracy_multi": float(vals[2]) if len(vals) > 2 else None,
+            }
+        )
 
-        return Shipped(model).eval()
+
+class _AfterWarmup:
+    """A from-scratch network's BatchNorm statistics lag its weights during the first,
+    high-learning-rate epochs, so validation loss swings wildly there: best-epoch saving
+    and early stopping only look at epochs from `warmup` on."""
+
+    warmup = 0
+
+    def after_epoch(self) -> None:
+        if self.epoch >= self.warmup:
+            super().after_epoch()  # type: ignore[misc]
 
 
-def _torch_probs(model, images: np.ndarray, batch: int = 64) -> np.ndarray:
-    import torch
+class SaveBest(_AfterWarmup, SaveModelCallback):
+    def __init__(self, warmup: int, **kw) -> None:
+        super().__init__(**kw)
+        self.warmup = warmup
 
+
+class StopEarly(_AfterWarmup, EarlyStoppingCallback):
+    def __init__(self, warmup: int, **kw) -> None:
+        super().__init__(**kw)
+        self.warmup = warmup
+
+
+class CpuBf16(Callback):
+    """bfloat16 autocast on the CPU for the forward pass and the loss (as fastai's
+    MixedPrecision does on a GPU); weights, gradients and the export stay float32."""
+
+    order = 10
+
+    def before_batch(self) -> None:
+        self.autocast = torch.autocast("cpu", dtype=torch.bfloat16)
+        self.autocast.__enter__()
+
+    def after_pred(self) -> None:
+        self.learn.pred = self.pred.float()
+
+    def after_loss(self) -> None:
+        self.autocast.__exit__(None, None, None)
+
+    after_cancel_batch = after_loss
+
+
+class FlagLoss(nn.Module):
+    """Binary cross-entropy over the flags in `flags` only (indices into FLAGS)."""
+
+    def __init__(self, flags: list[int]) -> None:
+        super().__init__()
+        self.flags = flags
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        k = self.flags
+        return F.binary_cross_entropy_with_logits(logits[:, k], target[:, k].float())
+
+
+def fit(
+    dls, model, config: TrainConfig, work: Path, flags: list[int] | None = None
+) -> tuple[Learner, list[dict], int, bool]:
+    """Train `model` one-cycle with best-epoch saving and early stopping after the
+    warm-up, on the loss of `flags` (default: every flag). Returns (learner, history,
+    warm-up epochs, bf16 used)."""
+    import fastai.callback.progress  # noqa: F401  (Learner.no_bar)
+    import fastai.callback.schedule  # noqa: F401  (Learner.fit_one_cycle)
+    from fastai.losses import BCEWithLogitsLossFlat
+    from fastai.metrics import accuracy_multi
+
+    loss = BCEWithLogitsLossFlat() if flags is None else FlagLoss(flags)
+    learn = Learner(dls, model, loss_func=loss, metrics=[accuracy_multi], path=work)
+    history: list[dict] = []
+    warmup = config.warmup if config.warmup is not None else config.epochs // 3
+    warmup = min(warmup, config.epochs - 1)
+    bf16 = cpu_bf16_supported() if config.bf16 is None else config.bf16
+    callbacks = [
+        SaveBest(warmup, monitor="valid_loss", fname="best", with_opt=False),
+        StopEarly(warmup, monitor="valid_loss", patience=config.patience),
+        Record(history),
+        InputJitter(config.jitter),
+    ] + ([CpuBf16()] if bf16 else [])
+    chatter = io.StringIO()  # fastai prints "Better model found ..." itself
+    with learn.no_bar(), learn.no_logging(), contextlib.redirect_stdout(chatter):
+        learn.fit_one_cycle(config.epochs, config.lr, cbs=callbacks)
+    return learn, history, warmup, bf16
+
+
+def _torch_probs(model, images: np.ndarray, patches: np.ndarray | None = None,
+                 batch: int = 64) -> np.ndarray:  # fmt: skip
     out = []
     with torch.inference_mode():
         for i in range(0, len(images), batch):
-            x = torch.from_numpy(preprocess.to_batch(list(images[i : i + batch])))
-            out.append(model(x).numpy())
+            args = [torch.from_numpy(preprocess.to_batch(list(images[i : i + batch])))]
+            if patches is not None:
+                args.append(torch.from_numpy(preprocess.to_patch_batch(
+                    list(patches[i : i + batch]))))  # fmt: skip
+            out.append(model(*args).numpy())
     return np.concatenate(out) if out else np.zeros((0, 2), np.float32)
 
 
 def train(snapshot: Snapshot, out_dir: Path, config: TrainConfig | None = None) -> dict:
     """Train on the snapshot's train split, pick thresholds on validation, evaluate on
     the labeled hold-out, export ONNX. Returns the model card (also written as card.json)."""
-    import fastai.callback.progress  # noqa: F401  (Learner.no_bar)
-    import fastai.callback.schedule  # noqa: F401  (Learner.fit_one_cycle)
-    import torch
-    from fastai.callback.tracker import EarlyStoppingCallback, SaveModelCallback
-    from fastai.data.block import DataBlock, MultiCategoryBlock
-    from fastai.data.transforms import IndexSplitter
-    from fastai.losses import BCEWithLogitsLossFlat
-    from fastai.metrics import accuracy_multi
-    from fastai.vision.augment import aug_transforms
-    from fastai.vision.core import PILImageBW
-    from fastai.vision.data import ImageBlock
-    from fastai.vision.learner import vision_learner
-    from torchvision.models import resnet18
-
     config = config or TrainConfig()
     warnings.filterwarnings("ignore", category=FutureWarning, module="torch")
     warnings.filterwarnings("ignore", message=".*mode.chained_assignment.*")
@@ -227,150 +316,67 @@ def train(snapshot: Snapshot, out_dir: Path, config: TrainConfig | None = None) 
             f"version renders v{RENDER_VERSION}: re-run the thumbnails of every drop "
             "(Dagster: backfill thumbnails), then train"
         )
-    arrays = np.stack([preprocess.load(e.thumbnail, size) for e in items])
+    images, patches = load_inputs(items, size)
+    second_look = patches is not None if config.second_look is None else config.second_look
+    if second_look and patches is None:
+        raise ValueError("second_look needs thumbnails that carry patches (contract v3)")
     y = _labels(items)
     pretrained = imagenet_weights_cached() if config.pretrained is None else config.pretrained
+    levels = METAL_LEVELS.get(render, METAL_LEVELS[RENDER_VERSION])
+    image_net = network(pretrained, config.metal, levels, second_look=False)
+    dls = get_dls(images, y, len(train_ex), config)
+    # with the second look the image network answers mag alone: biopsy would take its capacity
+    mag_only = [preprocess.FLAGS.index("mag")] if second_look else None
+    learn, history, warmup, bf16 = fit(dls, image_net, config, out_dir / "fastai", mag_only)
+    n = len(train_ex)
+    look = None
+    if second_look:
+        from .network import MammoNet
+        from .second_look import PatchConfig, train_second_look
 
-    block = DataBlock(
-        blocks=(
-            ImageBlock(cls=PILImageBW),
-            MultiCategoryBlock(encoded=True, vocab=list(preprocess.FLAGS)),
-        ),
-        get_x=lambda i: PILImageBW.create(arrays[i]),
-        get_y=lambda i: y[i],
-        splitter=IndexSplitter(list(range(len(train_ex), len(items)))),
-        # Mammograms: flips and small rotations, brightness/contrast; no crop or
-        # zoom that could cut a marker out, no warp.
-        batch_tfms=aug_transforms(
-            do_flip=True,
-            flip_vert=True,
-            max_rotate=config.rotate,
-            min_zoom=1.0,
-            max_zoom=1.0,
-            max_lighting=config.lighting,
-            max_warp=0.0,
-            pad_mode="zeros",
-        ),
-    )
-    dls = block.dataloaders(
-        list(range(len(items))), bs=min(config.batch_size, len(train_ex)), num_workers=0
-    )
-    dls.rng.seed(config.seed)
-    work = out_dir / "fastai"
-    learn = vision_learner(
-        dls,
-        resnet18,
-        n_in=2 if config.metal else 1,
-        n_out=2,
-        pretrained=pretrained,
-        normalize=False,  # normalization is in the shipped graph (and mirrored below)
-        loss_func=BCEWithLogitsLossFlat(),
-        metrics=[accuracy_multi],
-        path=work,
-    )
-    from fastai.vision.augment import Normalize
-
-    learn.dls.add_tfms([Normalize.from_stats([preprocess.MEAN], [preprocess.STD])], "after_batch")
-    if config.metal:
-        add_metal_stem(learn.model, pretrained)
-    if pretrained:
-        learn.unfreeze()  # the metal channel's kernels must learn; so may the rest
-    history: list[dict] = []
-
-    from fastai.callback.core import Callback
-
-    class Record(Callback):
-        order = 90
-
-        def after_epoch(self) -> None:
-            vals = self.recorder.values[-1] if self.recorder.values else []
-            history.append(
-                {
-                    "epoch": self.epoch,
-                    "train_loss": float(vals[0]) if len(vals) > 0 else None,
-                    "valid_loss": float(vals[1]) if len(vals) > 1 else None,
-                    "accuracy_multi": float(vals[2]) if len(vals) > 2 else None,
-                }
-            )
-
-    chatter = io.StringIO()  # fastai prints "Better model found ..." itself
-    # A from-scratch network's BatchNorm statistics lag its weights during the first,
-    # high-learning-rate epochs, so validation loss swings wildly there: best-epoch
-    # saving and early stopping only look at epochs after the warm-up.
-    warmup = config.warmup if config.warmup is not None else config.epochs // 3
-    warmup = min(warmup, config.epochs - 1)
-
-    class AfterWarmup:
-        def after_epoch(self) -> None:
-            if self.epoch >= warmup:
-                super().after_epoch()
-
-    class SaveBest(AfterWarmup, SaveModelCallback):
-        pass
-
-    class StopEarly(AfterWarmup, EarlyStoppingCallback):
-        pass
-
-    bf16 = cpu_bf16_supported() if config.bf16 is None else config.bf16
-
-    class CpuBf16(Callback):
-        """bfloat16 autocast on the CPU for the forward pass and the loss (as fastai's
-        MixedPrecision does on a GPU); weights, gradients and the export stay float32."""
-
-        order = 10
-
-        def before_batch(self) -> None:
-            self.autocast = torch.autocast("cpu", dtype=torch.bfloat16)
-            self.autocast.__enter__()
-
-        def after_pred(self) -> None:
-            self.learn.pred = self.pred.float()
-
-        def after_loss(self) -> None:
-            self.autocast.__exit__(None, None, None)
-
-        after_cancel_batch = after_loss
-
-    with learn.no_bar(), learn.no_logging(), contextlib.redirect_stdout(chatter):
-        learn.fit_one_cycle(
-            config.epochs,
-            config.lr,
-            cbs=[
-                SaveBest(monitor="valid_loss", fname="best", with_opt=False),
-                StopEarly(monitor="valid_loss", patience=config.patience),
-                Record(),
-            ]
-            + ([CpuBf16()] if bf16 else []),
-        )
-    shipped = ExportModel.wrap(learn.model.cpu())
-    valid_arrays = arrays[len(train_ex) :]
-    valid_p = _torch_probs(shipped, valid_arrays)
-    valid_y = y[len(train_ex) :]
+        look = train_second_look(
+            patches, y[:, 0], [e.patient_key for e in items], np.arange(n, len(items)),
+            PatchConfig(epochs=config.patch_epochs, folds=config.folds, jitter=config.jitter,
+                        seed=config.seed),
+        )  # fmt: skip
+        shipped = ExportModel.wrap(MammoNet(learn.model.cpu(), look.net))
+    else:
+        patches = None
+        shipped = ExportModel.wrap(learn.model.cpu())
+    valid_p = _torch_probs(shipped, images[n:], None if patches is None else patches[n:])
+    valid_y = y[n:]
     thresholds = {
         flag: metrics.threshold_for_recall(valid_y[:, k], valid_p[:, k], config.target_recall)
         for k, flag in enumerate(preprocess.FLAGS)
     }
-    holdout_arrays = (
-        np.stack([preprocess.load(e.thumbnail, size) for e in holdout_ex])
-        if holdout_ex
-        else np.zeros((0, size, size), np.uint8)
-    )
-    holdout_p = _torch_probs(shipped, holdout_arrays)
+    validation = _report(valid_y, valid_p, thresholds)
+    validation_thresholds = dict(thresholds)  # what validation alone would have chosen
+    threshold_rule = {f: f"{config.target_recall:.0%} recall on validation ({len(valid_y)} "
+                      "images)" for f in preprocess.FLAGS}  # fmt: skip
+    if look is not None and look.oof is not None:  # the biopsy flag: out of fold
+        t = metrics.threshold_for_recall(y[:, 0], look.oof, config.target_recall)
+        thresholds["biopsy"] = t
+        validation["biopsy"] = metrics.flag_report(y[:, 0], look.oof, t)
+        threshold_rule["biopsy"] = (
+            f"{config.target_recall:.0%} recall on out-of-fold scores "
+            f"({look.folds} folds by patient, {len(y)} images)"
+        )
+    hold_images, hold_patches = load_inputs(holdout_ex, size)
+    holdout_p = _torch_probs(shipped, hold_images, hold_patches if second_look else None)
     holdout_y = _labels(holdout_ex) if holdout_ex else np.zeros((0, 2), np.float32)
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    torch.save(learn.model.state_dict(), out_dir / "model.pt")  # for Grad-CAM
-    with contextlib.redirect_stdout(chatter):  # the exporter narrates its steps
+    torch.save(shipped.body.state_dict(), out_dir / "model.pt")  # for Grad-CAM
+    with contextlib.redirect_stdout(io.StringIO()):  # the exporter narrates its steps
         onnx_path = export_onnx(shipped, out_dir / "model.onnx", size)
-    np.savez_compressed(
-        out_dir / "validation.npz", images=valid_arrays, labels=valid_y, torch_probs=valid_p
-    )
+    extra = {} if patches is None else {"patches": patches[n:]}
+    np.savez_compressed(out_dir / "validation.npz", images=images[n:], labels=valid_y,
+                        torch_probs=valid_p, **extra)  # fmt: skip
     card = {
-        "architecture": "resnet18 (fastai vision_learner), 1 image channel"
-        + (" + metal channel (metal_stem)" if config.metal else "")
-        + ", 2 sigmoid outputs",
+        "architecture": _architecture(config, second_look),
         "flags": list(preprocess.FLAGS),
         "input_size": size,
+        "second_look": second_look,
         "pretrained": bool(pretrained),
         "pretrained_note": "ImageNet weights (cached locally)"
         if pretrained
@@ -384,14 +390,18 @@ def train(snapshot: Snapshot, out_dir: Path, config: TrainConfig | None = None) 
         "valid_images": len(valid_ex),
         "holdout_images": len(holdout_ex),
         "thresholds": thresholds,
+        "threshold_rule": threshold_rule,
+        "validation_thresholds": validation_thresholds,
         "target_recall": config.target_recall,
-        "validation": _report(valid_y, valid_p, thresholds),
+        "validation": validation,
+        "second_look_seconds": round(look.seconds, 1) if look else None,
         "holdout": _report(holdout_y, holdout_p, thresholds),
         "history": history,
         "best_epoch": _best_epoch(history, warmup),
         "warmup_epochs": warmup,
         "config": {k: v for k, v in vars(config).items() if k != "extra"},
         "preprocessing": preprocess.CONTRACT | {"S": size, "render": render},
+        "metal_levels": list(levels) if config.metal else None,
         "versions": _versions(),
         "training_seconds": round(time.perf_counter() - t0, 1),
         "bf16_autocast": bf16,
@@ -399,6 +409,15 @@ def train(snapshot: Snapshot, out_dir: Path, config: TrainConfig | None = None) 
     }
     (out_dir / "card.json").write_text(json.dumps(card, indent=2, default=_json_default))
     return card
+
+
+def _architecture(config: TrainConfig, second_look: bool) -> str:
+    image = "resnet18 (fastai), 1 image channel" + (
+        " + metal channel (metal_stem)" if config.metal else ""
+    )
+    if second_look:
+        return f"{image} for mag; biopsy: the highest score of a patch CNN over the patches"
+    return image + ", 2 sigmoid outputs"
 
 
 def _best_epoch(history: list[dict], warmup: int) -> int | None:
@@ -436,63 +455,3 @@ def _versions() -> dict:
         "fastai": fastai.__version__,
         "onnxruntime": onnxruntime.__version__,
     }
-
-
-def export_onnx(model, path: Path, size: int) -> Path:
-    """ONNX with a dynamic batch axis: input `image` [N,1,S,S] float32 -> `probs` [N,2]."""
-    import torch
-
-    dummy = torch.zeros(2, 1, size, size)
-    batch = torch.export.Dim("N", min=1, max=4096)
-    torch.onnx.export(
-        model,
-        (dummy,),
-        str(path),
-        input_names=[preprocess.CONTRACT["input_name"]],
-        output_names=[preprocess.CONTRACT["output_name"]],
-        dynamic_shapes={"image": {0: batch}},
-        external_data=False,
-        dynamo=True,
-    )
-    return path
-
-
-def quantize_int8(
-    fp32: Path, int8: Path, calibration: np.ndarray, per_channel: bool = True
-) -> Path:
-    """Static QDQ int8 quantization, calibrated on `calibration` (uint8 [n,S,S] inputs)."""
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.batches = iter(
-                [
-                    preprocess.to_batch(list(calibration[i : i + 16]))
-                    for i in range(0, len(calibration), 16)
-                ]
-            )
-
-        def get_next(self):
-            b = next(self.batches, None)
-            return None if b is None else {preprocess.CONTRACT["input_name"]: b}
-
-    pre = int8.with_name(int8.stem + ".pre.onnx")
-    quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)  # fails on fastai Concat
-    quantize_static(
-        str(pre),
-        str(int8),
-        Reader(),
-        quant_format=QuantFormat.QDQ,
-        per_channel=per_channel,
-        op_types_to_quantize=["Conv"],  # the backbone; the small head stays fp32
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-    )
-    pre.unlink(missing_ok=True)
-    return int8

@@ -99,7 +99,8 @@ class TrainingConfig(dg.Config):
     seed: int = 0
     target_recall: float = 0.98
     pretrained: str = "auto"  # auto (if cached) | yes | no
-    metal_channel: bool = True  # a second input channel marking metal (core.train.metal_stem)
+    metal_channel: bool = True  # a second input channel marking metal (core.network.metal_stem)
+    jitter: float = 1.0  # headroom / patch augmentation strength (core.network)
 
 
 @dg.asset(group_name="model", deps=[training_set], kinds={"pytorch"})
@@ -129,6 +130,7 @@ def trained_model(
             target_recall=config.target_recall,
             pretrained={"auto": None, "yes": True, "no": False}[config.pretrained],
             metal=config.metal_channel,
+            jitter=config.jitter,
         ),
     )
     card["version"] = version
@@ -239,8 +241,9 @@ def onnx_model(
 ) -> dg.MaterializeResult:
     """The newest trained model's ONNX graph and its int8 variant, checked against PyTorch;
     it becomes the current model (atomic pointer) only when both checks pass."""
+    from mammo_dagster.core.export import quantize_int8
     from mammo_dagster.core.onnx_model import OnnxModel
-    from mammo_dagster.core.train import quantize_int8
+    from mammo_dagster.core.train import load_inputs
 
     versions = sorted(p.name for p in paths.models.glob("m[0-9]*") if (p / "card.json").exists())
     if not versions:
@@ -250,8 +253,9 @@ def onnx_model(
     card = read_card(folder)
     data = np.load(folder / "validation.npz")
     images, torch_p, y = data["images"], data["torch_probs"], data["labels"]
+    patches = data.get("patches")
     fp32 = OnnxModel(folder / "model.onnx")
-    onnx_p = fp32.probs(images)
+    onnx_p = fp32.probs(images, patches)
     diff = float(np.max(np.abs(onnx_p - torch_p))) if len(images) else 0.0
     parity = dg.AssetCheckResult(
         check_name="onnx_matches_pytorch",
@@ -259,15 +263,11 @@ def onnx_model(
         metadata={"max_abs_diff": diff, "images": len(images)},
     )
     snapshot = load_snapshot(paths.training_sets / "current.csv")
-    calibration = np.stack(
-        [
-            preprocess.load(e.thumbnail, card["input_size"], preprocess.model_render(card))
-            for e in snapshot.split("train")[:128]
-        ]
-    )
-    quantize_int8(folder / "model.onnx", folder / "model.int8.onnx", calibration)
+    calibration, calibration_patches = load_inputs(snapshot.split("train")[:128], fp32.size)
+    quantize_int8(folder / "model.onnx", folder / "model.int8.onnx", calibration,
+                  calibration_patches if fp32.second_look else None)  # fmt: skip
     int8 = OnnxModel(folder / "model.int8.onnx")
-    int8_p = int8.probs(images)
+    int8_p = int8.probs(images, patches)
     agree = float(np.mean(fp32.flags(onnx_p) == int8.flags(int8_p))) if len(images) else 1.0
     drops_ = {}
     for k, flag in enumerate(preprocess.FLAGS):

@@ -1,0 +1,204 @@
+"""Rendering contract v3: the local lift, and the invariances it exists for."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mammo_dagster.core.display import WINDOW_TOP
+from mammo_dagster.core.lift import _running, block_min, lift_background, opening, se_pixels
+from mammo_dagster.core.thumbnails import render
+from tests.factory import make_file
+
+ROWS, COLS, SPACING = 1200, 960, 0.1  # a 120 x 96 mm detector, 10 px per mm
+
+
+def _brute(a: np.ndarray, k: int, axis: int, op) -> np.ndarray:
+    r = k // 2
+    out = np.empty_like(a)
+    for i in range(a.shape[axis]):
+        sl = [slice(None)] * a.ndim
+        sl[axis] = slice(max(i - r, 0), i + r + 1)
+        idx = [slice(None)] * a.ndim
+        idx[axis] = i
+        out[tuple(idx)] = op.reduce(a[tuple(sl)], axis=axis)
+    return out
+
+
+@pytest.mark.parametrize("k", [1, 3, 5, 8, 31])
+@pytest.mark.parametrize("axis", [0, 1])
+def test_running_extremes_match_a_brute_force_window(k: int, axis: int) -> None:
+    a = np.random.default_rng(k).integers(0, 4096, (37, 29)).astype(np.uint16)
+    k_odd = k | 1
+    for op, neutral in ((np.maximum, 0), (np.minimum, 65535)):
+        np.testing.assert_array_equal(_running(a, k_odd, axis, op, neutral),
+                                      _brute(a, k_odd, axis, op))  # fmt: skip
+
+
+def test_opening_removes_what_the_square_does_not_fit_into() -> None:
+    a = np.full((60, 60), 100, np.uint16)
+    a[10:13, 10:13] = 900  # small: removed
+    a[30:50, 30:50] = 700  # large: kept
+    o = opening(a, 7)
+    assert (o <= a).all()  # anti-extensive
+    assert o[11, 11] == 100 and o[40, 40] == 700
+    np.testing.assert_array_equal(opening(o, 7), o)  # idempotent
+    assert block_min(np.arange(16, dtype=np.uint16).reshape(4, 4), 3).tolist() == [[0, 3], [12, 15]]
+    assert se_pixels(0.1) == 61 and se_pixels(10.0) == 3
+    background, cell = lift_background(a, 0.5)
+    assert cell == 2 and background.shape == (30, 30)
+
+
+def _phantom(tissue: int = 1500, bits: int = 12) -> np.ndarray:
+    """Textured tissue (a mammogram's mid window) with room around it."""
+    rng = np.random.default_rng(0)
+    img = np.full((ROWS, COLS), tissue, np.float64)
+    img += rng.normal(0, 20, (ROWS, COLS))
+    yy, xx = np.mgrid[0:ROWS, 0:COLS]
+    img += 150 * np.sin(yy / 40.0) * np.cos(xx / 55.0)  # broad structure: no lift
+    return np.clip(img, 0, (1 << bits) - 1)
+
+
+def _file(tmp_path: Path, stored: np.ndarray, name: str, **kw) -> Path:
+    kw.setdefault("voi", "window")
+    kw.setdefault("voi_function", "LINEAR_EXACT")
+    kw.setdefault("windows", ((2000.0, 2400.0),))
+    kw.setdefault("bits_stored", 12)
+    path = make_file(tmp_path / name, stored.astype(np.uint16), "siemens", "explicit", **kw)
+    import pydicom
+
+    ds = pydicom.dcmread(path)  # a detector of known size
+    ds.PixelSpacing = ds.ImagerPixelSpacing = [SPACING, SPACING]
+    ds.save_as(path)
+    return path
+
+
+def _marker(img: np.ndarray, value: float, at=(600, 500)) -> tuple[slice, slice]:
+    """A 3 mm x 0.6 mm clip: a short bright bar."""
+    box = (slice(at[0], at[0] + 6), slice(at[1], at[1] + 30))
+    img[box] = value
+    return box
+
+
+def _at(thumb: np.ndarray, box: tuple[slice, slice], size: int = 256) -> np.ndarray:
+    s = size / ROWS
+    y0, y1 = int(box[0].start * s) - 2, int(box[0].stop * s) + 3
+    x0, x1 = int(box[1].start * s) - 2, int(box[1].stop * s) + 3
+    return thumb[y0:y1, x0:x1]
+
+
+@pytest.mark.parametrize("exact", [False, True])
+def test_metal_is_lifted_whatever_its_level_and_tissue_is_not(tmp_path: Path, exact: bool) -> None:
+    levels = {}
+    for level in (4095, 3800, 3500):  # at the extreme, 93% and 85% of it
+        img = _phantom()
+        box = _marker(img, level)
+        thumb = render(_file(tmp_path, img, f"m{level}.dcm"), size=256, pad=False,
+                       exact=exact).image  # fmt: skip
+        assert thumb.shape[0] == 256
+        levels[level] = int(_at(thumb, box).max())
+        rest = thumb.copy()
+        rest[_at_slices(box)] = 0
+        assert rest.max() <= WINDOW_TOP  # tissue and its broad structure stay in the window
+    assert min(levels.values()) >= 240
+    assert levels[4095] >= levels[3800] >= levels[3500]
+
+
+def _at_slices(box: tuple[slice, slice], size: int = 256) -> tuple[slice, slice]:
+    s = size / ROWS
+    return (slice(int(box[0].start * s) - 2, int(box[0].stop * s) + 3),
+            slice(int(box[1].start * s) - 2, int(box[1].stop * s) + 3))  # fmt: skip
+
+
+def test_no_lift_for_a_large_bright_region_or_metal_in_the_air(tmp_path: Path) -> None:
+    img = _phantom()
+    img[:, 800:] = 30  # air on the right
+    img[200:500, 100:400] = 3900  # an implant: as bright as metal, 30 mm wide
+    letter = (slice(600, 700), slice(860, 875))  # a lead letter's stroke in the air
+    img[letter] = 4095
+    thumb = render(_file(tmp_path, img, "big.dcm"), size=256, pad=False).image
+    inner = thumb[int(250 * 256 / ROWS) : int(450 * 256 / ROWS), 30:80]
+    assert inner.max() <= WINDOW_TOP  # the implant's inside: white, but no headroom
+    s = 256 / ROWS
+    ring = thumb[int(190 * s) : int(510 * s), int(90 * s) : int(410 * s)].copy()
+    ring[3:-3, 3:-3] = 0
+    assert ring.max() <= WINDOW_TOP  # nor its edge
+    assert _at(thumb, letter).max() <= WINDOW_TOP  # gated off: no tissue around it
+
+
+def test_the_lift_ignores_bits_stored_and_the_photometric(tmp_path: Path) -> None:
+    """12-bit data declared as 16 bits, and the same image stored MONOCHROME1, render the
+    same v3 thumbnail (v2's headroom depended on both)."""
+    img = _phantom()
+    box = _marker(img, 3600)
+    base = render(_file(tmp_path, img, "a.dcm"), size=256, pad=False).image
+    wide = render(_file(tmp_path, img, "b.dcm", bits_stored=16), size=256, pad=False).image
+    inverted = _file(tmp_path, 4095 - img, "c.dcm", photometric="MONOCHROME1",
+                     windows=((4095 - 2000.0, 2400.0),))  # fmt: skip
+    mono1 = render(inverted, size=256, pad=False).image
+    np.testing.assert_array_equal(base, wide)
+    assert np.abs(base.astype(int) - mono1).max() <= 1
+    assert _at(base, box).max() >= 240
+    v2 = render(_file(tmp_path, img, "d.dcm", bits_stored=16), size=256, pad=False, render="2")
+    assert _at(v2.image, box).max() <= WINDOW_TOP + 1  # v2 lost the marker in the headroom
+
+
+def test_fast_and_exact_paths_agree(tmp_path: Path) -> None:
+    img = _phantom()
+    _marker(img, 4095)
+    _marker(img, 3700, at=(300, 200))
+    path = _file(tmp_path, img, "f.dcm")
+    fast = render(path, size=256, pad=False).image.astype(int)
+    exact = render(path, size=256, pad=False, exact=True).image.astype(int)
+    assert np.abs(fast - exact).mean() <= 1.0
+    assert abs(fast.max() - exact.max()) <= 8
+
+
+def test_the_second_look_finds_the_marker_and_travels_in_the_png(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from mammo_dagster.core.lift import PATCH_CHANNELS, PATCH_PX, PATCHES
+    from mammo_dagster.core.thumbnails import read_patches, save_png
+
+    img = _phantom()
+    box = _marker(img, 3600)
+    thumb = render(_file(tmp_path, img, "p.dcm"), size=256)
+    assert thumb.patches.shape == (PATCHES, len(PATCH_CHANNELS), PATCH_PX, PATCH_PX)
+    y, x, lift = thumb.spots[0]  # the highest-lift spot is on the marker
+    offset = (256 - thumb.content_shape[1]) // 2  # the square's padding (left and right)
+    assert box[0].start * 256 / ROWS - 2 <= y <= box[0].stop * 256 / ROWS + 2
+    assert box[1].start * 256 / ROWS - 2 <= x - offset <= box[1].stop * 256 / ROWS + 2
+    assert lift > 0.5 and lift > 2 * thumb.spots[1][2]
+    centre = thumb.patches[0, 1, 12:20, 12:20]  # its lift channel is bright in the middle
+    assert centre.max() > 100 and thumb.patches[0, 1, :4].max() < centre.max() / 2
+    png = save_png(thumb.image, tmp_path / "t.png", thumb.render, thumb.patches, thumb.spots)
+    with Image.open(png) as im:
+        patches, spots = read_patches(im)
+        np.testing.assert_array_equal(patches, thumb.patches)
+        np.testing.assert_allclose(np.array(spots), np.array(thumb.spots), atol=0.01)
+        im.info["mammo-patches"] = "not base64 at all!"
+        with pytest.raises(ValueError, match="damaged patches chunk"):
+            read_patches(im)
+
+
+def test_patches_have_one_pixel_size_whatever_the_thumbnail_size(tmp_path: Path) -> None:
+    from mammo_dagster.core.dicom_write import VENDOR_PROFILES
+    from mammo_dagster.core.lift import PATCH_MM, PATCH_PX, working_level
+
+    for profile in VENDOR_PROFILES.values():
+        level = working_level(_Facts(profile.pixel_spacing_mm))
+        assert profile.pixel_spacing_mm * 2**level <= PATCH_MM / PATCH_PX * 1.1
+        assert profile.pixel_spacing_mm * 2 ** (level + 1) > PATCH_MM / PATCH_PX * 1.1
+    img = _phantom()
+    _marker(img, 3800)
+    path = _file(tmp_path, img, "s.dcm")
+    small, large = render(path, size=160), render(path, size=512)
+    # the marker's patch (the first) is the same; the weak spots after it may differ
+    assert np.abs(small.patches[0].astype(int) - large.patches[0]).mean() < 2.0
+
+
+class _Facts:
+    def __init__(self, spacing: float) -> None:
+        self.pixel_spacing_mm, self.rows, self.columns = spacing, 4000, 3000

@@ -1,0 +1,79 @@
+"""The second look's training: folds by patient, out-of-fold scores, a shipped network."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mammo_dagster.core.lift import PATCH_CHANNELS, PATCH_PX, PATCHES
+
+
+def _patches(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Dim texture patches; a positive image has a bright bar (lift and window) in one."""
+    rng = np.random.default_rng(seed)
+    p = rng.normal(60, 12, (n, PATCHES, len(PATCH_CHANNELS), PATCH_PX, PATCH_PX))
+    p[:, :, 1] = rng.normal(10, 5, (n, PATCHES, PATCH_PX, PATCH_PX))
+    y = (np.arange(n) % 2).astype(np.float32)
+    for i in np.flatnonzero(y):
+        k = rng.integers(PATCHES)
+        p[i, k, :, 14:18, 6:26] = 230
+    return np.clip(p, 0, 255).astype(np.uint8), y
+
+
+def test_folds_keep_a_patients_images_together() -> None:
+    from mammo_dagster.core.second_look import folds_of
+
+    patients = [f"p{i // 3}" for i in range(30)]
+    fold = folds_of(patients, 3)
+    assert set(fold) == {0, 1, 2}
+    for p in set(patients):
+        assert len({f for f, q in zip(fold, patients, strict=True) if q == p}) == 1
+    assert (folds_of(patients, 3) == fold).all()  # deterministic
+
+
+def test_out_of_fold_scores_come_from_networks_that_never_saw_them(monkeypatch) -> None:
+    from mammo_dagster.core import second_look as sl
+
+    patches, y = _patches(30)
+    patients = [f"p{i // 3}" for i in range(30)]
+    trained_on: list[set[int]] = []
+
+    def fake_fit(p, labels, valid, config):  # remembers its images by their first byte
+        trained_on.append({int(v) for v in p[:, 0, 0, 0, 0]})
+        return len(trained_on) - 1
+
+    def fake_probs(net, p, batch=64):  # each score names the network that gave it
+        return np.full(len(p), float(net), np.float32)
+
+    for i in range(30):
+        patches[i, 0, 0, 0, 0] = i
+    monkeypatch.setattr(sl, "fit_patch_net", fake_fit)
+    monkeypatch.setattr(sl, "patch_probs", fake_probs)
+    look = sl.train_second_look(patches, y, patients, np.arange(24, 30), sl.PatchConfig(folds=3))
+    assert look.folds == 3 and look.oof is not None and look.oof.shape == (30,)
+    assert len(trained_on) == 4 and trained_on[3] == set(range(30))  # then the shipped one
+    assert look.net == 3
+    fold = sl.folds_of(patients, 3)
+    for i in range(30):
+        net = int(look.oof[i])
+        assert net < 3 and i not in trained_on[net]  # scored by a network that never saw it
+        # ...nor any image of its patient
+        assert not {j for j in range(30) if patients[j] == patients[i]} & trained_on[net]
+        assert trained_on[net] == {j for j in range(30) if fold[j] != fold[i]}
+    # too few of a class in some fold: no folds, the caller falls back to validation
+    trained_on.clear()
+    one_class = sl.train_second_look(patches, np.zeros(30, np.float32), patients, np.arange(6),
+                                     sl.PatchConfig(folds=3))  # fmt: skip
+    assert one_class.oof is None and one_class.folds == 0 and len(trained_on) == 1
+
+
+def test_patch_jitter_keeps_shapes_and_range() -> None:
+    import torch
+
+    from mammo_dagster.core.network import patch_jitter
+
+    x = torch.rand(4, PATCHES, len(PATCH_CHANNELS), PATCH_PX, PATCH_PX)
+    out = patch_jitter(x, 1.0)
+    assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
+    window = PATCH_CHANNELS.index("window")
+    same = patch_jitter(x, 0.0)  # flips only: the multiset of values is unchanged
+    torch.testing.assert_close(same[:, :, window].sum(), x[:, :, window].sum())
