@@ -2,8 +2,11 @@
 
 For explicit VR little endian and JPEG 2000 drops of N and 4N images (mixed
 vendors), in one run, each variant in a fresh process:
-- ours: `predict_folder` (2 decode workers, the fast reduced-resolution path,
-  marker-keeping shrink, ONNX Runtime int8, streaming CSVs);
+- ours: `predict_folder` with a model of the current contract (2 decode workers, the
+  fast reduced-resolution path, rendering v3 with its patches, ONNX Runtime int8 with
+  the second look, streaming CSVs);
+- v2: the same with a model of the previous contract (rendering v2, the image-only
+  graph): what `mammo predict` cost before the second look;
 - naive: sequential pydicom full decode -> float VOI -> PIL resize -> ORT fp32,
   batch 32 (what a first script would do).
 Reports images/s and each process's own peak RSS (plus its workers'), which must
@@ -54,29 +57,36 @@ def _drop(syntax: str, n: int) -> Path:
     return folder / "drop"
 
 
-def model(size: int) -> Path:
-    """An untrained model of the shipped architecture, exported once (fp32 + int8)."""
-    folder = DATA / f"predict_model_{size}_metal"
+def model(size: int, render: str = "3") -> Path:
+    """An untrained model of the architecture of rendering contract `render` (v3: with
+    the second look), exported once (fp32 + int8)."""
+    folder = DATA / f"predict_model_{size}_v{render}"
     if (folder / "model.int8.onnx").exists():
         return folder
     import numpy as np
     import torch
 
-    from mammo_dagster.core.train import ExportModel, export_onnx, network, quantize_int8
+    from mammo_dagster.core.export import export_onnx, quantize_int8
+    from mammo_dagster.core.lift import PATCH_CHANNELS, PATCH_PX, PATCHES
+    from mammo_dagster.core.network import METAL_LEVELS, ExportModel, network
 
     torch.manual_seed(0)
     folder.mkdir(parents=True, exist_ok=True)
-    net = ExportModel.wrap(network())
+    second = render == "3"
+    net = ExportModel.wrap(network(levels=METAL_LEVELS[render], second_look=second))
     export_onnx(net, folder / "model.onnx", size)
     rng = np.random.default_rng(0)
+    shape = (32, PATCHES, len(PATCH_CHANNELS), PATCH_PX, PATCH_PX)
     quantize_int8(
         folder / "model.onnx",
         folder / "model.int8.onnx",
         rng.integers(0, 255, (32, size, size), dtype=np.uint8),
+        rng.integers(0, 255, shape, dtype=np.uint8) if second else None,
     )
     from mammo_dagster.core.preprocess import CONTRACT
 
-    card = {"input_size": size, "version": "bench", "preprocessing": CONTRACT}
+    pre = CONTRACT | {"render": render}
+    card = {"input_size": size, "version": f"bench-v{render}", "preprocessing": pre}
     (folder / "card.json").write_text(json.dumps(card))
     return folder
 
@@ -127,7 +137,7 @@ def child(variant: str, drop: Path, model_dir: Path) -> None:
     work = Path(tempfile.mkdtemp(prefix="bench_predict_"))
     marks: list[float] = []  # when each file was done (ours)
     t0 = time.perf_counter()
-    if variant == "ours":
+    if variant in ("ours", "v2"):
         images = predict_folder(
             drop, work / "out.csv", model_dir / "model.int8.onnx",
             progress=lambda n: marks.extend([time.perf_counter()] * n),
@@ -177,29 +187,35 @@ def main() -> int:
         return 0
     from mammo_dagster.core.preprocess import INPUT_SIZE
 
-    model_dir = model(args.size or INPUT_SIZE)
+    models = {
+        "ours": model(args.size or INPUT_SIZE, "3"),
+        "v2": model(args.size or INPUT_SIZE, "2"),
+    }
+    models["naive"] = models["v2"]
     rows = []
     for syntax in args.syntaxes:
         for n in (args.images, 4 * args.images):
             drop = _drop(syntax, n)
-            runs: dict[str, list[dict]] = {"naive": [], "ours": []}
+            runs: dict[str, list[dict]] = {"naive": [], "v2": [], "ours": []}
             for i in range(args.repeats):
                 for variant in runs:
-                    if variant == "ours" or i < args.naive_repeats:
-                        runs[variant].append(measure(variant, drop, model_dir))
+                    if variant != "naive" or i < args.naive_repeats:
+                        runs[variant].append(measure(variant, drop, models[variant]))
             row = {"syntax": syntax, "images": n}
             for variant, results in runs.items():
                 row[f"{variant}_img_s"] = n / statistics.median(r["elapsed"] for r in results)
-                if variant == "ours":
+                if variant != "naive":
                     for key in ("first_file_s", "steady_img_s"):
                         got = [r[key] for r in results if r[key] is not None]
-                        row[f"ours_{key}"] = statistics.median(got) if got else float("nan")
+                        row[f"{variant}_{key}"] = statistics.median(got) if got else float("nan")
                 row[f"{variant}_self_mb"] = max(r["self_mb"] for r in results)
                 row[f"{variant}_workers_mb"] = max(r["workers_mb"] for r in results)
             rows.append(row)
             print(
-                f"{syntax:9s} {n:4d} images: naive {row['naive_img_s']:5.1f} img/s, ours "
-                f"{row['ours_img_s']:5.1f} img/s (x{row['ours_img_s'] / row['naive_img_s']:.1f}; "
+                f"{syntax:9s} {n:4d} images: naive {row['naive_img_s']:5.1f} img/s, v2 "
+                f"{row['v2_img_s']:5.1f} img/s, ours {row['ours_img_s']:5.1f} img/s "
+                f"(x{row['ours_img_s'] / row['naive_img_s']:.1f} naive, "
+                f"x{row['ours_img_s'] / row['v2_img_s']:.2f} v2; "
                 f"first file after {row['ours_first_file_s']:.2f} s, then "
                 f"{row['ours_steady_img_s']:.1f} img/s); "
                 f"peak RSS naive {row['naive_self_mb']:.0f} MB, ours {row['ours_self_mb']:.0f} MB "

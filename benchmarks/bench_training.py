@@ -1,17 +1,19 @@
-"""Training time and held-out accuracy for ~500 labeled synthetic images: per input size,
-with and without the metal channel, and with the thumbnail contract before and after
-headroom.
+"""Training time and held-out accuracy for ~500 labeled synthetic images, side by side in
+one run: the shipped recipe (rendering v3, the second look) against the one before it
+(rendering v2, the image network alone), and other input sizes and contracts.
 
 Generates a synthetic archive (full vendor matrices by default; `--matrix small`
 divides them by 8), ingests it with the core (index + 512-px thumbnails), labels
 every image from the ground truth, and trains the model the pipeline trains
 (fastai ResNet18, from scratch unless ImageNet weights are cached) on the same
 split for each run. A run is RENDER:SIZE:NET:
-- RENDER `v2`: thumbnails with headroom above the window (the contract), or `v1`:
-  the same images rendered with a plain 8-bit window, where metal and tissue that
-  clips the window are the same white (the contract before);
-- NET `metal`: the shipped network (a second input channel marks metal,
-  `core.train.metal_stem`), or `plain`: the image channel only.
+- RENDER `v3`: thumbnails with the lift headroom and their patches (the contract),
+  `v2`: headroom toward the stored extreme (the contract before), `v1`: a plain
+  8-bit window;
+- NET `look`: the shipped network (the image network for mag, the second look over
+  the patches for biopsy, `core.network.MammoNet`), `metal`: the image network with
+  its metal channel for both flags (the network before), `plain`: the image channel
+  only.
 
 Reports wall time on this machine, and per flag on the locked hold-out patients
 (never trained on): accuracy at the chosen threshold (target recall 0.98 on
@@ -34,11 +36,12 @@ RESULTS = Path(__file__).parent / "results"
 DATA = RESULTS / "data"
 
 
-DEFAULT_RUNS = ["v2:160:metal", "v2:224:metal", "v1:160:metal", "v2:160:plain"]
+DEFAULT_RUNS = ["v3:128:look", "v2:160:metal"]
+FOLDERS = {"v1": "thumbnails_v1", "v2": "thumbnails_v2", "v3": "thumbnails"}
 
 
-def prepare(studies: int, matrix: str, plain: bool) -> Path:
-    """Generate, index, render (v2, and v1 into thumbnails_v1 when `plain`), label."""
+def prepare(studies: int, matrix: str, renders: set[str]) -> Path:
+    """Generate, index, render (each contract of `renders` into its folder), label."""
     from mammo_dagster.core.batch import thumbnail_folder
     from mammo_dagster.core.index import index_folder, mark_duplicates, save_index
     from mammo_dagster.core.labels import append_events, load_events
@@ -56,19 +59,22 @@ def prepare(studies: int, matrix: str, plain: bool) -> Path:
         save_index(store, "d1", mark_duplicates(index_folder(drop, "d1", workers=2), {}))
         (home / "indexed").write_text("")
     print("  rendering thumbnails (cached when current) ...", file=sys.stderr, flush=True)
-    thumbnail_folder(drop, home / "thumbnails", size=512, workers=2)
-    if plain:
-        thumbnail_folder(drop, home / "thumbnails_v1", size=512, workers=2, headroom=False)
+    for render in sorted(renders):
+        thumbnail_folder(drop, home / FOLDERS[render], size=512, workers=2, render=render[1:])
     if not load_events(store):
         append_events(store, truth_labels(read_ground_truth(truth)))
     return home
 
 
-def parse_run(spec: str) -> tuple[str, int, bool]:
+def parse_run(spec: str) -> tuple[str, int, str]:
     render, size, net = spec.split(":")
-    if render not in ("v1", "v2") or net not in ("metal", "plain"):
-        raise SystemExit(f"bad run {spec!r}: expected v1|v2:SIZE:metal|plain")
-    return render, int(size), net == "metal"
+    if (
+        render not in FOLDERS
+        or net not in ("look", "metal", "plain")
+        or (net == "look" and render != "v3")
+    ):
+        raise SystemExit(f"bad run {spec!r}: expected v1|v2|v3:SIZE:metal|plain, or v3:SIZE:look")
+    return render, int(size), net
 
 
 def main() -> int:
@@ -91,7 +97,7 @@ def main() -> int:
     from mammo_dagster.core.store import DB_NAME, Store
     from mammo_dagster.core.train import TrainConfig, train
 
-    home = prepare(args.studies, args.matrix, any(r == "v1" for r, *_ in runs))
+    home = prepare(args.studies, args.matrix, {r for r, *_ in runs})
     store = Store(home / DB_NAME)
     labeled = len(load_events(store))
     out = RESULTS / f"training_{args.matrix}.json"
@@ -99,11 +105,9 @@ def main() -> int:
         rows = {r["run"]: r for r in json.loads(out.read_text())}
     except (OSError, ValueError, KeyError, TypeError):
         rows = {}
-    for n, (render, size, metal) in enumerate(runs):
-        run = f"{render}:{size}:{'metal' if metal else 'plain'}"
-        snapshot = build_snapshot(
-            store, home / ("thumbnails" if render == "v2" else "thumbnails_v1")
-        )
+    for n, (render, size, net) in enumerate(runs):
+        run = f"{render}:{size}:{net}"
+        snapshot = build_snapshot(store, home / FOLDERS[render])
         if n == 0:
             c = snapshot.counts()
             print(
@@ -114,10 +118,13 @@ def main() -> int:
                 flush=True,
             )
         t0 = time.perf_counter()
-        config = TrainConfig(size=size, epochs=args.epochs, metal=metal, any_render=True)
+        config = TrainConfig(
+            size=size, epochs=args.epochs, metal=net != "plain", any_render=True,
+            second_look=net == "look", jitter=1.0 if render == "v3" else 0.0,
+        )  # fmt: skip
         card = train(snapshot, home / "models" / run.replace(":", "_"), config)
         minutes = (time.perf_counter() - t0) / 60
-        rows[run] = {"run": run, "render": render, "size": size, "metal": metal,
+        rows[run] = {"run": run, "render": render, "size": size, "net": net,
                      "labels": labeled, "minutes": round(minutes, 2),
                      "epochs_run": len(card["history"]), "best_epoch": card["best_epoch"],
                      "pretrained": card["pretrained"], "holdout": card["holdout"],

@@ -1,0 +1,361 @@
+"""Robustness: does a model trained on one archive hold on archives it has never seen?
+
+Trains each method once on a base synthetic archive (every image labeled from the
+ground truth; the locked hold-out patients left out, so at most ~400 labels), then
+scores, side by side in one run, a test archive of other patients (another seed) as the
+base generator makes it and as each named shift of `core.realism.SHIFTS` makes it (the
+same test studies, changed only as the shift says; none of them is used in training).
+With ``--lovo``, leave-one-vendor-out too: a model trained without vendor V scores the
+test archive's images of V.
+
+Per method, shift and flag: image AUC, study AUC (a study's score is its highest image
+score), recall at the model's stored threshold (image and study), false alarms (studies
+without the flag that are flagged), study accuracy. A method is a thumbnail rendering
+contract and a training recipe (`METHODS`); "today" is the shipped pipeline before this
+benchmark existed (rendering v2: headroom to the stored extreme; metal channel at a fixed
+level), kept runnable as the baseline.
+
+Archives, thumbnails and models are cached under results/data/robustness/ (an archive
+is regenerated only if its ground truth is missing). Results merge into
+results/robustness.json by method; the table is written to docs/benchmarks/robustness.md.
+
+    python benchmarks/bench_robustness.py [--methods today ...] [--shifts base metal-low ...]
+        [--train-studies 70] [--test-studies 40] [--matrix full|small] [--lovo] [--retrain]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).parent
+RESULTS = HERE / "results"
+DATA = RESULTS / "data" / "robustness"
+DOC = HERE.parent / "docs" / "benchmarks" / "robustness.md"
+TRAIN_SEED, TEST_SEED = 21, 1021
+
+
+@dataclass(frozen=True)
+class Method:
+    """A rendering contract (thumbnail_folder keywords) and a training recipe."""
+
+    name: str
+    render: dict = field(default_factory=dict)
+    train: dict = field(default_factory=dict)
+    about: str = ""
+
+
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method(
+            "today",
+            render={"render": "2"},
+            train={"metal": True, "jitter": 0.0, "second_look": False, "size": 160},
+            about="before this benchmark: rendering v2 (headroom toward the stored extreme), "
+            "metal channel at a fixed level (>= 247), no headroom augmentation",
+        ),
+        Method(
+            "lift",
+            render={"render": "3"},
+            train={"metal": True, "jitter": 1.0, "second_look": False},
+            about="rendering v3 (headroom by local lift above the background, gated off over "
+            "air), the image network alone for both flags, headroom jitter",
+        ),
+        Method(
+            "second-look",
+            render={"render": "3"},
+            train={"metal": True, "jitter": 1.0, "second_look": True},
+            about="the shipped default: rendering v3; biopsy from a patch CNN over the 8 "
+            "highest-lift 8-mm patches (multiple-instance, highest patch; threshold from "
+            "3-fold out-of-fold scores), mag from the image network (128 px); headroom and "
+            "patch jitter",
+        ),
+        Method(
+            "second-look-160",
+            render={"render": "3"},
+            train={"metal": True, "jitter": 1.0, "second_look": True, "size": 160},
+            about="the shipped default with a 160-px image network input (the size before)",
+        ),
+        Method(
+            "second-look-seed1",
+            render={"render": "3"},
+            train={"metal": True, "jitter": 1.0, "second_look": True, "seed": 1},
+            about="the shipped default, training seed 1 (run-to-run spread)",
+        ),
+        Method(
+            "second-look-seed2",
+            render={"render": "3"},
+            train={"metal": True, "jitter": 1.0, "second_look": True, "seed": 2},
+            about="the shipped default, training seed 2 (run-to-run spread)",
+        ),
+    )
+}
+
+
+def _generate(job: tuple[str, str, int, int, str]) -> str:
+    """Write one archive (in a worker process); returns its name."""
+    from mammo_dagster.core.realism import SHIFTS
+    from mammo_dagster.core.synthetic import generate_archive
+
+    name, shift_name, seed, studies, matrix = job
+    shift = SHIFTS[shift_name]
+    folder = DATA / matrix / name
+    generate_archive(
+        folder / "dicom",
+        studies=studies,
+        seed=seed,
+        size=matrix,
+        vendors=shift.vendors or None,
+        transfer_syntaxes=shift.transfer_syntaxes or None,
+        realism=shift.realism,
+        ground_truth=folder / "truth.csv",
+    )
+    return name
+
+
+def prepare_archives(jobs: list[tuple[str, str, int, int, str]]) -> None:
+    """Generate the archives whose ground truth is missing, two at a time."""
+    todo = [j for j in jobs if not (DATA / j[4] / j[0] / "truth.csv").exists()]
+    if not todo:
+        return
+    print(f"generating {len(todo)} archives ({', '.join(j[0] for j in todo)}) ...", flush=True)
+    t0 = time.perf_counter()
+    with ProcessPoolExecutor(2) as pool:
+        for name in pool.map(_generate, todo):
+            print(f"  {name} done ({time.perf_counter() - t0:.0f} s)", flush=True)
+
+
+def render(matrix: str, archive: str, method: Method) -> Path:
+    """Thumbnails of an archive under the method's rendering contract (cached)."""
+    from mammo_dagster.core.batch import thumbnail_folder
+
+    key = "-".join(f"{k}{v}" for k, v in sorted(method.render.items())) or "default"
+    out = DATA / matrix / "thumbnails" / key
+    thumbnail_folder(DATA / matrix / archive / "dicom", out, size=512, workers=2, **method.render)
+    return out
+
+
+def read_truth(matrix: str, archive: str) -> list:
+    from mammo_dagster.core.synthetic import read_ground_truth
+
+    return read_ground_truth(DATA / matrix / archive / "truth.csv")
+
+
+def snapshot(truth: list, thumbs: Path, exclude_vendor: str | None = None):
+    """A training snapshot from ground truth: split by patient as the pipeline splits."""
+    from mammo_dagster.core.batch import thumbnail_name
+    from mammo_dagster.core.dataset import Example, Snapshot
+    from mammo_dagster.core.splits import split_of
+
+    examples = []
+    for im in truth:
+        if im.vendor == exclude_vendor:
+            continue
+        key = f"bench:{im.patient_id}"
+        examples.append(
+            Example(
+                im.sop_instance_uid,
+                0,
+                str(thumbs / thumbnail_name(im.sop_instance_uid, 0)),
+                im.has_biopsy_tool,
+                im.has_mag_view,
+                split_of(key),
+                key,
+                im.study_instance_uid,
+                im.vendor,
+            )  # fmt: skip
+        )
+    return Snapshot(examples, len(examples), len(examples), 0)
+
+
+def trained(matrix: str, method: Method, thumbs: Path, epochs: int, retrain: bool,
+            exclude_vendor: str | None = None) -> Path:  # fmt: skip
+    """The method's model (trained now unless cached): the folder with model.onnx."""
+    from mammo_dagster.core.train import TrainConfig, train
+
+    name = method.name + (f"-no-{exclude_vendor}" if exclude_vendor else "")
+    out = DATA / matrix / "models" / name
+    if (out / "card.json").exists() and not retrain:
+        return out
+    snap = snapshot(read_truth(matrix, "train"), thumbs, exclude_vendor)
+    c = snap.counts()
+    print(f"  training {name}: {c['train']['images']} train + {c['valid']['images']} "
+          f"valid labels ({c['holdout']['images']} hold-out images left out) ...",
+          flush=True)  # fmt: skip
+    t0 = time.perf_counter()
+    config = TrainConfig(epochs=epochs, any_render=True, **method.train)
+    card = train(snap, out, config)
+    card["bench_minutes"] = round((time.perf_counter() - t0) / 60, 2)
+    (out / "card.json").write_text(json.dumps(card, indent=2, default=str))
+    return out
+
+
+def flag_scores(
+    truth: list, probs: np.ndarray, threshold: dict, flag: str, k: int, before: dict | None = None
+) -> dict:
+    """Image and study metrics of one flag (and recall at `before`, the thresholds
+    validation alone would have chosen, when the model's came from elsewhere)."""
+    from mammo_dagster.core import metrics
+
+    attr = "has_biopsy_tool" if flag == "biopsy" else "has_mag_view"
+    y = np.array([getattr(im, attr) for im in truth], bool)
+    p = probs[:, k]
+    studies: dict[str, list[int]] = {}
+    for i, im in enumerate(truth):
+        studies.setdefault(im.study_instance_uid, []).append(i)
+    sy = np.array([y[idx].any() for idx in studies.values()])
+    sp = np.array([p[idx].max() for idx in studies.values()])
+    t = threshold[flag]
+    img, std = metrics.at_threshold(y, p, t), metrics.at_threshold(sy, sp, t)
+    return {
+        "images": int(len(y)), "image_positives": int(y.sum()),
+        "studies": int(len(sy)), "study_positives": int(sy.sum()),
+        "image_auc": metrics.auc(y, p), "study_auc": metrics.auc(sy, sp),
+        "image_recall": img["recall"], "study_recall": std["recall"],
+        "study_false_alarms": std["confusion"]["fp"], "study_negatives": int((~sy).sum()),
+        "image_false_alarms": img["confusion"]["fp"], "study_accuracy": std["accuracy"],
+        "threshold": t,
+    } | _before(y, p, sy, sp, before[flag] if before and flag in before else None)  # fmt: skip
+
+
+def _before(y, p, sy, sp, t: float | None) -> dict:
+    from mammo_dagster.core import metrics
+
+    if t is None:
+        return {}
+    img, std = metrics.at_threshold(y, p, t), metrics.at_threshold(sy, sp, t)
+    return {"validation_threshold": t, "image_recall_at_validation_threshold": img["recall"],
+            "study_recall_at_validation_threshold": std["recall"],
+            "study_false_alarms_at_validation_threshold": std["confusion"]["fp"]}  # fmt: skip
+
+
+def score(model_dir: Path, truth: list, thumbs: Path) -> dict:
+    """Both flags of one model on one archive (fp32 ONNX, the model's stored thresholds)."""
+    from mammo_dagster.core.batch import thumbnail_name
+    from mammo_dagster.core.onnx_model import OnnxModel
+
+    model = OnnxModel(model_dir / "model.onnx", threads=2)
+    model.render = None  # the bench keeps contracts apart by folder
+    pngs = [thumbs / thumbnail_name(im.sop_instance_uid, 0) for im in truth]
+    probs = model.thumbnail_probs(pngs)
+    before = model.card.get("validation_thresholds")
+    return {f: flag_scores(truth, probs, model.thresholds, f, k, before)
+            for k, f in enumerate(("biopsy", "mag"))}  # fmt: skip
+
+
+def _fmt(v, pct: bool = False) -> str:
+    if v is None:
+        return "–"
+    return f"{v:.0%}" if pct else f"{v:.3f}"
+
+
+def table(results: dict, methods: list[str], shifts: list[str]) -> str:
+    """The markdown table: one row per method and archive."""
+    from mammo_dagster.core.realism import SHIFTS
+
+    cols = "image AUC / study AUC / study recall / false alarms"
+    head = f"| method | archive | biopsy: {cols} | mag: {cols} |\n|---|---|---|---|\n"
+    rows = []
+    for m in methods:
+        r = results.get(m) or {}
+        archives = [(s, SHIFTS[s].about) for s in shifts if s in r.get("shifts", {})]
+        archives += [(k, "leave-one-vendor-out") for k in sorted(r.get("lovo", {}))]
+        for name, about in archives:
+            scores = r["shifts"].get(name) or r["lovo"].get(name)
+            cells = []
+            for flag in ("biopsy", "mag"):
+                s = scores[flag]
+                cells.append(
+                    f"{_fmt(s['image_auc'])} / {_fmt(s['study_auc'])} / "
+                    f"{_fmt(s['study_recall'], True)} / {s['study_false_alarms']} of "
+                    f"{s['study_negatives']}"
+                )
+            rows.append(f"| `{m}` | {name} ({about}) | {cells[0]} | {cells[1]} |")
+    return head + "\n".join(rows) + "\n"
+
+
+def write_doc(results: dict, methods: list[str], shifts: list[str], setup: str) -> None:
+    DOC.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["# Robustness benchmark (`benchmarks/bench_robustness.py`)", "",
+             "Generated by the benchmark; do not edit by hand.", "", setup, "",
+             table(results, methods, shifts), "", "Methods:", ""]  # fmt: skip
+    for m in methods:
+        r = results.get(m) or {}
+        lines.append(f"- `{m}`: {METHODS[m].about} (trained in {r.get('train_minutes')} min on "
+                     f"{r.get('train_labels')} labels)")  # fmt: skip
+    DOC.write_text("\n".join(lines) + "\n")
+
+
+def main() -> int:
+    from mammo_dagster.core.dicom_write import DEFAULT_VENDORS
+    from mammo_dagster.core.realism import SHIFTS
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    ap.add_argument("--shifts", nargs="+", default=list(SHIFTS), choices=list(SHIFTS))
+    ap.add_argument("--train-studies", type=int, default=70)
+    ap.add_argument("--test-studies", type=int, default=40)
+    ap.add_argument("--matrix", choices=["full", "small"], default="full")
+    ap.add_argument("--epochs", type=int, default=16)
+    ap.add_argument("--lovo", action="store_true", help="leave-one-vendor-out too")
+    ap.add_argument("--retrain", action="store_true", help="ignore cached models")
+    args = ap.parse_args()
+    os.environ.setdefault("MAMMO_PATIENT_SALT", "bench-salt")
+
+    jobs = [("train", "base", TRAIN_SEED, args.train_studies, args.matrix)]
+    jobs += [(f"test-{s}", s, TEST_SEED, args.test_studies, args.matrix) for s in args.shifts]
+    prepare_archives(jobs)
+    out = RESULTS / f"robustness_{args.matrix}.json"
+    try:
+        results = json.loads(out.read_text())
+    except (OSError, ValueError):
+        results = {}
+    for name in args.methods:
+        method = METHODS[name]
+        print(f"{name}: {method.about}", flush=True)
+        thumbs = {}
+        for archive, *_ in jobs:
+            thumbs[archive] = render(args.matrix, archive, method)
+        model = trained(args.matrix, method, thumbs["train"], args.epochs, args.retrain)
+        card = json.loads((model / "card.json").read_text())
+        r = results.setdefault(name, {})
+        r.update(train_minutes=card.get("bench_minutes"),
+                 train_labels=card["train_images"] + card["valid_images"])  # fmt: skip
+        r.setdefault("shifts", {})
+        for archive, shift, *_ in jobs[1:]:
+            r["shifts"][shift] = score(model, read_truth(args.matrix, archive), thumbs[archive])
+            b, m = r["shifts"][shift]["biopsy"], r["shifts"][shift]["mag"]
+            print(f"  {shift:14s} biopsy study AUC {_fmt(b['study_auc'])} recall "
+                  f"{_fmt(b['study_recall'], True)} false alarms {b['study_false_alarms']}/"
+                  f"{b['study_negatives']} | mag study AUC {_fmt(m['study_auc'])} recall "
+                  f"{_fmt(m['study_recall'], True)}", flush=True)  # fmt: skip
+        if args.lovo:
+            r.setdefault("lovo", {})
+            base = read_truth(args.matrix, "test-base")
+            for vendor in DEFAULT_VENDORS:
+                held = trained(args.matrix, method, thumbs["train"], args.epochs, args.retrain,
+                               exclude_vendor=vendor)  # fmt: skip
+                only = [im for im in base if im.vendor == vendor]
+                r["lovo"][f"without-{vendor}"] = score(held, only, thumbs["test-base"])
+        RESULTS.mkdir(exist_ok=True)
+        out.write_text(json.dumps(results, indent=2))
+    setup = (f"{args.matrix} matrices; trained on {args.train_studies} studies (seed "
+             f"{TRAIN_SEED}), tested on {args.test_studies} other studies (seed {TEST_SEED}) "
+             f"per archive; {args.epochs} epochs; study score = highest image score; recall "
+             "and false alarms at the model's stored threshold.")  # fmt: skip
+    write_doc(results, list(results), [s for s in SHIFTS], setup)
+    print(table(results, args.methods, args.shifts))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
