@@ -88,8 +88,12 @@ def cmd_synth(args: argparse.Namespace) -> int:
     from .core.synthetic import generate_archive
 
     out = _folder(Path(args.out), empty=True)
-    truth = Path(args.ground_truth) if args.ground_truth else out / "ground_truth.csv"
+    truth = Path(args.ground_truth) if args.ground_truth else default_truth(out)
     _new_file(truth, ".csv")
+    if args.seed is None:  # fresh UIDs: a new drop must not repeat the demo's archive
+        import secrets
+
+        args.seed = secrets.randbelow(2**31)
     realism, vendors, syntaxes = _realism(args)
     with _progress(None, "synth", args.quiet) as bar:
         images = generate_archive(
@@ -117,13 +121,22 @@ def cmd_synth(args: argparse.Namespace) -> int:
         f"wrote {_plural(len(images), 'image')} in "
         f"{_plural(len({i.study_instance_uid for i in images}), 'study')} "
         f"to {out} ({', '.join(f'{k}: {v}' for k, v in sorted(classes.items()))}); "
-        f"ground truth: {truth}"
+        f"ground truth: {truth}; seed {args.seed} (--seed {args.seed} makes it again)"
     )
     if realism.describe() != "base" or syntaxes or vendors:
         print(f"realism: {realism.describe()}"
               + (f"; syntaxes {', '.join(syntaxes)}" if syntaxes else "")
               + (f"; vendors {', '.join(vendors)}" if vendors else ""))  # fmt: skip
     return 0
+
+
+def default_truth(out: Path) -> Path:
+    """Where `mammo synth OUT` writes its ground truth by default: beside OUT, never in
+    it (a drop would index it as a bad file), and for a drop under `$MAMMO_HOME/incoming/`
+    in `$MAMMO_HOME/synthetic/` (where the demo keeps its own)."""
+    if out.resolve().parent.name == "incoming":
+        return out.resolve().parent.parent / "synthetic" / f"{out.name}_ground_truth.csv"
+    return out.parent / f"{out.name}_ground_truth.csv"
 
 
 def _realism(args: argparse.Namespace):
@@ -569,11 +582,17 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="generate a synthetic mammography archive",
         description="Write synthetic mammograms (several vendors, transfer "
-        "syntaxes, markers, mag views) and ground_truth.csv; deterministic by seed.",
+        "syntaxes, markers, mag views) and their ground truth CSV (beside OUT, never "
+        "in it); deterministic by --seed, fresh UIDs without it.",
     )
     p.add_argument("out", help="output folder")
     p.add_argument("--studies", type=_studies, default=10, help="number of studies (default 10)")
-    p.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
+    p.add_argument(
+        "--seed",
+        type=_seed,
+        default=None,
+        help="random seed (default: a fresh one, printed, so UIDs never repeat another archive's)",
+    )
     p.add_argument(
         "--size",
         choices=["full", "small"],
@@ -586,7 +605,11 @@ def build_parser() -> argparse.ArgumentParser:
         choices=list(VENDOR_PROFILES),
         help="restrict to a vendor profile (repeatable)",
     )
-    p.add_argument("--ground-truth", help="where to write the CSV (default OUT/ground_truth.csv)")
+    p.add_argument(
+        "--ground-truth",
+        help="where to write the CSV (default OUT_ground_truth.csv beside OUT, or "
+        "$MAMMO_HOME/synthetic/NAME_ground_truth.csv for a drop in $MAMMO_HOME/incoming/NAME)",
+    )
     p.add_argument(
         "--mix",
         choices=list(MIXES),

@@ -54,7 +54,7 @@ def test_synth_realism_options(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert ("realism: metal at 0.85-0.95, letters in every image, BitsStored 16 declared; "
             "syntaxes j2k-lossy") in out.stdout  # fmt: skip
-    with (tmp_path / "a" / "ground_truth.csv").open() as f:
+    with (tmp_path / "a_ground_truth.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert {r["transfer_syntax"] for r in rows} == {"1.2.840.10008.1.2.4.91"}
     assert any("letters" in r["marker_kind"] for r in rows)
@@ -68,11 +68,11 @@ def test_synth_realism_options(tmp_path: Path) -> None:
 def test_synth_inspect_thumbnail(tmp_path: Path) -> None:
     out = mammo("synth", str(tmp_path / "arch"), "--studies", "2", "--seed", "3")
     assert out.returncode == 0, out.stderr
-    assert "ground_truth.csv" in out.stdout
-    with (tmp_path / "arch" / "ground_truth.csv").open() as f:
+    assert f"ground truth: {tmp_path / 'arch_ground_truth.csv'}; seed 3" in out.stdout
+    with (tmp_path / "arch_ground_truth.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert 8 <= len(rows) <= 16
-    first = tmp_path / "arch" / rows[0]["path"]
+    first = tmp_path / rows[0]["path"]
 
     out = mammo("inspect", str(first))
     assert out.returncode == 0, out.stderr
@@ -88,12 +88,35 @@ def test_synth_inspect_thumbnail(tmp_path: Path) -> None:
     assert Image.open(png).size == (224, 224)
 
 
+def test_synth_into_a_drop_makes_fresh_uids_and_keeps_its_truth_out(tmp_path: Path) -> None:
+    """Issue 19: `mammo synth` into a drop must not copy the demo (seed 0's UIDs) nor
+    leave its ground truth in the drop, where ingest would index it as a bad file."""
+    home = tmp_path / "home"
+    seeds, uids = [], []
+    for name in ("d1", "d2"):
+        out = mammo("synth", str(home / "incoming" / name), "--studies", "1")
+        assert out.returncode == 0, out.stderr
+        seeds.append(re.search(r"seed (\d+) \(--seed \1 makes it again\)", out.stdout).group(1))
+        truth = home / "synthetic" / f"{name}_ground_truth.csv"
+        assert f"ground truth: {truth}" in out.stdout
+        with truth.open() as f:
+            rows = list(csv.DictReader(f))
+        assert rows and all(Path(r["path"]).is_file() for r in rows)
+        uids.append({r["sop_instance_uid"] for r in rows})
+        assert not list((home / "incoming" / name).rglob("*.csv"))
+    assert seeds[0] != seeds[1] and not uids[0] & uids[1]
+    demo = mammo("synth", str(tmp_path / "demo"), "--studies", "1", "--seed", "0")
+    with (tmp_path / "demo_ground_truth.csv").open() as f:
+        assert not {r["sop_instance_uid"] for r in csv.DictReader(f)} & (uids[0] | uids[1])
+    assert demo.returncode == 0
+
+
 def test_synth_mix_reaches_the_generator(tmp_path: Path) -> None:
     from mammo_dagster.core.synthetic import plan_labels
 
     out = mammo("synth", str(tmp_path / "a"), "--studies", "3", "--seed", "5", "--mix", "screening")
     assert out.returncode == 0, out.stderr
-    with (tmp_path / "a" / "ground_truth.csv").open() as f:
+    with (tmp_path / "a_ground_truth.csv").open() as f:
         rows = list(csv.DictReader(f))
     plan = plan_labels(studies=3, seed=5, mix="screening")
     assert plan != plan_labels(studies=3, seed=5)  # the mixes differ for this seed
