@@ -27,7 +27,12 @@ def age(folder: Path, seconds: float) -> None:
 
 def evaluate(home: Path, instance: dg.DagsterInstance, cursor: str | None):
     context = dg.build_sensor_context(
-        instance=instance, cursor=cursor, resources={"paths": MammoHome(home=str(home))}
+        instance=instance,
+        cursor=cursor,
+        resources={
+            "paths": MammoHome(home=str(home)),
+            "store": StoreResource(path=str(home / "mammo.duckdb")),
+        },
     )
     result = dicom_drop_sensor(context)
     for request in result.dynamic_partitions_requests:  # what the daemon does with them
@@ -61,6 +66,27 @@ def test_drop_sensor_lifecycle(tmp_path: Path) -> None:
     assert fourth.run_requests[0].run_key != first.run_requests[0].run_key
     assert fourth.dynamic_partitions_requests == []  # the partition already exists
     assert sorted(instance.get_dynamic_partitions("drops")) == ["copying", "ready"]
+
+
+def test_drop_sensor_skips_a_drop_indexed_already(tmp_path: Path) -> None:
+    """Issue 19: `make dev` after `make demo` must not ingest the demo's drop again."""
+    home = tmp_path / "home"
+    instance = dg.DagsterInstance.ephemeral()
+    drop = home / "incoming" / "demo"
+    make_file(drop / "IM1", PX, "ge", tag="d1")
+    (drop / "_READY").write_text("")
+    store = StoreResource(path=str(home / "mammo.duckdb")).store()
+    save_drop_state(store, "demo", drop_state(drop, 0)[1], 2)  # what the demo's ingest did
+
+    first = evaluate(home, instance, None)
+    assert first.run_requests == []
+    assert "indexed already in their current state: demo" in first.skip_reason.skip_message
+    assert evaluate(home, instance, first.cursor).skip_reason.skip_message == (
+        "no complete drop changed since the last tick"
+    )
+    make_file(drop / "IM2", PX, "ge", tag="d2")  # the drop grew after the demo: ingest it
+    grown = evaluate(home, instance, first.cursor)
+    assert [r.partition_key for r in grown.run_requests] == ["demo"]
 
 
 def test_nightly_sweep_processes_stale_drops(tmp_path: Path) -> None:

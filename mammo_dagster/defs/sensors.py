@@ -5,12 +5,12 @@ import os
 
 import dagster as dg
 
-from mammo_dagster.core.index import drop_state
+from mammo_dagster.core.index import drop_state, indexed_states
 
 from .ingest import dicom_index, thumbnails
 from .model import image_predictions
 from .partitions import drops
-from .resources import MammoHome
+from .resources import MammoHome, StoreResource
 
 #: A drop without a `_READY` marker counts as complete once no file changed for this long.
 QUIET_SECONDS = float(os.environ.get("MAMMO_DROP_QUIET_SECONDS", "120"))
@@ -56,14 +56,26 @@ def unknown_drops(instance: dg.DagsterInstance, names: list[str]) -> list[str]:
 @dg.sensor(
     job=ingest_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING
 )
-def dicom_drop_sensor(context: dg.SensorEvaluationContext, paths: MammoHome) -> dg.SensorResult:
-    """Complete drops (marker, or quiet period) whose content changed since last seen."""
+def dicom_drop_sensor(
+    context: dg.SensorEvaluationContext, paths: MammoHome, store: StoreResource
+) -> dg.SensorResult:
+    """Complete drops (marker, or quiet period) whose content changed since last seen and
+    that were not indexed in that state already (by `mammo demo`, a script or the UI)."""
     seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
     due = due_drops(paths, seen)
+    indexed = indexed_states(store.store()) if due else {}
+    current = [n for n, fp in due if indexed.get(n) == fp]
+    due = [(n, fp) for n, fp in due if indexed.get(n) != fp]
     new = unknown_drops(context.instance, [name for name, _ in due])
     seen.update(due)
+    seen.update({n: indexed[n] for n in current})
+    skip = None
+    if not due:
+        skip = (f"indexed already in their current state: {', '.join(current)}" if current
+                else "no complete drop changed since the last tick")  # fmt: skip
     return dg.SensorResult(
         run_requests=[dg.RunRequest(run_key=f"{n}:{fp}", partition_key=n) for n, fp in due],
         dynamic_partitions_requests=[drops.build_add_request(new)] if new else [],
         cursor=json.dumps(seen, sort_keys=True),
+        skip_reason=skip,
     )
