@@ -531,7 +531,8 @@ def _print_loop(summary: list[tuple]) -> None:
         )
         print(f"  {version:6s} {labels:7d} {n:7d} | {cells}")
     print("  (acc: p >= 0.5, as in benchmarks/bench_active_learning.py; missed and false alarms:")
-    print("  its flags, at the threshold chosen for the target recall on its validation split)")
+    print("  its flags, at the threshold chosen for the target recall: biopsy on the second look's")
+    print("  out-of-fold scores, mag on its validation split)")
 
 
 def _score(csv_path: Path, truth: list) -> None:
@@ -546,9 +547,12 @@ def _score(csv_path: Path, truth: list) -> None:
     for k, (flag, column) in enumerate((("biopsy", "has_biopsy_tool"), ("mag", "has_mag_view"))):
         right = sum(want[s][k] == (got[s][column] == "1") for s in both)
         missed = sum(want[s][k] and got[s][column] == "0" for s in both)
+        false = sum(not want[s][k] and got[s][column] == "1" for s in both)
+        positives = sum(want[s][k] for s in both)
         print(
-            f"  {flag}: {right}/{len(both)} studies right ({right / max(1, len(both)):.0%}), "
-            f"{missed} flagged studies missed"
+            f"  {flag}: {right}/{len(both)} studies right ({right / max(1, len(both)):.0%}): "
+            f"{missed} of {positives} studies with one missed, "
+            f"{false} of {len(both) - positives} without one flagged (false alarms)"
         )
     print(f"study CSV: {csv_path}")
 

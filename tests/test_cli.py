@@ -227,6 +227,25 @@ def test_demo_turn_table_counts_misses_and_false_alarms_of_the_flags(capsys) -> 
     assert lines[3].split()[:4] == ["m0002", "150", "0", "|"]
 
 
+def test_demo_study_score_shows_false_alarms(tmp_path: Path, capsys) -> None:
+    """Issue 19: "74/100 studies right, 0 missed" hid 26 false alarms."""
+    from types import SimpleNamespace
+
+    from mammo_dagster.cli import _score
+
+    truth = [SimpleNamespace(study_instance_uid=s, has_biopsy_tool=b, has_mag_view=m)
+             for s, b, m in [("s1", True, False), ("s2", False, False), ("s3", False, True),
+                             ("s4", False, False)]]  # fmt: skip
+    out = tmp_path / "studies.csv"
+    out.write_text("study_id,has_biopsy_tool,has_mag_view\ns1,0,1\ns2,1,1\ns3,0,1\ns4,0,0\n")
+    _score(out, truth)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == ("  biopsy: 2/4 studies right (50%): 1 of 1 studies with one missed, "
+                        "1 of 3 without one flagged (false alarms)")  # fmt: skip
+    assert lines[1] == ("  mag: 2/4 studies right (50%): 0 of 1 studies with one missed, "
+                        "2 of 3 without one flagged (false alarms)")  # fmt: skip
+
+
 @pytest.mark.slow
 def test_demo_end_to_end(tmp_path: Path) -> None:
     tiny = ["--studies", "12", "--labels", "20", "--rounds", "2", "--per-round", "10"]
@@ -267,7 +286,13 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     assert "onnx_matches_pytorch passed" in out.stdout and "current: True" in out.stdout
     study_csv = tmp_path / "home" / "predictions" / "study_predictions.csv"
     assert f"study CSV: {study_csv}" in out.stdout
-    assert re.search(r"biopsy: \d+/12 studies right", out.stdout)
+    for flag in ("biopsy", "mag"):  # right + missed + false alarms account for every study
+        pattern = (rf"{flag}: (\d+)/12 studies right \(\d+%\): (\d+) of (\d+) studies "
+                   r"with one missed, (\d+) of (\d+) without one flagged")  # fmt: skip
+        m = re.search(pattern, out.stdout)
+        assert m, out.stdout
+        right, missed, pos, false, neg = map(int, m.groups())
+        assert right + missed + false == 12 and pos + neg == 12
     shown = out.stdout + out.stderr + study_csv.read_text()
     assert not any(row["patient_id"] in shown for row in truth)
     again = mammo("demo", "--home", str(tmp_path / "home"), *tiny)
