@@ -500,3 +500,13 @@ def test_a_holdout_label_stays_holdout_when_answered_from_the_review_page(
     _label(client, holdout, back["model_key"], mode="review")
     events = _stored(client)
     assert [e.source for e in events] == ["holdout", "holdout", "holdout"]
+
+
+def test_pages_carry_an_inline_favicon(client: TestClient) -> None:
+    """Issue 19: no favicon meant a 404 (or a login redirect) on every page load."""
+    from labeler.app import FAVICON
+
+    page = client.get("/")
+    assert page.status_code == 200
+    assert f'<link rel="icon" href="{FAVICON}">' in page.text
+    assert FAVICON.startswith("data:image/svg+xml,") and "%3Csvg" in FAVICON
