@@ -87,6 +87,14 @@ def test_training_never_sees_the_holdout(trained) -> None:
     assert card["preprocessing"]["S"] == TINY["size"]
     md = result.asset_materializations_for_node("trained_model")[0].metadata
     assert md["curves"].value.startswith("![curves](data:image/png;base64,")
+    for flag in ("biopsy", "mag"):  # plain numbers, so the Plots tab compares model versions
+        assert md[f"threshold_{flag}"].value == round(card["thresholds"][flag], 4)
+        for key in ("auc", "recall", "accuracy"):  # None (no positive held out): left out
+            want = card["holdout"][flag][key]
+            name = f"holdout_{flag}_{key}"
+            assert (md[name].value == round(want, 4)) if want is not None else name not in md
+        assert isinstance(md[f"holdout_{flag}_accuracy"].value, float)
+    assert "| F1 | tp | fp | fn | tn |" in md["metrics"].value
 
 
 def test_onnx_matches_pytorch_and_becomes_current(trained) -> None:

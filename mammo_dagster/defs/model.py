@@ -148,11 +148,12 @@ def trained_model(
             "training_seconds": card["training_seconds"],
             "pretrained": card["pretrained_note"],
             "best_epoch": card["best_epoch"],
-            "thresholds": dg.MetadataValue.json(card["thresholds"]),
+            "thresholds": dg.MetadataValue.json(_rounded(card["thresholds"])),
+            **holdout_metadata(card),
             "metrics": dg.MetadataValue.md(_metrics_table(card)),
             "header_rule_holdout": dg.MetadataValue.json(
                 {
-                    f: {k: r[k] for k in ("precision", "recall", "f1", "accuracy")}
+                    f: {k: _rounded(r[k]) for k in ("precision", "recall", "f1", "accuracy")}
                     for f, r in card["header_baseline"]["holdout"].items()
                 }
             ),
@@ -167,6 +168,28 @@ def trained_model(
     )
 
 
+def _rounded(v, digits: int = 4):
+    """Floats (also inside dicts) to `digits` decimals, for metadata a person reads."""
+    if isinstance(v, dict):
+        return {k: _rounded(x, digits) for k, x in v.items()}
+    return round(v, digits) if isinstance(v, float) else v
+
+
+def holdout_metadata(card: dict) -> dict[str, float]:
+    """Per flag, hold-out AUC, recall and accuracy and the threshold as plain numbers:
+    Dagster plots numeric metadata across materializations, so model versions compare."""
+    out: dict[str, float] = {}
+    for flag, r in (card.get("holdout") or {}).items():
+        if not r:
+            continue
+        for key in ("auc", "recall", "accuracy"):
+            if r.get(key) is not None:
+                out[f"holdout_{flag}_{key}"] = round(float(r[key]), 4)
+    for flag, v in (card.get("thresholds") or {}).items():
+        out[f"threshold_{flag}"] = round(float(v), 4)
+    return out
+
+
 def _fmt(v) -> str:
     return "—" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
 
@@ -179,9 +202,9 @@ def _metrics_table(card: dict) -> str:
                 c = r["confusion"]
                 rows.append(
                     [split, flag, r["n"], r["positives"], _fmt(r["auc"]), _fmt(r["precision"]),
-                     _fmt(r["recall"]), _fmt(r["f1"]), f"{c['tp']}/{c['fp']}/{c['fn']}/{c['tn']}"]
+                     _fmt(r["recall"]), _fmt(r["f1"]), c["tp"], c["fp"], c["fn"], c["tn"]]
                 )  # fmt: skip
-    header = ["split", "flag", "n", "pos", "AUC", "precision", "recall", "F1", "tp/fp/fn/tn"]
+    header = ["split", "flag", "n", "pos", "AUC", "prec.", "recall", "F1", "tp", "fp", "fn", "tn"]
     return md_table(header, rows)
 
 
