@@ -4,6 +4,7 @@ labeling at once while another process keeps opening the DuckDB file."""
 from __future__ import annotations
 
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -185,6 +186,10 @@ def test_review_mode_in_a_real_browser(tmp_path: Path, browser) -> None:
         page.wait_for_function("document.querySelector('#stage')?.dataset.id")
         first = page.evaluate("window.__labeler.buf[0]")
         assert first["reason"] in ("flagged", "borderline") and "says" in page.inner_text("#pred")
+        for flag in ("biopsy", "mag"):  # which side of its threshold each probability is
+            v, th = first["prediction"][flag], first["thresholds"][flag]
+            side = r"≥ [\d.]+: flagged" if v >= th else r"< [\d.]+: not flagged"
+            assert re.search(rf"{flag} [\d.]+ {side}", page.inner_text("#pred")), flag
         page.keyboard.press("y")  # the model is right
         page.wait_for_function(f"document.querySelector('#stage').dataset.id !== '{first['id']}'")
         second = page.evaluate("window.__labeler.buf[0]")

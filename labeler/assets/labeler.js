@@ -77,7 +77,14 @@
     let pred = p ? `model ${item.model_version}: biopsy ${p.biopsy.toFixed(2)} · mag ${p.mag.toFixed(2)}` : "";
     if (REVIEW && p) {
       const t = item.thresholds || {};
-      const prob = (f) => `${f} ${p[f].toFixed(2)}${t[f] !== undefined ? ` (flags at ${t[f].toFixed(2)})` : ""}`;
+      const prob = (f) => {  // which side of the threshold, with the digits that tell
+        const v = p[f], th = t[f];
+        if (th === undefined) return `${f} ${v.toFixed(2)}`;
+        let d = 2;
+        while (d < 5 && v.toFixed(d) === th.toFixed(d)) d++;
+        return v >= th ? `${f} ${v.toFixed(d)} ≥ ${th.toFixed(d)}: flagged`
+                       : `${f} ${v.toFixed(d)} < ${th.toFixed(d)}: not flagged`;
+      };
       pred = `model ${item.model_version} says ${SAYS[item.model_key]}: ${prob("biopsy")} · ${prob("mag")} · ${item.reason === "unflagged" ? "random check" : item.reason}`;
       if (cam) pred += ` · Grad-CAM: ${camFlag(item)}`;
       if (S.correcting) pred += " · which is right? 1 biopsy · 2 mag · 3 neither · 4 both (Esc: back)";
