@@ -31,3 +31,19 @@ def test_every_asset_and_check_is_defined() -> None:
     } <= keys  # fmt: skip
     checks = {c.name for c in d.resolve_asset_graph().asset_check_keys}
     assert {"onnx_matches_pytorch", "int8_agrees_with_fp32", "unique_sop_uids"} <= checks
+
+
+def test_no_description_loses_a_placeholder_to_html() -> None:
+    """Dagster renders descriptions as markdown, where a bare <version> is an HTML tag and
+    vanishes ('gradcam//.png'): placeholders belong in `code`."""
+    import re
+
+    from mammo_dagster.definitions import defs
+
+    d = defs() if callable(defs) else defs
+    graph = d.resolve_asset_graph()
+    texts = {k.to_user_string(): graph.get(k).description or "" for k in graph.get_all_asset_keys()}
+    assert texts["gradcam"].count("`gradcam/<version>/") == 1
+    for name, text in texts.items():
+        outside_code = re.sub(r"`[^`]*`", "", text)
+        assert not re.search(r"<[A-Za-z_][\w]*>", outside_code), (name, text)

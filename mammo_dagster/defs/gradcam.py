@@ -20,7 +20,7 @@ class GradcamConfig(dg.Config):
 @dg.asset(group_name="model", deps=[image_predictions], kinds={"pytorch"})
 def gradcam(config: GradcamConfig, paths: MammoHome, store: StoreResource) -> dg.MaterializeResult:
     """Where the current model looked, for each flag it raised: overlays in
-    gradcam/<version>/<SOPInstanceUID>_<frame>_<flag>.png (the labeler's review mode
+    `gradcam/<version>/<SOPInstanceUID>_<frame>_<flag>.png` (the labeler's review mode
     shows them)."""
     from mammo_dagster.core.gradcam import cam_file, cam_folder, load_torch_model, write_cam
 
