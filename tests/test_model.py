@@ -69,7 +69,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory):
         assert predicted.success
         studies = dg.materialize([study_predictions], instance=instance, resources=resources)
         assert studies.success
-    return home, images, result, predicted, studies
+        said = [e.user_message for e in instance.all_logs(result.run_id)]
+    return home, images, result, predicted, studies, said
 
 
 def test_training_never_sees_the_holdout(trained) -> None:
@@ -95,6 +96,9 @@ def test_training_never_sees_the_holdout(trained) -> None:
             assert (md[name].value == round(want, 4)) if want is not None else name not in md
         assert isinstance(md[f"holdout_{flag}_accuracy"].value, float)
     assert "| F1 | tp | fp | fn | tn |" in md["metrics"].value
+    said = trained[-1]  # a retrain tells the run's log where it is, epoch by epoch
+    epochs = [m for m in said if m.startswith("image network: epoch ")]
+    assert epochs and epochs[0].startswith(f"image network: epoch 1/{TINY['epochs']} (train loss ")
 
 
 def test_onnx_matches_pytorch_and_becomes_current(trained) -> None:
@@ -115,7 +119,7 @@ def test_onnx_matches_pytorch_and_becomes_current(trained) -> None:
 
 
 def test_study_csv_has_the_contract_columns_and_any_image_flags_its_study(trained) -> None:
-    home, images, _, predicted, studies = trained
+    home, images, _, predicted, studies, _ = trained
     out = home / "predictions" / "study_predictions.csv"
     rows = list(csv.DictReader(out.open()))
     assert list(rows[0])[: len(CONTRACT_COLUMNS)] == list(CONTRACT_COLUMNS)
@@ -157,7 +161,7 @@ def test_study_aggregation_rule(tmp_path: Path) -> None:
 
 
 def test_predict_a_folder_with_bad_files_and_resume(trained, tmp_path: Path) -> None:
-    home, images, _, predicted, _ = trained
+    home, images, _, predicted, *_ = trained
     folder = tmp_path / "archive"
     shutil.copytree(home / "incoming" / "d1", folder)
     (folder / "notes.txt").write_text("not an image")

@@ -48,7 +48,14 @@ def test_out_of_fold_scores_come_from_networks_that_never_saw_them(monkeypatch) 
         patches[i, 0, 0, 0, 0] = i
     monkeypatch.setattr(sl, "fit_patch_net", fake_fit)
     monkeypatch.setattr(sl, "patch_probs", fake_probs)
-    look = sl.train_second_look(patches, y, patients, np.arange(24, 30), sl.PatchConfig(folds=3))
+    said: list[str] = []
+    look = sl.train_second_look(
+        patches, y, patients, np.arange(24, 30), sl.PatchConfig(folds=3), said.append
+    )
+    assert [s.split(" (")[0] for s in said] == [  # a retrain is minutes: it says where it is
+        "second look: fold network 1/3 trained", "second look: fold network 2/3 trained",
+        "second look: fold network 3/3 trained", "second look: the network that ships trained",
+    ]  # fmt: skip
     assert look.folds == 3 and look.oof is not None and look.oof.shape == (30,)
     assert len(trained_on) == 4 and trained_on[3] == set(range(30))  # then the shipped one
     assert look.net == 3

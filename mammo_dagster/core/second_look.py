@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -124,6 +125,7 @@ def train_second_look(
     patients: list[str],
     valid: np.ndarray,
     config: PatchConfig,
+    progress: Callable[[str], None] | None = None,
 ) -> SecondLook:
     """K fold networks for out-of-fold scores (when `config.folds` >= 2 and every fold
     holds both classes), then the shipped network on all of `patches`."""
@@ -139,7 +141,12 @@ def train_second_look(
             train = np.flatnonzero(fold != f)
             net = fit_patch_net(patches[train], y[train], None, config)
             oof[fold == f] = patch_probs(net, patches[fold == f])
+            if progress:
+                progress(f"second look: fold network {f + 1}/{k} trained "
+                         f"({time.perf_counter() - t0:.0f} s so far)")  # fmt: skip
     else:
         k = 0
     net = fit_patch_net(patches, y, valid, config)
+    if progress:
+        progress(f"second look: the network that ships trained ({time.perf_counter() - t0:.0f} s)")
     return SecondLook(net, oof, k, time.perf_counter() - t0)

@@ -16,6 +16,7 @@ import json
 import platform
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -170,12 +171,13 @@ class InputJitter(Callback):
 
 
 class Record(Callback):
-    """Keeps each epoch's losses in `history`."""
+    """Keeps each epoch's losses in `history`, and tells `progress` (a line per epoch)."""
 
     order = 90
 
-    def __init__(self, history: list[dict]) -> None:
+    def __init__(self, history: list[dict], progress: Callable[[str], None] | None = None) -> None:
         self.history = history
+        self.progress = progress
 
     def after_epoch(self) -> None:
         vals = self.recorder.values[-1] if self.recorder.values else []
@@ -187,6 +189,11 @@ class Record(Callback):
                 "accuracy_multi": float(vals[2]) if len(vals) > 2 else None,
             }
         )
+        if self.progress:
+            h = self.history[-1]
+            shown = [k for k in ("train_loss", "valid_loss") if h[k] is not None]
+            losses = ", ".join(f"{k.replace('_', ' ')} {h[k]:.3f}" for k in shown)
+            self.progress(f"image network: epoch {self.epoch + 1}/{self.n_epoch} ({losses})")
 
 
 class _AfterWarmup:
@@ -245,7 +252,12 @@ class FlagLoss(nn.Module):
 
 
 def fit(
-    dls, model, config: TrainConfig, work: Path, flags: list[int] | None = None
+    dls,
+    model,
+    config: TrainConfig,
+    work: Path,
+    flags: list[int] | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> tuple[Learner, list[dict], int, bool]:
     """Train `model` one-cycle with best-epoch saving and early stopping after the
     warm-up, on the loss of `flags` (default: every flag). Returns (learner, history,
@@ -264,7 +276,7 @@ def fit(
     callbacks = [
         SaveBest(warmup, monitor="valid_loss", fname="best", with_opt=False),
         StopEarly(warmup, monitor="valid_loss", patience=config.patience),
-        Record(history),
+        Record(history, progress),
         InputJitter(config.jitter),
     ] + ([CpuBf16()] if bf16 else [])
     chatter = io.StringIO()  # fastai prints "Better model found ..." itself
@@ -286,9 +298,15 @@ def _torch_probs(model, images: np.ndarray, patches: np.ndarray | None = None,
     return np.concatenate(out) if out else np.zeros((0, 2), np.float32)
 
 
-def train(snapshot: Snapshot, out_dir: Path, config: TrainConfig | None = None) -> dict:
+def train(
+    snapshot: Snapshot,
+    out_dir: Path,
+    config: TrainConfig | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
     """Train on the snapshot's train split, pick thresholds on validation, evaluate on
-    the labeled hold-out, export ONNX. Returns the model card (also written as card.json)."""
+    the labeled hold-out, export ONNX. Returns the model card (also written as card.json).
+    `progress` gets a line per epoch and per second-look network."""
     config = config or TrainConfig()
     warnings.filterwarnings("ignore", category=FutureWarning, module="torch")
     warnings.filterwarnings("ignore", message=".*mode.chained_assignment.*")
@@ -327,7 +345,9 @@ def train(snapshot: Snapshot, out_dir: Path, config: TrainConfig | None = None) 
     dls = get_dls(images, y, len(train_ex), config)
     # with the second look the image network answers mag alone: biopsy would take its capacity
     mag_only = [preprocess.FLAGS.index("mag")] if second_look else None
-    learn, history, warmup, bf16 = fit(dls, image_net, config, out_dir / "fastai", mag_only)
+    learn, history, warmup, bf16 = fit(
+        dls, image_net, config, out_dir / "fastai", mag_only, progress
+    )
     n = len(train_ex)
     look = None
     if second_look:
@@ -338,6 +358,7 @@ def train(snapshot: Snapshot, out_dir: Path, config: TrainConfig | None = None) 
             patches, y[:, 0], [e.patient_key for e in items], np.arange(n, len(items)),
             PatchConfig(epochs=config.patch_epochs, folds=config.folds, jitter=config.jitter,
                         seed=config.seed),
+            progress,
         )  # fmt: skip
         shipped = ExportModel.wrap(MammoNet(learn.model.cpu(), look.net))
     else:

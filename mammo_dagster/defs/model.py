@@ -132,6 +132,7 @@ def trained_model(
             metal=config.metal_channel,
             jitter=config.jitter,
         ),
+        progress=context.log.info,  # a line per epoch: a retrain is minutes, not silence
     )
     card["version"] = version
     # the header-only rule on the same images, beside the model
