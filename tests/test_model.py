@@ -69,7 +69,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory):
         assert predicted.success
         studies = dg.materialize([study_predictions], instance=instance, resources=resources)
         assert studies.success
-        said = [e.user_message for e in instance.all_logs(result.run_id)]
+        said = instance.all_logs(result.run_id)
     return home, images, result, predicted, studies, said
 
 
@@ -97,8 +97,13 @@ def test_training_never_sees_the_holdout(trained) -> None:
         assert isinstance(md[f"holdout_{flag}_accuracy"].value, float)
     assert "| F1 | tp | fp | fn | tn |" in md["metrics"].value
     said = trained[-1]  # a retrain tells the run's log where it is, epoch by epoch
-    epochs = [m for m in said if m.startswith("image network: epoch ")]
+    epochs = [e.user_message for e in said if e.user_message.startswith("image network: epoch ")]
     assert epochs and epochs[0].startswith(f"image network: epoch 1/{TINY['epochs']} (train loss ")
+    events = [e.dagster_event for e in said if e.dagster_event]
+    seen = [
+        e.asset_key.to_user_string() for e in events if e.event_type_value == "ASSET_OBSERVATION"
+    ]
+    assert seen == ["labels"]  # observed by the build, not "Never observed" in the UI
 
 
 def test_onnx_matches_pytorch_and_becomes_current(trained) -> None:

@@ -30,6 +30,7 @@ from .partitions import drops
 from .resources import MammoHome, StoreResource
 
 PARITY_MAX_DIFF = 1e-4
+DATA_VERSION_TAG = "dagster/data_version"  # dagster's own tag key
 INT8_MIN_AGREEMENT = 0.995
 INT8_MAX_AUC_DROP = 0.005
 
@@ -65,6 +66,11 @@ def training_set(
     """Current labels joined with thumbnails, split by patient (train / valid / locked
     hold-out); a snapshot file the model trains on."""
     snapshot = build_snapshot(store.store(), paths.thumbnails)
+    seen = _observe_labels(store)  # what it was built from: `labels` is observed by each build
+    context.log_event(dg.AssetObservation(
+        asset_key=labels.key, metadata=seen.metadata,
+        tags={DATA_VERSION_TAG: seen.data_version.value},
+    ))  # fmt: skip
     path = save_snapshot(snapshot, paths.training_sets / "current.csv")
     save_snapshot(snapshot, paths.training_sets / f"labels-{snapshot.label_seq}.csv")
     counts = snapshot.counts()
