@@ -84,15 +84,33 @@ def gradcam(shipped, image: np.ndarray, flag: str) -> np.ndarray:
     return (cam / cam.max() if cam.max() > 0 else cam).astype(np.float32)
 
 
+def _fit(cam: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A heatmap stretched over an image of `shape` (thumbnails and inputs are square)."""
+    if cam.shape == shape:
+        return cam
+    img = Image.fromarray(cam.astype(np.float32), mode="F")
+    return np.asarray(img.resize(shape[::-1], Image.Resampling.BILINEAR))
+
+
+def mask_padding(cam: np.ndarray, image: np.ndarray) -> np.ndarray:
+    """The heatmap over `image`, zero on the black padding that squares a thumbnail (the
+    all-zero rows and columns at its edges) and rescaled to 0..1 over the rest: no marker
+    is ever there, so heat there says nothing about the image."""
+    cam = _fit(cam, image.shape).copy()
+    rows, cols = np.flatnonzero(image.any(axis=1)), np.flatnonzero(image.any(axis=0))
+    if not len(rows):
+        return np.zeros_like(cam)
+    keep = np.zeros(cam.shape, bool)
+    keep[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1] = True
+    cam[~keep] = 0.0
+    top = cam.max()
+    return (cam / top if top > 0 else cam).astype(np.float32)
+
+
 def overlay(image: np.ndarray, cam: np.ndarray) -> Image.Image:
     """The gray image with the heatmap in red over it (RGB); a heatmap of another size
-    is stretched over the image (thumbnails and model inputs are both square)."""
-    if cam.shape != image.shape:
-        cam = np.asarray(
-            Image.fromarray(cam.astype(np.float32), mode="F").resize(
-                image.shape[::-1], Image.Resampling.BILINEAR
-            )
-        )
+    is stretched over the image."""
+    cam = _fit(cam, image.shape)
     gray = np.repeat(image[..., None].astype(np.float32), 3, axis=2)
     heat = np.zeros_like(gray)
     heat[..., 0] = 255 * cam
@@ -132,6 +150,7 @@ def write_cam(shipped, size: int, thumbnail: Path, flag: str, dest: Path) -> Pat
         cam = spot_map(shipped, patches, spots, full.shape)
     else:
         cam = gradcam(shipped, preprocess.prepare(full, size, render), flag)
+    cam = mask_padding(cam, full)
     dest.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(dest, "wb") as f:
         overlay(full, cam).save(f, format="PNG")

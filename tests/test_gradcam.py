@@ -1,0 +1,25 @@
+"""Grad-CAM overlays: heat on a thumbnail's black padding is masked (issue 19)."""
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")  # core.gradcam is the `train` extra's
+
+
+def test_padding_gets_no_heat_and_the_rest_is_rescaled() -> None:
+    from mammo_dagster.core.gradcam import mask_padding, overlay
+
+    image = np.zeros((64, 64), np.uint8)
+    image[:, 16:48] = 90  # a padded square: the content in the middle columns
+    image[10:20, 20:30] = 0  # air inside the content is not padding
+    cam = np.zeros((32, 32), np.float32)  # a model-input-sized map, stretched over it
+    cam[:, :4] = 1.0  # the strongest heat on the left padding
+    cam[16, 16] = 0.5  # weaker heat on the breast
+    masked = mask_padding(cam, image)
+    assert masked.shape == image.shape
+    assert masked[:, :16].max() == 0.0 and masked[:, 48:].max() == 0.0
+    assert masked[:, 16:48].max() == pytest.approx(1.0)  # rescaled over the content
+    assert masked[30:34, 30:34].max() > 0.5
+    assert mask_padding(cam, np.zeros((64, 64), np.uint8)).max() == 0.0  # an all-black one
+    rgb = np.asarray(overlay(image, masked))
+    assert rgb.shape == (64, 64, 3) and (rgb[:, :16] == 0).all()  # padding stays black
