@@ -193,8 +193,17 @@ def test_review_mode_in_a_real_browser(tmp_path: Path, browser) -> None:
         page.keyboard.press("y")  # the model is right
         page.wait_for_function(f"document.querySelector('#stage').dataset.id !== '{first['id']}'")
         second = page.evaluate("window.__labeler.buf[0]")
+        held: list = []  # overlays made on demand take seconds: hold them to see the wait
+        page.route("**/cam?**", lambda route: held.append(route))
         page.keyboard.press("g")  # where it looked
+        page.wait_for_function(
+            "document.querySelector('#pred').textContent.includes('(computing…)')", timeout=1000
+        )
+        for route in held:
+            route.continue_()
+        page.unroute_all(behavior="ignoreErrors")
         page.wait_for_function("document.querySelector('#stage img')?.src.includes('/cam?')")
+        page.wait_for_function("!document.querySelector('#pred').textContent.includes('computing')")
         assert f"Grad-CAM: {second['cam_flags'][0]}" in page.inner_text("#pred")
         for _ in second["cam_flags"]:
             page.keyboard.press("g")  # through each flag's heatmap, then off

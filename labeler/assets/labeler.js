@@ -42,11 +42,14 @@
       const im = new Image();
       im.alt = `Grad-CAM: ${flag}`;
       im.src = `/cam?id=${encodeURIComponent(item.id)}&flag=${flag}&model=${encodeURIComponent(item.model_version || "")}`;
-      item.cams[flag] = { img: im, ready: im.decode().then(() => true, () => false) };
+      const entry = { img: im, done: false };
+      entry.ready = im.decode().then(() => true, () => false).then((ok) => { entry.done = true; return ok; });
+      item.cams[flag] = entry;
     }
     return item.cams[flag];
   }
   function text(el, s) { el.textContent = s; }
+  const COMPUTING = " (computing…)";
 
   function show(t0) {
     const item = S.buf[0];
@@ -68,6 +71,7 @@
         if (S.buf[0] !== item || camImage(item) !== cam) return;  // moved on meanwhile
         if (ok) stage.replaceChildren(cam.img);
         else warn("no Grad-CAM for this image (is torch installed where the labeler runs?)");
+        text($("pred"), $("pred").textContent.replace(COMPUTING, ok ? "" : " (none)"));
       });
     }
     const facts = [item.vendor, item.view, item.modifiers].filter(Boolean);
@@ -86,7 +90,7 @@
                        : `${f} ${v.toFixed(d)} < ${th.toFixed(d)}: not flagged`;
       };
       pred = `model ${item.model_version} says ${SAYS[item.model_key]}: ${prob("biopsy")} · ${prob("mag")} · ${item.reason === "unflagged" ? "random check" : item.reason}`;
-      if (cam) pred += ` · Grad-CAM: ${camFlag(item)}`;
+      if (cam) pred += ` · Grad-CAM: ${camFlag(item)}${cam.done ? "" : COMPUTING}`;  // seconds when made on demand
       if (S.correcting) pred += " · which is right? 1 biopsy · 2 mag · 3 neither · 4 both (Esc: back)";
     }
     text($("pred"), pred);
