@@ -191,9 +191,9 @@ def holdout_metadata(card: dict) -> dict[str, float]:
             continue
         for key in ("auc", "recall", "accuracy"):
             if r.get(key) is not None:
-                out[f"holdout_{flag}_{key}"] = round(float(r[key]), 4)
+                out[f"holdout_{flag}_{key}"] = _rounded(float(r[key]))
     for flag, v in (card.get("thresholds") or {}).items():
-        out[f"threshold_{flag}"] = round(float(v), 4)
+        out[f"threshold_{flag}"] = _rounded(float(v))
     return out
 
 

@@ -62,13 +62,12 @@ def dicom_drop_sensor(
     """Complete drops (marker, or quiet period) whose content changed since last seen and
     that were not indexed in that state already (by `mammo demo`, a script or the UI)."""
     seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
-    due = due_drops(paths, seen)
-    indexed = indexed_states(store.store()) if due else {}
-    current = [n for n, fp in due if indexed.get(n) == fp]
-    due = [(n, fp) for n, fp in due if indexed.get(n) != fp]
+    changed = due_drops(paths, seen)
+    indexed = indexed_states(store.store()) if changed else {}
+    due = [(n, fp) for n, fp in changed if indexed.get(n) != fp]
+    current = [n for n, fp in changed if indexed.get(n) == fp]
     new = unknown_drops(context.instance, [name for name, _ in due])
-    seen.update(due)
-    seen.update({n: indexed[n] for n in current})
+    seen.update(changed)
     skip = None
     if not due:
         skip = (f"indexed already in their current state: {', '.join(current)}" if current
