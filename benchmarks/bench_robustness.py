@@ -71,29 +71,38 @@ METHODS: dict[str, Method] = {
             "air), the image network alone for both flags, headroom jitter",
         ),
         Method(
-            "second-look",
+            "second-look-v3",
             render={"render": "3"},
+            train={"metal": True, "jitter": 1.0, "second_look": True, "raise_window": 0.0},
+            about="the second look as first shipped: rendering v3 (lift in window widths "
+            "only); biopsy from a patch CNN over the 8 highest-lift 8-mm patches "
+            "(multiple-instance, highest patch; threshold from 3-fold out-of-fold scores), "
+            "mag from the image network (128 px); headroom and patch jitter",
+        ),
+        Method(
+            "second-look",
+            render={"render": "4"},
             train={"metal": True, "jitter": 1.0, "second_look": True},
-            about="the shipped default: rendering v3; biopsy from a patch CNN over the 8 "
-            "highest-lift 8-mm patches (multiple-instance, highest patch; threshold from "
-            "3-fold out-of-fold scores), mag from the image network (128 px); headroom and "
-            "patch jitter",
+            about="the shipped default: rendering v4 (over a background near the stored "
+            "extreme, an implant, lift against the room left) and the second look as in "
+            "`second-look-v3`, its patch jitter raising a quarter of the patches' window "
+            "channel toward the window's top",
         ),
         Method(
             "second-look-160",
-            render={"render": "3"},
+            render={"render": "4"},
             train={"metal": True, "jitter": 1.0, "second_look": True, "size": 160},
             about="the shipped default with a 160-px image network input (the size before)",
         ),
         Method(
             "second-look-seed1",
-            render={"render": "3"},
+            render={"render": "4"},
             train={"metal": True, "jitter": 1.0, "second_look": True, "seed": 1},
             about="the shipped default, training seed 1 (run-to-run spread)",
         ),
         Method(
             "second-look-seed2",
-            render={"render": "3"},
+            render={"render": "4"},
             train={"metal": True, "jitter": 1.0, "second_look": True, "seed": 2},
             about="the shipped default, training seed 2 (run-to-run spread)",
         ),

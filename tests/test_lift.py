@@ -1,4 +1,4 @@
-"""Rendering contract v3: the local lift, and the invariances it exists for."""
+"""Rendering contracts v3 and v4: the local lift, and the invariances it exists for."""
 
 from __future__ import annotations
 
@@ -202,3 +202,39 @@ def test_patches_have_one_pixel_size_whatever_the_thumbnail_size(tmp_path: Path)
 class _Facts:
     def __init__(self, spacing: float) -> None:
         self.pixel_spacing_mm, self.rows, self.columns = spacing, 4000, 3000
+
+
+def test_v4_measures_a_clip_over_an_implant_against_the_room_left(tmp_path: Path) -> None:
+    """A clip at the extreme over an implant at 95% of it rises only ~0.08 window widths:
+    v3 leaves it inside the window, v4 (the lift against the room left) lifts it into
+    the headroom and makes it the first spot; where tissue leaves room, v3 and v4 agree."""
+    from mammo_dagster.core.lift import LIFT_FROM
+
+    img = _phantom()
+    rng = np.random.default_rng(1)
+    img[200:500, 100:400] = 3900 + rng.normal(0, 20, (300, 300))  # an implant
+    clip = _marker(img, 4095, at=(330, 220))
+    for spot in ((650, 300), (700, 600), (560, 650)):  # small bright specks in tissue
+        img[spot[0] : spot[0] + 3, spot[1] : spot[1] + 3] += 700
+    img = np.clip(img, 0, 4095)
+    path = _file(tmp_path, img, "implant.dcm")
+    v3 = render(path, size=256, pad=False, render="3")
+    v4 = render(path, size=256, pad=False, render="4")
+    assert _at(v3.image, clip).max() <= WINDOW_TOP + 2  # white on white: not there
+    assert _at(v4.image, clip).max() >= WINDOW_TOP + 6  # in the headroom
+
+    def on_clip(spot: tuple[float, float, float]) -> bool:
+        y, x, _lift = spot
+        inside = [s.start * 256 / ROWS - 2 <= v <= s.stop * 256 / ROWS + 2
+                  for s, v in zip(clip, (y, x), strict=True)]  # fmt: skip
+        return all(inside)
+
+    assert on_clip(v4.spots[0]) and v4.spots[0][2] > LIFT_FROM
+    assert not on_clip(v3.spots[0])  # v3 ranks the specks above the clip
+    plain = _phantom()
+    box = _marker(plain, 3600)
+    path = _file(tmp_path, plain, "plain.dcm")
+    a, b = render(path, size=256, pad=False, render="3"), render(path, size=256, pad=False)
+    np.testing.assert_array_equal(a.image, b.image)
+    np.testing.assert_array_equal(a.patches, b.patches)
+    assert _at(b.image, box).max() >= 240

@@ -8,7 +8,11 @@ millimetres), oriented so that "bright on the display" is up, in units of the di
 window's width. Structures narrower than the square keep their full lift; tissue, an
 implant or a collimation edge, which the square fits into, have none. Where the
 background itself is air (lead letters beside the breast, a marker tag in the corner)
-the lift is gated off: biopsy markers sit in tissue.
+the lift is gated off: biopsy markers sit in tissue. Where the background itself is
+near the stored extreme (a silicone implant, dense tissue past the window's top), a clip
+has no more than the room left to rise by: there (contract v4, `room=True`) the lift
+is measured against that room (`ROOM_SHARE` times it is the unit), up to `ROOM_CAP`
+times what a window width would give.
 
 Each thumbnail pixel is raised toward 255 by the lift of the brightest value in its
 cell (`LiftMap.share`). And since a 128-px model input can't show a 3-mm clip's shape,
@@ -51,6 +55,9 @@ GRID_MM = 1.0
 LIFT_FROM, LIFT_FULL = 0.3, 1.2
 #: The background's display level (0..1 of the window) under which it counts as air.
 AIR_FROM, AIR_FULL = 0.04, 0.12
+#: v4: over a background with less than 1 / ROOM_SHARE window widths of room left to the
+#: stored extreme, ROOM_SHARE times that room counts as the unit (at most ROOM_CAP x).
+ROOM_SHARE, ROOM_CAP = 2.0, 8.0
 #: The second look: this many patches of PATCH_PX x PATCH_PX pixels covering PATCH_MM,
 #: around lift maxima at least CANDIDATE_MM apart; channels: window display, lift.
 PATCHES, PATCH_PX, PATCH_MM, CANDIDATE_MM = 8, 32, 8.0, 3.0
@@ -286,8 +293,11 @@ def working_level(facts) -> int:
 class Lifter:
     """The v3 lift for one header and VOI: orientation, units, window, pixel size."""
 
-    def __init__(self, ds: Dataset, voi: Voi, facts, lut: np.ndarray | None = None) -> None:
-        """`lut`: the header's `display.window_lut`, when the caller has it already."""
+    def __init__(
+        self, ds: Dataset, voi: Voi, facts, lut: np.ndarray | None = None, *, room: bool = False
+    ) -> None:
+        """`lut`: the header's `display.window_lut`, when the caller has it already;
+        `room`: lift against the room left over bright backgrounds (contract v4)."""
         bits, signed = facts.bits_stored, facts.pixel_representation == 1
         self.bits, self.signed = bits, signed
         self.lo = -(1 << (bits - 1)) if signed else 0
@@ -300,6 +310,9 @@ class Lifter:
         lut = window_lut(ds, voi) if lut is None else lut
         self.lut = lut[values & ((1 << facts.bits_allocated) - 1)]
         self.gate = ramp(self.lut / WINDOW_TOP, AIR_FROM, AIR_FULL) * np.float32(self.unit)
+        if room:  # the gate is indexed by the background's oriented value: fold it in
+            left = (len(oriented) - oriented).astype(np.float32) * np.float32(self.unit)
+            self.gate *= np.clip(1.0 / (ROOM_SHARE * left), 1.0, ROOM_CAP)
         self.spacing = pixel_mm(facts)
 
     def orient(self, patterns: np.ndarray) -> np.ndarray:

@@ -27,7 +27,8 @@ METAL_LEVEL = 250
 #: a step just below 255; v3 a ramp over the headroom, whose levels grade how far a pixel
 #: stands above its surroundings (core.lift).
 METAL_LEVELS = {"1": (METAL_LEVEL - 3.0, METAL_LEVEL + 1.0),
-                "2": (METAL_LEVEL - 3.0, METAL_LEVEL + 1.0), "3": (228.0, 252.0)}  # fmt: skip
+                "2": (METAL_LEVEL - 3.0, METAL_LEVEL + 1.0),
+                "3": (228.0, 252.0), "4": (228.0, 252.0)}  # fmt: skip
 
 
 class MetalChannel(nn.Module):
@@ -199,11 +200,15 @@ def headroom_jitter(x: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
     return x
 
 
-def patch_jitter(p: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
+def patch_jitter(
+    p: torch.Tensor, strength: float = 1.0, raise_window: float = 0.25
+) -> torch.Tensor:
     """Training augmentation of 0..1 patches [N, K, C, P, P]: each batch flipped and
-    transposed at random (the eight symmetries of a square), and per image the lift
+    transposed at random (the eight symmetries of a square), per image the lift
     channel bent by a random gamma and dimmed (another vendor's processing, a lossy
-    codec). `strength` 0 leaves the flips only."""
+    codec), and a `raise_window` share of the patches' window channel raised toward the window's top
+    (a background brighter than the window shows, an implant: the shape is then in the
+    lift channel only). `strength` 0 leaves the flips only."""
     if torch.rand(1) < 0.5:
         p = p.flip(-1)
     if torch.rand(1) < 0.5:
@@ -218,4 +223,9 @@ def patch_jitter(p: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
     lift = PATCH_CHANNELS.index("lift")
     p = p.clone()
     p[:, :, lift] = (p[:, :, lift] * dim).clamp(0.0, 1.0).pow(gamma)
+    window, k = PATCH_CHANNELS.index("window"), p.shape[1]
+    raised = torch.empty(n, k, 1, 1).uniform_(0.2, 0.8) * (
+        torch.rand(n, k, 1, 1) < raise_window * strength
+    )
+    p[:, :, window] = torch.minimum(p[:, :, window] + raised, torch.tensor(WINDOW_TOP / 255.0))
     return p

@@ -29,7 +29,7 @@ from .decode import DEFAULT_OVERSAMPLE
 from .dicom import DicomError, open_dicom
 from .onnx_model import OnnxModel
 from .studies import write_study_csv
-from .thumbnails import LIFT_RENDER, RENDER_VERSION, RENDERS, render_frame
+from .thumbnails import LIFT_RENDERS, RENDER_VERSION, RENDERS, render_frame
 
 IMAGE_COLUMNS = (
     "path",
@@ -194,10 +194,11 @@ def predict_folder(
             f"v{render}, which this version of mammo-dagster can't render (it knows "
             f"{', '.join('v' + r for r in RENDERS)}): upgrade, or retrain the model"
         )
-    if model.second_look and render != LIFT_RENDER:
+    if model.second_look and render not in LIFT_RENDERS:
         raise ValueError(
-            f"model {model.version} takes patches (rendering contract v{LIFT_RENDER}) but its "
-            f"card says v{render}: its card and graph disagree; retrain or restore the card"
+            f"model {model.version} takes patches (rendering contract "
+            f"v{' or v'.join(LIFT_RENDERS)}) but its card says v{render}: its card and graph "
+            "disagree; retrain or restore the card"
         )
     images_csv = output.with_name(output.name + ".images.csv")
     errors_csv = output.with_name(output.name + ".errors.csv")

@@ -23,7 +23,7 @@ from .display import WINDOW_TOP
 from .lift import CANDIDATE_MM, PATCH_CHANNELS, PATCH_LIFT_FULL, PATCH_MM, PATCH_PX, PATCHES
 from .thumbnails import (
     LEGACY_RENDER,
-    LIFT_RENDER,
+    LIFT_RENDERS,
     RENDER_VERSION,
     read_patches,
     render_version,
@@ -76,7 +76,11 @@ def prepare(img: np.ndarray, size: int = INPUT_SIZE, render: str = RENDER_VERSIO
         return np.ascontiguousarray(img, dtype=np.uint8)
     if img.shape[0] > size:
         return shrink(
-            img, size, size, keep_metal=render != LEGACY_RENDER, keep_headroom=render == LIFT_RENDER
+            img,
+            size,
+            size,
+            keep_metal=render != LEGACY_RENDER,
+            keep_headroom=render in LIFT_RENDERS,
         )
     return np.asarray(Image.fromarray(img).resize((size, size), Image.Resampling.BILINEAR))
 

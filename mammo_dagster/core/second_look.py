@@ -39,6 +39,7 @@ class PatchConfig:
     lr: float = 3e-3
     folds: int = 3  # out-of-fold thresholds; 0 or 1: no folds (thresholds on validation)
     jitter: float = 1.0
+    raise_window: float = 0.25  # share of patches whose window channel is raised
     seed: int = 0
 
 
@@ -58,12 +59,12 @@ class PatchInput(Callback):
 
     order = 5
 
-    def __init__(self, strength: float) -> None:
-        self.strength = strength
+    def __init__(self, strength: float, raise_window: float = 0.25) -> None:
+        self.strength, self.raise_window = strength, raise_window
 
     def before_batch(self) -> None:
         x = self.xb[0].float() / 255.0
-        self.learn.xb = (patch_jitter(x, self.strength) if self.training else x,)
+        self.learn.xb = (patch_jitter(x, self.strength, self.raise_window) if self.training else x,)
 
 
 def _dataset(patches: np.ndarray, y: np.ndarray) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -84,7 +85,10 @@ def fit_patch_net(
     )  # fmt: skip
     net = PatchNet()
     learn = Learner(
-        dls, MIL(net), loss_func=BCEWithLogitsLossFlat(), cbs=[PatchInput(config.jitter)]
+        dls,
+        MIL(net),
+        loss_func=BCEWithLogitsLossFlat(),
+        cbs=[PatchInput(config.jitter, config.raise_window)],
     )
     with learn.no_bar(), learn.no_logging(), contextlib.redirect_stdout(io.StringIO()):
         learn.fit_one_cycle(config.epochs, config.lr, wd=1e-4)

@@ -51,17 +51,22 @@ from .files import atomic_write
 from .lift import PATCH_PX, Lifter, lift_up, working_level
 
 DEFAULT_SIZE = 512
-#: The rendering contract's version: "3" lifts what stands above its surroundings into
-#: the headroom above the window (`core.lift`); "2" lifted what lay toward the stored
-#: extreme; "1" had no headroom.
-RENDER_VERSION = "3"
+#: The rendering contract's version: "4" lifts what stands above its surroundings into
+#: the headroom above the window (`core.lift`), measured against the room left where the
+#: background is near the stored extreme (an implant); "3" did so in window widths
+#: only; "2" lifted what lay toward the stored extreme; "1" had no headroom.
+RENDER_VERSION = "4"
 #: The first version (no headroom); PNGs without a version tag are this one.
 LEGACY_RENDER = "1"
 #: Headroom toward the stored extreme (display.display8).
 EXTREME_RENDER = "2"
-#: Headroom by local lift.
+#: Headroom by local lift (in window widths).
 LIFT_RENDER = "3"
-RENDERS = (LEGACY_RENDER, EXTREME_RENDER, LIFT_RENDER)
+#: Headroom by local lift, against the room left over bright backgrounds.
+ROOM_RENDER = "4"
+#: The contracts that lift (and carry second-look patches).
+LIFT_RENDERS = (LIFT_RENDER, ROOM_RENDER)
+RENDERS = (LEGACY_RENDER, EXTREME_RENDER, LIFT_RENDER, ROOM_RENDER)
 #: The PNG text chunk that carries it.
 RENDER_KEY = "mammo-render"
 #: v3's chunks: the patches (a base64 PNG strip) and their spots (JSON).
@@ -229,14 +234,14 @@ def _render(
         raise ValueError(f"unknown rendering contract {render!r}; use one of {RENDERS}")
     ds, facts = dicom.ds, dicom.facts
     bits, signed = facts.bits_stored, facts.pixel_representation == 1
-    lifted = render == LIFT_RENDER
+    lifted, room = render in LIFT_RENDERS, render == ROOM_RENDER
     h, w = fit_size(facts.rows, facts.columns, size)
     if exact:
         stored = full_frame(dicom, frame)
         values = stored_values(_patterns(np.asarray(stored)), bits, signed)
         voi = resolve_voi(ds, _sample(values), voi_index)
         if lifted:
-            lifter = Lifter(ds, voi, facts)
+            lifter = Lifter(ds, voi, facts, room=room)
             bright = lifter.orient(np.asarray(stored))
             lift_map = lifter.analyse(bright, bright, 1.0)
         else:
@@ -259,7 +264,7 @@ def _render(
             lut = table(ds, voi)
         area = (facts.rows / reduced.factor, facts.columns / reduced.factor)
         if lifted:
-            lifter = Lifter(ds, voi, facts, lut)
+            lifter = Lifter(ds, voi, facts, lut, room=room)
             mean = lifter.orient(reduced.pixels)
             raw = (reduced.extremes or {}).get("max" if lifter.high else "min", reduced.pixels)
             peak = lifter.orient(raw) if raw.shape == mean.shape else mean

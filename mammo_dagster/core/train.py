@@ -59,6 +59,7 @@ class TrainConfig:
     metal: bool = True  # a second input channel marking metal (see `metal_stem`)
     any_render: bool = False  # accept thumbnails of an older rendering contract (comparisons)
     jitter: float = 1.0  # strength of headroom / patch jitter while training (0: none)
+    raise_window: float = 0.25  # share of patches whose window channel is raised (jitter)
     second_look: bool | None = None  # patches for biopsy (None: if the thumbnails carry them)
     folds: int = 3  # out-of-fold biopsy thresholds from the second look (< 2: validation)
     patch_epochs: int = 24  # the second look's fixed schedule (core.second_look)
@@ -357,6 +358,7 @@ def train(
         look = train_second_look(
             patches, y[:, 0], [e.patient_key for e in items], np.arange(n, len(items)),
             PatchConfig(epochs=config.patch_epochs, folds=config.folds, jitter=config.jitter,
+                        raise_window=config.raise_window,
                         seed=config.seed),
             progress,
         )  # fmt: skip
