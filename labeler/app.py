@@ -133,7 +133,7 @@ def create_app(settings: Settings, state: LabelerState | None = None) -> FastHTM
     app = FastHTML(
         before=Beforeware(before, skip=list(PUBLIC)),
         default_hdrs=False,  # no CDN scripts: hospital networks are often offline
-        secret_key=_session_key(settings.private),
+        secret_key=_session_key(settings.home.labeler),
         session_cookie="mammo_labeler",
         same_site="strict",
         hdrs=(Style((_ASSETS / "labeler.css").read_text()), Link(rel="icon", href=FAVICON)),

@@ -8,9 +8,8 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
-from mammo_dagster.core.config import ENV_HOME, mammo_home
+from mammo_dagster.core.home import ENV_HOME, Home
 
 ENV_TOKEN = "MAMMO_LABELER_TOKEN"
 DEFAULT_PORT = 5001
@@ -58,8 +57,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"--annotator: {e}", file=sys.stderr)
         return 2
-    home = Path(args.home).expanduser().resolve() if args.home else mammo_home()
-    os.environ[ENV_HOME] = str(home)
+    home = Home.from_env(args.home)
 
     import uvicorn
 
@@ -75,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     except AlreadyRunning as e:
         print(str(e), file=sys.stderr)
         return 2
-    print(f"labeler on http://{args.host}:{args.port}/ (data: {home})", flush=True)
+    print(f"labeler on http://{args.host}:{args.port}/ (data: {home.root})", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from mammo_dagster.core.home import Home
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -20,14 +22,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(home: Path, port: int, *args: str, log: Path | None = None) -> subprocess.Popen:
+def start(home: Home | Path, port: int, *args: str, log: Path | None = None) -> subprocess.Popen:
+    """A labeler on `home` (its settings, e.g. the retrain threshold, go in the environment)."""
+    home = Home.of(home)
     out = log.open("ab") if log else subprocess.DEVNULL
     return subprocess.Popen(
-        [sys.executable, "-m", "labeler", "--home", str(home), "--port", str(port), *args],
+        [sys.executable, "-m", "labeler", "--home", str(home.root), "--port", str(port), *args],
         stdout=out,
         stderr=subprocess.STDOUT if log else subprocess.DEVNULL,
         start_new_session=True,  # its own process group: stopped as a whole
-        env=os.environ.copy(),
+        env=os.environ | home.env(),
     )
 
 
@@ -59,7 +63,7 @@ def stop(proc: subprocess.Popen, timeout: float = 15.0) -> None:
 
 
 @contextmanager
-def running(home: Path, *args: str, log: Path | None = None) -> Iterator[str]:
+def running(home: Home | Path, *args: str, log: Path | None = None) -> Iterator[str]:
     """A labeler on a free loopback port for the `with` block; yields its base URL."""
     port = free_port()
     proc = start(home, port, *args, log=log)

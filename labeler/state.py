@@ -21,8 +21,8 @@ from pathlib import Path
 import duckdb
 
 from mammo_dagster.core.batch import thumbnail_name
-from mammo_dagster.core.config import retrain_every
 from mammo_dagster.core.gradcam import cam_file, write_cam
+from mammo_dagster.core.home import Home
 from mammo_dagster.core.labels import KEYS, LabelBook, LabelEvent, load_events
 from mammo_dagster.core.metrics import logit
 from mammo_dagster.core.modelstore import CARD, CurrentModel, model_dir, read_card, read_current
@@ -102,7 +102,10 @@ class Lease:
 
 @dataclass
 class Settings:
-    home: Path
+    """One labeler's settings; its data folder is the core's `Home` (a folder given as
+    a path becomes the Home of that folder, with the environment's settings)."""
+
+    home: Home
     annotator: str | None = None  # default annotator (else each one identifies)
     token: str | None = None
     holdout_share: float = HOLDOUT_FRACTION
@@ -113,24 +116,8 @@ class Settings:
     loopback: bool = True  # bound to loopback: only loopback Host names are served
     extra: dict = field(default_factory=dict)
 
-    @property
-    def db(self) -> Path:
-        from mammo_dagster.core.store import DB_NAME
-
-        return self.home / DB_NAME
-
-    @property
-    def thumbnails(self) -> Path:
-        return self.home / "thumbnails"
-
-    @property
-    def models(self) -> Path:
-        return self.home / "models"
-
-    @property
-    def private(self) -> Path:
-        """The labeler's own files (journal, session key); never served."""
-        return self.home / "labeler"
+    def __post_init__(self) -> None:
+        self.home = Home.of(self.home)
 
 
 class NotFound(LookupError):
@@ -170,11 +157,12 @@ class LabelerState:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._single = _single_labeler(settings.private)
-        self.store = Store(settings.db, timeout_s=settings.store_timeout_s)
-        patient = Store(settings.db, timeout_s=STARTUP_TIMEOUT_S)  # start even if Dagster writes
+        home = settings.home
+        self._single = _single_labeler(home.labeler)
+        self.store = Store(home.db, timeout_s=settings.store_timeout_s)
+        patient = Store(home.db, timeout_s=STARTUP_TIMEOUT_S)  # start even if Dagster writes
         patient.migrate()
-        self.writer = EventWriter(patient, settings.private / "journal")
+        self.writer = EventWriter(patient, home.labeler / "journal")
         recovered = self.writer.recover()
         self.writer.store = self.store
         if recovered:
@@ -249,7 +237,7 @@ class LabelerState:
 
         version, rows, qversion, queue = store.run(read, read_only=True)
         events = load_events(store, after_seq=self._seq)
-        model = read_current(self.settings.models)
+        model = read_current(self.settings.home.models)
         predictions, pversion = None, None
         if model:
 
@@ -293,7 +281,7 @@ class LabelerState:
 
     def _thresholds(self, model: CurrentModel) -> dict[str, float]:
         try:
-            card = read_card(model_dir(self.settings.models, model.version))
+            card = read_card(model_dir(self.settings.home.models, model.version))
             return {f: float(card["thresholds"][f]) for f in FLAGS}
         except (OSError, ValueError, KeyError, TypeError):
             return {f: 0.5 for f in FLAGS}
@@ -308,7 +296,7 @@ class LabelerState:
     def _images(self, rows: list[tuple]) -> list[Image]:
         out = []
         for sop, frame, study, patient, *facts in rows:
-            thumb = self.settings.thumbnails / thumbnail_name(sop, frame)
+            thumb = self.settings.home.thumbnails / thumbnail_name(sop, frame)
             if thumb.is_file():
                 out.append(
                     Image(sop, frame, study, split_of(patient, study) == "holdout", *facts, thumb)
@@ -480,7 +468,7 @@ class LabelerState:
         if model is None:
             raise CamUnavailable("no model yet: nothing to explain")
         version = version or model.version
-        if not (model_dir(self.settings.models, version) / CARD).is_file():
+        if not (model_dir(self.settings.home.models, version) / CARD).is_file():
             raise CamUnavailable(f"no model {version}")
         dest = cam_file(self.settings.home, version, im.sop_instance_uid, im.frame, flag)
         if dest.is_file():
@@ -494,7 +482,7 @@ class LabelerState:
             return write_cam(network, size, im.thumbnail, flag, dest)
 
     def _load_cam_model(self, version: str) -> tuple[object, int]:
-        folder = model_dir(self.settings.models, version)
+        folder = model_dir(self.settings.home.models, version)
         try:
             from mammo_dagster.core.gradcam import load_torch_model
 
@@ -616,7 +604,7 @@ class LabelerState:
             labeled = sum(k in self.by_key for k in self.book.current)
             watermark = self.model.label_seq if self.model else 0
             new = sum(1 for e in self.book.current.values() if e.seq is None or e.seq > watermark)
-            every = retrain_every()
+            every = self.settings.home.retrain_every
             return {
                 "labeled": labeled,
                 "remaining": len(self.images) - labeled,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import dataclasses
 import json
 import logging
 import os
@@ -15,10 +16,10 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from .core.config import ENV_HOME, mammo_home
 from .core.decode import DEFAULT_OVERSAMPLE
 from .core.dicom_write import TRANSFER_SYNTAXES, VENDOR_PROFILES
 from .core.files import atomic_write
+from .core.home import ENV_HOME, ENV_RETRAIN_EVERY, Home
 from .core.mixes import MIXES
 from .core.preprocess import FLAGS, INPUT_SIZE
 from .core.realism import DISTRACTORS, SHIFTS
@@ -71,9 +72,9 @@ def _folder(path: Path, *, empty: bool = False) -> Path:
     return path
 
 
-def _home(args: argparse.Namespace) -> Path:
-    """--home, else $MAMMO_HOME, else ./data; absolute."""
-    return Path(args.home).expanduser().resolve() if args.home else mammo_home()
+def _home(args: argparse.Namespace) -> Home:
+    """The data folder: --home, else $MAMMO_HOME, else ./data (the CLI is the edge)."""
+    return Home.from_env(getattr(args, "home", None))
 
 
 def _progress(total: int, desc: str, quiet: bool):
@@ -135,15 +136,13 @@ def default_truth(out: Path) -> Path:
     it (a drop would index it as a bad file), and for a drop under `$MAMMO_HOME/incoming/`
     in `$MAMMO_HOME/synthetic/` (where the demo keeps its own)."""
     if out.resolve().parent.name == "incoming":
-        return out.resolve().parent.parent / "synthetic" / f"{out.name}_ground_truth.csv"
+        return Home(out.resolve().parent.parent).ground_truth(out.name)
     return out.parent / f"{out.name}_ground_truth.csv"
 
 
 def _realism(args: argparse.Namespace):
     """(Realism, vendors, transfer syntaxes) from --shift and the single options, which
     override what the shift sets."""
-    import dataclasses
-
     from .core.realism import SHIFTS, Realism, parse_range
 
     shift = SHIFTS[args.shift] if getattr(args, "shift", None) else None
@@ -174,13 +173,13 @@ def _realism(args: argparse.Namespace):
     return realism, vendors, syntaxes
 
 
-def _inspect_one(path: Path, exact: bool) -> dict:
+def _inspect_one(path: Path, exact: bool, salt: str | None) -> dict:
     from .core.dicom import DicomError, open_dicom
     from .core.thumbnails import render_frame
 
     report: dict = {"path": str(path)}
     try:
-        dicom = open_dicom(path)
+        dicom = open_dicom(path, salt=salt)
     except DicomError as e:
         return report | {"status": "error", "error_kind": e.kind.value, "error": e.reason}
     report["facts"] = dicom.facts.to_dict()
@@ -210,7 +209,8 @@ def _inspect_one(path: Path, exact: bool) -> dict:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    reports = [_inspect_one(Path(p), exact=not args.fast) for p in args.files]
+    salt = Home.from_env().patient_salt(create=False)  # the key the index has, if any
+    reports = [_inspect_one(Path(p), exact=not args.fast, salt=salt) for p in args.files]
     print(json.dumps(reports[0] if len(reports) == 1 else reports, indent=2))
     return 0 if all(r["status"] == "ok" for r in reports) else 1
 
@@ -282,10 +282,10 @@ def write_csv(path: Path, rows: list[dict]) -> Path:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     home = _home(args)
-    drop = home / "incoming" / "demo"
-    thumbs = home / "thumbnails"
-    print(f"mammo demo in {home} (set {ENV_HOME} to use another folder)")
-    truth = home / "synthetic" / "demo_ground_truth.csv"  # outside the drop the pipeline scans
+    drop = home.drop("demo")
+    thumbs = home.thumbnails
+    print(f"mammo demo in {home.root} (set {ENV_HOME} to use another folder)")
+    truth = home.ground_truth("demo")  # outside the drop the pipeline scans
     if not truth.exists() and drop.exists() and any(drop.iterdir()):
         raise CliError(
             f"{drop} has files but no ground truth (an interrupted demo?): "
@@ -322,7 +322,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         )
         print("Ran generate -> thumbnails with the core (Dagster is not installed).")
         return 0
-    dagster_home = Path(os.environ.get("DAGSTER_HOME") or home / "dagster")
+    dagster_home = home.dagster
     print(f"ingesting drop 'demo' through Dagster (runs recorded in {dagster_home}) ...")
     result = ingest_drop(
         home, "demo", size=args.size, workers=args.workers, dagster_home=dagster_home
@@ -335,7 +335,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(
         f"dicom_index: {index['frames'].value} frames, {index['studies'].value} studies, "
         f"{index['failed'].value} failed, {index['duplicates'].value} duplicates "
-        f"-> {home / 'mammo.duckdb'} (table dicom_index)"
+        f"-> {home.db} (table dicom_index)"
     )
     print(
         f"thumbnails: {made['rendered'].value} rendered, {made['cached'].value} cached -> {thumbs}"
@@ -353,21 +353,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo_model(args: argparse.Namespace, home: Path, truth: Path, dagster_home: Path) -> None:
+def _demo_model(args: argparse.Namespace, home: Home, truth: Path, dagster_home: Path) -> None:
     """The active-learning loop on generated data: a simulated labeler labels through the
     labeler's HTTP API; `active_learning_sensor` asks for a retrain; the new model's
     predictions and queue follow (`new_model_sensor`); the next labels come from that
     queue. Each turn is scored against the generator's ground truth."""
     from labeler.process import running
 
-    from .core.config import ENV_RETRAIN_EVERY
     from .core.labels import load_events
     from .core.simulated import SimulatedLabeler
-    from .core.store import DB_NAME, Store
+    from .core.store import Store
     from .core.synthetic import read_ground_truth
     from .pipeline import turn_loop
 
-    store = Store(home / DB_NAME)
+    store = Store(home.db)
     rows = read_ground_truth(truth)
     answers = {r.sop_instance_uid: (r.has_biopsy_tool, r.has_mag_view) for r in rows}
     kept = len(load_events(store))
@@ -379,18 +378,18 @@ def _demo_model(args: argparse.Namespace, home: Path, truth: Path, dagster_home:
     every = max(1, min(b for b in batches if b) if any(batches) else 1)
     if os.environ.get(ENV_RETRAIN_EVERY) not in (None, "", str(every)):
         print(f"(the demo retrains every {every} labels, not ${ENV_RETRAIN_EVERY})")
-    os.environ[ENV_RETRAIN_EVERY] = str(every)
+    home = dataclasses.replace(home, retrain_every=every)  # the sensor's and the labeler's
     training = {"size": args.input_size, "epochs": args.epochs}
     summary: list[tuple] = []
     cursor = None
-    log = home / "labeler" / "demo.log"
+    log = home.labeler / "demo.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
         try:
             url = stack.enter_context(running(home, log=log))
         except (RuntimeError, TimeoutError) as e:
             raise CliError(
-                f"could not start the labeler on {home} ({e}; see {log}). Is `make dev` or "
+                f"could not start the labeler on {home.root} ({e}; see {log}). Is `make dev` or "
                 "`mammo label` running on this data folder? Stop it and run the demo again."
             ) from None
         labeler = SimulatedLabeler(url, answers, annotator="demo-labeler")
@@ -442,7 +441,7 @@ def _demo_model(args: argparse.Namespace, home: Path, truth: Path, dagster_home:
                 labeler.wait_model(version, queued=bool(queued))
     if len(summary) > 1 or not kept:
         _print_loop(summary)
-    csv_path = home / "predictions" / "study_predictions.csv"
+    csv_path = home.study_csv
     if csv_path.exists():
         _score(csv_path, rows)
 
@@ -470,7 +469,7 @@ def _check_state(check) -> str:
     return "failed (a warning: the fp32 model is used)" if warn else "FAILED"
 
 
-def _turn_summary(home: Path, store, answers: dict) -> tuple:
+def _turn_summary(home: Home, store, answers: dict) -> tuple:
     """(model version, labels it learned from, per flag (accuracy at p >= 0.5, AUC, missed,
     false alarms), images) on the hold-out patients' images, labeled or not: no model of
     any turn trains on them. Missed and false alarms are the model's flags."""
@@ -479,7 +478,7 @@ def _turn_summary(home: Path, store, answers: dict) -> tuple:
     from .core.modelstore import read_current
     from .core.splits import split_of
 
-    current = read_current(home / "models")
+    current = read_current(home.models)
     if current is None:
         return ("-", 0, {}, 0)
 
@@ -871,12 +870,12 @@ def cmd_dev(args: argparse.Namespace) -> int:
     from labeler.process import stop
 
     home = _home(args)
-    dagster_home = Path(os.environ.get("DAGSTER_HOME") or home / "dagster")
+    dagster_home = home.dagster
     dagster_home.mkdir(parents=True, exist_ok=True)
     project = Path(__file__).resolve().parent.parent
     if (project / "dagster.yaml").exists():
         shutil.copyfile(project / "dagster.yaml", dagster_home / "dagster.yaml")
-    env = {**os.environ, ENV_HOME: str(home), "DAGSTER_HOME": str(dagster_home)}
+    env = os.environ | home.env()  # `dagster dev` finds the data folder in its environment
     bin_dir = Path(sys.executable).parent
     commands = {
         "dagster": [
@@ -894,7 +893,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
             "-m",
             "labeler",
             "--home",
-            str(home),
+            str(home.root),
             "--port",
             str(args.labeler_port),
         ],
@@ -907,7 +906,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
     }
     print(
         f"Dagster UI on http://127.0.0.1:{args.dagster_port}, labeler on "
-        f"http://127.0.0.1:{args.labeler_port} (data: {home}). Ctrl-C stops both.",
+        f"http://127.0.0.1:{args.labeler_port} (data: {home.root}). Ctrl-C stops both.",
         flush=True,
     )
 
@@ -948,7 +947,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     else:
         home = _home(args)
         try:
-            _current, model = current_model_file(home / "models", int8=not args.fp32)
+            _current, model = current_model_file(home.models, int8=not args.fp32)
         except FileNotFoundError as e:
             raise CliError(str(e)) from e
     output = Path(args.output)
@@ -999,10 +998,9 @@ def cmd_label(args: argparse.Namespace) -> int:
 
 def cmd_labels(args: argparse.Namespace) -> int:
     from .core.labels import LabelFileError, export_csv, import_csv
-    from .core.store import DB_NAME, Store
+    from .core.store import Store
 
-    home = _home(args)
-    store = Store(home / DB_NAME)
+    store = Store(_home(args).db)
     store.migrate()
     path = Path(args.file)
     if args.action == "export":

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from .core.home import Home
 from .defs.ingest import dicom_index, thumbnails
 from .defs.partitions import drops
 from .defs.resources import resources_for
@@ -31,7 +32,7 @@ def open_instance(dagster_home: Path) -> dg.DagsterInstance:
 
 
 def ingest_drop(
-    home: Path, drop: str, *, size: int, workers: int, dagster_home: Path
+    home: Home | Path, drop: str, *, size: int, workers: int, dagster_home: Path
 ) -> dg.ExecuteInProcessResult:
     """Materialize dicom_index and thumbnails (with their checks) for one drop partition.
 
@@ -58,7 +59,7 @@ def ingest_drop(
 
 
 def train_and_predict(
-    home: Path, drops_: list[str], *, dagster_home: Path, training: dict | None = None
+    home: Home | Path, drops_: list[str], *, dagster_home: Path, training: dict | None = None
 ) -> tuple[dg.ExecuteInProcessResult, dg.ExecuteInProcessResult]:
     """Materialize training_set -> trained_model -> onnx_model, then image_predictions for
     each drop and study_predictions (the retrain a labeler's new labels call for)."""
@@ -119,7 +120,11 @@ class LoopRun:
 
 
 def turn_loop(
-    home: Path, *, dagster_home: Path, training: dict | None = None, cursor: str | None = None
+    home: Home | Path,
+    *,
+    dagster_home: Path,
+    training: dict | None = None,
+    cursor: str | None = None,
 ) -> tuple[list[LoopRun], str | None, str | None]:
     """One turn of the active-learning loop as the daemon would drive it, in this process:
     tick `active_learning_sensor`; run the retrain it requests; then tick

@@ -9,8 +9,8 @@ import numpy as np
 import pydicom
 import pytest
 
-from mammo_dagster.core.config import patient_salt
 from mammo_dagster.core.dicom import open_dicom, patient_key
+from mammo_dagster.core.home import Home
 from tests.factory import FAKE_PATIENT_ID, FAKE_PATIENT_NAME, header, make_file
 
 PIXELS = np.full((64, 48), 1000, dtype=np.uint16)
@@ -81,7 +81,8 @@ def test_study_description_is_a_study_level_hint(tmp_path: Path) -> None:
 
 def test_patient_key_is_salted_hash_never_the_id(tmp_path: Path, monkeypatch) -> None:
     path = make_file(tmp_path / "x", PIXELS, "ge")
-    facts = open_dicom(path).facts
+    assert open_dicom(path).facts.patient_key is None  # no key without the data folder's salt
+    facts = open_dicom(path, salt="test-salt").facts
     dumped = json.dumps(facts.to_dict())
     assert FAKE_PATIENT_ID not in dumped and "DOE" not in dumped and "SECRET" not in dumped
     assert facts.patient_key == patient_key(FAKE_PATIENT_ID, "test-salt")
@@ -92,8 +93,9 @@ def test_patient_key_is_salted_hash_never_the_id(tmp_path: Path, monkeypatch) ->
 
 def test_salt_file_created_once_and_private(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.delenv("MAMMO_PATIENT_SALT")
-    first = patient_salt(tmp_path)
-    assert patient_salt(tmp_path) == first and len(first) == 32
+    assert Home(tmp_path).patient_salt(create=False) is None and not list(tmp_path.iterdir())
+    first = Home(tmp_path).patient_salt()
+    assert Home(tmp_path).patient_salt() == first and len(first) == 32
     assert (tmp_path / ".patient_salt").stat().st_mode & 0o777 == 0o600
     assert [p.name for p in tmp_path.iterdir()] == [".patient_salt"]
 

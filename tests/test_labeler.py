@@ -347,7 +347,7 @@ def test_imported_labels_show_up_in_a_running_labeler(client: TestClient, tmp_pa
     csv_path.write_text(
         f"sop_instance_uid,has_biopsy_tool,has_mag_view\n{image.sop_instance_uid},1,0\n"
     )
-    assert mammo(["labels", "import", str(csv_path), "--home", str(state.settings.home)]) == 0
+    assert mammo(["labels", "import", str(csv_path), "--home", str(state.settings.home.root)]) == 0
     state.refresh()
     assert client.get("/api/stats").json()["labeled"] == 1
     assert image.id not in {i["id"] for i in _next(client, n=50)}
@@ -413,7 +413,7 @@ def test_the_app_export_hides_the_source(client: TestClient) -> None:
 
 
 def _predict_all(state: LabelerState, thresholds=(0.5, 0.5)) -> dict:
-    probs = fake_model(state.settings.home, sorted(state.images), thresholds=thresholds)
+    probs = fake_model(state.settings.home.root, sorted(state.images), thresholds=thresholds)
     state.refresh()
     return probs
 

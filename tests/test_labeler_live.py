@@ -167,6 +167,7 @@ def test_review_mode_in_a_real_browser(tmp_path: Path, browser) -> None:
     from PIL import Image
 
     from mammo_dagster.core.gradcam import cam_file
+    from mammo_dagster.core.home import Home
 
     home = tmp_path / "home"
     ids = fake_catalog(home, 30)
@@ -174,7 +175,7 @@ def test_review_mode_in_a_real_browser(tmp_path: Path, browser) -> None:
     for image_id in ids:
         sop, frame = image_id.rsplit("_", 1)
         for flag in ("biopsy", "mag"):
-            path = cam_file(home, "m0001", sop, int(frame), flag)
+            path = cam_file(Home(home), "m0001", sop, int(frame), flag)
             path.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(np.full((8, 8, 3), (255, 0, 0), np.uint8)).save(path)
     with running(home, log=tmp_path / "labeler.log") as url:

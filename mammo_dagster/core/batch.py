@@ -16,7 +16,6 @@ from pathlib import Path
 
 from PIL import Image
 
-from .config import patient_salt
 from .decode import DEFAULT_OVERSAMPLE
 from .dicom import DicomError, open_dicom
 from .thumbnails import (
@@ -256,7 +255,6 @@ def thumbnail_folder(
     remove_stale_temps(out_dir)
     if files is None:
         files = list(iter_files(root, exclude=out_dir))  # OUT may sit inside the folder
-    patient_salt()  # create it here, once, before the workers race to
     job = partial(_job, out_dir=out_dir, size=size, oversample=oversample, root=root, render=render)
     by_path: dict[str, list[FrameResult]] = {}
 

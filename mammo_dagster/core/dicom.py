@@ -15,8 +15,6 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
-from .config import patient_salt
-
 
 class Failure(StrEnum):
     """Why a file gave no image. Values are stable: they are stored in tables."""
@@ -171,16 +169,14 @@ def _float(value: Any) -> float | None:
         return None
 
 
-def patient_key(
-    patient_id: str | None, salt: str | None = None, issuer: str | None = None
-) -> str | None:
+def patient_key(patient_id: str | None, salt: str, issuer: str | None = None) -> str | None:
     """A salted, irreversible key for a PatientID (16 hex chars), None when absent.
 
-    The Issuer of Patient ID takes part, so equal IDs from two sites don't collide.
+    The salt is the data folder's (`Home.patient_salt`). The Issuer of Patient ID takes
+    part, so equal IDs from two sites don't collide.
     """
     if not patient_id:
         return None
-    salt = patient_salt() if salt is None else salt
     text = f"{salt}|{patient_id}" + (f"|{issuer}" if issuer else "")
     return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
@@ -235,7 +231,8 @@ def _hints(
 def header_facts(
     ds: Dataset, *, salt: str | None = None, warnings: tuple[str, ...] = ()
 ) -> HeaderFacts:
-    """Header facts of a dataset (reads no pixel data)."""
+    """Header facts of a dataset (reads no pixel data); the patient key only with the
+    data folder's `salt` (None: no key)."""
     meta = getattr(ds, "file_meta", None)
     ts = (
         UID(str(meta.get("TransferSyntaxUID", "1.2.840.10008.1.2")))
@@ -252,9 +249,9 @@ def header_facts(
         study_instance_uid=str(ds.get("StudyInstanceUID", "")),
         series_instance_uid=str(ds.get("SeriesInstanceUID", "")),
         sop_class_uid=str(ds.get("SOPClassUID", "")),
-        patient_key=patient_key(
-            str(ds.get("PatientID", "") or ""), salt, _text(ds, "IssuerOfPatientID")
-        ),
+        patient_key=None
+        if salt is None
+        else patient_key(str(ds.get("PatientID", "") or ""), salt, _text(ds, "IssuerOfPatientID")),
         modality=_text(ds, "Modality"),
         manufacturer=_text(ds, "Manufacturer"),
         model=_text(ds, "ManufacturerModelName"),
@@ -309,7 +306,8 @@ def open_dicom(path: str | Path, *, pixels: bool = True, salt: str | None = None
 
     With ``pixels=False`` only the header is read (fast, for indexing). With
     ``pixels=True`` the pixel data is located (not decoded) and checked for
-    truncation, so that decoding can only fail inside the codec.
+    truncation, so that decoding can only fail inside the codec. The facts carry a
+    patient key only when given the data folder's `salt`.
     """
     path = Path(path)
     try:

@@ -17,17 +17,18 @@ from PIL import Image
 from . import preprocess
 from .batch import thumbnail_name
 from .files import atomic_write
+from .home import Home
 from .modelstore import model_dir
 from .thumbnails import render_version
 
 
-def cam_folder(home: Path, version: str) -> Path:
+def cam_folder(home: Home, version: str) -> Path:
     """A model version's heatmap overlays (the `gradcam` asset writes them; the
     labeler's review mode reads them, or makes the missing ones)."""
-    return model_dir(home / "gradcam", version)
+    return model_dir(home.gradcam, version)
 
 
-def cam_file(home: Path, version: str, sop_instance_uid: str, frame: int, flag: str) -> Path:
+def cam_file(home: Home, version: str, sop_instance_uid: str, frame: int, flag: str) -> Path:
     if flag not in preprocess.FLAGS:
         raise ValueError(f"flag must be one of {preprocess.FLAGS}, got {flag!r}")
     name = thumbnail_name(sop_instance_uid, frame).removesuffix(".png")

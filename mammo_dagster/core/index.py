@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .batch import READY_MARKER, iter_files, worker_pool
 from .dicom import DicomError, HeaderFacts, open_dicom
+from .home import Home
 from .store import Store
 
 _HASH_CHUNK = 1 << 20
@@ -98,8 +99,9 @@ def _facts_columns(facts: HeaderFacts) -> dict:
     return {k: v for k, v in d.items() if k in COLUMNS}
 
 
-def index_file(path: Path, root: Path, drop_name: str) -> list[IndexRow]:
-    """Rows for one file: one per frame when it opens, else one error row. Never raises."""
+def index_file(path: Path, root: Path, drop_name: str, salt: str | None = None) -> list[IndexRow]:
+    """Rows for one file: one per frame when it opens, else one error row. Never raises.
+    Patient keys are salted with `salt`, the data folder's (None: rows without a key)."""
     rel = str(path.relative_to(root))
     try:
         size, digest = path.stat().st_size, content_hash(path)
@@ -117,7 +119,7 @@ def index_file(path: Path, root: Path, drop_name: str) -> list[IndexRow]:
             )
         ]
     try:
-        facts = open_dicom(path).facts
+        facts = open_dicom(path, salt=salt).facts
     except DicomError as e:
         return [IndexRow(drop_name, rel, 0, size, digest, "error", e.kind.value, e.reason)]
     columns = _facts_columns(facts)
@@ -131,14 +133,25 @@ def index_file(path: Path, root: Path, drop_name: str) -> list[IndexRow]:
 PARALLEL_FROM = 64
 
 
-def index_folder(folder: Path, drop_name: str, workers: int = 2) -> list[IndexRow]:
-    """`index_file` for every file below `folder`, in worker processes for big drops."""
+def index_folder(
+    folder: Path, drop_name: str, workers: int = 2, *, salt: str | None = None
+) -> list[IndexRow]:
+    """`index_file` for every file below `folder`, in worker processes for big drops.
+
+    `salt`: the data folder's patient-key salt. The pipeline passes its Home's; None
+    falls back to the salt of ``$MAMMO_HOME`` (or ``./data``), for scripts that don't
+    name a data folder.
+    """
+    if salt is None:
+        salt = Home.from_env().patient_salt()
     files = list(iter_files(folder))
     if workers <= 1 or len(files) < PARALLEL_FROM:
-        return [r for f in files for r in index_file(f, folder, drop_name)]
+        return [r for f in files for r in index_file(f, folder, drop_name, salt)]
     with worker_pool(workers) as pool:
         chunk = max(1, min(64, len(files) // (workers * 8)))
-        parts = pool.map(index_file, files, repeat(folder), repeat(drop_name), chunksize=chunk)
+        parts = pool.map(
+            index_file, files, repeat(folder), repeat(drop_name), repeat(salt), chunksize=chunk
+        )
         return [r for rows in parts for r in rows]
 
 

@@ -24,7 +24,6 @@ import numpy as np
 
 from . import preprocess
 from .batch import _run_pool, iter_files
-from .config import patient_salt
 from .decode import DEFAULT_OVERSAMPLE
 from .dicom import DicomError, open_dicom
 from .onnx_model import OnnxModel
@@ -218,7 +217,6 @@ def predict_folder(
         _Appender(images_csv, IMAGE_COLUMNS),
         _Appender(errors_csv, ERROR_COLUMNS),
     )
-    patient_salt()  # once, before workers race to create it
     # Rendered straight at the model's input size (the fast path's reduced decode makes
     # that far cheaper than a 512-px thumbnail first); README measures the difference.
     job = partial(

@@ -21,9 +21,8 @@ from typing import TypeVar
 
 import duckdb
 
-from .config import mammo_home
+from .home import DB_NAME as DB_NAME  # the file's name within a Home (its `db`)
 
-DB_NAME = "mammo.duckdb"
 T = TypeVar("T")
 
 #: Schema migrations, applied in order, each once; never edit one that has shipped.
@@ -167,13 +166,13 @@ class Store:
 
     def __init__(
         self,
-        path: Path | None = None,
+        path: Path,
         *,
         timeout_s: float = 60.0,
         first_delay_s: float = 0.02,
         max_delay_s: float = 0.25,  # poll often: another process may free it briefly
     ) -> None:
-        self.path = Path(path) if path else mammo_home() / DB_NAME
+        self.path = Path(path)  # a Home's `db`
         self.timeout_s, self.first_delay_s, self.max_delay_s = (
             timeout_s,
             first_delay_s,

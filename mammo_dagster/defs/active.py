@@ -15,7 +15,6 @@ import numpy as np
 
 from mammo_dagster.core.active import Candidate, strategy, uncertainty
 from mammo_dagster.core.batch import thumbnail_name
-from mammo_dagster.core.config import retrain_every
 from mammo_dagster.core.coverage import DropCoverage, prediction_coverage
 from mammo_dagster.core.modelstore import current_model_file, read_current
 from mammo_dagster.core.splits import split_of
@@ -41,7 +40,8 @@ def labeling_queue(
     uncertainty (scoring) and the strategy's picks (selection); the labeler reads it."""
     from mammo_dagster.core.onnx_model import OnnxModel
 
-    current, path = current_model_file(paths.models)
+    home = paths.data
+    current, path = current_model_file(home.models)
     db = store.store()
     rows = db.run(
         lambda c: c.execute(
@@ -63,13 +63,13 @@ def labeling_queue(
     pool = [
         r for r in rows
         if split_of(r[3], r[2]) != "holdout"
-        and (paths.thumbnails / thumbnail_name(r[0], r[1])).exists()
+        and (home.thumbnails / thumbnail_name(r[0], r[1])).exists()
     ]  # fmt: skip
     missing = [r for r in pool if r[5] is None]
     scored = {(r[0], r[1]): (r[5], r[6]) for r in pool if r[5] is not None}
     if missing:  # images the current model has not scored yet (e.g. a new model)
         probs = OnnxModel(path).thumbnail_probs(
-            [paths.thumbnails / thumbnail_name(r[0], r[1]) for r in missing]
+            [home.thumbnails / thumbnail_name(r[0], r[1]) for r in missing]
         )
         for r, p in zip(missing, probs, strict=True):
             scored[(r[0], r[1])] = (float(p[0]), float(p[1]))
@@ -149,10 +149,11 @@ def active_learning_sensor(
     context: dg.SensorEvaluationContext, paths: MammoHome, store: StoreResource
 ) -> dg.SensorResult | dg.SkipReason:
     """One retrain once N new labels arrived since the current model's training data."""
-    current = read_current(paths.models)
+    home = paths.data
+    current = read_current(home.models)
     since = current.label_seq if current else 0
     new, newest = new_label_count(store, since)
-    every = retrain_every()
+    every = home.retrain_every
     if new < every:
         return dg.SkipReason(f"{new} new labels since the current model; retrain at {every}")
     running = context.instance.get_run_records(
@@ -204,7 +205,7 @@ def new_model_sensor(
     ended without covering every frame (failed, or frames without thumbnails), is reported
     in the skip reason and never holds the CSV back.
     """
-    current = read_current(paths.models)
+    current = read_current(paths.data.models)
     if current is None:
         return dg.SkipReason("no current model yet")
     coverage = prediction_coverage(store.store(), current.version)

@@ -21,8 +21,9 @@ def header_audit(paths: MammoHome, store: StoreResource) -> dg.MaterializeResult
     """Per image: what the header says (mag/spot codes, magnification factor, paddle,
     descriptions) vs what the current model sees vs the label; disagreement rates per
     vendor and model; the header-only rule scored on the labels."""
-    current = read_current(paths.models)
-    out = paths.predictions / "header_audit.csv"
+    home = paths.data
+    current = read_current(home.models)
+    out = home.predictions / "header_audit.csv"
     db = store.store()
     n, bad, rates = write_audit(db, current.version if current else None, out)
     baseline = header_baseline(db)

@@ -24,10 +24,11 @@ def gradcam(config: GradcamConfig, paths: MammoHome, store: StoreResource) -> dg
     shows them)."""
     from mammo_dagster.core.gradcam import cam_file, cam_folder, load_torch_model, write_cam
 
-    current = read_current(paths.models)
+    home = paths.data
+    current = read_current(home.models)
     if current is None:
         raise dg.Failure("no current model: materialize onnx_model first")
-    folder = model_dir(paths.models, current.version)
+    folder = model_dir(home.models, current.version)
     shipped = load_torch_model(folder)
     size = int(read_card(folder)["input_size"])
     rows = store.store().run(
@@ -41,14 +42,14 @@ def gradcam(config: GradcamConfig, paths: MammoHome, store: StoreResource) -> dg
     )
     made = []
     for sop, frame, biopsy, mag, *_ in rows:
-        thumb = paths.thumbnails / thumbnail_name(sop, frame)
+        thumb = home.thumbnails / thumbnail_name(sop, frame)
         if not thumb.exists():
             continue
         for flag, raised in zip(preprocess.FLAGS, (biopsy, mag), strict=True):
             if raised:
-                dest = cam_file(paths.root, current.version, sop, frame, flag)
+                dest = cam_file(home, current.version, sop, frame, flag)
                 made.append(write_cam(shipped, size, thumb, flag, dest))
-    out_dir = cam_folder(paths.root, current.version)
+    out_dir = cam_folder(home, current.version)
     sheet = ""
     if made:
         tiles = [np.asarray(Image.open(p).resize((160, 160))) for p in made[:6]]

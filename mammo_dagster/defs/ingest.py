@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image
 
 from mammo_dagster.core.batch import thumbnail_folder, thumbnail_name
+from mammo_dagster.core.home import Home
 from mammo_dagster.core.index import (
     IndexRow,
     drop_state,
@@ -41,8 +42,8 @@ def _table(counter: Counter, key: str) -> dg.MetadataValue:
     return dg.MetadataValue.md(md_table([key, "count"], rows))
 
 
-def _drop_folder(paths: MammoHome, drop: str):
-    folder = paths.incoming / drop
+def _drop_folder(home: Home, drop: str) -> Path:
+    folder = home.drop(drop)
     if not folder.is_dir():
         raise dg.Failure(f"drop folder {folder} does not exist")
     return folder
@@ -82,11 +83,13 @@ def dicom_index(
 ) -> dg.MaterializeResult:
     """One row per image frame of the drop (header facts, hash, status); bad files are rows."""
     drop = context.partition_key
-    folder = _drop_folder(paths, drop)
+    home = paths.data
+    folder = _drop_folder(home, drop)
     db = store.store()
     t0 = time.perf_counter()
     _complete, fingerprint, n_files = drop_state(folder, quiet_s=0)
-    rows = mark_duplicates(index_folder(folder, drop, config.workers), seen_elsewhere(db, drop))
+    rows = index_folder(folder, drop, config.workers, salt=home.patient_salt())
+    rows = mark_duplicates(rows, seen_elsewhere(db, drop))
     save_index(db, drop, rows)
     save_drop_state(db, drop, fingerprint, n_files)
     ok = [r for r in rows if r.status == "ok"]
@@ -136,16 +139,17 @@ def thumbnails(
 ) -> dg.MaterializeResult:
     """8-bit thumbnails of every decodable frame the index holds, cached by SOP Instance UID;
     resumable (a rerun renders only what is missing)."""
-    folder = _drop_folder(paths, context.partition_key)
+    home = paths.data
+    folder = _drop_folder(home, context.partition_key)
     db = store.store()
     files = [folder / p for p in indexed_files(db, context.partition_key)]
     t0 = time.perf_counter()
     results = thumbnail_folder(
-        folder, paths.thumbnails, size=config.size, workers=config.workers, files=files
+        folder, home.thumbnails, size=config.size, workers=config.workers, files=files
     )
     elapsed = time.perf_counter() - t0
     status = Counter(r.status for r in results)
-    made = [paths.thumbnails / r.thumbnail for r in results if r.status in ("ok", "cached")]
+    made = [home.thumbnails / r.thumbnail for r in results if r.status in ("ok", "cached")]
     sheet, mean_gray = _contact_sheet(made) if made else ("(none)", 0.0)
     return dg.MaterializeResult(
         metadata={
@@ -155,11 +159,11 @@ def thumbnails(
             "thumbnails_per_s": dg.MetadataValue.float(
                 round(status["ok"] / elapsed, 1) if elapsed else 0.0
             ),
-            "folder": dg.MetadataValue.path(str(paths.thumbnails)),
+            "folder": dg.MetadataValue.path(str(home.thumbnails)),
             "contact_sheet": dg.MetadataValue.md(sheet),
             "mean_gray": dg.MetadataValue.float(mean_gray),
         },
-        check_results=[every_frame_has_a_thumbnail(paths.thumbnails, db)],
+        check_results=[every_frame_has_a_thumbnail(home.thumbnails, db)],
     )
 
 

@@ -65,14 +65,15 @@ def training_set(
 ) -> dg.MaterializeResult:
     """Current labels joined with thumbnails, split by patient (train / valid / locked
     hold-out); a snapshot file the model trains on."""
-    snapshot = build_snapshot(store.store(), paths.thumbnails)
+    home = paths.data
+    snapshot = build_snapshot(store.store(), home.thumbnails)
     seen = _observe_labels(store)  # what it was built from: `labels` is observed by each build
     context.log_event(dg.AssetObservation(
         asset_key=labels.key, metadata=seen.metadata,
         tags={DATA_VERSION_TAG: seen.data_version.value},
     ))  # fmt: skip
-    path = save_snapshot(snapshot, paths.training_sets / "current.csv")
-    save_snapshot(snapshot, paths.training_sets / f"labels-{snapshot.label_seq}.csv")
+    path = save_snapshot(snapshot, home.training_sets / "current.csv")
+    save_snapshot(snapshot, home.training_sets / f"labels-{snapshot.label_seq}.csv")
     counts = snapshot.counts()
     for warning in snapshot.warnings():
         context.log.warning(warning)
@@ -120,9 +121,10 @@ def trained_model(
     validation, evaluated on the labeled hold-out; exported to ONNX with its model card."""
     from mammo_dagster.core.train import TrainConfig, train
 
-    snapshot = load_snapshot(paths.training_sets / "current.csv")
-    version = next_version(paths.models)
-    out = model_dir(paths.models, version)
+    home = paths.data
+    snapshot = load_snapshot(home.training_sets / "current.csv")
+    version = next_version(home.models)
+    out = model_dir(home.models, version)
     card = train(
         snapshot,
         out,
@@ -275,11 +277,12 @@ def onnx_model(
     from mammo_dagster.core.onnx_model import OnnxModel
     from mammo_dagster.core.train import load_inputs
 
-    versions = sorted(p.name for p in paths.models.glob("m[0-9]*") if (p / "card.json").exists())
+    home = paths.data
+    versions = sorted(p.name for p in home.models.glob("m[0-9]*") if (p / "card.json").exists())
     if not versions:
         raise dg.Failure("no trained model yet: materialize trained_model first")
     version = versions[-1]
-    folder = model_dir(paths.models, version)
+    folder = model_dir(home.models, version)
     card = read_card(folder)
     data = np.load(folder / "validation.npz")
     images, torch_p, y = data["images"], data["torch_probs"], data["labels"]
@@ -292,7 +295,7 @@ def onnx_model(
         passed=diff <= PARITY_MAX_DIFF,
         metadata={"max_abs_diff": diff, "images": len(images)},
     )
-    snapshot = load_snapshot(paths.training_sets / "current.csv")
+    snapshot = load_snapshot(home.training_sets / "current.csv")
     calibration, calibration_patches = load_inputs(snapshot.split("train")[:128], fp32.size)
     quantize_int8(folder / "model.onnx", folder / "model.int8.onnx", calibration,
                   calibration_patches if fp32.second_look else None)  # fmt: skip
@@ -314,11 +317,11 @@ def onnx_model(
         (folder / "model.int8.onnx").rename(folder / "model.int8.rejected.onnx")
     promoted = parity.passed
     if promoted:
-        write_current(paths.models, CurrentModel(version, card["label_seq"], card["label_count"]))
+        write_current(home.models, CurrentModel(version, card["label_seq"], card["label_count"]))
     else:
         context.log.error(
             f"{version} failed its checks; the current model stays "
-            f"{(read_current(paths.models) or CurrentModel('none', 0, 0)).version}"
+            f"{(read_current(home.models) or CurrentModel('none', 0, 0)).version}"
         )
     return dg.MaterializeResult(
         metadata={
@@ -350,7 +353,8 @@ def image_predictions(
     from mammo_dagster.core.onnx_model import OnnxModel
 
     drop = context.partition_key
-    current, path = current_model_file(paths.models, int8=config.int8)
+    home = paths.data
+    current, path = current_model_file(home.models, int8=config.int8)
     model = OnnxModel(path, threads=config.threads)
     db = store.store()
     frames = db.run(
@@ -362,10 +366,10 @@ def image_predictions(
         read_only=True,
     )
     t0 = time.perf_counter()
-    found = [(s, f) for s, f in frames if (paths.thumbnails / thumbnail_name(s, f)).exists()]
+    found = [(s, f) for s, f in frames if (home.thumbnails / thumbnail_name(s, f)).exists()]
     missing = len(frames) - len(found)
     probs = model.thumbnail_probs(
-        [paths.thumbnails / thumbnail_name(s, f) for s, f in found], batch=config.batch
+        [home.thumbnails / thumbnail_name(s, f) for s, f in found], batch=config.batch
     )
     rows = [
         [drop, s, f, current.version, float(p[0]), float(p[1]), bool(fl[0]), bool(fl[1])]
@@ -400,10 +404,11 @@ def image_predictions(
 def study_predictions(paths: MammoHome, store: StoreResource) -> dg.MaterializeResult:
     """One row per study (flagged if any image is), from the current model's image
     predictions: a CSV and the DuckDB table `study_predictions`."""
-    current = read_current(paths.models)
+    home = paths.data
+    current = read_current(home.models)
     if current is None:
         raise dg.Failure("no current model: materialize onnx_model first")
-    out = paths.predictions / "study_predictions.csv"
+    out = home.study_csv
     images_sql = f"""
         SELECT i.study_instance_uid, p.prob_biopsy, p.prob_mag, p.flag_biopsy, p.flag_mag,
                i.header_mag_hint OR i.study_mag_hint AS header_mag_hint,

@@ -1,4 +1,4 @@
-"""Resources, configured in one place. Every path derives from one data folder."""
+"""Resources, configured in one place: both wrap the core's `Home` (the data folder)."""
 
 from __future__ import annotations
 
@@ -6,57 +6,42 @@ from pathlib import Path
 
 import dagster as dg
 
-from mammo_dagster.core.config import mammo_home
-from mammo_dagster.core.store import DB_NAME, Store
+from mammo_dagster.core.home import Home
+from mammo_dagster.core.store import Store
 
 
 class MammoHome(dg.ConfigurableResource):
-    """The data folder: ``$MAMMO_HOME`` (default ``./data``) unless `home` is set."""
+    """The data folder: ``$MAMMO_HOME`` (default ``./data``) unless `home` is set; the
+    retrain threshold ``$MAMMO_RETRAIN_EVERY`` (default 50) unless `retrain_every` is."""
 
     home: str = ""
+    retrain_every: int = 0  # 0: from the environment
 
     @property
-    def root(self) -> Path:
-        return Path(self.home).expanduser().resolve() if self.home else mammo_home()
-
-    @property
-    def incoming(self) -> Path:
-        """Drops: one folder per drop below it."""
-        return self.root / "incoming"
-
-    @property
-    def thumbnails(self) -> Path:
-        return self.root / "thumbnails"
-
-    @property
-    def models(self) -> Path:
-        """The versioned model store: <version>/ folders and current.json."""
-        return self.root / "models"
-
-    @property
-    def training_sets(self) -> Path:
-        return self.root / "training_sets"
-
-    @property
-    def predictions(self) -> Path:
-        """Where the study CSV goes."""
-        return self.root / "predictions"
+    def data(self) -> Home:
+        """The core's view of this data folder (layout, settings, patient-key salt)."""
+        return Home.from_env(self.home or None, retrain_every=self.retrain_every or None)
 
 
 class StoreResource(dg.ConfigurableResource):
-    """The DuckDB store (default ``$MAMMO_HOME/mammo.duckdb``), schema migrated on use."""
+    """The DuckDB store (default: the data folder's, ``$MAMMO_HOME/mammo.duckdb``),
+    schema migrated on use."""
 
     path: str = ""
 
     def store(self) -> Store:
-        store = Store(Path(self.path) if self.path else mammo_home() / DB_NAME)
+        store = Store(Path(self.path) if self.path else Home.from_env().db)
         store.migrate()
         return store
 
 
-def resources_for(home: Path) -> dict:
+def resources_for(home: Home | Path) -> dict:
     """Both resources on one data folder (scripts, the demo, tests), not $MAMMO_HOME."""
-    return {"paths": MammoHome(home=str(home)), "store": StoreResource(path=str(home / DB_NAME))}
+    home = Home.of(home)
+    return {
+        "paths": MammoHome(home=str(home.root), retrain_every=home.retrain_every),
+        "store": StoreResource(path=str(home.db)),
+    }
 
 
 @dg.definitions

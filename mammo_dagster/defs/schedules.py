@@ -20,7 +20,7 @@ def nightly_drop_sweep(
     context: dg.ScheduleEvaluationContext, paths: MammoHome, store: StoreResource
 ) -> list[dg.RunRequest]:
     """Runs for complete drops not indexed in their current state (missed or changed)."""
-    due = due_drops(paths, indexed_states(store.store()))
+    due = due_drops(paths.data, indexed_states(store.store()))
     new = unknown_drops(context.instance, [name for name, _ in due])
     if new:  # a schedule can't request partitions the way a sensor does: add them itself
         context.instance.add_dynamic_partitions(drops.name, new)

@@ -5,6 +5,7 @@ import os
 
 import dagster as dg
 
+from mammo_dagster.core.home import Home
 from mammo_dagster.core.index import drop_state, indexed_states
 
 from .ingest import dicom_index, thumbnails
@@ -29,19 +30,19 @@ process_job = dg.define_asset_job(
 )
 
 
-def drop_folders(paths: MammoHome) -> list[str]:
-    if not paths.incoming.is_dir():
+def drop_folders(home: Home) -> list[str]:
+    if not home.incoming.is_dir():
         return []
     return sorted(
-        p.name for p in paths.incoming.iterdir() if p.is_dir() and not p.name.startswith(".")
+        p.name for p in home.incoming.iterdir() if p.is_dir() and not p.name.startswith(".")
     )
 
 
-def due_drops(paths: MammoHome, processed: dict[str, str]) -> list[tuple[str, str]]:
+def due_drops(home: Home, processed: dict[str, str]) -> list[tuple[str, str]]:
     """(drop, fingerprint) of complete drops whose content differs from `processed`."""
     due = []
-    for name in drop_folders(paths):
-        complete, fingerprint, _files = drop_state(paths.incoming / name, QUIET_SECONDS)
+    for name in drop_folders(home):
+        complete, fingerprint, _files = drop_state(home.drop(name), QUIET_SECONDS)
         if complete and processed.get(name) != fingerprint:
             due.append((name, fingerprint))
     return due
@@ -62,7 +63,7 @@ def dicom_drop_sensor(
     """Complete drops (marker, or quiet period) whose content changed since last seen and
     that were not indexed in that state already (by `mammo demo`, a script or the UI)."""
     seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
-    changed = due_drops(paths, seen)
+    changed = due_drops(paths.data, seen)
     indexed = indexed_states(store.store()) if changed else {}
     due = [(n, fp) for n, fp in changed if indexed.get(n) != fp]
     current = [n for n, fp in changed if indexed.get(n) == fp]
