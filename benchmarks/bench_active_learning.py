@@ -66,12 +66,9 @@ def examples(home: Path) -> list:
     from mammo_dagster.core.synthetic import read_ground_truth
 
     truth = {t.sop_instance_uid: t for t in read_ground_truth(home / "truth.csv")}
-    rows = Store(home / DB_NAME).run(
-        lambda c: c.execute(
-            "SELECT sop_instance_uid, frame, patient_key, study_instance_uid, manufacturer "
-            "FROM indexed_frames ORDER BY sop_instance_uid, frame"
-        ).fetchall(),
-        read_only=True,
+    rows = Store(home / DB_NAME).query(
+        "SELECT sop_instance_uid, frame, patient_key, study_instance_uid, manufacturer "
+        "FROM indexed_frames ORDER BY sop_instance_uid, frame"
     )
     out = []
     for sop, frame, patient, study, vendor in rows:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import duckdb
 
+from mammo_dagster.core import queries
 from mammo_dagster.core.batch import thumbnail_name
 from mammo_dagster.core.gradcam import cam_file, write_cam
 from mammo_dagster.core.home import Home
@@ -213,50 +214,16 @@ class LabelerState:
     def refresh(self, store: Store | None = None) -> None:
         """Pull what changed in the store: images, others' labels, queue, model."""
         store = store or self.store
-
-        def read(conn: duckdb.DuckDBPyConnection):
-            version = conn.execute(
-                "SELECT count(*), max(indexed_at) FROM dicom_index WHERE status = 'ok'"
-            ).fetchone()
-            rows = None
-            if version != self._index_version:
-                rows = conn.execute(
-                    "SELECT sop_instance_uid, frame, study_instance_uid, patient_key, "
-                    "manufacturer, laterality, view_position, view_modifiers, mag_factor, "
-                    "header_mag_hint, header_marker_hint FROM dicom_index WHERE status = 'ok'"
-                ).fetchall()
-            qversion = conn.execute(
-                "SELECT count(*), max(created_at), max(model_version) FROM labeling_queue"
-            ).fetchone()
-            queue = None
-            if qversion != self._queue_version:
-                queue = conn.execute(
-                    "SELECT sop_instance_uid, frame FROM labeling_queue ORDER BY rank"
-                ).fetchall()
-            return version, rows, qversion, queue
-
-        version, rows, qversion, queue = store.run(read, read_only=True)
+        version, rows, qversion, queue = queries.catalog_changes(
+            store, self._index_version, self._queue_version
+        )
         events = load_events(store, after_seq=self._seq)
         model = read_current(self.settings.home.models)
         predictions, pversion = None, None
         if model:
-
-            def read_predictions(conn: duckdb.DuckDBPyConnection):
-                key = conn.execute(  # new drops get predicted after the pointer moved
-                    "SELECT ?, count(*), max(predicted_at) FROM image_predictions "
-                    "WHERE model_version = ?",
-                    [model.version, model.version],
-                ).fetchone()
-                if key == self._model_version:
-                    return key, None
-                rows = conn.execute(
-                    "SELECT sop_instance_uid, frame, prob_biopsy, prob_mag, flag_biopsy, "
-                    "flag_mag FROM image_predictions WHERE model_version = ?",
-                    [model.version],
-                ).fetchall()
-                return key, rows
-
-            pversion, predictions = store.run(read_predictions, read_only=True)
+            pversion, predictions = queries.prediction_changes(
+                store, model.version, self._model_version
+            )
         thresholds = self._thresholds(model) if predictions is not None else None
         images = self._images(rows) if rows is not None else None
         with self._lock:

@@ -360,6 +360,7 @@ def _demo_model(args: argparse.Namespace, home: Home, truth: Path, dagster_home:
     queue. Each turn is scored against the generator's ground truth."""
     from labeler.process import running
 
+    from .core import queries
     from .core.labels import load_events
     from .core.simulated import SimulatedLabeler
     from .core.store import Store
@@ -432,13 +433,7 @@ def _demo_model(args: argparse.Namespace, home: Home, truth: Path, dagster_home:
                 )
             if turn + 1 < len(batches):
                 version = summary[-1][0]  # the next labels come from its queue
-                queued = store.run(
-                    lambda c, v=version: c.execute(
-                        "SELECT count(*) FROM labeling_queue WHERE model_version = ?", [v]
-                    ).fetchone()[0],
-                    read_only=True,
-                )
-                labeler.wait_model(version, queued=bool(queued))
+                labeler.wait_model(version, queued=bool(queries.queued_count(store, version)))
     if len(summary) > 1 or not kept:
         _print_loop(summary)
     csv_path = home.study_csv
@@ -475,6 +470,7 @@ def _turn_summary(home: Home, store, answers: dict) -> tuple:
     any turn trains on them. Missed and false alarms are the model's flags."""
     import numpy as np
 
+    from .core import queries
     from .core.modelstore import read_current
     from .core.splits import split_of
 
@@ -482,20 +478,8 @@ def _turn_summary(home: Home, store, answers: dict) -> tuple:
     if current is None:
         return ("-", 0, {}, 0)
 
-    def read(c):
-        return c.execute(
-            """
-            SELECT p.sop_instance_uid, p.prob_biopsy, p.prob_mag, p.flag_biopsy, p.flag_mag,
-                   i.patient_key, i.study_instance_uid
-            FROM image_predictions p
-            JOIN indexed_frames i USING (sop_instance_uid, frame)
-            WHERE p.model_version = ?
-            """,
-            [current.version],
-        ).fetchall()
-
     rows = [
-        r for r in store.run(read, read_only=True)
+        r for r in queries.predictions_with_patients(store, current.version)
         if r[0] in answers and split_of(r[5], r[6]) == "holdout"
     ]  # fmt: skip
     out = {

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from mammo_dagster.core.store import MIGRATIONS, Store, StoreBusy
@@ -81,3 +83,36 @@ def test_gives_up_with_a_clear_error_after_the_deadline(tmp_path: Path) -> None:
             Store(path, timeout_s=0.5).run(lambda c: c.execute("SELECT 1"))
     finally:
         holder.wait(timeout=30)
+
+
+def test_query_and_one_read_with_parameters(tmp_path: Path) -> None:
+    store = Store(tmp_path / "m.duckdb")
+    store.run(lambda c: c.execute("CREATE TABLE t (x INT, s VARCHAR); INSERT INTO t VALUES "
+                                  "(1, 'a'), (2, 'it''s')"))  # fmt: skip
+    assert store.query("SELECT x FROM t WHERE s = ? ORDER BY x", ["it's"]) == [(2,)]
+    assert store.one("SELECT count(*), max(x) FROM t WHERE x >= ?", [1]) == (2, 2)
+    assert store.one("SELECT x FROM t WHERE x > ?", [5]) is None
+    with pytest.raises(duckdb.Error):  # read-only: a write through query is refused
+        store.query("INSERT INTO t VALUES (?, ?)", [3, "c"])
+    assert store.one("SELECT count(*) FROM t") == (2,)
+
+
+def test_no_sql_outside_the_core() -> None:
+    """The store owns its SQL: the Dagster layer, the labeler and the CLI call the core's
+    named queries (core/queries.py and the modules beside the schema), never a statement
+    of their own."""
+    import ast
+
+    root = Path(__file__).resolve().parent.parent
+    words = re.compile(r"\b(SELECT|INSERT|DELETE|UPDATE|CREATE|COPY)\b")
+    places = [*(root / "mammo_dagster" / "defs").rglob("*.py"), *(root / "labeler").rglob("*.py"),
+              root / "mammo_dagster" / "pipeline.py", *(root / "mammo_dagster").glob("cli*.py"),
+              *(root / "mammo_dagster" / "cli").rglob("*.py")]  # fmt: skip
+    found = [
+        f"{path.relative_to(root)}:{node.lineno}"
+        for path in places
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Constant) and isinstance(node.value, str)
+        and words.search(node.value)
+    ]  # fmt: skip
+    assert found == []

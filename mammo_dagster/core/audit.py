@@ -56,7 +56,6 @@ def write_audit(store: Store, model_version: str | None, out: Path) -> tuple[int
     rate rows per vendor/model)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
-    path = str(tmp).replace("'", "''")
 
     def work(c):
         c.execute(f"CREATE TEMP TABLE audit AS {AUDIT_SQL}", [model_version or ""])
@@ -69,8 +68,9 @@ def write_audit(store: Store, model_version: str | None, out: Path) -> tuple[int
             "FROM audit"
         )
         c.execute(
-            f"COPY (SELECT * FROM audit_out ORDER BY (mag_disagrees OR marker_disagrees) DESC, "
-            f"manufacturer, study_instance_uid, sop_instance_uid) TO '{path}' (HEADER)"
+            "COPY (SELECT * FROM audit_out ORDER BY (mag_disagrees OR marker_disagrees) DESC, "
+            "manufacturer, study_instance_uid, sop_instance_uid) TO ? (HEADER)",
+            [str(tmp)],
         )
         n, bad = c.execute(
             "SELECT count(*), count(*) FILTER (WHERE mag_disagrees OR marker_disagrees) "
@@ -88,14 +88,11 @@ def write_audit(store: Store, model_version: str | None, out: Path) -> tuple[int
 def header_baseline(store: Store, sops: set[str] | None = None) -> dict:
     """The header-only rule scored on current labels (optionally only these images):
     header says mag -> mag; a description naming a marker -> biopsy tool."""
-    rows = store.run(
-        lambda c: c.execute(
-            "SELECT i.sop_instance_uid, coalesce(i.header_mag_hint OR i.study_mag_hint, false), "
-            "coalesce(i.header_marker_hint OR i.study_marker_hint, false), "
-            "l.has_mag_view, l.has_biopsy_tool FROM current_labels l "
-            "JOIN indexed_frames i USING (sop_instance_uid, frame)"
-        ).fetchall(),
-        read_only=True,
+    rows = store.query(
+        "SELECT i.sop_instance_uid, coalesce(i.header_mag_hint OR i.study_mag_hint, false), "
+        "coalesce(i.header_marker_hint OR i.study_marker_hint, false), "
+        "l.has_mag_view, l.has_biopsy_tool FROM current_labels l "
+        "JOIN indexed_frames i USING (sop_instance_uid, frame)"
     )
     if sops is not None:
         rows = [r for r in rows if r[0] in sops]

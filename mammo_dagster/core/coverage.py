@@ -51,5 +51,5 @@ class DropCoverage:
 
 def prediction_coverage(store: Store, model_version: str) -> list[DropCoverage]:
     """Every indexed drop with its frame counts and how many `model_version` predicted."""
-    rows = store.run(lambda c: c.execute(COVERAGE_SQL, [model_version]).fetchall(), read_only=True)
+    rows = store.query(COVERAGE_SQL, [model_version])
     return [DropCoverage(*r) for r in rows]

@@ -173,26 +173,19 @@ def mark_duplicates(rows: Iterable[IndexRow], seen: dict[tuple[str, int], str]) 
 
 def seen_elsewhere(store: Store, drop_name: str) -> dict[tuple[str, int], str]:
     """(SOP UID, frame) -> "drop/path" of frames indexed from other drops."""
-    rows = store.run(
-        lambda c: c.execute(
-            "SELECT sop_instance_uid, frame, drop_name || '/' || path FROM dicom_index "
-            "WHERE status = 'ok' AND drop_name <> ? AND sop_instance_uid IS NOT NULL",
-            [drop_name],
-        ).fetchall(),
-        read_only=True,
+    rows = store.query(
+        "SELECT sop_instance_uid, frame, drop_name || '/' || path FROM dicom_index "
+        "WHERE status = 'ok' AND drop_name <> ? AND sop_instance_uid IS NOT NULL",
+        [drop_name],
     )
     return {(sop, frame): where for sop, frame, where in rows}
 
 
 def indexed_files(store: Store, drop_name: str) -> list[str]:
     """Paths (relative to the drop) of the drop's files with at least one new decodable frame."""
-    rows = store.run(
-        lambda c: c.execute(
-            "SELECT DISTINCT path FROM dicom_index WHERE drop_name = ? AND status = 'ok' "
-            "ORDER BY path",
-            [drop_name],
-        ).fetchall(),
-        read_only=True,
+    rows = store.query(
+        "SELECT DISTINCT path FROM dicom_index WHERE drop_name = ? AND status = 'ok' ORDER BY path",
+        [drop_name],
     )
     return [path for (path,) in rows]
 
@@ -209,10 +202,7 @@ def save_drop_state(store: Store, drop_name: str, fingerprint: str, files: int) 
 
 def indexed_states(store: Store) -> dict[str, str]:
     """drop -> fingerprint of the state last indexed."""
-    rows = store.run(
-        lambda c: c.execute("SELECT drop_name, fingerprint FROM drops").fetchall(), read_only=True
-    )
-    return dict(rows)
+    return dict(store.query("SELECT drop_name, fingerprint FROM drops"))
 
 
 def save_index(store: Store, drop_name: str, rows: list[IndexRow]) -> int:

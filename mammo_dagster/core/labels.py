@@ -132,12 +132,7 @@ def append_events(store: Store, events: Iterable[LabelEvent]) -> int:
 def load_events(store: Store, after_seq: int = 0) -> list[LabelEvent]:
     """Events stored after `after_seq`, in store order."""
     cols = ", ".join((*_EVENT_COLUMNS, "seq"))
-    rows = store.run(
-        lambda c: c.execute(
-            f"SELECT {cols} FROM label_events WHERE seq > ? ORDER BY seq", [after_seq]
-        ).fetchall(),
-        read_only=True,
-    )
+    rows = store.query(f"SELECT {cols} FROM label_events WHERE seq > ? ORDER BY seq", [after_seq])
     return [LabelEvent(**dict(zip((*_EVENT_COLUMNS, "seq"), r, strict=True))) for r in rows]
 
 
@@ -201,12 +196,9 @@ class LabelBook:
 
 def current_label_rows(store: Store) -> list[dict]:
     """The current label of each labeled image, as CSV rows."""
-    rows = store.run(
-        lambda c: c.execute(
-            "SELECT sop_instance_uid, has_biopsy_tool, has_mag_view, annotator, frame, source, "
-            "model_version, created_at FROM current_labels ORDER BY sop_instance_uid, frame"
-        ).fetchall(),
-        read_only=True,
+    rows = store.query(
+        "SELECT sop_instance_uid, has_biopsy_tool, has_mag_view, annotator, frame, source, "
+        "model_version, created_at FROM current_labels ORDER BY sop_instance_uid, frame"
     )
     return [_csv_row(*r) for r in rows]
 
@@ -348,21 +340,13 @@ def import_csv(store: Store, path: Path, default_annotator: str = "import") -> I
     events = read_label_csv(path, default_annotator)
     current = {
         (sop, frame): (bool(b), bool(m), event_id)
-        for sop, frame, b, m, event_id in store.run(
-            lambda c: c.execute(
-                "SELECT sop_instance_uid, frame, has_biopsy_tool, has_mag_view, event_id "
-                "FROM current_labels"
-            ).fetchall(),
-            read_only=True,
+        for sop, frame, b, m, event_id in store.query(
+            "SELECT sop_instance_uid, frame, has_biopsy_tool, has_mag_view, event_id "
+            "FROM current_labels"
         )
     }
     indexed = set(
-        store.run(
-            lambda c: c.execute(
-                "SELECT DISTINCT sop_instance_uid FROM dicom_index WHERE status = 'ok'"
-            ).fetchall(),
-            read_only=True,
-        )
+        store.query("SELECT DISTINCT sop_instance_uid FROM dicom_index WHERE status = 'ok'")
     )
     new = []
     for e in events:

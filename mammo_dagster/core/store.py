@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
@@ -221,6 +221,14 @@ class Store:
                 raise
             conn.execute("COMMIT")
             return result
+
+    def query(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
+        """Every row of one read-only statement (`?` placeholders for `params`)."""
+        return self.run(lambda c: c.execute(sql, list(params)).fetchall(), read_only=True)
+
+    def one(self, sql: str, params: Sequence[object] = ()) -> tuple | None:
+        """The first row of one read-only statement, None when there is none."""
+        return self.run(lambda c: c.execute(sql, list(params)).fetchone(), read_only=True)
 
     def migrate(self) -> int:
         """Apply pending migrations (idempotent); returns the schema version."""

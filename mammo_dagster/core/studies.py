@@ -7,6 +7,7 @@ more columns follow them. Flags are 1/0, probabilities have 4 decimals.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -50,17 +51,16 @@ ORDER BY study_instance_uid
 """
 
 
-def write_study_csv(conn: duckdb.DuckDBPyConnection, images_sql: str, out: Path) -> int:
-    """Aggregate the image rows that `images_sql` selects into the study CSV at `out`
-    (written to a temp file, then renamed). Returns the number of studies."""
+def write_study_csv(
+    conn: duckdb.DuckDBPyConnection, images_sql: str, out: Path, params: Sequence[object] = ()
+) -> int:
+    """Aggregate the image rows that `images_sql` selects (its `?` placeholders bound to
+    `params`) into the study CSV at `out` (written to a temp file, then renamed).
+    Returns the number of studies."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     query = f"WITH images AS ({images_sql}) {STUDY_SQL}"
-    conn.execute(f"CREATE OR REPLACE TEMP TABLE _studies AS {query}")
-    conn.execute(f"COPY _studies TO '{_quote(tmp)}' (HEADER, DELIMITER ',')")
+    conn.execute(f"CREATE OR REPLACE TEMP TABLE _studies AS {query}", list(params))
+    conn.execute("COPY _studies TO ? (HEADER, DELIMITER ',')", [str(tmp)])
     tmp.replace(out)
     return conn.execute("SELECT count(*) FROM _studies").fetchone()[0]
-
-
-def _quote(path: Path) -> str:
-    return str(path).replace("'", "''")

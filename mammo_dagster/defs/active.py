@@ -13,6 +13,7 @@ from collections import Counter
 import dagster as dg
 import numpy as np
 
+from mammo_dagster.core import queries
 from mammo_dagster.core.active import Candidate, strategy, uncertainty
 from mammo_dagster.core.batch import thumbnail_name
 from mammo_dagster.core.coverage import DropCoverage, prediction_coverage
@@ -43,23 +44,7 @@ def labeling_queue(
     home = paths.data
     current, path = current_model_file(home.models)
     db = store.store()
-    rows = db.run(
-        lambda c: c.execute(
-            """
-            SELECT i.sop_instance_uid, i.frame, i.study_instance_uid, i.patient_key,
-                   coalesce(i.manufacturer, ''), p.prob_biopsy, p.prob_mag
-            FROM indexed_frames i
-            LEFT JOIN current_labels l USING (sop_instance_uid, frame)
-            LEFT JOIN image_predictions p
-              ON p.sop_instance_uid = i.sop_instance_uid AND p.frame = i.frame
-             AND p.model_version = ?
-            WHERE l.sop_instance_uid IS NULL
-            QUALIFY row_number() OVER (PARTITION BY i.sop_instance_uid, i.frame) = 1
-            """,
-            [current.version],
-        ).fetchall(),
-        read_only=True,
-    )
+    rows = queries.unlabeled_pool(db, current.version)
     pool = [
         r for r in rows
         if split_of(r[3], r[2]) != "holdout"
@@ -80,20 +65,11 @@ def labeling_queue(
     ]
     chosen = strategy(config.strategy, explore=config.explore, per_study=config.per_study)
     picks = chosen.select(candidates, config.size, seed=current.label_seq)
-
-    def write(c) -> None:
-        c.execute("DELETE FROM labeling_queue")
-        if picks:
-            c.executemany(
-                "INSERT INTO labeling_queue VALUES (?, ?, ?, ?, ?, ?, current_timestamp)",
-                [
-                    [p.candidate.sop_instance_uid, p.candidate.frame, rank, p.candidate.score,
-                     p.reason, current.version]
-                    for rank, p in enumerate(picks, start=1)
-                ],
-            )  # fmt: skip
-
-    db.run(write)
+    queries.replace_queue(db, [
+        (p.candidate.sop_instance_uid, p.candidate.frame, rank, p.candidate.score, p.reason,
+         current.version)
+        for rank, p in enumerate(picks, start=1)
+    ])  # fmt: skip
     queued = [p.candidate.score for p in picks]
     return dg.MaterializeResult(
         metadata={
@@ -130,18 +106,6 @@ IN_FLIGHT = [
 ]
 
 
-def new_label_count(store: StoreResource, since_seq: int) -> tuple[int, int]:
-    """(current labels newer than `since_seq`, newest label event seq)."""
-    return store.store().run(
-        lambda c: c.execute(
-            "SELECT (SELECT count(*) FROM current_labels WHERE seq > ?), "
-            "coalesce((SELECT max(seq) FROM label_events), 0)",
-            [since_seq],
-        ).fetchone(),
-        read_only=True,
-    )
-
-
 @dg.sensor(
     job=retrain_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING
 )
@@ -152,7 +116,7 @@ def active_learning_sensor(
     home = paths.data
     current = read_current(home.models)
     since = current.label_seq if current else 0
-    new, newest = new_label_count(store, since)
+    new, newest = queries.new_label_count(store.store(), since)
     every = home.retrain_every
     if new < every:
         return dg.SkipReason(f"{new} new labels since the current model; retrain at {every}")

@@ -4,7 +4,7 @@ import dagster as dg
 import numpy as np
 from PIL import Image
 
-from mammo_dagster.core import preprocess
+from mammo_dagster.core import preprocess, queries
 from mammo_dagster.core.batch import thumbnail_name
 from mammo_dagster.core.modelstore import model_dir, read_card, read_current
 
@@ -31,15 +31,7 @@ def gradcam(config: GradcamConfig, paths: MammoHome, store: StoreResource) -> dg
     folder = model_dir(home.models, current.version)
     shipped = load_torch_model(folder)
     size = int(read_card(folder)["input_size"])
-    rows = store.store().run(
-        lambda c: c.execute(
-            "SELECT DISTINCT sop_instance_uid, frame, flag_biopsy, flag_mag, prob_biopsy, "
-            "prob_mag FROM image_predictions WHERE model_version = ? AND (flag_biopsy OR "
-            "flag_mag) ORDER BY greatest(prob_biopsy, prob_mag) DESC, sop_instance_uid LIMIT ?",
-            [current.version, config.limit],
-        ).fetchall(),
-        read_only=True,
-    )
+    rows = queries.flagged_images(store.store(), current.version, config.limit)
     made = []
     for sop, frame, biopsy, mag, *_ in rows:
         thumb = home.thumbnails / thumbnail_name(sop, frame)

@@ -8,6 +8,7 @@ import dagster as dg
 import numpy as np
 from PIL import Image
 
+from mammo_dagster.core import queries
 from mammo_dagster.core.batch import thumbnail_folder, thumbnail_name
 from mammo_dagster.core.home import Home
 from mammo_dagster.core.index import (
@@ -169,13 +170,7 @@ def thumbnails(
 
 def unique_sop_uids(db: Store) -> dg.AssetCheckResult:
     """No (SOP Instance UID, frame) is an `ok` row twice, across all drops."""
-    dupes = db.run(
-        lambda c: c.execute(
-            "SELECT sop_instance_uid, frame, count(*) FROM dicom_index WHERE status = 'ok' "
-            "GROUP BY ALL HAVING count(*) > 1 LIMIT 20"
-        ).fetchall(),
-        read_only=True,
-    )
+    dupes = queries.duplicate_frames(db)
     return dg.AssetCheckResult(
         asset_key="dicom_index",
         check_name="unique_sop_uids",
@@ -186,14 +181,8 @@ def unique_sop_uids(db: Store) -> dg.AssetCheckResult:
 
 def failure_rate(db: Store) -> dg.AssetCheckResult:
     """WARN when any drop has more than FAILURE_RATE_WARN of its files failing."""
-    rows = db.run(
-        lambda c: c.execute(
-            "SELECT drop_name, avg(CASE WHEN status = 'error' THEN 1.0 ELSE 0.0 END) "
-            "FROM dicom_index GROUP BY ALL"
-        ).fetchall(),
-        read_only=True,
-    )
-    bad = {drop: round(rate, 3) for drop, rate in rows if rate > FAILURE_RATE_WARN}
+    rates = queries.failure_rates(db)
+    bad = {drop: round(rate, 3) for drop, rate in rates if rate > FAILURE_RATE_WARN}
     return dg.AssetCheckResult(
         asset_key="dicom_index",
         check_name="failure_rate",
@@ -224,12 +213,7 @@ def has_new_frames(rows: list[IndexRow]) -> dg.AssetCheckResult:
 
 def every_frame_has_a_thumbnail(thumbs: Path, db: Store) -> dg.AssetCheckResult:
     """Every `ok` frame of the index has its thumbnail file."""
-    frames = db.run(
-        lambda c: c.execute(
-            "SELECT sop_instance_uid, frame FROM dicom_index WHERE status = 'ok'"
-        ).fetchall(),
-        read_only=True,
-    )
+    frames = queries.ok_frames(db)
     missing = [
         f"{sop}_{frame}"
         for sop, frame in frames

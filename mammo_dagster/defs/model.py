@@ -9,7 +9,7 @@ import warnings
 import dagster as dg
 import numpy as np
 
-from mammo_dagster.core import metrics, preprocess
+from mammo_dagster.core import metrics, preprocess, queries
 from mammo_dagster.core.audit import header_baseline
 from mammo_dagster.core.batch import thumbnail_name
 from mammo_dagster.core.dataset import build_snapshot, load_snapshot, save_snapshot
@@ -22,7 +22,6 @@ from mammo_dagster.core.modelstore import (
     read_current,
     write_current,
 )
-from mammo_dagster.core.studies import write_study_csv
 
 from .ingest import thumbnails
 from .markdown import md_image, md_table
@@ -36,13 +35,7 @@ INT8_MAX_AUC_DROP = 0.005
 
 
 def _observe_labels(store: StoreResource) -> dg.ObserveResult:
-    count, newest, current = store.store().run(
-        lambda c: c.execute(
-            "SELECT count(*), coalesce(max(seq), 0), "
-            "(SELECT count(*) FROM current_labels) FROM label_events"
-        ).fetchone(),
-        read_only=True,
-    )
+    count, newest, current = queries.label_observation(store.store())
     return dg.ObserveResult(
         data_version=dg.DataVersion(f"{count}-{newest}"),
         metadata={"events": count, "newest_seq": newest, "labeled_images": current},
@@ -357,14 +350,7 @@ def image_predictions(
     current, path = current_model_file(home.models, int8=config.int8)
     model = OnnxModel(path, threads=config.threads)
     db = store.store()
-    frames = db.run(
-        lambda c: c.execute(
-            "SELECT sop_instance_uid, frame FROM dicom_index WHERE drop_name = ? "
-            "AND status = 'ok' ORDER BY path, frame",
-            [drop],
-        ).fetchall(),
-        read_only=True,
-    )
+    frames = queries.ok_frames(db, drop)
     t0 = time.perf_counter()
     found = [(s, f) for s, f in frames if (home.thumbnails / thumbnail_name(s, f)).exists()]
     missing = len(frames) - len(found)
@@ -376,17 +362,7 @@ def image_predictions(
         for (s, f), p, fl in zip(found, probs, model.flags(probs), strict=True)
     ]
     elapsed = time.perf_counter() - t0
-
-    def write(c) -> None:
-        c.execute("DELETE FROM image_predictions WHERE drop_name = ? AND model_version = ?",
-                  [drop, current.version])  # fmt: skip
-        if rows:
-            c.executemany(
-                "INSERT INTO image_predictions VALUES (?, ?, ?, ?, ?, ?, ?, ?, current_timestamp)",
-                rows,
-            )
-
-    db.run(write)
+    queries.replace_image_predictions(db, drop, current.version, rows)
     return dg.MaterializeResult(
         metadata={
             "model_version": current.version,
@@ -409,30 +385,7 @@ def study_predictions(paths: MammoHome, store: StoreResource) -> dg.MaterializeR
     if current is None:
         raise dg.Failure("no current model: materialize onnx_model first")
     out = home.study_csv
-    images_sql = f"""
-        SELECT i.study_instance_uid, p.prob_biopsy, p.prob_mag, p.flag_biopsy, p.flag_mag,
-               i.header_mag_hint OR i.study_mag_hint AS header_mag_hint,
-               i.header_marker_hint OR i.study_marker_hint AS header_marker_hint,
-               p.model_version
-        FROM image_predictions p
-        JOIN dicom_index i USING (drop_name, sop_instance_uid, frame)
-        WHERE p.model_version = '{current.version}' AND i.status = 'ok'
-    """
-
-    def write(c):
-        n = write_study_csv(c, images_sql, out)
-        c.execute(
-            "CREATE OR REPLACE TABLE study_predictions AS "
-            f"SELECT * FROM read_csv('{str(out).replace(chr(39), chr(39) * 2)}', header=true, "
-            "types={'study_id': 'VARCHAR'})"
-        )
-        flagged = c.execute(
-            "SELECT sum(has_biopsy_tool), sum(has_mag_view), sum(image_count) "
-            "FROM study_predictions"
-        ).fetchone()
-        return n, flagged
-
-    n, (biopsy, mag, images) = store.store().run(write)
+    n, (biopsy, mag, images) = queries.write_study_predictions(store.store(), current.version, out)
     return dg.MaterializeResult(
         metadata={
             "csv": dg.MetadataValue.path(str(out)),
