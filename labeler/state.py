@@ -26,7 +26,13 @@ from mammo_dagster.core.gradcam import cam_file, write_cam
 from mammo_dagster.core.home import Home
 from mammo_dagster.core.labels import KEYS, LabelBook, LabelEvent, load_events
 from mammo_dagster.core.metrics import logit
-from mammo_dagster.core.modelstore import CARD, CurrentModel, model_dir, read_card, read_current
+from mammo_dagster.core.modelstore import (
+    CurrentModel,
+    ModelCard,
+    has_card,
+    model_dir,
+    read_current,
+)
 from mammo_dagster.core.preprocess import FLAGS
 from mammo_dagster.core.splits import HOLDOUT_FRACTION, shuffle_key, split_of
 from mammo_dagster.core.store import Store, StoreBusy
@@ -248,8 +254,8 @@ class LabelerState:
 
     def _thresholds(self, model: CurrentModel) -> dict[str, float]:
         try:
-            card = read_card(model_dir(self.settings.home.models, model.version))
-            return {f: float(card["thresholds"][f]) for f in FLAGS}
+            card = ModelCard.read(model_dir(self.settings.home.models, model.version))
+            return {f: card.thresholds[f] for f in FLAGS}
         except (OSError, ValueError, KeyError, TypeError):
             return {f: 0.5 for f in FLAGS}
 
@@ -435,7 +441,7 @@ class LabelerState:
         if model is None:
             raise CamUnavailable("no model yet: nothing to explain")
         version = version or model.version
-        if not (model_dir(self.settings.home.models, version) / CARD).is_file():
+        if not has_card(model_dir(self.settings.home.models, version)):
             raise CamUnavailable(f"no model {version}")
         dest = cam_file(self.settings.home, version, im.sop_instance_uid, im.frame, flag)
         if dest.is_file():
@@ -453,7 +459,7 @@ class LabelerState:
         try:
             from mammo_dagster.core.gradcam import load_torch_model
 
-            size = int(read_card(folder)["input_size"])
+            size = ModelCard.read(folder).input_size
             return load_torch_model(folder), size
         except ImportError:
             raise CamUnavailable(

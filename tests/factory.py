@@ -106,15 +106,14 @@ def fake_model(
 ) -> dict[str, tuple[float, float]]:
     """A current model (card and pointer, no network) whose predictions of the images
     are spread over 0..1, as `image_predictions` would hold them. Returns the probs."""
-    import json
-
-    from mammo_dagster.core.modelstore import CurrentModel, write_current
+    from mammo_dagster.core.modelstore import CurrentModel, ModelCard, write_current
     from mammo_dagster.core.store import DB_NAME, Store
 
     folder = home / "models" / version
     folder.mkdir(parents=True)
-    card = {"thresholds": {"biopsy": thresholds[0], "mag": thresholds[1]}, "input_size": 64}
-    (folder / "card.json").write_text(json.dumps(card))
+    ModelCard(input_size=64, thresholds={"biopsy": thresholds[0], "mag": thresholds[1]}).write(
+        folder
+    )
     write_current(home / "models", CurrentModel(version, 0, 0))
     probs = {i: ((k * 0.37) % 1.0, (k * 0.61 + 0.05) % 1.0) for k, i in enumerate(image_ids)}
 

@@ -6,7 +6,7 @@ from PIL import Image
 
 from mammo_dagster.core import preprocess, queries
 from mammo_dagster.core.batch import thumbnail_name
-from mammo_dagster.core.modelstore import model_dir, read_card, read_current
+from mammo_dagster.core.modelstore import ModelCard, model_dir, read_current
 
 from .markdown import md_image, png_bytes
 from .model import image_predictions
@@ -30,7 +30,7 @@ def gradcam(config: GradcamConfig, paths: MammoHome, store: StoreResource) -> dg
         raise dg.Failure("no current model: materialize onnx_model first")
     folder = model_dir(home.models, current.version)
     shipped = load_torch_model(folder)
-    size = int(read_card(folder)["input_size"])
+    size = ModelCard.read(folder).input_size
     rows = queries.flagged_images(store.store(), current.version, config.limit)
     made = []
     for sop, frame, biopsy, mag, *_ in rows:

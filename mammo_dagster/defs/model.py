@@ -1,8 +1,6 @@
 """The model half of the lineage: labels -> training_set -> trained_model -> onnx_model ->
 image_predictions[drop] -> study_predictions."""
 
-import io
-import json
 import time
 import warnings
 
@@ -15,16 +13,18 @@ from mammo_dagster.core.batch import thumbnail_name
 from mammo_dagster.core.dataset import build_snapshot, load_snapshot, save_snapshot
 from mammo_dagster.core.modelstore import (
     CurrentModel,
+    ModelCard,
     current_model_file,
     model_dir,
+    newest_trained,
     next_version,
-    read_card,
     read_current,
     write_current,
 )
 
 from .ingest import thumbnails
-from .markdown import md_image, md_table
+from .markdown import md_table
+from .model_metadata import curves, holdout_metadata, metrics_table, rounded
 from .partitions import drops
 from .resources import MammoHome, StoreResource
 
@@ -90,7 +90,17 @@ def training_set(
     )
 
 
+#: TrainingConfig fields whose TrainConfig (core.train) field has another name
+CORE_NAMES = {"metal_channel": "metal"}
+PRETRAINED = {"auto": None, "yes": True, "no": False}
+
+
 class TrainingConfig(dg.Config):
+    """`trained_model`'s run config: the fields of the core's `TrainConfig` a run may set,
+    by their names and defaults (a test holds them to it), but `metal_channel` (its
+    `metal`) and `pretrained` spelled auto | yes | no. Declared here rather than built
+    from `TrainConfig`: core.train imports torch, which loading the definitions must not."""
+
     size: int = preprocess.INPUT_SIZE
     epochs: int = 16
     batch_size: int = 16
@@ -102,6 +112,13 @@ class TrainingConfig(dg.Config):
     metal_channel: bool = True  # a second input channel marking metal (core.network.metal_stem)
     jitter: float = 1.0  # headroom / patch augmentation strength (core.network)
 
+    def to_core(self):
+        """The core's TrainConfig with these values (imports torch)."""
+        from mammo_dagster.core.train import TrainConfig
+
+        values = {CORE_NAMES.get(k, k): getattr(self, k) for k in type(self).model_fields}
+        return TrainConfig(**values | {"pretrained": PRETRAINED[self.pretrained]})
+
 
 @dg.asset(group_name="model", deps=[training_set], kinds={"pytorch"})
 def trained_model(
@@ -112,134 +129,53 @@ def trained_model(
 ) -> dg.MaterializeResult:
     """fastai ResNet18, multi-label (biopsy, mag), thresholds for the target recall on
     validation, evaluated on the labeled hold-out; exported to ONNX with its model card."""
-    from mammo_dagster.core.train import TrainConfig, train
+    from mammo_dagster.core.train import train
 
     home = paths.data
     snapshot = load_snapshot(home.training_sets / "current.csv")
     version = next_version(home.models)
     out = model_dir(home.models, version)
-    card = train(
+    report = train(
         snapshot,
         out,
-        TrainConfig(
-            size=config.size,
-            epochs=config.epochs,
-            batch_size=config.batch_size,
-            lr=config.lr,
-            patience=config.patience,
-            seed=config.seed,
-            target_recall=config.target_recall,
-            pretrained={"auto": None, "yes": True, "no": False}[config.pretrained],
-            metal=config.metal_channel,
-            jitter=config.jitter,
-        ),
+        config.to_core(),
         progress=context.log.info,  # a line per epoch: a retrain is minutes, not silence
     )
-    card["version"] = version
+    card = ModelCard.from_dict(report)
+    card.version = version
     # the header-only rule on the same images, beside the model
-    card["header_baseline"] = {
+    card.report["header_baseline"] = {
         split: header_baseline(store.store(), {e.sop_instance_uid for e in snapshot.split(split)})
         for split in ("valid", "holdout")
     }
-    (out / "card.json").write_text(json.dumps(card, indent=2))
-    context.log.info(f"trained {version} in {card['training_seconds']} s")
+    card.write(out)
+    report = card.to_dict()
+    context.log.info(f"trained {version} in {report['training_seconds']} s")
     return dg.MaterializeResult(
         metadata={
             "version": version,
             "folder": dg.MetadataValue.path(str(out)),
-            "training_seconds": card["training_seconds"],
-            "pretrained": card["pretrained_note"],
-            "best_epoch": card["best_epoch"],
-            "thresholds": dg.MetadataValue.json(_rounded(card["thresholds"])),
-            **holdout_metadata(card),
-            "metrics": dg.MetadataValue.md(_metrics_table(card)),
+            "training_seconds": report["training_seconds"],
+            "pretrained": report["pretrained_note"],
+            "best_epoch": report["best_epoch"],
+            "thresholds": dg.MetadataValue.json(rounded(card.thresholds)),
+            **holdout_metadata(report),
+            "metrics": dg.MetadataValue.md(metrics_table(report)),
             "header_rule_holdout": dg.MetadataValue.json(
                 {
-                    f: {k: _rounded(r[k]) for k in ("precision", "recall", "f1", "accuracy")}
-                    for f, r in card["header_baseline"]["holdout"].items()
+                    f: {k: rounded(r[k]) for k in ("precision", "recall", "f1", "accuracy")}
+                    for f, r in report["header_baseline"]["holdout"].items()
                 }
             ),
-            "curves": dg.MetadataValue.md(_curves(card, out)),
+            "curves": dg.MetadataValue.md(curves(report, out)),
             "card": dg.MetadataValue.json(
                 {
-                    k: card[k]
+                    k: report[k]
                     for k in ("counts", "split_rule", "config", "versions", "preprocessing")
                 }
             ),
         }
     )
-
-
-def _rounded(v, digits: int = 4):
-    """Floats (also inside dicts) to `digits` decimals, for metadata a person reads."""
-    if isinstance(v, dict):
-        return {k: _rounded(x, digits) for k, x in v.items()}
-    return round(v, digits) if isinstance(v, float) else v
-
-
-def holdout_metadata(card: dict) -> dict[str, float]:
-    """Per flag, hold-out AUC, recall and accuracy and the threshold as plain numbers:
-    Dagster plots numeric metadata across materializations, so model versions compare."""
-    out: dict[str, float] = {}
-    for flag, r in (card.get("holdout") or {}).items():
-        if not r:
-            continue
-        for key in ("auc", "recall", "accuracy"):
-            if r.get(key) is not None:
-                out[f"holdout_{flag}_{key}"] = _rounded(float(r[key]))
-    for flag, v in (card.get("thresholds") or {}).items():
-        out[f"threshold_{flag}"] = _rounded(float(v))
-    return out
-
-
-def _fmt(v) -> str:
-    return "—" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
-
-
-def _metrics_table(card: dict) -> str:
-    rows = []
-    for split in ("validation", "holdout"):
-        for flag, r in (card.get(split) or {}).items():
-            if r:
-                c = r["confusion"]
-                rows.append(
-                    [split, flag, r["n"], r["positives"], _fmt(r["auc"]), _fmt(r["precision"]),
-                     _fmt(r["recall"]), _fmt(r["f1"]), c["tp"], c["fp"], c["fn"], c["tn"]]
-                )  # fmt: skip
-    header = ["split", "flag", "n", "pos", "AUC", "prec.", "recall", "F1", "tp", "fp", "fn", "tn"]
-    return md_table(header, rows)
-
-
-def _curves(card: dict, folder) -> str:
-    """Loss curve and validation ROC curves as one PNG (markdown image)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    data = np.load(folder / "validation.npz")
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.6))
-    hist = card["history"]
-    ax1.plot([h["epoch"] for h in hist], [h["train_loss"] for h in hist], label="train")
-    ax1.plot([h["epoch"] for h in hist], [h["valid_loss"] for h in hist], label="valid")
-    ax1.set_xlabel("epoch")
-    ax1.set_title("loss")
-    ax1.legend()
-    for k, flag in enumerate(preprocess.FLAGS):
-        fpr, tpr = metrics.roc_curve(data["labels"][:, k], data["torch_probs"][:, k])
-        auc = metrics.auc(data["labels"][:, k], data["torch_probs"][:, k])
-        ax2.plot(fpr, tpr, label=f"{flag} (AUC {_fmt(auc)})")
-    ax2.plot([0, 1], [0, 1], ":", color="gray")
-    ax2.set_xlabel("false-positive rate")
-    ax2.set_ylabel("true-positive rate")
-    ax2.set_title("validation ROC")
-    ax2.legend()
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
-    md = md_image(buf.getvalue(), "curves")
-    plt.close(fig)
-    return md
 
 
 ONNX_CHECKS = [
@@ -271,12 +207,11 @@ def onnx_model(
     from mammo_dagster.core.train import load_inputs
 
     home = paths.data
-    versions = sorted(p.name for p in home.models.glob("m[0-9]*") if (p / "card.json").exists())
-    if not versions:
+    version = newest_trained(home.models)
+    if version is None:
         raise dg.Failure("no trained model yet: materialize trained_model first")
-    version = versions[-1]
     folder = model_dir(home.models, version)
-    card = read_card(folder)
+    card = ModelCard.read(folder)
     data = np.load(folder / "validation.npz")
     images, torch_p, y = data["images"], data["torch_probs"], data["labels"]
     patches = data.get("patches")
@@ -310,7 +245,7 @@ def onnx_model(
         (folder / "model.int8.onnx").rename(folder / "model.int8.rejected.onnx")
     promoted = parity.passed
     if promoted:
-        write_current(home.models, CurrentModel(version, card["label_seq"], card["label_count"]))
+        write_current(home.models, CurrentModel(version, card.label_seq, card.label_count))
     else:
         context.log.error(
             f"{version} failed its checks; the current model stays "
@@ -323,7 +258,7 @@ def onnx_model(
             "fp32": dg.MetadataValue.path(str(folder / "model.onnx")),
             "int8_used": int8_check.passed,
             "fp32_mb": round((folder / "model.onnx").stat().st_size / 2**20, 1),
-            "preprocessing": dg.MetadataValue.json(card["preprocessing"]),
+            "preprocessing": dg.MetadataValue.json(card.preprocessing),
         },
         check_results=[parity, int8_check],
     )
