@@ -37,8 +37,8 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 def prepare(studies: int, matrix: str, thumb: int, mix: str = "enriched") -> Path:
     """A cached synthetic archive, indexed, with thumbnails and its ground truth."""
     from mammo_dagster.core.batch import thumbnail_folder
-    from mammo_dagster.core.index import index_folder, mark_duplicates, save_index
-    from mammo_dagster.core.store import DB_NAME, Store
+    from mammo_dagster.core.home import Home
+    from mammo_dagster.core.index import ingest_drop
     from mammo_dagster.core.synthetic import generate_archive
 
     home = DATA / (f"al_{studies}_{matrix}_{thumb}" + ("" if mix == "enriched" else f"_{mix}"))
@@ -48,9 +48,7 @@ def prepare(studies: int, matrix: str, thumb: int, mix: str = "enriched") -> Pat
         generate_archive(
             drop, studies=studies, seed=41, size=matrix, ground_truth=home / "truth.csv", mix=mix
         )
-        store = Store(home / DB_NAME)
-        store.migrate()
-        save_index(store, "d1", mark_duplicates(index_folder(drop, "d1", workers=2), {}))
+        ingest_drop(Home(home), "d1", workers=2)
         (home / "done").write_text("")
     # cached when current; re-rendered after a change of the rendering contract
     thumbnail_folder(home / "incoming" / "d1", home / "thumbnails", size=thumb, workers=2)

@@ -55,20 +55,13 @@ def generate(n: int) -> None:
 def run_variant(variant: str, drop: Path) -> None:
     """Child process: ingest `drop` one way, print JSON with the elapsed time."""
     from mammo_dagster.core.batch import thumbnail_folder
-    from mammo_dagster.core.index import (
-        drop_state,
-        index_folder,
-        indexed_files,
-        mark_duplicates,
-        save_drop_state,
-        save_index,
-        seen_elsewhere,
-    )
+    from mammo_dagster.core.home import Home
+    from mammo_dagster.core.index import indexed_files, ingest_drop
     from mammo_dagster.core.store import Store
 
     home = Path(tempfile.mkdtemp(prefix="bench_ingest_"))
     if variant == "dagster":  # before the clock: a deployment has Dagster loaded and
-        from mammo_dagster.pipeline import ingest_drop, open_instance  # its instance made
+        from mammo_dagster.pipeline import materialize_ingest, open_instance  # its instance made
 
         with open_instance(home / "dagster"):
             pass
@@ -79,14 +72,13 @@ def run_variant(variant: str, drop: Path) -> None:
         store = Store(home / "mammo.duckdb")
         store.migrate()
         folder = home / "incoming" / "drop"
-        _complete, fingerprint, n_files = drop_state(folder, quiet_s=0)
-        rows = index_folder(folder, "drop", workers=2)
-        save_index(store, "drop", mark_duplicates(rows, seen_elsewhere(store, "drop")))
-        save_drop_state(store, "drop", fingerprint, n_files)
+        ingest_drop(Home(home), "drop", workers=2, store=store)
         files = [folder / p for p in indexed_files(store, "drop")]
         thumbnail_folder(folder, home / "thumbnails", size=512, workers=2, files=files)
     else:
-        result = ingest_drop(home, "drop", size=512, workers=2, dagster_home=home / "dagster")
+        result = materialize_ingest(
+            home, "drop", size=512, workers=2, dagster_home=home / "dagster"
+        )
         assert result.success
     elapsed = time.perf_counter() - t0
     images = len(list((home / "thumbnails").glob("*.png")))

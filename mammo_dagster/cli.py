@@ -308,7 +308,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     else:
         print(f"synthetic archive already in {drop}")
     try:
-        from .pipeline import ingest_drop
+        from .pipeline import materialize_ingest
     except ImportError:  # an install without the `pipeline` extra: the core alone
         cmd_thumbnails(
             argparse.Namespace(
@@ -324,7 +324,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return 0
     dagster_home = home.dagster
     print(f"ingesting drop 'demo' through Dagster (runs recorded in {dagster_home}) ...")
-    result = ingest_drop(
+    result = materialize_ingest(
         home, "demo", size=args.size, workers=args.workers, dagster_home=dagster_home
     )
     if not result.success:

@@ -31,7 +31,7 @@ def open_instance(dagster_home: Path) -> dg.DagsterInstance:
     return dg.DagsterInstance.from_config(str(dagster_home))
 
 
-def ingest_drop(
+def materialize_ingest(
     home: Home | Path, drop: str, *, size: int, workers: int, dagster_home: Path
 ) -> dg.ExecuteInProcessResult:
     """Materialize dicom_index and thumbnails (with their checks) for one drop partition.

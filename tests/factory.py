@@ -49,15 +49,13 @@ def labeled_home(home: Path, studies: int = 6, seed: int = 3) -> list:
     """A data folder with one indexed drop and its thumbnails (no Dagster), as the
     labeler finds it after ingest. Returns the synthetic images (with ground truth)."""
     from mammo_dagster.core.batch import thumbnail_folder
-    from mammo_dagster.core.index import index_folder, mark_duplicates, save_index
-    from mammo_dagster.core.store import DB_NAME, Store
+    from mammo_dagster.core.home import Home
+    from mammo_dagster.core.index import ingest_drop
     from mammo_dagster.core.synthetic import generate_archive
 
     drop = home / "incoming" / "d1"
     images = generate_archive(drop, studies=studies, seed=seed, size="small", ground_truth=None)
-    store = Store(home / DB_NAME)
-    store.migrate()
-    save_index(store, "d1", mark_duplicates(index_folder(drop, "d1", workers=1), {}))
+    ingest_drop(Home(home), "d1", workers=1)
     thumbnail_folder(drop, home / "thumbnails", size=64, workers=1)
     return images
 

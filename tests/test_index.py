@@ -64,3 +64,27 @@ def test_parallel_index_matches_serial(tmp_path: Path) -> None:
     parallel = index_folder(drop, "big", workers=2)
     assert parallel == serial and len(serial) == PARALLEL_FROM + 7
     assert sum(r.status == "error" for r in parallel) == 1
+
+
+def test_ingest_drop_is_the_one_way_a_drop_is_indexed(tmp_path: Path) -> None:
+    """Rows keyed with the home's salt, duplicates of other drops marked, the drop's
+    indexed state saved (the sensor and the sweep compare against it), idempotent."""
+    from mammo_dagster.core.dicom import patient_key
+    from mammo_dagster.core.home import Home
+    from mammo_dagster.core.index import drop_state, indexed_states, ingest_drop
+
+    home = Home(tmp_path / "home")
+    make_file(home.drop("a") / "IM1", PX, "ge", tag="one")
+    make_file(home.drop("b") / "IM1", PX, "ge", tag="one")  # the same image sent again
+    rows = ingest_drop(home, "a", workers=1)
+    assert [(r.status, r.patient_key) for r in rows] == [
+        ("ok", patient_key(FAKE_PATIENT_ID, home.patient_salt()))
+    ]
+    assert [(r.status, r.duplicate_of) for r in ingest_drop(home, "b")] == [("duplicate", "a/IM1")]
+    ingest_drop(home, "a")  # again: replaced, never doubled
+    store = Store(home.db)
+    assert store.query("SELECT drop_name, status FROM dicom_index ORDER BY ALL") == [
+        ("a", "ok"),
+        ("b", "duplicate"),
+    ]
+    assert indexed_states(store) == {d: drop_state(home.drop(d), 0)[1] for d in ("a", "b")}

@@ -13,14 +13,14 @@ import pytest
 from PIL import Image
 
 from mammo_dagster.core.synthetic import generate_archive
-from mammo_dagster.pipeline import ingest_drop
+from mammo_dagster.pipeline import materialize_ingest
 
 CHILD = """
 import sys
 from pathlib import Path
-from mammo_dagster.pipeline import ingest_drop
+from mammo_dagster.pipeline import materialize_ingest
 home = Path(sys.argv[1])
-ingest_drop(home, "d1", size=512, workers=1, dagster_home=home / "dagster")
+materialize_ingest(home, "d1", size=512, workers=1, dagster_home=home / "dagster")
 """
 
 
@@ -59,7 +59,7 @@ def test_rerun_after_kill_finishes_the_rest(tmp_path: Path) -> None:
     (home / "thumbnails" / ".stale.png.x.tmp").write_bytes(b"half")  # as a killed write leaves
     os.utime(home / "thumbnails" / ".stale.png.x.tmp", (0, 0))
 
-    result = ingest_drop(home, "d1", size=512, workers=1, dagster_home=home / "dagster")
+    result = materialize_ingest(home, "d1", size=512, workers=1, dagster_home=home / "dagster")
     assert result.success
     md = result.asset_materializations_for_node("thumbnails")[0].metadata
     assert md["cached"].value >= done_before

@@ -32,7 +32,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from mammo_dagster.core.labels import append_events
     from mammo_dagster.core.store import Store
     from mammo_dagster.core.synthetic import generate_archive, read_ground_truth, truth_labels
-    from mammo_dagster.pipeline import ingest_drop, train_and_predict
+    from mammo_dagster.pipeline import materialize_ingest, train_and_predict
 
     root = tmp_path_factory.mktemp("scale")
     home, dagster_home = root / "home", root / "dagster"
@@ -40,7 +40,9 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
         mp.setenv("MAMMO_PATIENT_SALT", "test-salt")
         generate_archive(home / "incoming" / "d0", studies=6, seed=1, size="small",
                          ground_truth=root / "d0.csv")  # fmt: skip
-        assert ingest_drop(home, "d0", size=128, workers=1, dagster_home=dagster_home).success
+        assert materialize_ingest(
+            home, "d0", size=128, workers=1, dagster_home=dagster_home
+        ).success
         append_events(Store(home / DB_NAME), truth_labels(read_ground_truth(root / "d0.csv")))
         model, _ = train_and_predict(
             home, ["d0"], dagster_home=dagster_home, training={"size": 64, "epochs": 1}

@@ -140,7 +140,7 @@ def index_folder(
 
     `salt`: the data folder's patient-key salt. The pipeline passes its Home's; None
     falls back to the salt of ``$MAMMO_HOME`` (or ``./data``), for scripts that don't
-    name a data folder.
+    name a data folder (`ingest_drop` takes a Home).
     """
     if salt is None:
         salt = Home.from_env().patient_salt()
@@ -220,3 +220,22 @@ def save_index(store: Store, drop_name: str, rows: list[IndexRow]) -> int:
         return len(values)
 
     return store.run(write)
+
+
+def ingest_drop(
+    home: Home, drop: str, *, workers: int = 2, store: Store | None = None
+) -> list[IndexRow]:
+    """Index one drop of `home` into its store, the one way it is done: the drop's state
+    (fingerprint) as of now, a row per frame keyed with `home`'s patient salt, frames
+    already indexed from other drops (or earlier in this one) marked duplicates, the
+    drop's rows replaced and its indexed state saved. Returns the rows."""
+    if store is None:
+        store = Store(home.db)
+        store.migrate()
+    folder = home.drop(drop)
+    _complete, fingerprint, files = drop_state(folder, quiet_s=0)
+    rows = index_folder(folder, drop, workers, salt=home.patient_salt())
+    rows = mark_duplicates(rows, seen_elsewhere(store, drop))
+    save_index(store, drop, rows)
+    save_drop_state(store, drop, fingerprint, files)
+    return rows

@@ -11,16 +11,7 @@ from PIL import Image
 from mammo_dagster.core import queries
 from mammo_dagster.core.batch import thumbnail_folder, thumbnail_name
 from mammo_dagster.core.home import Home
-from mammo_dagster.core.index import (
-    IndexRow,
-    drop_state,
-    index_folder,
-    indexed_files,
-    mark_duplicates,
-    save_drop_state,
-    save_index,
-    seen_elsewhere,
-)
+from mammo_dagster.core.index import IndexRow, indexed_files, ingest_drop
 from mammo_dagster.core.store import Store
 from mammo_dagster.core.thumbnails import DEFAULT_SIZE, RENDER_VERSION
 
@@ -85,14 +76,10 @@ def dicom_index(
     """One row per image frame of the drop (header facts, hash, status); bad files are rows."""
     drop = context.partition_key
     home = paths.data
-    folder = _drop_folder(home, drop)
+    _drop_folder(home, drop)  # a Failure when it is missing
     db = store.store()
     t0 = time.perf_counter()
-    _complete, fingerprint, n_files = drop_state(folder, quiet_s=0)
-    rows = index_folder(folder, drop, config.workers, salt=home.patient_salt())
-    rows = mark_duplicates(rows, seen_elsewhere(db, drop))
-    save_index(db, drop, rows)
-    save_drop_state(db, drop, fingerprint, n_files)
+    rows = ingest_drop(home, drop, workers=config.workers, store=db)
     ok = [r for r in rows if r.status == "ok"]
     elapsed = time.perf_counter() - t0
     return dg.MaterializeResult(
