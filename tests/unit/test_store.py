@@ -103,7 +103,7 @@ def test_no_sql_outside_the_core() -> None:
     of their own."""
     import ast
 
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     words = re.compile(r"\b(SELECT|INSERT|DELETE|UPDATE|CREATE|COPY)\b")
     places = [*(root / "mammo_dagster" / "defs").rglob("*.py"), *(root / "labeler").rglob("*.py"),
               root / "mammo_dagster" / "pipeline.py", *(root / "mammo_dagster").glob("cli*.py"),

@@ -9,7 +9,7 @@ import dagster as dg
 import pytest
 import yaml
 
-DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
 
 def _docs(path: Path) -> list[dict]:

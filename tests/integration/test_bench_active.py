@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-_PATH = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_active_learning.py"
+_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_active_learning.py"
 _spec = importlib.util.spec_from_file_location("bench_active_learning", _PATH)
 bench = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bench)

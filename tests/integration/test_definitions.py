@@ -8,7 +8,7 @@ from pathlib import Path
 import dagster as dg
 import yaml
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_workspace_code_location_loads() -> None:
@@ -47,3 +47,32 @@ def test_no_description_loses_a_placeholder_to_html() -> None:
     for name, text in texts.items():
         outside_code = re.sub(r"`[^`]*`", "", text)
         assert not re.search(r"<[A-Za-z_][\w]*>", outside_code), (name, text)
+
+
+def test_definitions_inventory() -> None:
+    """Every asset, asset check, sensor, schedule and job of the code location, by its
+    exact name: they are contracts (runs, run keys, the UI, deploy/ name them), so a
+    rename, a loss or an addition fails here and is made on purpose."""
+    from mammo_dagster.definitions import defs
+
+    d = defs() if callable(defs) else defs
+    graph = d.resolve_asset_graph()
+    assert {k.to_user_string() for k in graph.get_all_asset_keys()} == {
+        "dicom_index", "thumbnails", "labels", "training_set", "trained_model", "onnx_model",
+        "image_predictions", "study_predictions", "labeling_queue", "gradcam", "header_audit",
+    }  # fmt: skip
+    assert {(c.asset_key.to_user_string(), c.name) for c in graph.asset_check_keys} == {
+        ("dicom_index", "unique_sop_uids"),
+        ("dicom_index", "failure_rate"),
+        ("dicom_index", "has_new_frames"),
+        ("thumbnails", "every_frame_has_a_thumbnail"),
+        ("onnx_model", "onnx_matches_pytorch"),
+        ("onnx_model", "int8_agrees_with_fp32"),
+    }
+    assert {s.name for s in d.sensors} == {
+        "dicom_drop_sensor", "active_learning_sensor", "new_model_sensor",
+    }  # fmt: skip
+    assert {s.name for s in d.schedules} == {"nightly_drop_sweep"}
+    jobs = {j.name for j in d.resolve_all_job_defs()} - {"__ASSET_JOB"}
+    assert jobs == {"ingest_drop", "process_drop", "predict_drop", "retrain", "study_csv"}
+    assert set(d.resources) >= {"paths", "store"}

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import random
 import re
-import shutil
 import subprocess
 import sys
 import threading
@@ -19,8 +18,6 @@ from labeler.process import running
 from mammo_dagster.core.labels import KEYS, load_events
 from mammo_dagster.core.store import DB_NAME, Store
 from tests.factory import fake_catalog, fake_model
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 POKER = """
 import sys, time
@@ -100,21 +97,6 @@ def test_four_annotators_while_another_process_uses_the_database(tmp_path: Path)
     assert len({e.image for e in events}) == 1000  # no image labeled twice
     assert sorted({e.annotator for e in events}) == ["a0", "a1", "a2", "a3"]
     assert all(sum(e.annotator == a for e in events) == 250 for a in ("a0", "a1"))
-
-
-@pytest.fixture
-def browser():
-    if CHROMIUM is None:
-        pytest.fail("chromium is not installed: run `make browser` (Debian: apt install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
-        )
-        yield b
-        b.close()
 
 
 @pytest.mark.slow

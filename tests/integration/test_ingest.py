@@ -13,7 +13,7 @@ from mammo_dagster.defs.resources import MammoHome, StoreResource
 from tests.factory import FAKE_PATIENT_ID
 
 
-def test_ingest_a_drop(tmp_path: Path) -> None:
+def test_ingest_a_drop(tmp_path: Path, drops_instance) -> None:
     home = tmp_path / "home"
     drop = home / "incoming" / "d1"
     images = generate_archive(
@@ -21,8 +21,7 @@ def test_ingest_a_drop(tmp_path: Path) -> None:
     )
     (drop / "notes.txt").write_text("scanner log")
     (drop / "empty").write_bytes(b"")
-    instance = dg.DagsterInstance.ephemeral()
-    instance.add_dynamic_partitions("drops", ["d1"])
+    instance = drops_instance("d1")
     store = StoreResource(path=str(home / "mammo.duckdb"))
     result = dg.materialize(
         [dicom_index, thumbnails],
@@ -65,7 +64,9 @@ def test_ingest_a_drop(tmp_path: Path) -> None:
     assert not warned.passed and warned.metadata["drops_over_threshold"].value == {"junk": 1.0}
 
 
-def test_a_duplicate_only_drop_warns_and_indexes_nothing_new(tmp_path: Path) -> None:
+def test_a_duplicate_only_drop_warns_and_indexes_nothing_new(
+    tmp_path: Path, drops_instance
+) -> None:
     import shutil
 
     home = tmp_path / "home"
@@ -74,8 +75,7 @@ def test_a_duplicate_only_drop_warns_and_indexes_nothing_new(tmp_path: Path) -> 
         first, studies=1, seed=4, size="small", ground_truth=tmp_path / "truth.csv"
     )
     shutil.copytree(first, home / "incoming" / "again")  # the same images re-sent
-    instance = dg.DagsterInstance.ephemeral()
-    instance.add_dynamic_partitions("drops", ["d1", "again"])
+    instance = drops_instance("d1", "again")
     resources = {"paths": MammoHome(home=str(home)), "store": StoreResource(
         path=str(home / "mammo.duckdb"))}  # fmt: skip
     checks = {}

@@ -19,26 +19,18 @@ from mammo_dagster.defs.resources import resources_for
 from tests.factory import FAKE_PATIENT_ID, make_file
 
 
-def _unsalted(monkeypatch: pytest.MonkeyPatch, elsewhere: Path) -> None:
-    """No site secret: each data folder keeps its own salt (what a real install does)."""
-    monkeypatch.delenv("MAMMO_PATIENT_SALT", raising=False)
-    monkeypatch.setenv("MAMMO_HOME", str(elsewhere))
-
-
 def test_ingest_keys_patients_with_the_salt_of_the_home_it_was_given(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, unsalted: Path, drops_instance
 ) -> None:
     """`MammoHome(home=X)` (and so `mammo demo --home X`) keys patients with X's salt,
     not with the salt of $MAMMO_HOME or ./data: the patient split is X's own."""
-    elsewhere, home = tmp_path / "elsewhere", tmp_path / "home"
-    _unsalted(monkeypatch, elsewhere)
+    elsewhere, home = unsalted, tmp_path / "home"
     monkeypatch.chdir(tmp_path)
     make_file(home / "incoming" / "d1" / "a.dcm", np.full((64, 48), 1500, np.uint16), "ge")
-    instance = dg.DagsterInstance.ephemeral()
-    instance.add_dynamic_partitions("drops", ["d1"])
     result = dg.materialize(
-        [dicom_index], partition_key="d1", instance=instance, resources=resources_for(home)
-    )
+        [dicom_index], partition_key="d1", instance=drops_instance("d1"),
+        resources=resources_for(home),
+    )  # fmt: skip
     assert result.success
     assert not elsewhere.exists() and not (tmp_path / "data").exists()
     salt = (home / ".patient_salt").read_text().strip()

@@ -180,18 +180,38 @@ def test_frame_out_of_range(tmp_path: Path) -> None:
     assert err.value.kind == Failure.FRAME_OUT_OF_RANGE
 
 
-@pytest.mark.parametrize(
-    ("change", "what"),
-    [
-        (lambda ds: ds.add_new(0x00281053, "LO", "1,5"), "unparseable rescale: identity"),
-        (lambda ds: ds.add_new(0x00280120, "OB", b"\x00"), "odd padding value: ignored"),
-        (lambda ds: ds.add_new(0x00281051, "LO", "abc"), "unparseable window: automatic one"),
-    ],
-)
-def test_odd_header_values_still_render(tmp_path: Path, change, what: str) -> None:
-    """Values a careless writer leaves behind degrade gracefully instead of failing."""
-    path = edit(good(tmp_path / "x.dcm"), change)
-    assert render(path, size=32).image.max() > 0, what
+def test_unparseable_rescale_falls_back_to_identity(tmp_path: Path) -> None:
+    """Values a careless writer leaves behind degrade gracefully instead of failing: a
+    Rescale Slope of "1,5" is read as no rescale (the file's own slope is 1)."""
+    path = edit(good(tmp_path / "x.dcm"), lambda ds: ds.add_new(0x00281053, "LO", "1,5"))
+    for exact in (False, True):
+        np.testing.assert_array_equal(
+            render(path, size=32, exact=exact).image,
+            render(good(tmp_path / "g.dcm"), size=32, exact=exact).image,
+        )
+
+
+def test_padding_value_written_as_bytes_is_read_as_a_stored_value(tmp_path: Path) -> None:
+    """A Pixel Padding Value written as OB (one byte, padded to 0x0000 on write) is read as
+    the stored value 0: that pixel is kept black, every other one renders as without it."""
+    path = edit(good(tmp_path / "x.dcm"), lambda ds: ds.add_new(0x00280120, "OB", b"\x00"))
+    zero = PIXELS == 0
+    assert zero.sum() == 1
+    for exact in (False, True):
+        got = render(path, size=64, pad=False, exact=exact).image
+        want = render(good(tmp_path / "g.dcm"), size=64, pad=False, exact=exact).image
+        assert got.shape == want.shape == PIXELS.shape
+        np.testing.assert_array_equal(got[~zero], want[~zero])
+        assert got[zero].max() == 0 < want[zero].max()
+
+
+def test_unparseable_window_falls_back_to_the_automatic_one(tmp_path: Path) -> None:
+    """A Window Width of "abc" is no window: the automatic (percentile) one is used."""
+    path = edit(good(tmp_path / "x.dcm"), lambda ds: ds.add_new(0x00281051, "LO", "abc"))
+    for exact in (False, True):
+        thumb = render(path, size=32, exact=exact)
+        assert thumb.voi.kind == "auto", thumb.voi.describe()
+        assert thumb.image.max() > thumb.image.min()
 
 
 def test_voi_lut_without_data_falls_back_to_window(tmp_path: Path) -> None:

@@ -91,8 +91,7 @@ def test_patient_key_is_salted_hash_never_the_id(tmp_path: Path, monkeypatch) ->
     assert patient_key("", "s") is None
 
 
-def test_salt_file_created_once_and_private(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.delenv("MAMMO_PATIENT_SALT")
+def test_salt_file_created_once_and_private(tmp_path: Path, unsalted: Path) -> None:
     assert Home(tmp_path).patient_salt(create=False) is None and not list(tmp_path.iterdir())
     first = Home(tmp_path).patient_salt()
     assert Home(tmp_path).patient_salt() == first and len(first) == 32

@@ -1,0 +1,2 @@
+"""Integration tests: Dagster materializations and sensors, the labeler app and server,
+the `mammo` command, training; the slow end-to-end ones are marked `slow`."""

@@ -1,0 +1,1 @@
+"""Unit tests: one core module (or labeler piece) at a time, in process, on tiny files."""
