@@ -23,6 +23,17 @@ api = APIRouter(prefix="/api")
 images = APIRouter()
 
 
+def _recorded(state, who: str, body: dict, **answer) -> JSONResponse:
+    """A label or undo stored: `answer` and the bar's numbers for the page's mode."""
+    review = body.get("mode") == "review"
+    return JSONResponse({"ok": True, **answer, "stats": state.stats(who, review=review)})
+
+
+def _journal_failed(e: OSError, what: str) -> JSONResponse:
+    log.error("journal write failed: %s", e)
+    return error(503, f"could not record the {what}; retry")
+
+
 def _event_id_error(name: str, value: object) -> JSONResponse | None:
     if value is not None and (not isinstance(value, str) or not 8 <= len(value) <= 64):
         return error(400, f"{name} must be a string of 8-64 characters")
@@ -75,12 +86,8 @@ async def api_label(req: Request):
     except ValueError as e:
         return error(400, str(e))
     except OSError as e:
-        log.error("journal write failed: %s", e)
-        return error(503, "could not record the label; retry")
-    review = body.get("mode") == "review"
-    return JSONResponse(
-        {"ok": True, "event_id": event.event_id, "stats": state.stats(who, review=review)}
-    )
+        return _journal_failed(e, "label")
+    return _recorded(state, who, body, event_id=event.event_id)
 
 
 @api.post("/undo")
@@ -98,10 +105,8 @@ async def api_undo(req: Request):
     except ValueError as e:
         return error(400, str(e))
     except OSError as e:
-        log.error("journal write failed: %s", e)
-        return error(503, "could not record the undo; retry")
-    review = body.get("mode") == "review"
-    return JSONResponse({"ok": True, "item": item, "stats": state.stats(who, review=review)})
+        return _journal_failed(e, "undo")
+    return _recorded(state, who, body, item=item)
 
 
 @api.post("/renew")

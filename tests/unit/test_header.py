@@ -9,7 +9,8 @@ import numpy as np
 import pydicom
 import pytest
 
-from mammo_dagster.core.dicom import open_dicom, patient_key
+from mammo_dagster.core.dicom import open_dicom
+from mammo_dagster.core.header import patient_key
 from mammo_dagster.core.home import Home
 from tests.factory import FAKE_PATIENT_ID, FAKE_PATIENT_NAME, header, make_file
 

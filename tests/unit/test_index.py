@@ -69,7 +69,7 @@ def test_parallel_index_matches_serial(tmp_path: Path) -> None:
 def test_ingest_drop_is_the_one_way_a_drop_is_indexed(tmp_path: Path) -> None:
     """Rows keyed with the home's salt, duplicates of other drops marked, the drop's
     indexed state saved (the sensor and the sweep compare against it), idempotent."""
-    from mammo_dagster.core.dicom import patient_key
+    from mammo_dagster.core.header import patient_key
     from mammo_dagster.core.home import Home
     from mammo_dagster.core.index import drop_state, indexed_states, ingest_drop
 
