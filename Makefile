@@ -7,7 +7,7 @@ export MAMMO_HOME ?= $(CURDIR)/data
 
 export DAGSTER_HOME ?= $(MAMMO_HOME)/dagster
 
-.PHONY: install demo dev label browser services test test-fast lint format bench clean
+.PHONY: install demo dev label browser services orthanc test test-fast lint format bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -40,7 +40,14 @@ services:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends redis-server; }
 
-test: $(STAMP) lint browser services  ## the whole suite, slow end-to-end tests included (what CI runs)
+# The PACS tests start Debian's Orthanc with its DICOMweb plugin themselves, on a free
+# loopback port with their own config and storage, and stop it when they end.
+orthanc:
+	@test -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends orthanc orthanc-dicomweb; }
+
+test: $(STAMP) lint browser services orthanc  ## the whole suite, slow end-to-end tests included (what CI runs)
 	$(BIN)/python -m pytest
 
 test-fast: $(STAMP)  ## skip the slow end-to-end tests
@@ -54,7 +61,7 @@ format: $(STAMP)
 	$(BIN)/ruff format mammo_dagster labeler tests benchmarks
 	$(BIN)/ruff check --fix mammo_dagster labeler tests benchmarks
 
-bench: $(STAMP) browser services  ## every benchmark (see README for what each measures)
+bench: $(STAMP) browser services orthanc  ## every benchmark (see README for what each measures)
 	$(BIN)/python benchmarks/bench_thumbnails.py
 	$(BIN)/python benchmarks/bench_ingest.py
 	$(BIN)/python benchmarks/bench_labeler.py

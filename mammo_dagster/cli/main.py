@@ -8,7 +8,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from . import demo, dev, inspect, label, predict, synth, thumbnails, weights
+from . import demo, dev, inspect, label, pacs, predict, synth, thumbnails, weights
 from .common import CliError
 
 #: Each command's parser, in the order `mammo --help` lists them.
@@ -22,6 +22,7 @@ COMMANDS = (
     dev.add_parser,
     label.add_labels_parser,
     weights.add_parser,
+    pacs.add_parser,  # pacs pull, pacs push
 )
 
 

@@ -49,6 +49,9 @@ class FrameResult:
 
 #: A file a sender writes last to say a drop is complete (not an image, never indexed).
 READY_MARKER = "_READY"
+#: Files a drop's source could not deliver (path, error_kind, error), written by a fetcher
+#: such as `mammo pacs pull`; indexing turns each line into an error row.
+FETCH_ERRORS = "_FETCH_ERRORS.csv"
 
 
 def iter_files(root: Path, exclude: Path | None = None) -> Iterator[Path]:
@@ -68,7 +71,7 @@ def iter_files(root: Path, exclude: Path | None = None) -> Iterator[Path]:
         seen.add(real)
         dirnames.sort()
         for name in sorted(filenames):
-            if not name.startswith(".") and name != READY_MARKER:
+            if not name.startswith(".") and name not in (READY_MARKER, FETCH_ERRORS):
                 yield Path(dirpath) / name
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import time
 from collections.abc import Iterable
@@ -9,7 +10,7 @@ from dataclasses import asdict, dataclass
 from itertools import repeat
 from pathlib import Path
 
-from .batch import READY_MARKER, iter_files, worker_pool
+from .batch import FETCH_ERRORS, READY_MARKER, iter_files, worker_pool
 from .dicom import DicomError, HeaderFacts, open_dicom
 from .home import Home
 from .store import Store
@@ -155,6 +156,20 @@ def index_folder(
         return [r for rows in parts for r in rows]
 
 
+def fetch_error_rows(folder: Path, drop_name: str) -> list[IndexRow]:
+    """Error rows for the files the drop's source could not deliver (its FETCH_ERRORS
+    file: path, error_kind, error), but those that have arrived since."""
+    listing = folder / FETCH_ERRORS
+    if not listing.is_file():
+        return []
+    with listing.open(newline="") as f:
+        return [
+            IndexRow(drop_name, r["path"], 0, None, None, "error", r["error_kind"], r["error"])
+            for r in csv.DictReader(f)
+            if not (folder / r["path"]).exists()
+        ]
+
+
 def mark_duplicates(rows: Iterable[IndexRow], seen: dict[tuple[str, int], str]) -> list[IndexRow]:
     """Rows whose (SOP Instance UID, frame) is already in `seen` (other drops, or earlier in
     this one) become "duplicate" rows pointing at the first; `seen` is updated."""
@@ -228,13 +243,15 @@ def ingest_drop(
     """Index one drop of `home` into its store, the one way it is done: the drop's state
     (fingerprint) as of now, a row per frame keyed with `home`'s patient salt, frames
     already indexed from other drops (or earlier in this one) marked duplicates, the
-    drop's rows replaced and its indexed state saved. Returns the rows."""
+    drop's rows replaced and its indexed state saved; files its source could not deliver
+    (FETCH_ERRORS) are error rows too. Returns the rows."""
     if store is None:
         store = Store(home.db)
         store.migrate()
     folder = home.drop(drop)
     _complete, fingerprint, files = drop_state(folder, quiet_s=0)
     rows = index_folder(folder, drop, workers, salt=home.patient_salt())
+    rows += fetch_error_rows(folder, drop)
     rows = mark_duplicates(rows, seen_elsewhere(store, drop))
     save_index(store, drop, rows)
     save_drop_state(store, drop, fingerprint, files)

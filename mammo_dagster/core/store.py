@@ -138,6 +138,55 @@ MIGRATIONS: tuple[str, ...] = (
     QUALIFY row_number() OVER (PARTITION BY sop_instance_uid, frame
                                ORDER BY drop_name, path) = 1
     """,
+    # PACS pulls (core/pacs.py): one row per pull into a drop, one per instance fetched
+    # (the cursor: an instance fetched once is never fetched again), one per study listed.
+    """
+    CREATE TABLE IF NOT EXISTS pacs_pulls (
+        drop_name VARCHAR PRIMARY KEY,
+        source VARCHAR NOT NULL,           -- the DICOMweb base URL (no credentials)
+        started_at TIMESTAMP NOT NULL,
+        finished_at TIMESTAMP              -- NULL: killed or still running; a rerun resumes it
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS pacs_instances (
+        source VARCHAR NOT NULL,
+        sop_instance_uid VARCHAR NOT NULL,
+        study_instance_uid VARCHAR NOT NULL,
+        series_instance_uid VARCHAR NOT NULL,
+        drop_name VARCHAR NOT NULL,
+        path VARCHAR NOT NULL,             -- relative to the drop folder
+        status VARCHAR NOT NULL,           -- ok | error (an error is tried again next pull)
+        error_kind VARCHAR,
+        error VARCHAR,
+        fetched_at TIMESTAMP NOT NULL,
+        PRIMARY KEY (source, sop_instance_uid)
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS pacs_studies (
+        source VARCHAR NOT NULL,
+        study_instance_uid VARCHAR NOT NULL,
+        instances_seen INTEGER,            -- NumberOfStudyRelatedInstances when last listed
+        listed_at TIMESTAMP NOT NULL,
+        PRIMARY KEY (source, study_instance_uid)
+    )
+    """,
+    # Write-back (core/pacs_write.py): every object sent (or written), so a rerun sends
+    # nothing new and a newer model's documents can name the ones they supersede.
+    """
+    CREATE TABLE IF NOT EXISTS pacs_sent (
+        destination VARCHAR NOT NULL,      -- a DICOMweb base URL or a folder
+        sop_instance_uid VARCHAR NOT NULL,
+        sop_class_uid VARCHAR NOT NULL,
+        series_instance_uid VARCHAR NOT NULL,
+        study_instance_uid VARCHAR NOT NULL,
+        model_version VARCHAR NOT NULL,
+        kind VARCHAR NOT NULL,             -- kos | sr
+        sent_at TIMESTAMP NOT NULL,
+        PRIMARY KEY (destination, sop_instance_uid)
+    )
+    """,
 )
 
 
