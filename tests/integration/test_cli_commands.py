@@ -22,7 +22,7 @@ def test_every_command_is_on_the_parser() -> None:
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     assert list(sub.choices) == [
         "synth", "inspect", "thumbnail", "thumbnails", "demo", "label", "predict", "dev",
-        "labels", "weights",
+        "labels", "weights", "pacs",
     ]  # fmt: skip
 
 
