@@ -50,6 +50,21 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     )
     pull.set_defaults(func=cmd_pull)
 
+    push = pacs.add_parser(
+        "push",
+        parents=[common],
+        help="send Key Object Selection + SR documents for flagged studies",
+        description="For each flagged study of the current study predictions whose images "
+        "were all classified: a Key Object Selection ('Of Interest') referencing the flagged "
+        "images and a Comprehensive SR with every image's probabilities, the thresholds "
+        "and the model version, sent with STOW-RS (or written to --dry-run DIR). UIDs are "
+        "derived from study + model version: a rerun sends nothing new.",
+    )
+    push.add_argument("--url", help=f"DICOMweb base URL to STOW to (default ${ENV_URL})")
+    push.add_argument("--dry-run", metavar="DIR", help="write the objects to DIR instead")
+    push.add_argument("--home", help=f"data folder (default ${ENV_HOME})")
+    push.set_defaults(func=cmd_push)
+
 
 def cmd_pull(args: argparse.Namespace) -> int:
     from ..core.pacs import PacsError, PacsSource, plan_pull, pull, redact
@@ -79,3 +94,29 @@ def cmd_pull(args: argparse.Namespace) -> int:
     )
     print(f"  folder: {home.drop(report.drop)}", file=sys.stderr)
     return 0
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..core.pacs import PacsError, PacsSource
+    from ..core.pacs_write import push
+
+    home = home_of(args)
+    try:
+        if args.dry_run:
+            report = push(home, folder=Path(args.dry_run))
+        else:
+            report = push(home, source=PacsSource.from_env(args.url))
+    except PacsError as e:
+        raise CliError(str(e)) from e
+    verb = "written to" if args.dry_run else "sent to"
+    skipped = ", ".join(f"{n} {why}" for why, n in sorted(report.skipped.items())) or "none"
+    print(
+        f"{plural(report.sent, 'study')} ({plural(report.objects, 'document')}) {verb} "
+        f"{report.destination} for model {report.model_version}; skipped: {skipped}; "
+        f"{report.failed} failed"
+    )
+    for line in report.errors:
+        print(f"  {line}", file=sys.stderr)
+    return 1 if report.failed else 0
