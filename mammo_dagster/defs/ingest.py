@@ -69,7 +69,15 @@ THUMBNAIL_CHECKS = [
 
 # The checks run inside their asset's step (check_specs), not as steps of their own:
 # each step costs a run ~0.3 s of event-log writes, which small drops would feel.
-@dg.asset(partitions_def=drops, group_name="ingest", kinds={"duckdb"}, check_specs=INDEX_CHECKS)
+# A drop made by the PACS sensor is first retrieved by `pacs_studies` (defs/pacs.py); a
+# folder drop has no such step and is indexed as it lies.
+@dg.asset(
+    partitions_def=drops,
+    group_name="ingest",
+    kinds={"duckdb"},
+    check_specs=INDEX_CHECKS,
+    deps=["pacs_studies"],
+)
 def dicom_index(
     context: dg.AssetExecutionContext, config: IndexConfig, paths: MammoHome, store: StoreResource
 ) -> dg.MaterializeResult:

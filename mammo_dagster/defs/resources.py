@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import dagster as dg
@@ -35,6 +36,26 @@ class StoreResource(dg.ConfigurableResource):
         return store
 
 
+class PacsResource(dg.ConfigurableResource):
+    """The DICOMweb source: `url`, else ``$MAMMO_DICOMWEB_URL``; credentials and TLS
+    settings always from the environment (``$MAMMO_DICOMWEB_TOKEN`` or
+    ``$MAMMO_DICOMWEB_USER``/``$MAMMO_DICOMWEB_PASSWORD``, see core/pacs.py)."""
+
+    url: str = ""
+
+    @property
+    def configured(self) -> bool:
+        from mammo_dagster.core.pacs import ENV_URL
+
+        return bool(self.url or os.environ.get(ENV_URL))
+
+    def source(self):
+        """The core's `PacsSource` (raises PacsError when none is configured)."""
+        from mammo_dagster.core.pacs import PacsSource
+
+        return PacsSource.from_env(self.url or None)
+
+
 def resources_for(home: Home | Path) -> dict:
     """Both resources on one data folder (scripts, the demo, tests), not $MAMMO_HOME."""
     home = Home.of(home)
@@ -46,4 +67,6 @@ def resources_for(home: Home | Path) -> dict:
 
 @dg.definitions
 def resources() -> dg.Definitions:
-    return dg.Definitions(resources={"paths": MammoHome(), "store": StoreResource()})
+    return dg.Definitions(
+        resources={"paths": MammoHome(), "store": StoreResource(), "pacs": PacsResource()}
+    )

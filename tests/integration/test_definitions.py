@@ -60,6 +60,7 @@ def test_definitions_inventory() -> None:
     assert {k.to_user_string() for k in graph.get_all_asset_keys()} == {
         "dicom_index", "thumbnails", "labels", "training_set", "trained_model", "onnx_model",
         "image_predictions", "study_predictions", "labeling_queue", "gradcam", "header_audit",
+        "pacs_studies", "pacs_flags",
     }  # fmt: skip
     assert {(c.asset_key.to_user_string(), c.name) for c in graph.asset_check_keys} == {
         ("dicom_index", "unique_sop_uids"),
@@ -68,11 +69,13 @@ def test_definitions_inventory() -> None:
         ("thumbnails", "every_frame_has_a_thumbnail"),
         ("onnx_model", "onnx_matches_pytorch"),
         ("onnx_model", "int8_agrees_with_fp32"),
+        ("pacs_flags", "every_flagged_study_written_back"),
     }
     assert {s.name for s in d.sensors} == {
-        "dicom_drop_sensor", "active_learning_sensor", "new_model_sensor",
+        "dicom_drop_sensor", "active_learning_sensor", "new_model_sensor", "pacs_sensor",
     }  # fmt: skip
     assert {s.name for s in d.schedules} == {"nightly_drop_sweep"}
     jobs = {j.name for j in d.resolve_all_job_defs()} - {"__ASSET_JOB"}
-    assert jobs == {"ingest_drop", "process_drop", "predict_drop", "retrain", "study_csv"}
-    assert set(d.resources) >= {"paths", "store"}
+    assert jobs == {"ingest_drop", "process_drop", "predict_drop", "retrain", "study_csv",
+                    "pacs_ingest_drop"}  # fmt: skip
+    assert set(d.resources) >= {"paths", "store", "pacs"}

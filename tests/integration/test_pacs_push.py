@@ -11,6 +11,7 @@ import pydicom
 import pytest
 
 from mammo_dagster.cli import main
+from mammo_dagster.core.batch import iter_files
 from mammo_dagster.core.home import Home
 from mammo_dagster.core.index import ingest_drop
 from mammo_dagster.core.modelstore import CurrentModel, ModelCard, write_current
@@ -235,7 +236,7 @@ def test_pull_predict_push_to_orthanc_rerun_and_supersede(
 ) -> None:
     src = tmp_path / "archive"
     generate_archive(src, studies=3, seed=8, size="small", ground_truth=tmp_path / "gt.csv")
-    for f in sorted(src.rglob("*.dcm")):
+    for f in iter_files(src):
         orthanc.upload(f)
     home = Home.from_env()
     report = pull(home, PacsSource.from_env())
