@@ -327,6 +327,14 @@ def next_drop_name(home: Home, store: Store, day: date | None = None) -> str:
     return f"{DROP_PREFIX}{stamp}-{max(taken, default=0) + 1:03d}"
 
 
+def reserve_drop(home: Home, store: Store, source: str) -> str:
+    """The day's next drop name, recorded as an unfinished pull from `source` (the PACS
+    sensor reserves it; the run's pull resumes into it)."""
+    name = next_drop_name(home, store)
+    _record_pull(store, name, source, finished=False)
+    return name
+
+
 def _record_pull(store: Store, drop: str, source: str, finished: bool) -> None:
     if finished:
         sql = "UPDATE pacs_pulls SET finished_at = current_timestamp WHERE drop_name = ?"

@@ -9,10 +9,10 @@ from mammo_dagster.core.pacs import (
     ENV_URL,
     PacsError,
     PacsSource,
-    next_drop_name,
     plan_pull,
     pull,
     redact,
+    reserve_drop,
     unfinished_pull,
 )
 from mammo_dagster.core.pacs_write import push
@@ -89,12 +89,7 @@ def pacs_sensor(
         return dg.SkipReason(str(e))
     if not plan.todo:
         return dg.SkipReason(f"no new MG instances on {key}")
-    name = next_drop_name(paths.data, db)
-    db.run(  # reserve the name: the run's pull fills this drop
-        lambda c: c.execute(
-            "INSERT INTO pacs_pulls VALUES (?, ?, current_timestamp, NULL)", [name, key]
-        )
-    )
+    name = reserve_drop(paths.data, db, key)  # the run's pull fills this drop
     context.log.info(f"{len(plan.todo)} studies, {plan.instances} instances -> {name}")
     return dg.SensorResult(
         run_requests=[dg.RunRequest(run_key=name, partition_key=name)],
@@ -139,7 +134,7 @@ def pacs_flags(
         if config.dry_run:
             report = push(paths.data, folder=Path(config.dry_run), store=store.store())
         else:
-            source = PacsSource.from_env(config.url or None) if config.url else pacs.source()
+            source = PacsSource.from_env(config.url) if config.url else pacs.source()
             report = push(paths.data, source=source, store=store.store())
     except PacsError as e:
         raise dg.Failure(str(e)) from e
