@@ -70,6 +70,7 @@ bench: $(STAMP) browser services orthanc  ## every benchmark (see README for wha
 	$(BIN)/python benchmarks/bench_training.py
 	$(BIN)/python benchmarks/bench_active_learning.py
 	$(BIN)/python benchmarks/bench_scale.py
+	$(BIN)/python benchmarks/bench_pacs.py
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .ruff_cache

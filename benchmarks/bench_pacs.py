@@ -1,0 +1,144 @@
+"""PACS in and out, on a real Orthanc (Debian's, with its DICOMweb plugin), in one run.
+
+For N and 4N synthetic studies (mixed vendors and transfer syntaxes) uploaded to a
+fresh Orthanc on loopback:
+- pull: `mammo pacs pull` (QIDO-RS + WADO-RS, 4 requests in flight) into a drop:
+  studies/s and instances/s;
+- end to end from the PACS: pull -> index -> thumbnails, images/s;
+- end to end from a folder: the same studies already on disk -> index -> thumbnails;
+- write-back: KOS + SR for every study (all flagged by a stand-in model), STOW-RS,
+  documents/s;
+each step in a fresh process, reporting its own peak RSS (which must not grow from N to
+4N: retrieval streams instance by instance). Prediction itself is left out: it is the
+same on both paths (bench_predict.py measures it).
+
+    python benchmarks/bench_pacs.py [--studies 10] [--size small|full]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+STEP = r"""
+import json, resource, sys, time
+from pathlib import Path
+from mammo_dagster.core.home import Home
+step, home, arg = sys.argv[1], Home(Path(sys.argv[2])), sys.argv[3]
+t0 = time.perf_counter()
+out = {}
+if step in ("pull", "e2e-pacs"):
+    from mammo_dagster.core.pacs import PacsSource, pull
+    r = pull(home, PacsSource.from_env(), drop=arg, workers=4)
+    out.update(studies=r.studies, instances=r.instances, failed=r.failed)
+    out["pull_s"] = time.perf_counter() - t0
+if step in ("e2e-pacs", "e2e-folder"):
+    from mammo_dagster.core.batch import thumbnail_folder
+    from mammo_dagster.core.index import ingest_drop
+    rows = ingest_drop(home, arg, workers=2)
+    thumbnail_folder(home.drop(arg), home.thumbnails, size=256, workers=2)
+    out["images"] = sum(r.status == "ok" for r in rows)
+if step == "push":
+    from mammo_dagster.core.pacs import PacsSource
+    from mammo_dagster.core.pacs_write import push
+    r = push(home, source=PacsSource.from_env())
+    out.update(sent=r.sent, documents=r.objects, failed=r.failed)
+out["seconds"] = time.perf_counter() - t0
+out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps(out))
+"""
+
+
+def step(name: str, home: Path, arg: str, env: dict) -> dict:
+    done = subprocess.run([sys.executable, "-c", STEP, name, str(home), arg], env=env,
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def flag_everything(home: Path) -> None:
+    """A stand-in current model that flags every image (speed does not depend on it)."""
+    from mammo_dagster.core.modelstore import CurrentModel, ModelCard, write_current
+    from mammo_dagster.core.store import Store
+
+    (home / "models" / "m0001").mkdir(parents=True)
+    ModelCard(input_size=64, thresholds={"biopsy": 0.5, "mag": 0.5}).write(
+        home / "models" / "m0001"
+    )
+    write_current(home / "models", CurrentModel("m0001", 0, 0))
+    store = Store(home / "mammo.duckdb")
+    store.run(
+        lambda c: c.execute(
+            "INSERT INTO image_predictions SELECT drop_name, sop_instance_uid, frame, "
+            "'m0001', 0.9, 0.1, true, false, now() FROM indexed_frames"
+        )
+    )
+
+
+def run(studies: int, size: str, root: Path) -> dict:
+    from mammo_dagster.core.batch import iter_files
+    from mammo_dagster.core.synthetic import generate_archive
+    from tests.orthanc import PASSWORD, USER, running
+
+    archive = root / "archive"
+    generate_archive(archive, studies=studies, seed=studies, size=size,
+                     ground_truth=root / "truth.csv")  # fmt: skip
+    with running(root / "orthanc") as server:
+        for f in iter_files(archive):
+            server.upload(f)
+        env = os.environ | {
+            "MAMMO_DICOMWEB_URL": server.url, "MAMMO_DICOMWEB_USER": USER,
+            "MAMMO_DICOMWEB_PASSWORD": PASSWORD, "MAMMO_PATIENT_SALT": "bench",
+            "PYTHONPATH": str(ROOT),
+        }  # fmt: skip
+        pulled = step("pull", root / "pull", "p", env)
+        pacs = step("e2e-pacs", root / "pacs", "p", env)
+        home = root / "folder"
+        (home / "incoming").mkdir(parents=True)
+        os.symlink(archive, home / "incoming" / "f")
+        folder = step("e2e-folder", home, "f", env)
+        flag_everything(root / "pacs")
+        pushed = step("push", root / "pacs", "-", env)
+    return {
+        "studies": studies,
+        "instances": pulled["instances"],
+        "pull_studies_per_s": round(pulled["studies"] / pulled["seconds"], 1),
+        "pull_instances_per_s": round(pulled["instances"] / pulled["seconds"], 1),
+        "pull_peak_rss_mb": round(pulled["peak_rss_mb"]),
+        "e2e_pacs_images_per_s": round(pacs["images"] / pacs["seconds"], 1),
+        "e2e_folder_images_per_s": round(folder["images"] / folder["seconds"], 1),
+        "e2e_pacs_peak_rss_mb": round(pacs["peak_rss_mb"]),
+        "push_documents_per_s": round(pushed["documents"] / pushed["seconds"], 1),
+        "push_studies": pushed["sent"],
+        "push_peak_rss_mb": round(pushed["peak_rss_mb"]),
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--studies", type=int, default=10)
+    p.add_argument("--size", choices=["small", "full"], default="small")
+    args = p.parse_args()
+    results = []
+    for n in (args.studies, 4 * args.studies):
+        with tempfile.TemporaryDirectory() as tmp:
+            results.append(run(n, args.size, Path(tmp)))
+            print(json.dumps(results[-1]), flush=True)
+    keys = list(results[0])
+    print("\n| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))
+    for r in results:
+        print("| " + " | ".join(str(r[k]) for k in keys) + " |")
+    out = ROOT / "benchmarks" / "results"
+    out.mkdir(exist_ok=True)
+    (out / f"pacs_{args.size}.json").write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
