@@ -100,6 +100,7 @@ GROUND_TRUTH_COLUMNS: tuple[str, ...] = (
     "marker_kind",
     "header_mag_hint",
     "header_marker_hint",
+    "marker_boxes",
 )
 _BOOL_COLUMNS = frozenset(
     {"has_biopsy_tool", "has_mag_view", "header_mag_hint", "header_marker_hint"}
@@ -117,6 +118,9 @@ class SynthImage:
     modifier, magnification factor >= 1.3, the vendor's mag paddle, or "MAG"/"SPOT" in the
     series description); `header_marker_hint` when a description contains one of
     `MARKER_HINT_WORDS`.
+    `marker_boxes` says where each biopsy marker/tool lies, in the order of its kind in
+    `marker_kind`: the bounding box of the pixels it changed, "row0 col0 row1 col1"
+    (half-open, pixels of the stored matrix), boxes joined by ";"; "" when none.
     """
 
     path: Path
@@ -133,6 +137,7 @@ class SynthImage:
     marker_kind: str
     header_mag_hint: bool
     header_marker_hint: bool
+    marker_boxes: str = ""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1561,7 +1566,7 @@ def generate_archive(
                 paddle_band=realism.paddle_band,
             )
             ps_breast = ps / ip.mag_factor
-            kinds, confounders, layer = _burn_objects(
+            kinds, confounders, layer, boxes = _burn_objects(
                 rng, np.random.default_rng([seed, 7, s_idx, i_idx]), img, mask, ip,
                 ps_breast, realism,
             )  # fmt: skip
@@ -1614,6 +1619,7 @@ def generate_archive(
                     marker_kind="+".join(kinds + confounders),
                     header_mag_hint=_header_mag_hint(ip, profile),
                     header_marker_hint=_header_marker_hint(ip, study),
+                    marker_boxes=";".join(" ".join(map(str, b)) for b in boxes),
                 )
             )
             if progress is not None:
@@ -1630,12 +1636,13 @@ def _burn_objects(
     ip: _ImagePlan,
     ps: float,
     realism: Realism,
-) -> tuple[list[str], list[str], MetalLayer | None]:
+) -> tuple[list[str], list[str], MetalLayer | None, list[tuple[int, int, int, int]]]:
     """The planned markers and confounders, then the realism's distractors, in place.
 
     Returns (biopsy kinds, confounders, the metal layer when metal moves off the
-    extreme). The plan's objects draw from `rng` exactly as the base generator does;
-    everything the realism adds or changes draws from `shift_rng`.
+    extreme, each biopsy marker's bounding box (see `_changed_box`)). The plan's
+    objects draw from `rng` exactly as the base generator does; everything the realism
+    adds or changes draws from `shift_rng`.
     """
     extra = set(realism.distractors)
     layer = MetalLayer(img.shape) if realism.shifts_metal else None
@@ -1653,9 +1660,12 @@ def _burn_objects(
         confounders.append(add_calcifications(rng, img, mask, pixel_spacing_mm=ps))
     elif "calcs" in extra:
         confounders.append(add_calcifications(shift_rng, img, mask, pixel_spacing_mm=ps))
+    boxes = []
     for k in ip.markers:
         lay = metal(realism.metal_level)
+        before = img.copy()
         kinds.append(add_marker(rng, img, mask, pixel_spacing_mm=ps, kind=k, layer=lay))
+        boxes.append(_changed_box(before, img))
     if ip.skin_bb:
         lay = metal(realism.metal_level)
         confounders.append(add_skin_marker(rng, img, mask, pixel_spacing_mm=ps, layer=lay))
@@ -1668,7 +1678,16 @@ def _burn_objects(
         confounders.append(
             add_lead_letters(shift_rng, img, mask, text, pixel_spacing_mm=ps, layer=lay)
         )
-    return kinds, [c for c in confounders if c], layer
+    return kinds, [c for c in confounders if c], layer, boxes
+
+
+def _changed_box(before: np.ndarray, after: np.ndarray) -> tuple[int, int, int, int]:
+    """(row0, col0, row1, col1), half-open: the smallest box holding every changed pixel."""
+    changed = after != before
+    rows, cols = np.flatnonzero(changed.any(axis=1)), np.flatnonzero(changed.any(axis=0))
+    if not len(rows):
+        return (0, 0, 0, 0)
+    return (int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1)
 
 
 def write_ground_truth(images: Iterable[SynthImage], path: Path) -> Path:

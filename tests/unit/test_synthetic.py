@@ -86,7 +86,7 @@ def test_ground_truth_csv_columns_and_values(archive):
     assert GROUND_TRUTH_COLUMNS == (
         "path", "sop_instance_uid", "study_instance_uid", "series_instance_uid", "patient_id",
         "has_biopsy_tool", "has_mag_view", "vendor", "transfer_syntax", "view", "laterality",
-        "marker_kind", "header_mag_hint", "header_marker_hint",
+        "marker_kind", "header_mag_hint", "header_marker_hint", "marker_boxes",
     )  # fmt: skip
     with (out / "ground_truth.csv").open(newline="") as fh:
         rows = list(csv.reader(fh))
@@ -104,6 +104,24 @@ def test_ground_truth_csv_columns_and_values(archive):
     back = read_ground_truth(out / "ground_truth.csv")
     assert [b.sop_instance_uid for b in back] == [i.sop_instance_uid for i in images]
     assert [b.has_mag_view for b in back] == [i.has_mag_view for i in images]
+    assert [b.marker_boxes for b in back] == [i.marker_boxes for i in images]
+
+
+def test_marker_boxes_hold_each_biopsy_marker(archive, pixels):
+    """One box per biopsy marker, inside the matrix, around metal (Grad-CAM's ground truth)."""
+    _, images = archive
+    with_marker = [im for im in images if im.has_biopsy_tool]
+    assert with_marker and all(im.marker_boxes == "" for im in images if not im.has_biopsy_tool)
+    for im in with_marker:
+        ds, arr = pixels[im.sop_instance_uid]
+        a = _attenuation(ds, arr)
+        kinds = [k for k in im.marker_kind.split("+") if k in BIOPSY_KINDS]
+        boxes = [tuple(map(int, b.split())) for b in im.marker_boxes.split(";")]
+        assert len(boxes) == len(kinds)
+        for r0, c0, r1, c1 in boxes:
+            assert 0 <= r0 < r1 <= ds.Rows and 0 <= c0 < c1 <= ds.Columns
+            assert (r1 - r0) * (c1 - c0) < 0.5 * ds.Rows * ds.Columns  # a spot, not the image
+            assert a[r0:r1, c0:c1].max() >= 0.95  # metal: at the stored extreme
 
 
 def test_same_seed_same_bytes_other_seed_differs(tmp_path):
