@@ -139,9 +139,11 @@ def spot_map(shipped, patches: np.ndarray, spots: list, shape: tuple[int, int]) 
     return out
 
 
-def write_cam(shipped, size: int, thumbnail: Path, flag: str, dest: Path) -> Path:
-    """Heatmap of `flag` for one thumbnail, drawn over the thumbnail itself (full
-    thumbnail resolution, so a small marker stays visible), written atomically."""
+def heatmap(
+    shipped, size: int, thumbnail: Path, flag: str, *, masked: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """(the thumbnail in gray, the heatmap of `flag` over it, 0..1): what `write_cam`
+    draws. `masked` False keeps the heat on the padding (for comparisons)."""
     from .thumbnails import read_patches
 
     with Image.open(thumbnail) as im:
@@ -151,7 +153,16 @@ def write_cam(shipped, size: int, thumbnail: Path, flag: str, dest: Path) -> Pat
         cam = spot_map(shipped, patches, spots, full.shape)
     else:
         cam = gradcam(shipped, preprocess.prepare(full, size, render), flag)
-    cam = mask_padding(cam, full)
+    if not masked:
+        cam = _fit(cam, full.shape)
+        return full, (cam / cam.max() if cam.max() > 0 else cam).astype(np.float32)
+    return full, mask_padding(cam, full)
+
+
+def write_cam(shipped, size: int, thumbnail: Path, flag: str, dest: Path) -> Path:
+    """Heatmap of `flag` for one thumbnail, drawn over the thumbnail itself (full
+    thumbnail resolution, so a small marker stays visible), written atomically."""
+    full, cam = heatmap(shipped, size, thumbnail, flag)
     dest.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(dest, "wb") as f:
         overlay(full, cam).save(f, format="PNG")
