@@ -28,6 +28,30 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
 
 
 def _inspect_one(path: Path, exact: bool, salt: str | None) -> dict:
+    """One file's report (in a guarded child process: a codec crash or hang is a report
+    too, never the command's end)."""
+    from ..core.dicom import DicomError
+    from ..core.guard import isolated
+
+    try:
+        return isolated(_inspect_file, path, exact, salt)
+    except DicomError as e:
+        return {"path": str(path), "status": "error", "error_kind": e.kind.value, "error": e.reason}
+
+
+def _inspect_file(path: Path, exact: bool, salt: str | None) -> dict:
+    from ..core.guard import capture
+
+    with capture() as notes:
+        report = _inspect_frames(path, exact, salt)
+    for note in (report.get("facts") or {}).get("warnings") or []:
+        notes.add(note)
+    if notes.items:
+        report["warnings"] = notes.items
+    return report
+
+
+def _inspect_frames(path: Path, exact: bool, salt: str | None) -> dict:
     from ..core.dicom import DicomError, open_dicom
     from ..core.thumbnails import render_frame
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+import traceback
 import warnings
 from collections.abc import Sequence
 
@@ -32,6 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Flag biopsy tools/markers and magnification views in mammography DICOMs.",
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="let the codecs' own log through and show tracebacks (for bug reports)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = argparse.ArgumentParser(add_help=False)  # -q after the command works too
     common.add_argument(
@@ -43,13 +50,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point: errors are one line on stderr and a non-zero exit, no traceback."""
+    """Entry point: errors are one line on stderr and a non-zero exit, no traceback
+    (``--debug`` shows them, and the codecs' log)."""
     from ..core.dicom import DicomError
+    from ..core.guard import ENV_DEBUG, quiet_codecs
 
-    warnings.filterwarnings("ignore", module="pydicom")
-    warnings.filterwarnings("ignore", category=FutureWarning)  # libraries' deprecations
-    logging.basicConfig(level=logging.WARNING, format="mammo: %(message)s", stream=sys.stderr)
     args = build_parser().parse_args(argv)
+    if args.debug:
+        os.environ[ENV_DEBUG] = "1"  # worker processes inherit it
+    else:
+        warnings.filterwarnings("ignore", module="pydicom")
+        warnings.filterwarnings("ignore", category=FutureWarning)  # libraries' deprecations
+    logging.basicConfig(level=logging.WARNING, format="mammo: %(message)s", stream=sys.stderr)
+    quiet_codecs()  # pydicom's log becomes the files' warnings, not stderr noise
     try:
         return args.func(args)
     except DicomError as e:
@@ -60,6 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mammo {args.command}: interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # a bug: still one line, and say where to look
+        if args.debug:
+            traceback.print_exc()
         print(
             f"mammo {args.command}: internal error {type(e).__name__}: {e} (please report it)",
             file=sys.stderr,

@@ -62,23 +62,37 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     p.set_defaults(func=cmd_thumbnails)
 
 
-def cmd_thumbnail(args: argparse.Namespace) -> int:
+def _thumbnail_one(
+    file: Path, out: Path, frame: int, size: int, pad: bool, exact: bool, oversample: int
+) -> tuple[str, str | None]:
+    """Render and save one frame (in a guarded child process): its summary and warnings."""
+    from ..core.guard import capture
     from ..core.thumbnails import render, save_png
 
-    new_file(Path(args.out), ".png")  # before the work, not after
+    with capture() as notes:
+        thumb = render(file, frame, size, pad=pad, exact=exact, oversample=oversample)
+        for note in thumb.facts.warnings:
+            notes.add(note)
+        save_png(thumb.image, out, thumb.render, thumb.patches, thumb.spots)
+    h, w = thumb.image.shape
+    return f"{w}x{h} px, {thumb.voi.describe()}", notes.text()
 
-    thumb = render(
+
+def cmd_thumbnail(args: argparse.Namespace) -> int:
+    from ..core.guard import isolated
+
+    out = new_file(Path(args.out), ".png")  # before the work, not after
+    summary, warnings = isolated(
+        _thumbnail_one,
         Path(args.file),
+        out,
         args.frame,
         args.size,
-        pad=not args.no_pad,
-        exact=args.exact,
-        oversample=args.oversample,
+        not args.no_pad,
+        args.exact,
+        args.oversample,
     )
-    save_png(
-        thumb.image, new_file(Path(args.out), ".png"), thumb.render, thumb.patches, thumb.spots
-    )
-    print(f"{args.out}: {thumb.image.shape[1]}x{thumb.image.shape[0]} px, {thumb.voi.describe()}")
+    print(f"{args.out}: {summary}" + (f" (rendered with warnings: {warnings})" if warnings else ""))
     return 0
 
 
@@ -108,11 +122,13 @@ def cmd_thumbnails(args: argparse.Namespace) -> int:
     status = Counter(r.status for r in results)
     kinds = Counter(r.error_kind for r in results if r.error_kind)
     rendered = status["ok"]
+    damaged = sum(bool(r.warnings) and r.status != "error" for r in results)
     print(
         f"{plural(len(results), 'frame')} from {plural(total, 'file')} in {elapsed:.1f} s "
         f"({rendered / elapsed if elapsed else 0:.1f} new thumbnails/s): "
         + ", ".join(f"{k} {v}" for k, v in sorted(status.items()))
         + (f"; errors: {', '.join(f'{k} {v}' for k, v in kinds.most_common())}" if kinds else "")
+        + (f"; {damaged} rendered with warnings (see the warnings column)" if damaged else "")
         + f"\nthumbnails in {out}, one row per frame in {report}"
     )
     return 0

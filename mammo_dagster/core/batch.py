@@ -1,15 +1,11 @@
-"""Thumbnail a whole folder in worker processes; a bad file is a row, never a crash."""
+"""Thumbnail a whole folder in guarded worker processes; a bad file is a row, never a crash."""
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import ctypes.util
 import multiprocessing as mp
 import os
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -17,7 +13,8 @@ from pathlib import Path
 from PIL import Image
 
 from .decode import DEFAULT_OVERSAMPLE
-from .dicom import DicomError, open_dicom
+from .dicom import DicomError, Failure, open_dicom
+from .guard import Notes, capture, init_worker, run_guarded
 from .thumbnails import (
     DEFAULT_SIZE,
     RENDER_VERSION,
@@ -26,10 +23,6 @@ from .thumbnails import (
     render_version,
     save_png,
 )
-
-#: glibc otherwise returns every 10-30 MB decode buffer to the OS and page-faults
-#: it back for the next image: measured 41 -> 15 ms per reduced J2K decode.
-MMAP_THRESHOLD = 256 * 1024 * 1024
 
 
 @dataclass
@@ -45,6 +38,9 @@ class FrameResult:
     thumbnail: str | None = None
     manufacturer: str | None = None
     transfer_syntax: str | None = None
+    #: what the codecs said while reading the file ("; " between notes): a damaged
+    #: file that still rendered has its warnings here, not on stderr
+    warnings: str | None = None
 
 
 #: A file a sender writes last to say a drop is complete (not an image, never indexed).
@@ -99,12 +95,31 @@ def thumbnail_file(
 ) -> list[FrameResult]:
     """Render every frame of one file into `out_dir` (keeping finished ones of the same
     rendering version; see `thumbnails.RENDER_VERSION`)."""
+    with capture() as notes:
+        rows = _thumbnail_rows(path, out_dir, size, oversample, root, render, notes)
+    if notes.items:
+        for row in rows:
+            row.warnings = notes.text()
+    return rows
+
+
+def _thumbnail_rows(
+    path: Path,
+    out_dir: Path,
+    size: int,
+    oversample: int,
+    root: Path | None,
+    render: str,
+    notes: Notes,
+) -> list[FrameResult]:
     shown = str(path.relative_to(root)) if root else str(path)
     try:
         dicom = open_dicom(path)
     except DicomError as e:
         return [FrameResult(shown, None, 0, "error", e.kind.value, e.reason)]
     facts = dicom.facts
+    for note in facts.warnings:
+        notes.add(note)
     rows = []
     for frame in range(facts.number_of_frames):
         out = out_dir / thumbnail_name(facts.sop_instance_uid, frame)
@@ -129,93 +144,14 @@ def thumbnail_file(
     return rows
 
 
-def _init_worker() -> None:
-    import warnings
-
-    warnings.filterwarnings("ignore", module="pydicom")
-    libc = ctypes.util.find_library("c")
-    if libc:
-        with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to tune
-            ctypes.CDLL(libc).mallopt(-3, MMAP_THRESHOLD)  # M_MMAP_THRESHOLD
-
-
 def worker_pool(workers: int) -> ProcessPoolExecutor:
-    """Fresh worker processes (spawned, not forked: no inherited locks or threads)."""
-    return ProcessPoolExecutor(
-        workers, mp_context=mp.get_context("spawn"), initializer=_init_worker
-    )
+    """Fresh worker processes (spawned, not forked: no inherited locks or threads) for
+    work that runs no codec (header reads); decoding goes through `guard.run_guarded`."""
+    return ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=init_worker)
 
 
-def _crashed(path: Path, root: Path) -> FrameResult:
-    return FrameResult(
-        str(path.relative_to(root)),
-        None,
-        0,
-        "error",
-        "decode_error",
-        "the decoder crashed on this file (its worker process died)",
-    )
-
-
-def _run_pool(
-    files: list[Path],
-    workers: int,
-    job: Callable[[Path], list[FrameResult]],
-    done: Callable[[list[FrameResult]], None],
-    root: Path,
-    crashed: Callable[[Path, Path], object] = _crashed,
-) -> None:
-    """Run `job` on every file in parallel. A worker that dies (a codec segfault, out
-    of memory) breaks the pool: the files it had in flight are retried one at a time
-    in a worker of their own, so the culprit is found and recorded as an error row and
-    the others finish normally."""
-    pending, suspects = list(files), []
-    while pending:
-        pending, broken = _parallel(pending, workers, job, done)
-        suspects += broken
-    i = 0
-    while i < len(suspects):
-        with worker_pool(1) as pool:
-            while i < len(suspects):
-                path, i = suspects[i], i + 1
-                try:
-                    done(pool.submit(job, path).result())
-                except BrokenProcessPool:
-                    done([crashed(path, root)])
-                    break  # this pool is dead: start another
-
-
-def _parallel(
-    files: list[Path],
-    workers: int,
-    job: Callable[[Path], list[FrameResult]],
-    done: Callable[[list[FrameResult]], None],
-) -> tuple[list[Path], list[Path]]:
-    """(files not started, files in flight when the pool broke)."""
-    queue, futures, suspects = iter(files), {}, []
-    with worker_pool(workers) as pool:
-        for path in _take(queue, workers * 4):
-            futures[pool.submit(job, path)] = path
-        while futures:
-            finished, _ = wait(futures, return_when=FIRST_COMPLETED)
-            for fut in finished:
-                path = futures.pop(fut)
-                try:
-                    done(fut.result())
-                except BrokenProcessPool:
-                    suspects.append(path)
-            if not suspects:
-                for path in _take(queue, len(finished)):
-                    futures[pool.submit(job, path)] = path
-    return list(queue), suspects
-
-
-def _take(it: Iterator[Path], n: int) -> Iterable[Path]:
-    for _ in range(n):
-        try:
-            yield next(it)
-        except StopIteration:
-            return
+def _error_row(path: Path, root: Path, kind: Failure, reason: str) -> FrameResult:
+    return FrameResult(str(path.relative_to(root)), None, 0, "error", kind.value, reason)
 
 
 def _job(
@@ -249,6 +185,10 @@ def thumbnail_folder(
 ) -> list[FrameResult]:
     """Thumbnails for every DICOM frame below `root`; idempotent and resumable.
 
+    Files are decoded in `workers` guarded processes (`guard.run_guarded`: a codec
+    that aborts, panics or hangs costs its file an error row, never the batch);
+    ``workers=0`` decodes in this process, for trusted files only.
+
     Rows come back in file order. A SOP Instance UID seen in an earlier file is a
     "duplicate" row (its thumbnail is the first file's). `files` saves a caller that
     already listed the folder a second walk. `render` picks the rendering contract
@@ -266,11 +206,17 @@ def thumbnail_folder(
         if progress:
             progress(1)
 
-    if workers <= 1:
+    if workers <= 0:  # in this process: only for files already trusted (tests)
         for f in files:
             done(job(f))
     else:
-        _run_pool(files, workers, job, done, root)
+        run_guarded(
+            files,
+            job,
+            lambda _path, rows: done(rows),
+            lambda path, kind, reason: done([_error_row(path, root, kind, reason)]),
+            workers=workers,
+        )
     results = [r for f in files for r in by_path[str(f.relative_to(root))]]
     return _mark_duplicates(results)
 

@@ -5,7 +5,9 @@
   (``reduce``), which skips the finest wavelet levels entirely;
 - everything else: pydicom with the measured-fastest plugin passed explicitly.
 
-Every failure inside a codec becomes a :class:`DicomError` (DECODE_ERROR).
+Every failure inside a codec becomes a :class:`DicomError` (DECODE_ERROR), a Rust
+decoder's panic (``pyo3_runtime.PanicException``, a `BaseException`) included; what a
+codec can do that no ``except`` catches (an abort) is `core.guard`'s to contain.
 """
 
 from __future__ import annotations
@@ -21,6 +23,16 @@ from pydicom.pixels import pixel_array
 from pydicom.pixels.utils import get_j2k_parameters
 
 from .dicom import DECODERS, J2K_SYNTAXES, NATIVE_SYNTAXES, DicomError, DicomFile, Failure
+from .limits import ENV_MAX_FRAME_MB, Limits
+
+
+def codec_error(dicom: DicomFile, e: BaseException) -> DicomError:
+    """A codec's exception as a typed, one-line DECODE_ERROR naming the syntax."""
+    name = type(e).__name__
+    text = " ".join(str(e).split()) or name
+    if name == "PanicException":  # pyo3: the decoder hit a bug on these bytes
+        text = f"codec crashed ({name}: {text})"
+    return DicomError(Failure.DECODE_ERROR, f"{dicom.facts.transfer_syntax}: {text}")
 
 
 def _check_frame(dicom: DicomFile, frame: int) -> None:
@@ -41,8 +53,10 @@ def full_frame(dicom: DicomFile, frame: int = 0) -> np.ndarray:
         return _gdcm_frame(dicom, frame)
     try:
         arr = pixel_array(dicom.ds, index=frame, decoding_plugin=DECODERS[dicom.transfer_syntax])
-    except Exception as e:  # codecs raise anything from ValueError to RuntimeError
-        raise DicomError(Failure.DECODE_ERROR, f"{dicom.facts.transfer_syntax}: {e}") from e
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as e:  # codecs raise anything, a Rust panic included
+        raise codec_error(dicom, e) from e
     if arr.shape != (dicom.facts.rows, dicom.facts.columns):
         raise DicomError(
             Failure.DECODE_ERROR,
@@ -61,15 +75,29 @@ def _gdcm_frame(dicom: DicomFile, frame: int) -> np.ndarray:
     import gdcm
 
     f = dicom.facts
+    limit = Limits.from_env()
+    if f.rows * f.columns * 2 * f.number_of_frames > limit.max_frame_bytes:
+        raise DicomError(
+            Failure.TOO_LARGE,
+            f"{f.transfer_syntax}: GDCM decodes all {f.number_of_frames} frames at once, "
+            f"over the limit of {limit.max_frame_mb:g} MiB (${ENV_MAX_FRAME_MB})",
+        )
     try:
         reader = gdcm.ImageReader()
         reader.SetFileName(str(dicom.path))
         if not reader.Read():
             raise ValueError("GDCM could not read the file")
         image = reader.GetImage()
-        buffer = image.GetBuffer().encode("utf-8", errors="surrogateescape")
-    except Exception as e:
-        raise DicomError(Failure.DECODE_ERROR, f"{f.transfer_syntax}: {e}") from e
+        buffer = image.GetBuffer()
+        if not isinstance(buffer, str):
+            raise ValueError("GDCM decoded no pixels")
+        buffer = buffer.encode("utf-8", errors="surrogateescape")
+    except DicomError:
+        raise
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as e:
+        raise codec_error(dicom, e) from e
     size = f.rows * f.columns
     dtype = np.dtype(f"<{'i' if f.pixel_representation else 'u'}2")
     if len(buffer) < size * 2 * f.number_of_frames:
@@ -248,8 +276,10 @@ def _j2k_reduced(dicom: DicomFile, frame: int, level: int) -> np.ndarray | None:
         img.reduce = level
         img.load()
         arr = np.asarray(img)
-    except Exception as e:
-        raise DicomError(Failure.DECODE_ERROR, f"{f.transfer_syntax}: {e}") from e
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as e:
+        raise codec_error(dicom, e) from e
     expected = (math.ceil(f.rows / 2**level), math.ceil(f.columns / 2**level))
     if arr.shape != expected:
         raise DicomError(Failure.DECODE_ERROR, f"reduced decode gave {arr.shape}, not {expected}")

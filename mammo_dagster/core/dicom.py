@@ -3,6 +3,7 @@ pixel decoding; the header facts come from `header`."""
 
 from __future__ import annotations
 
+import math
 import re
 import struct
 from dataclasses import dataclass
@@ -11,10 +12,12 @@ from pathlib import Path
 
 import pydicom
 from pydicom.dataset import Dataset
+from pydicom.encaps import parse_fragments
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
 from .header import HeaderFacts, header_facts, text
+from .limits import ENV_MAX_FRAME_MB, ENV_MAX_FRAMES, Limits
 
 
 class Failure(StrEnum):
@@ -33,6 +36,8 @@ class Failure(StrEnum):
     INVALID_HEADER = "invalid_header"
     FRAME_OUT_OF_RANGE = "frame_out_of_range"
     DECODE_ERROR = "decode_error"
+    TOO_LARGE = "too_large"
+    TIMEOUT = "timeout"
 
 
 class DicomError(Exception):
@@ -42,6 +47,9 @@ class DicomError(Exception):
         self.kind = kind
         self.reason = " ".join(str(reason).split())  # always one line
         super().__init__(f"{kind.value}: {self.reason}")
+
+    def __reduce__(self):  # crosses process boundaries (the guarded workers) intact
+        return (type(self), (self.kind, self.reason))
 
 
 TOMOSYNTHESIS_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.13.1.3"
@@ -204,10 +212,70 @@ def _validate(
             f"not a mammogram: Modality {modality or 'missing'}, {name}",
         )
     facts = header_facts(ds, salt=salt, warnings=warnings)
+    check_header(ds, facts)
     dicom = DicomFile(path=path, ds=ds, facts=facts, file_size=size)
     if pixels:
         _check_pixels(dicom)
     return dicom
+
+
+#: Rescaled values beyond this magnitude are nonsense (and overflow the display's float32).
+MAX_RESCALED = 2.0**31
+
+
+def _number(ds: Dataset, keyword: str) -> float | None:
+    """A numeric attribute's (first) value; None when absent or not a number at all."""
+    value = ds.get(keyword)
+    if isinstance(value, pydicom.multival.MultiValue):
+        value = value[0] if len(value) else None
+    if value is None or value == "":
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def check_header(ds: Dataset, facts: HeaderFacts, limits: Limits | None = None) -> None:
+    """Refuse header values no image can have, before a byte is decoded or a frame tried:
+    frame counts and frame sizes over the limits (`core.limits`), a PixelRepresentation
+    other than 0/1, a rescale that is not a finite, non-zero slope and a finite
+    intercept, or one that sends the stored values past +-2^31."""
+    limits = limits or Limits.from_env()
+    if facts.number_of_frames > limits.max_frames:
+        raise DicomError(
+            Failure.TOO_LARGE,
+            f"NumberOfFrames {facts.number_of_frames} is over the limit of "
+            f"{limits.max_frames} frames per file (${ENV_MAX_FRAMES})",
+        )
+    sample_bytes = max(1, -(-max(facts.bits_allocated, 1) // 8))
+    frame_bytes = facts.rows * facts.columns * sample_bytes
+    if frame_bytes > limits.max_frame_bytes:
+        raise DicomError(
+            Failure.TOO_LARGE,
+            f"{facts.rows} x {facts.columns} pixels of {sample_bytes} bytes is "
+            f"{frame_bytes / 2**20:,.0f} MiB per frame, over the limit of "
+            f"{limits.max_frame_mb:g} MiB (${ENV_MAX_FRAME_MB})",
+        )
+    if facts.pixel_representation not in (0, 1):
+        raise DicomError(
+            Failure.INVALID_HEADER,
+            f"PixelRepresentation {facts.pixel_representation}: must be 0 (unsigned) or 1 (signed)",
+        )
+    slope, intercept = _number(ds, "RescaleSlope"), _number(ds, "RescaleIntercept")
+    if slope is not None and (not math.isfinite(slope) or slope == 0):
+        raise DicomError(Failure.INVALID_HEADER, f"RescaleSlope {slope:g}: no image")
+    if intercept is not None and not math.isfinite(intercept):
+        raise DicomError(Failure.INVALID_HEADER, f"RescaleIntercept {intercept:g}: no image")
+    reach = abs(slope if slope is not None else 1.0) * 2.0 ** min(
+        max(facts.bits_stored, 1), 64
+    ) + abs(intercept or 0.0)
+    if reach > MAX_RESCALED:
+        raise DicomError(
+            Failure.INVALID_HEADER,
+            f"RescaleSlope {slope if slope is not None else 1:g} and RescaleIntercept "
+            f"{intercept or 0:g} put the values at {reach:.3g}: nonsense",
+        )
 
 
 _PIXEL_TAG = b"\xe0\x7f\x10\x00"
@@ -271,6 +339,14 @@ def _check_pixels(dicom: DicomFile) -> None:
             f"{facts.bits_stored} stored: only grayscale 8/16-bit is supported",
         )
     raw = ds.get_item("PixelData", keep_deferred=True)
+    if UID(facts.transfer_syntax_uid).is_encapsulated:
+        fragments = _fragments(ds)
+        if fragments is not None and facts.number_of_frames > fragments:
+            raise DicomError(
+                Failure.INVALID_HEADER,
+                f"NumberOfFrames {facts.number_of_frames}, but the compressed Pixel Data "
+                f"holds {fragments} fragment{'s' * (fragments != 1)} (one or more per frame)",
+            )
     if facts.transfer_syntax_uid in NATIVE_SYNTAXES and raw is not None:
         expected = facts.rows * facts.columns * facts.number_of_frames * facts.bits_allocated // 8
         length = getattr(raw, "length", None) or len(getattr(raw, "value", b"") or b"")
@@ -281,3 +357,16 @@ def _check_pixels(dicom: DicomFile) -> None:
                 Failure.TRUNCATED,
                 f"pixel data has {min(length, available)} bytes, {expected} expected",
             )
+
+
+def _fragments(ds: Dataset) -> int | None:
+    """How many fragments encapsulated Pixel Data holds; None when it can't be parsed
+    (the decoder then says what is wrong)."""
+    try:
+        data = ds.PixelData
+        if len(data) < 8 or data[:4] != b"\xfe\xff\x00\xe0":
+            return None
+        (offsets,) = struct.unpack("<I", data[4:8])
+        return parse_fragments(data[8 + offsets :])[0]
+    except Exception:
+        return None

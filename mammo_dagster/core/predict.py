@@ -23,9 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from . import preprocess
-from .batch import _run_pool, iter_files
+from .batch import iter_files
 from .decode import DEFAULT_OVERSAMPLE
-from .dicom import DicomError, open_dicom
+from .dicom import DicomError, Failure, open_dicom
+from .guard import Notes, capture, run_guarded
 from .onnx_model import OnnxModel
 from .studies import write_study_csv
 from .thumbnails import LIFT_RENDERS, RENDER_VERSION, RENDERS, render_frame
@@ -42,6 +43,7 @@ IMAGE_COLUMNS = (
     "header_mag_hint",
     "header_marker_hint",
     "model_version",
+    "warnings",
 )
 ERROR_COLUMNS = ("path", "error_kind", "error")
 BLOCK = 8192  # files per worker-pool round (paths only): bounds what is held in memory
@@ -59,6 +61,7 @@ class Frame:
     patches: np.ndarray | None = None  # the second look (rendering contract v3)
     error_kind: str | None = None
     error: str | None = None
+    warnings: str | None = None  # what the codecs said about a damaged file (guard.capture)
 
 
 def decode_file(
@@ -66,7 +69,18 @@ def decode_file(
 ) -> list[Frame]:
     """Every frame of one file as a model input, via the thumbnail the pipeline would
     make (`thumb` px, rendering contract `render`, then the model's marker-keeping
-    shrink); one error row if none."""
+    shrink); one error row if none. Codec messages go to the rows' `warnings`."""
+    with capture() as notes:
+        frames = _decode_frames(path, root, size, thumb, render, notes)
+    if notes.items:
+        for f in frames:
+            f.warnings = notes.text()
+    return frames
+
+
+def _decode_frames(
+    path: Path, root: Path, size: int, thumb: int, render: str, notes: Notes
+) -> list[Frame]:
     rel = str(path.relative_to(root))
     try:
         dicom = open_dicom(path)
@@ -75,6 +89,8 @@ def decode_file(
     except Exception as e:  # a bug must not stop the archive
         return [Frame(rel, error_kind="decode_error", error=f"{type(e).__name__}: {e}")]
     f = dicom.facts
+    for note in f.warnings:
+        notes.add(note)
     out = []
     for frame in range(f.number_of_frames):
         row = Frame(
@@ -95,12 +111,8 @@ def decode_file(
     return out
 
 
-def _crashed(path: Path, root: Path) -> Frame:
-    return Frame(
-        str(path.relative_to(root)),
-        error_kind="decode_error",
-        error="the decoder crashed on this file (its worker process died)",
-    )
+def _failed(path: Path, root: Path, kind: Failure, reason: str) -> Frame:
+    return Frame(str(path.relative_to(root)), error_kind=kind.value, error=reason)
 
 
 class _Appender:
@@ -138,6 +150,19 @@ def _cut_torn_line(path: Path) -> None:
             return
         cut = tail.rfind(b"\n")
         f.truncate(size - len(tail) + cut + 1 if cut >= 0 else 0)
+
+
+def _same_columns(images: Path) -> None:
+    """Refuse to append to an image CSV an older version wrote with other columns."""
+    if not images.exists() or images.stat().st_size == 0:
+        return
+    with images.open(newline="") as f:
+        header = next(csv.reader(f), None)
+    if header and tuple(header) != IMAGE_COLUMNS:
+        raise ValueError(
+            f"{images} was written by another version of mammo predict (other columns): "
+            "pass --restart to start over"
+        )
 
 
 def _model_of(images: Path) -> str | None:
@@ -207,6 +232,7 @@ def predict_folder(
     for path in (images_csv, errors_csv):
         _cut_torn_line(path)
     done = _done_paths(images_csv, errors_csv)
+    _same_columns(images_csv)
     earlier = _model_of(images_csv)
     if earlier and earlier != model.version:
         raise ValueError(
@@ -240,7 +266,8 @@ def predict_folder(
             [
                 [f.path, f.sop_instance_uid, f.frame, f.study_instance_uid,
                  round(float(p[0]), 6), round(float(p[1]), 6), int(fl[0]), int(fl[1]),
-                 int(bool(f.header_mag_hint)), int(bool(f.header_marker_hint)), model.version]
+                 int(bool(f.header_mag_hint)), int(bool(f.header_marker_hint)), model.version,
+                 f.warnings]
                 for f, p, fl in zip(pending, probs, flags, strict=True)
             ]
         )  # fmt: skip
@@ -264,11 +291,17 @@ def predict_folder(
         ours = {str(x.resolve()) for x in (output, images_csv, errors_csv)}
         files = (f for f in iter_files(input_dir) if str(f.resolve()) not in ours)
         for block in _blocks(files, input_dir, done, counts, progress):
-            if workers <= 1:
+            if workers <= 0:  # in this process: only for files already trusted (tests)
                 for path in block:
                     done_file(job(path))
             else:
-                _run_pool(block, workers, job, done_file, input_dir, crashed=_crashed)
+                run_guarded(
+                    block,
+                    job,
+                    lambda _path, frames: done_file(frames),
+                    lambda path, kind, reason: done_file([_failed(path, input_dir, kind, reason)]),
+                    workers=workers,
+                )
         score()
     finally:
         out_images.close()

@@ -208,6 +208,10 @@ def render_frame(
         raise DicomError(Failure.INVALID_HEADER, f"cannot render: {type(e).__name__}: {e}") from e
     except Exception as e:
         raise DicomError(Failure.DECODE_ERROR, f"cannot render: {type(e).__name__}: {e}") from e
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as e:  # a native extension's panic: this file's error, not ours
+        raise DicomError(Failure.DECODE_ERROR, f"codec crashed ({type(e).__name__}: {e})") from e
 
 
 def _render(

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from mammo_dagster.core.batch import FrameResult, _run_pool, thumbnail_folder
+from mammo_dagster.core.batch import FrameResult, thumbnail_folder
+from mammo_dagster.core.guard import run_guarded
 from mammo_dagster.core.thumbnails import RENDER_VERSION, render_version
 from tests.factory import make_file
 
@@ -33,7 +34,15 @@ def test_a_crashing_worker_costs_one_row_not_the_run(tmp_path: Path) -> None:
         files.append(tmp_path / f"f{i}")
         files[-1].write_bytes(b"x")
     rows: list[FrameResult] = []
-    _run_pool(files, 2, CrashOn("f3"), rows.extend, tmp_path)
+    run_guarded(
+        files,
+        CrashOn("f3"),
+        lambda _path, result: rows.extend(result),
+        lambda path, kind, reason: rows.append(
+            FrameResult(path.name, None, 0, "error", kind.value, reason)
+        ),
+        workers=2,
+    )
     by_name = {r.path: r for r in rows}
     assert sorted(by_name) == sorted(f.name for f in files)  # every file has exactly one row
     assert len(rows) == len(files)
