@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .batch import FETCH_ERRORS, READY_MARKER, iter_files, worker_pool
 from .dicom import DicomError, HeaderFacts, open_dicom
+from .guard import capture
 from .home import Home
 from .store import Store
 
@@ -56,6 +57,7 @@ class IndexRow:
     header_marker_hint: bool | None = None
     study_mag_hint: bool | None = None
     study_marker_hint: bool | None = None
+    warnings: str | None = None  # what the codecs said ("; " between notes)
 
 
 COLUMNS = tuple(IndexRow.__dataclass_fields__)
@@ -119,11 +121,21 @@ def index_file(path: Path, root: Path, drop_name: str, salt: str | None = None) 
                 f"cannot read file: {e.strerror or e}",
             )
         ]
-    try:
-        facts = open_dicom(path, salt=salt).facts
-    except DicomError as e:
-        return [IndexRow(drop_name, rel, 0, size, digest, "error", e.kind.value, e.reason)]
-    columns = _facts_columns(facts)
+    with capture() as notes:
+        try:
+            facts = open_dicom(path, salt=salt).facts
+        except DicomError as e:
+            facts, error = None, e
+    if facts is None:
+        return [
+            IndexRow(
+                drop_name, rel, 0, size, digest, "error", error.kind.value, error.reason,
+                warnings=notes.text(),
+            )
+        ]  # fmt: skip
+    for note in facts.warnings:
+        notes.add(note)
+    columns = _facts_columns(facts) | {"warnings": notes.text()}
     return [
         IndexRow(drop_name, rel, frame, size, digest, "ok", **columns)
         for frame in range(facts.number_of_frames)

@@ -187,6 +187,9 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (destination, sop_instance_uid)
     )
     """,
+    # What the codecs said while reading the header ("; " between notes): a damaged file
+    # is a row with its warnings, not stderr noise (core.guard.capture).
+    "ALTER TABLE dicom_index ADD COLUMN IF NOT EXISTS warnings VARCHAR",
 )
 
 

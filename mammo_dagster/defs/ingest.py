@@ -100,6 +100,8 @@ def dicom_index(
             "patients": len({r.patient_key for r in ok}),
             "files_per_s": dg.MetadataValue.float(round(len(rows) / elapsed, 1) if elapsed else 0),
             "failures": _table(Counter(r.error_kind for r in rows if r.error_kind), "error"),
+            "with_warnings": sum(bool(r.warnings) for r in rows if r.status != "error"),
+            "warnings": _table(Counter(r.warnings for r in rows if r.warnings), "warnings"),
             "vendors": _table(Counter(r.manufacturer for r in ok), "manufacturer"),
             "transfer_syntaxes": _table(Counter(r.transfer_syntax for r in ok), "syntax"),
         },
@@ -152,6 +154,11 @@ def thumbnails(
             "rendered": status["ok"],
             "cached": status["cached"],
             "failed": status["error"],
+            "failures": _table(Counter(r.error_kind for r in results if r.error_kind), "error"),
+            "rendered_with_warnings": sum(
+                bool(r.warnings) for r in results if r.status in ("ok", "cached")
+            ),
+            "warnings": _table(Counter(r.warnings for r in results if r.warnings), "warnings"),
             "thumbnails_per_s": dg.MetadataValue.float(
                 round(status["ok"] / elapsed, 1) if elapsed else 0.0
             ),

@@ -371,3 +371,21 @@ def test_killing_a_batch_leaves_no_orphan_workers(tmp_path: Path) -> None:
     while any(_alive(k) for k in kids) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert [k for k in kids if _alive(k)] == []
+
+
+def test_the_index_keeps_warnings_and_refuses_absurd_frame_counts(tmp_path: Path) -> None:
+    from mammo_dagster.core.home import Home
+    from mammo_dagster.core.index import ingest_drop
+
+    home = Home(tmp_path / "home")
+    drop = home.drop("d1")
+    implicit_claiming_explicit(drop / "warned.dcm")
+    set_raw(good(drop / "frames.dcm"), "NumberOfFrames", "IS", "99999999")
+    rows = {r.path: r for r in ingest_drop(home, "d1", workers=1)}
+    assert len(rows) == 2  # one row each: not 99,999,999 frames
+    assert (rows["warned.dcm"].status, rows["warned.dcm"].warnings) == ("ok", SAID)
+    assert rows["frames.dcm"].error_kind == "too_large"
+    from mammo_dagster.core.store import Store
+
+    stored = Store(home.db).query("SELECT path, warnings FROM dicom_index ORDER BY path")
+    assert stored == [("frames.dcm", None), ("warned.dcm", SAID)]
