@@ -285,6 +285,7 @@ def _render(
         small = lift_up(small, lift_map.share((h, w)))
         offset = ((size - h) // 2, (size - w) // 2) if pad else (0, 0)
         patches, spots = lift_map.patches((h, w), offset)
+    _refuse_blank(small, stored if exact else reduced.pixels, voi)
     return Thumbnail(
         image=pad_square(small, size) if pad else small,
         facts=facts,
@@ -296,6 +297,20 @@ def _render(
         patches=patches,
         spots=spots,
     )
+
+
+def _refuse_blank(small: np.ndarray, source: np.ndarray, voi: Voi) -> None:
+    """A frame whose stored values vary but that renders as one gray level: the header's
+    window or rescale is nonsense (a center of 1e308, a slope read as 8241), and an
+    all-black "success" would hide it."""
+    if small.size and small.min() == small.max():
+        src = np.asarray(source)
+        if src.size and src.min() != src.max():
+            raise DicomError(
+                Failure.INVALID_HEADER,
+                f"every pixel renders as gray level {int(small.flat[0])} under "
+                f"{voi.describe()}: the header's window or rescale is nonsense",
+            )
 
 
 def render(
