@@ -282,7 +282,8 @@ def test_a_model_and_its_thumbnails_must_share_the_rendering_contract(
         (folder / "card.json").write_text(json.dumps(card | {"preprocessing": pre}))
     assert OnnxModel(tmp_path / "legacy" / "model.onnx").render == "1"
     drop = home / "incoming" / "d1"
-    report = predict_folder(drop, tmp_path / "r.csv", tmp_path / "legacy" / "model.onnx", workers=1)
+    legacy = tmp_path / "legacy" / "model.onnx"
+    report = predict_folder(drop, tmp_path / "r.csv", legacy, workers=0)  # in this process: seen
     assert report.images > 0 and set(seen) == {"1"}
     with pytest.raises(ValueError, match="can't render"):
         predict_folder(drop, tmp_path / "f.csv", tmp_path / "future" / "model.onnx", workers=1)
