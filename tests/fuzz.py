@@ -25,11 +25,13 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from pydicom.dataelem import DataElement
+from pydicom.encaps import encapsulate
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import (
     UID,
     DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
 )
 
@@ -315,8 +317,10 @@ def _own_uid(src: Path, dst: Path, i: int) -> None:
 
 
 def make_corpus(folder: Path, n: int = 300, seed: int = 18) -> tuple[list[Path], list[Mutant]]:
-    """Seeds in ``folder/good`` and `n` mutants in ``folder/mutants``; deterministic."""
+    """Seeds in ``folder/good``, `n` mutants in ``folder/mutants`` and the known hostile
+    files in ``folder/known``; deterministic."""
     seeds = seed_files(folder / "good")
+    known_files(folder / "known")
     out = folder / "mutants"
     out.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
@@ -331,6 +335,116 @@ def make_corpus(folder: Path, n: int = 300, seed: int = 18) -> tuple[list[Path],
         path.write_bytes(data)
         mutants.append(Mutant(path, src.name, op, detail))
     return seeds, mutants
+
+
+# ---------------------------------------------------------------- known hostile files
+# Each reproduces a defect found by fuzzing (issue 18), deterministically.
+
+HOSTILE_PX = ((np.arange(40 * 32, dtype=np.uint16).reshape(40, 32) * 37) % 4096).astype(np.uint16)
+
+
+def good(path: Path, ts: str = "explicit", vendor: str = "ge") -> Path:
+    return make_file(path, HOSTILE_PX, vendor, ts, tag=path.name)
+
+
+def set_raw(path: Path, keyword: str, vr: str, value: str | int) -> Path:
+    """Write `value` as given, whatever pydicom thinks of it (a string goes in as bytes)."""
+    ds = pydicom.dcmread(path)
+    tag = pydicom.datadict.tag_for_keyword(keyword)
+    if isinstance(value, str):
+        raw = value.encode() + b" " * (len(value) % 2)
+        ds[tag] = DataElement(tag, vr, "9" * len(raw))
+        ds.save_as(path, enforce_file_format=True)
+        data = path.read_bytes()
+        head = struct.pack("<HH", tag >> 16, tag & 0xFFFF) + vr.encode()
+        at = data.index(head, 132 + 12) + 8
+        path.write_bytes(data[:at] + raw + data[at + len(raw) :])
+    else:
+        ds[tag] = DataElement(tag, vr, value)
+        ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def rle_panic(path: Path) -> Path:
+    """An RLE frame whose segments decode to twice the frame: pylibjpeg-rle panics
+    (``pyo3_runtime.PanicException: index out of bounds``), a BaseException."""
+    ds = pydicom.dcmread(good(path, "rle", "hologic"))
+    seg = bytes([129, 7]) * 20  # 20 runs of 128 copies: 2560 bytes for a 1280-byte segment
+    header = struct.pack("<16I", 2, 64, 64 + len(seg), *([0] * 13))
+    ds.PixelData = encapsulate([header + seg + seg])
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def gdcm_abort(path: Path) -> Path:
+    """12-bit JPEG Extended whose BitsStored is written with VR SS: GDCM throws a C++
+    exception through its C API and the process aborts (SIGABRT)."""
+    good(path, "jpeg-lossy")
+    data = bytearray(path.read_bytes())
+    at = data.index(b"\x28\x00\x01\x01US")
+    data[at + 4 : at + 6] = b"SS"
+    path.write_bytes(bytes(data))
+    return path
+
+
+def implicit_claiming_explicit(path: Path) -> Path:
+    """An implicit VR dataset whose file meta says explicit VR: pydicom logs a warning
+    (to its logger, with a traceback-free message) and reads it as implicit."""
+    ds = pydicom.dcmread(good(path))
+    ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    ds.save_as(path, enforce_file_format=True)
+    data = path.read_bytes()
+    (group_length,) = struct.unpack("<I", data[140:144])
+    meta = ds.file_meta
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    buf = DicomBytesIO()
+    buf.is_little_endian, buf.is_implicit_VR = True, False
+    write_file_meta_info(buf, meta, enforce_standard=True)
+    path.write_bytes(data[:132] + buf.getvalue() + data[144 + group_length :])
+    return path
+
+
+SAID = "Expected explicit VR, but found implicit VR - using implicit VR for reading"
+
+
+def j2k_header_smashed(path: Path) -> Path:
+    """A JPEG 2000 codestream whose main header (SIZ) is garbage: pydicom logs a
+    traceback and the codec says "failed to read the header"."""
+    good(path, "j2k")
+    data = bytearray(path.read_bytes())
+    at = data.index(b"\xff\x4f\xff\x51")  # SOC + SIZ
+    data[at + 4 : at + 40] = bytes(range(200, 236))
+    path.write_bytes(bytes(data))
+    return path
+
+
+def huge_claim(path: Path) -> Path:
+    """A small RLE file declaring 65535 x 65535 pixels (8 GiB)."""
+    ds = pydicom.dcmread(good(path, "rle"))
+    ds.Rows = ds.Columns = 65535
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+#: name -> maker of the known hostile files (``known/`` in a corpus).
+KNOWN: dict[str, Callable[[Path], Path]] = {
+    "rle-panic": rle_panic,
+    "gdcm-abort": gdcm_abort,
+    "j2k-header-smashed": j2k_header_smashed,
+    "huge-claim": huge_claim,
+    "implicit-claiming-explicit": implicit_claiming_explicit,
+    "frames-99999999": lambda p: set_raw(good(p, "j2k"), "NumberOfFrames", "IS", "99999999"),
+    "frames-1e9": lambda p: set_raw(good(p, "rle"), "NumberOfFrames", "IS", "1e9"),
+    "intercept-nan": lambda p: set_raw(good(p), "RescaleIntercept", "DS", "nan"),
+    "intercept-1e308": lambda p: set_raw(good(p), "RescaleIntercept", "DS", "1e308"),
+    "slope-0": lambda p: set_raw(good(p), "RescaleSlope", "DS", "0"),
+    "pixel-representation-2": lambda p: set_raw(good(p), "PixelRepresentation", "US", 2),
+}
+
+
+def known_files(folder: Path) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    return [make(folder / f"{name}.dcm") for name, make in KNOWN.items()]
 
 
 def main() -> None:

@@ -52,6 +52,8 @@ MAX_NOTES, NOTE_CHARS = 5, 200
 #: it back for the next image: measured 41 -> 15 ms per reduced J2K decode.
 MMAP_THRESHOLD = 256 * 1024 * 1024
 _CODEC_LOGGERS = ("pydicom",)
+#: How long a fresh worker may take to start (imports) before its first file's clock runs.
+STARTUP_S = 120.0
 
 
 def debug() -> bool:
@@ -71,6 +73,8 @@ class _Collector(logging.Handler):
 
 
 _collector = _Collector()
+#: Native stderr lines that say nothing about the file.
+_NATIVE_NOISE = ("note: run with `RUST_BACKTRACE", "stack backtrace:")
 _fd_capture = False  # set in worker processes: native stderr is captured per file
 
 
@@ -129,7 +133,8 @@ def capture() -> Iterator[Notes]:
         for w in caught:
             notes.add(str(w.message))
         for line in native.splitlines():
-            notes.add(line)
+            if not line.startswith(_NATIVE_NOISE):
+                notes.add(line)
 
 
 def _redirect_stderr() -> tuple[int, Any]:
@@ -178,6 +183,7 @@ def init_worker() -> None:
     global _fd_capture
     _fd_capture = True
     faulthandler.disable()  # a crash here is reported by the parent, as one line
+    os.environ["RUST_BACKTRACE"] = "0"  # a Rust panic: its message, not a stack
     warnings.filterwarnings("ignore", module="pydicom")
     quiet_codecs()
     libc = ctypes.util.find_library("c")
@@ -190,6 +196,7 @@ def _worker_main(conn: Connection, job: Callable[[Any], Any], parent: int) -> No
     _die_with_parent(parent)
     init_worker()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    conn.send(("ready", None))
     while True:
         try:
             item = conn.recv()
@@ -215,6 +222,7 @@ class _Worker:
     item: Any = None
     deadline: float = 0.0
     busy: bool = False
+    ready: bool = False  # it said so: imports done, the time limit applies from here
 
 
 def _start(ctx: Any, job: Callable[[Any], Any]) -> _Worker:
@@ -291,7 +299,8 @@ def run_guarded(
                 if w is None:
                     w = _start(ctx, job)
                     pool.append(w)
-                w.item, w.busy, w.deadline = item, True, time.monotonic() + timeout_s
+                start = 0.0 if w.ready else STARTUP_S
+                w.item, w.busy, w.deadline = item, True, time.monotonic() + timeout_s + start
                 with contextlib.suppress(OSError, ValueError):  # it died idle: replaced below
                     w.conn.send(item)
             busy = [w for w in pool if w.busy]
@@ -317,24 +326,28 @@ def _settle(
 ) -> bool:
     """Take `w`'s answer if it has one; True when `w` is gone and must be replaced."""
     item = w.item
-    if w.conn.poll():
+    died = False
+    while w.conn.poll():
         try:
             status, value = w.conn.recv()
         except (EOFError, OSError):
-            status, value = "died", None
+            died = True
+            break
+        if status == "ready":  # started: the item's time begins now
+            w.ready, w.deadline = True, time.monotonic() + timeout_s
+            continue
+        w.busy, w.item = False, None
         if status == "ok":
-            w.busy, w.item = False, None
             done(item, value)
-            return False
-        if status == "raised":
-            w.busy, w.item = False, None
-            if isinstance(value, DicomError):
-                failed(item, value.kind, value.reason)
-            else:
-                failed(item, Failure.DECODE_ERROR, f"codec crashed: {_describe(value)}")
-            return False
-    elif w.proc.is_alive() and time.monotonic() < w.deadline:
+        elif isinstance(value, DicomError):
+            failed(item, value.kind, value.reason)
+        else:
+            failed(item, Failure.DECODE_ERROR, f"codec crashed: {_describe(value)}")
         return False
+    if not died and w.proc.is_alive() and time.monotonic() < w.deadline:
+        return False
+    if died:  # its end of the pipe closed: it is exiting
+        w.proc.join(5.0)
     if w.proc.is_alive():  # past its deadline
         _stop(w, kill=True)
         failed(item, Failure.TIMEOUT, f"no result after {timeout_s:g} s: killed")

@@ -28,8 +28,9 @@ KINDS = {f.value for f in Failure}
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory):
     folder = tmp_path_factory.mktemp("fuzz") / "drop"
-    seeds, mutants = make_corpus(folder, MUTANTS, seed=18)
-    files = sorted(str(p.relative_to(folder)) for p in seeds + [m.path for m in mutants])
+    seeds, mutants = make_corpus(folder, MUTANTS, seed=18)  # and the known hostile files
+    known = list((folder / "known").iterdir())
+    files = sorted(str(p.relative_to(folder)) for p in seeds + [m.path for m in mutants] + known)
     return folder, [str(s.relative_to(folder)) for s in seeds], files
 
 

@@ -18,7 +18,7 @@ from mammo_dagster.core.dicom import Failure
 from mammo_dagster.core.guard import run_guarded
 from mammo_dagster.core.index import index_file
 from mammo_dagster.core.predict import decode_file
-from tests.fuzz import MUTATIONS, SYNTAXES, make_corpus
+from tests.fuzz import KNOWN, MUTATIONS, SAID, SYNTAXES, make_corpus
 
 #: Every mutation applied to every seed, then seeded choices: ~5 s on 2 cores.
 FAST_MUTANTS = 300
@@ -54,7 +54,7 @@ def test_every_mutant_is_a_row_and_every_good_file_renders(tmp_path: Path, corpu
     by_file: dict[str, list] = {}
     for r in rows:
         by_file.setdefault(r.path, []).append(r)
-    assert len(by_file) == len(seeds) + len(mutants)  # no file lost, none twice
+    assert len(by_file) == len(seeds) + len(mutants) + len(KNOWN)  # none lost, none twice
     for seed in seeds:  # the good files: clean renders, whatever their neighbours did
         got = by_file[f"good/{seed.name}"]
         assert [(r.status, r.error, r.warnings) for r in got] == [("ok", None, None)] * len(got)
@@ -72,11 +72,28 @@ def test_every_mutant_is_a_row_and_every_good_file_renders(tmp_path: Path, corpu
                 assert a.max() > a.min(), (path, "an all-one-gray 'success'")
             outcomes["error" if r.error_kind else "warned" if r.warnings else "ok"] += 1
     assert outcomes["error"] and outcomes["ok"] and outcomes["warned"], outcomes
+    known = {name: by_file[f"known/{name}.dcm"][0] for name in KNOWN}
+    assert {name: (r.error_kind, r.warnings) for name, r in known.items()} == {
+        "rle-panic": ("decode_error", known["rle-panic"].warnings),
+        "gdcm-abort": ("decode_error", None),
+        "j2k-header-smashed": ("decode_error", known["j2k-header-smashed"].warnings),
+        "huge-claim": ("too_large", None),
+        "implicit-claiming-explicit": (None, SAID),
+        "frames-99999999": ("too_large", None),
+        "frames-1e9": ("too_large", known["frames-1e9"].warnings),
+        "intercept-nan": ("invalid_header", None),
+        "intercept-1e308": ("invalid_header", None),
+        "slope-0": ("invalid_header", None),
+        "pixel-representation-2": ("invalid_header", None),
+    }
+    assert "PanicException: index out of bounds" in known["rle-panic"].error
+    assert "index out of bounds: the len is 2560" in known["rle-panic"].warnings  # Rust's
+    assert known["gdcm-abort"].error == "codec crashed (SIGABRT)"
 
 
 def test_the_index_and_the_predict_decoder_give_one_typed_answer_per_mutant(corpus) -> None:
     folder, seeds, mutants = corpus
-    files = seeds + [m.path for m in mutants]
+    files = seeds + [m.path for m in mutants] + sorted((folder / "known").iterdir())
     for path in files:  # header only: pure Python, in this process
         rows = index_file(path, folder, "fuzz")
         assert 1 <= len(rows) <= 2, path  # the seeds have at most 2 frames

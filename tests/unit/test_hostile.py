@@ -6,74 +6,30 @@ from __future__ import annotations
 import csv
 import json
 import os
-import struct
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import pydicom
 import pytest
-from pydicom.dataelem import DataElement
-from pydicom.encaps import encapsulate
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_file_meta_info
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from mammo_dagster.core.batch import thumbnail_folder
 from mammo_dagster.core.dicom import DicomError, Failure, open_dicom
 from mammo_dagster.core.guard import capture, isolated, run_guarded
 from mammo_dagster.core.index import index_file
 from mammo_dagster.core.thumbnails import render
-from tests.factory import make_file
+from tests.fuzz import (
+    SAID,
+    gdcm_abort,
+    good,
+    huge_claim,
+    implicit_claiming_explicit,
+    j2k_header_smashed,
+    rle_panic,
+    set_raw,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
-PX = ((np.arange(40 * 32, dtype=np.uint16).reshape(40, 32) * 37) % 4096).astype(np.uint16)
-
-
-def good(path: Path, ts: str = "explicit", vendor: str = "ge") -> Path:
-    return make_file(path, PX, vendor, ts, tag=path.name)
-
-
-def set_raw(path: Path, keyword: str, vr: str, value: str | int) -> Path:
-    """Write `value` as given, whatever pydicom thinks of it (a string goes in as bytes)."""
-    ds = pydicom.dcmread(path)
-    tag = pydicom.datadict.tag_for_keyword(keyword)
-    if isinstance(value, str):
-        raw = value.encode() + b" " * (len(value) % 2)
-        ds[tag] = DataElement(tag, vr, "9" * len(raw))
-        ds.save_as(path, enforce_file_format=True)
-        data = path.read_bytes()
-        head = struct.pack("<HH", tag >> 16, tag & 0xFFFF) + vr.encode()
-        at = data.index(head, 132 + 12) + 8
-        path.write_bytes(data[:at] + raw + data[at + len(raw) :])
-    else:
-        ds[tag] = DataElement(tag, vr, value)
-        ds.save_as(path, enforce_file_format=True)
-    return path
-
-
-def rle_panic(path: Path) -> Path:
-    """An RLE frame whose segments decode to twice the frame: pylibjpeg-rle panics
-    (``pyo3_runtime.PanicException: index out of bounds``), a BaseException."""
-    ds = pydicom.dcmread(good(path, "rle", "hologic"))
-    seg = bytes([129, 7]) * 20  # 20 runs of 128 copies: 2560 bytes for a 1280-byte segment
-    header = struct.pack("<16I", 2, 64, 64 + len(seg), *([0] * 13))
-    ds.PixelData = encapsulate([header + seg + seg])
-    ds.save_as(path, enforce_file_format=True)
-    return path
-
-
-def gdcm_abort(path: Path) -> Path:
-    """12-bit JPEG Extended whose BitsStored is written with VR SS: GDCM throws a C++
-    exception through its C API and the process aborts (SIGABRT)."""
-    good(path, "jpeg-lossy")
-    data = bytearray(path.read_bytes())
-    at = data.index(b"\x28\x00\x01\x01US")
-    data[at + 4 : at + 6] = b"SS"
-    path.write_bytes(bytes(data))
-    return path
 
 
 def mammo(*args: str, cwd: Path | None = None, env: dict | None = None):
@@ -215,12 +171,8 @@ def test_nonsense_headers_are_refused_before_decoding(
 
 def test_a_huge_image_claim_is_refused_before_any_allocation(tmp_path: Path) -> None:
     """A small RLE file declaring 65535 x 65535 (8 GiB of pixels)."""
-    path = good(tmp_path / "f.dcm", "rle")
-    ds = pydicom.dcmread(path)
-    ds.Rows = ds.Columns = 65535
-    ds.save_as(path, enforce_file_format=True)
     with pytest.raises(DicomError) as e:
-        render(path)
+        render(huge_claim(tmp_path / "f.dcm"))
     assert e.value.kind == Failure.TOO_LARGE
     assert "65535 x 65535 pixels of 2 bytes is 8,192 MiB per frame" in e.value.reason
     assert "MAMMO_MAX_FRAME_MB" in e.value.reason
@@ -245,26 +197,6 @@ def test_frames_beyond_the_compressed_fragments_are_an_invalid_header(tmp_path: 
 
 
 # ---------------------------------------------------------------- warnings are data
-
-
-def implicit_claiming_explicit(path: Path) -> Path:
-    """An implicit VR dataset whose file meta says explicit VR: pydicom logs a warning
-    (to its logger, with a traceback-free message) and reads it as implicit."""
-    ds = pydicom.dcmread(good(path))
-    ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
-    ds.save_as(path, enforce_file_format=True)
-    data = path.read_bytes()
-    (group_length,) = struct.unpack("<I", data[140:144])
-    meta = ds.file_meta
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    buf = DicomBytesIO()
-    buf.is_little_endian, buf.is_implicit_VR = True, False
-    write_file_meta_info(buf, meta, enforce_standard=True)
-    path.write_bytes(data[:132] + buf.getvalue() + data[144 + group_length :])
-    return path
-
-
-SAID = "Expected explicit VR, but found implicit VR - using implicit VR for reading"
 
 
 def test_a_file_read_with_warnings_renders_with_them_recorded(tmp_path: Path) -> None:
@@ -296,11 +228,7 @@ def test_a_clean_file_has_no_warnings(tmp_path: Path) -> None:
 
 def test_codec_chatter_never_reaches_stderr(tmp_path: Path) -> None:
     """A corrupt JPEG 2000 codestream: pydicom logs a traceback, the codec a message."""
-    path = good(tmp_path / "f.dcm", "j2k")
-    data = bytearray(path.read_bytes())
-    at = data.index(b"\xff\x4f\xff\x51")  # SOC + SIZ: the codestream's main header
-    data[at + 4 : at + 40] = bytes(range(200, 236))
-    path.write_bytes(bytes(data))
+    path = j2k_header_smashed(tmp_path / "f.dcm")
     out = mammo("thumbnail", str(path), str(tmp_path / "x.png"))
     assert out.returncode == 1
     assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
