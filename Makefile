@@ -72,6 +72,7 @@ bench: $(STAMP) browser services orthanc  ## every benchmark (see README for wha
 	$(BIN)/python benchmarks/bench_scale.py
 	$(BIN)/python benchmarks/bench_pacs.py
 	$(BIN)/python benchmarks/bench_gradcam.py
+	$(BIN)/python benchmarks/bench_hostile.py
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .ruff_cache
