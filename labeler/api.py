@@ -12,13 +12,26 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 
-from mammo_dagster.core.labels import CSV_COLUMNS, KEYS, label_row
+from mammo_dagster.core.labels import CSV_COLUMNS, KEYS, csv_safe, label_row
 
 from .cams import CamUnavailable
 from .state import NotFound
-from .web import annotator_of, error, held_ids, state_of, with_annotator
+from .web import (
+    annotator_of,
+    boolean,
+    choice,
+    error,
+    held_ids,
+    state_of,
+    text,
+    whole,
+    with_annotator,
+)
 
 log = logging.getLogger("labeler")
+MODES = ("label", "review")
+#: Model versions are short names (m0007); a long one would bloat every export.
+MAX_MODEL_VERSION = 64
 api = APIRouter(prefix="/api")
 images = APIRouter()
 
@@ -46,14 +59,13 @@ async def api_next(req: Request):
     if err:
         return err
     try:
-        n = max(1, min(int(body.get("n", 1)), 50))
-    except (TypeError, ValueError):
-        return error(400, "n must be a number")
-    mode = body.get("mode", "label")
-    if mode not in ("label", "review"):
-        return error(400, "mode must be label or review")
+        n = whole(body, "n", 1, 1, 50)
+        mode = choice(body, "mode", MODES)
+        have = held_ids(body)
+    except ValueError as e:
+        return error(400, str(e))
     state = state_of(req)
-    items = await run_in_threadpool(state.next_items, who, n, held_ids(body), mode)
+    items = await run_in_threadpool(state.next_items, who, n, have, mode)
     return JSONResponse({"items": items, "stats": state.stats(who, review=mode == "review")})
 
 
@@ -62,24 +74,29 @@ async def api_label(req: Request):
     body, who, err = await with_annotator(req)
     if err:
         return err
-    key = body.get("key")
-    if key is None and "has_biopsy_tool" in body and "has_mag_view" in body:
-        flags = (bool(body["has_biopsy_tool"]), bool(body["has_mag_view"]))
-        key = {v: k for k, v in KEYS.items()}[flags]
+    try:
+        key = text(body, "key", limit=8)
+        if key is None and "has_biopsy_tool" in body and "has_mag_view" in body:
+            flags = (boolean(body, "has_biopsy_tool"), boolean(body, "has_mag_view"))
+            key = {v: k for k, v in KEYS.items()}[flags]
+        image_id = text(body, "id") or ""
+        model_version = text(body, "model_version", limit=MAX_MODEL_VERSION)
+        mode = choice(body, "mode", MODES)
+    except ValueError as e:
+        return error(400, str(e))
     event_id = body.get("event_id")
     if bad := _event_id_error("event_id", event_id):
         return bad
-    model_version = body.get("model_version")
     state = state_of(req)
     try:
         event = await run_in_threadpool(
             state.label,
             who,
-            str(body.get("id", "")),
+            image_id,
             str(key),
             event_id=event_id,
-            model_version=str(model_version) if model_version else None,
-            source="review" if body.get("mode") == "review" else None,
+            model_version=model_version or None,
+            source="review" if mode == "review" else None,
         )
     except NotFound:
         return error(404, "no such image")
@@ -115,8 +132,12 @@ async def api_renew(req: Request):
     body, who, err = await with_annotator(req)
     if err:
         return err
+    try:
+        have = held_ids(body)
+    except ValueError as e:
+        return error(400, str(e))
     state = state_of(req)
-    state.renew(who, held_ids(body))
+    state.renew(who, have)
     return JSONResponse(state.stats(who, review=body.get("mode") == "review"))
 
 
@@ -137,7 +158,7 @@ def api_export(req: Request):
     rows = sorted(state_of(req).current_events(), key=lambda e: (e.sop_instance_uid, e.frame))
     # `source` would tell annotators which images are hold-out: left blank here
     # (`mammo labels export` has it).
-    writer.writerows(label_row(e) | {"source": ""} for e in rows)
+    writer.writerows(csv_safe(label_row(e) | {"source": ""}) for e in rows)
     return Response(
         buf.getvalue(),
         media_type="text/csv",
@@ -150,7 +171,7 @@ def image(req: Request, id: str = ""):
     try:
         path = state_of(req).thumbnail(id)
     except NotFound:
-        return Response("no such image", status_code=404)
+        return _plain(404, "no such image")
     return FileResponse(
         path, media_type="image/png", headers={"Cache-Control": "private, max-age=86400"}
     )
@@ -161,9 +182,14 @@ async def cam(req: Request, id: str = "", flag: str = "", model: str = ""):
     try:
         path = await run_in_threadpool(state_of(req).cam, id, flag, model or None)
     except NotFound:
-        return Response("no such image", status_code=404)
-    except ValueError as e:
-        return Response(str(e), status_code=400)
-    except CamUnavailable as e:
-        return Response(str(e), status_code=503)
+        return _plain(404, "no such image")
+    except ValueError:
+        return _plain(400, "flag must be biopsy or mag, model a model version")
+    except CamUnavailable as e:  # its reasons name no server path (cams.py logs those)
+        return _plain(503, str(e))
     return FileResponse(path, media_type="image/png", headers={"Cache-Control": "no-cache"})
+
+
+def _plain(status: int, message: str) -> Response:
+    """A fixed text answer (never the request echoed), typed so no browser sniffs it."""
+    return Response(message, status_code=status, media_type="text/plain")

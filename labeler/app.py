@@ -11,10 +11,11 @@ from __future__ import annotations
 from fasthtml.common import FastHTML, Link, Style
 
 from .api import api, images
-from .guard import beforeware, session_key
+from .guard import JsonGate, NoSniff, beforeware, session_key
 from .pages import ASSETS, pages
 from .settings import Settings
 from .state import LabelerState
+from .web import MAX_BODY
 
 #: Inline, so the browser asks no route for it (and the tab is told apart from others).
 FAVICON = (
@@ -42,6 +43,8 @@ def create_app(settings: Settings, state: LabelerState | None = None) -> FastHTM
         on_shutdown=[state.close],
     )
     app.state.labeler = state
+    app.add_middleware(JsonGate, limit=MAX_BODY)
+    app.add_middleware(NoSniff)  # added last: outermost, so the gate's answers get it too
     for router in (pages, api, images):
         router.to_app(app)
     return app

@@ -4,6 +4,7 @@ beside the asset's."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 
@@ -12,6 +13,8 @@ from mammo_dagster.core.home import Home
 from mammo_dagster.core.modelstore import ModelCard, has_card, model_dir
 
 from .catalog import Image
+
+log = logging.getLogger("labeler")
 
 
 class CamUnavailable(RuntimeError):
@@ -53,5 +56,8 @@ class Cams:
             raise CamUnavailable(
                 "Grad-CAM needs torch here: pip install 'mammo-dagster[train]'"
             ) from None
-        except (OSError, ValueError, KeyError) as e:
-            raise CamUnavailable(f"model {version} has no network for Grad-CAM ({e})") from None
+        except (OSError, ValueError, KeyError) as e:  # its text may name server paths: logged
+            log.warning("Grad-CAM: model %s has no usable network: %s", version, e)
+            raise CamUnavailable(
+                f"model {version} has no network for Grad-CAM ({type(e).__name__})"
+            ) from None

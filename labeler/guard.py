@@ -4,6 +4,7 @@ POSTs, JSON for the API, and a token when it is shared on the network."""
 from __future__ import annotations
 
 import hmac
+import json
 import os
 import secrets
 from pathlib import Path
@@ -57,7 +58,28 @@ def authorized(req: Request, session: dict, token: str | None) -> bool:
     if session.get("auth") == signed_in(token):
         return True
     header = req.headers.get("authorization", "")
-    return header.startswith("Bearer ") and hmac.compare_digest(header[7:], token)
+    given = header[7:].encode("utf-8", "replace")  # bytes: a non-ASCII token is just wrong
+    return header.startswith("Bearer ") and hmac.compare_digest(given, token.encode())
+
+
+class NoSniff:
+    """ASGI middleware: every answer says ``X-Content-Type-Options: nosniff``, so no
+    browser runs a text answer as a page."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_nosniff(message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers") or [])
+                message["headers"] = [*headers, (b"x-content-type-options", b"nosniff")]
+            await send(message)
+
+        await self.app(scope, receive, send_nosniff)
 
 
 def beforeware(settings: Settings) -> Beforeware:
@@ -73,3 +95,64 @@ def beforeware(settings: Settings) -> Beforeware:
         return RedirectResponse("/login", status_code=303)
 
     return Beforeware(before, skip=list(PUBLIC))
+
+
+class JsonGate:
+    """ASGI middleware in front of everything (FastHTML parses bodies before our routes
+    see them): a body over `limit` bytes is a 413 before it is read whole, and a JSON
+    body that doesn't parse (or nests past Python's stack) or isn't an object a 400; all
+    one-line JSON."""
+
+    def __init__(self, app, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.limit:
+            return await _json_error(send, 413, f"the body is over {self.limit // 1024} KB")
+        body, more = b"", True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.limit:
+                return await _json_error(send, 413, f"the body is over {self.limit // 1024} KB")
+        kind = headers.get(b"content-type", b"").split(b";")[0].strip()
+        if kind == b"application/json" and body.strip():
+            try:
+                parsed = json.loads(body)
+            except (ValueError, RecursionError):
+                return await _json_error(send, 400, "the body is not JSON")
+            if not isinstance(parsed, dict):
+                return await _json_error(send, 400, "the body must be a JSON object")
+        sent = False
+
+        async def replay():
+            nonlocal sent
+            if sent:
+                return await receive()
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+async def _json_error(send, status: int, message: str) -> None:
+    payload = json.dumps({"error": message}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+                (b"x-content-type-options", b"nosniff"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})

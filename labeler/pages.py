@@ -28,7 +28,7 @@ from starlette.responses import Response
 
 from mammo_dagster.core.labels import clean_annotator
 
-from .guard import signed_in
+from .guard import cross_site, signed_in
 from .web import annotator_of, state_of
 
 ACTIONS = (
@@ -197,7 +197,10 @@ def login_page(error: str = ""):
 
 @pages.post("/login")
 def login(req: Request, token: str = ""):
-    expected = state_of(req).settings.token
+    settings = state_of(req).settings
+    if problem := cross_site(req, settings.loopback):  # the same rules as every POST
+        return Response(problem, status_code=403, media_type="text/plain")
+    expected = settings.token
     if expected and hmac.compare_digest(token.encode(), expected.encode()):
         req.session["auth"] = signed_in(expected)
         return RedirectResponse("/", status_code=303)

@@ -230,12 +230,33 @@ def label_row(e: LabelEvent) -> dict:
     )
 
 
+#: A cell starting with one of these is a formula to a spreadsheet (=HYPERLINK(...)).
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(row: dict) -> dict:
+    """`row` with text cells that a spreadsheet would run as formulas quoted by a leading
+    apostrophe (OWASP's CSV injection advice); `csv_unsafe` undoes it on import."""
+    return {
+        k: "'" + v if isinstance(v, str) and v.startswith(FORMULA_START) else v
+        for k, v in row.items()
+    }
+
+
+def csv_unsafe(value: str | None) -> str | None:
+    """A cell as written before `csv_safe` quoted it."""
+    if value and value.startswith("'") and value[1:].startswith(FORMULA_START):
+        return value[1:]
+    return value
+
+
 def _write_csv(path: Path, columns: Iterable[str], rows: Iterable[dict]) -> None:
-    """Write atomically (temp + rename): a reader never sees half a file."""
+    """Write atomically (temp + rename): a reader never sees half a file. Text cells that
+    would be spreadsheet formulas are quoted (`csv_safe`)."""
     with atomic_write(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(columns))
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(csv_safe(r) for r in rows)
 
 
 def export_csv(store: Store, path: Path, *, history: bool = False) -> int:
@@ -306,7 +327,7 @@ def read_label_csv(path: Path, default_annotator: str) -> list[LabelEvent]:
             biopsy = _flag(row.get("has_biopsy_tool"), "has_biopsy_tool", line)
             mag = _flag(row.get("has_mag_view"), "has_mag_view", line)
             try:
-                annotator = clean_annotator(row.get("annotator") or default_annotator)
+                annotator = clean_annotator(csv_unsafe(row.get("annotator")) or default_annotator)
             except ValueError as e:
                 raise LabelFileError(f"line {line}: {e}") from e
             if (sop, frame) in seen:

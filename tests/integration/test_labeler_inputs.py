@@ -1,0 +1,155 @@
+"""The labeler's inputs (issue 18): every JSON body checked field by field (400 with a
+one-line reason, never a 500), a body size limit, strict booleans, bounded strings,
+formula-safe CSV exports, typed and nosniff answers with no server paths, /login under
+the same Origin/Host rules."""
+# ruff: noqa: F811  (the fixtures are test_labeler.py's, imported by name)
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import random
+from pathlib import Path
+
+from starlette.testclient import TestClient
+
+from labeler.web import MAX_BODY
+from mammo_dagster.core.labels import export_csv, read_label_csv
+from tests.integration.test_labeler import (  # noqa: F401  (fixtures)
+    _client,
+    _next,
+    _state,
+    _stored,
+    client,
+    home,
+    template,
+)
+
+JSON = {"content-type": "application/json"}
+
+
+def post_raw(c: TestClient, path: str, raw: str | bytes):
+    return c.post(path, content=raw, headers=JSON)
+
+
+def _refused(r, status: int = 400) -> str:
+    assert r.status_code == status, (r.status_code, r.text)
+    reason = r.json()["error"]
+    assert reason and "\n" not in reason and "Traceback" not in reason
+    return reason
+
+
+def test_wrong_types_are_400s_not_500s(client: TestClient) -> None:
+    item = _next(client)[0]
+    assert "annotator must be a string" in _refused(client.post("/api/next", json={"annotator": 5}))
+    assert "n must be a whole number" in _refused(post_raw(client, "/api/next", '{"n": 1e400}'))
+    assert "n must be a whole number" in _refused(client.post("/api/next", json={"n": "3"}))
+    assert "n must be a whole number" in _refused(client.post("/api/next", json={"n": True}))
+    assert "have must be a list" in _refused(client.post("/api/next", json={"have": "abc"}))
+    assert "have must be a list" in _refused(client.post("/api/renew", json={"have": [1, 2]}))
+    assert client.post("/api/next", json={"have": None}).status_code == 200  # null = none
+    assert "mode must be" in _refused(client.post("/api/next", json={"mode": ["label"]}))
+    assert "not JSON" in _refused(post_raw(client, "/api/next", "{'n': 1}"))
+    assert "JSON object" in _refused(post_raw(client, "/api/next", "[1, 2]"))
+    deep = '{"a":' * 5_000 + "1" + "}" * 5_000  # under the size limit, past Python's stack
+    assert "not JSON" in _refused(post_raw(client, "/api/label", deep))
+    assert "id must be a string" in _refused(
+        client.post("/api/label", json={"id": ["x"], "key": "1"})
+    )
+    assert "key must be a string" in _refused(
+        client.post("/api/label", json={"id": item["id"], "key": 1})
+    )
+    assert _stored(client) == []
+
+
+def test_label_flags_are_strict_booleans(client: TestClient) -> None:
+    item = _next(client)[0]
+    body = {"id": item["id"], "has_biopsy_tool": "false", "has_mag_view": "no"}
+    assert "has_biopsy_tool must be true or false" in _refused(client.post("/api/label", json=body))
+    body = {"id": item["id"], "has_biopsy_tool": False, "has_mag_view": 0}
+    assert "has_mag_view must be true or false" in _refused(client.post("/api/label", json=body))
+    assert _stored(client) == []  # it was stored as "both" before
+    body = {"id": item["id"], "has_biopsy_tool": False, "has_mag_view": True}
+    assert client.post("/api/label", json=body).status_code == 200
+    (event,) = _stored(client)
+    assert (event.has_biopsy_tool, event.has_mag_view) == (False, True)
+
+
+def test_bodies_and_strings_are_bounded(client: TestClient) -> None:
+    item = _next(client)[0]
+    huge = json.dumps({"id": item["id"], "key": "1", "model_version": "x" * 2_000_000})
+    assert "over 64 KB" in _refused(post_raw(client, "/api/label", huge), 413)
+    ten_mb = b'{"n": 1, "pad": "' + b"x" * 10_000_000 + b'"}'
+    assert "over 64 KB" in _refused(post_raw(client, "/api/next", ten_mb), 413)
+    body = {"id": item["id"], "key": "1", "model_version": "m" * 65}
+    assert "model_version must be a string of at most 64" in _refused(
+        client.post("/api/label", json=body)
+    )
+    assert len(json.dumps({"have": ["x" * 100] * 50})) < MAX_BODY  # a real page fits
+    assert _stored(client) == []
+
+
+def test_random_bodies_never_crash_the_api(client: TestClient) -> None:
+    """A seeded property test: any JSON value in any field gets a 2xx or a 4xx."""
+    rng = random.Random(18)
+    values = [None, True, False, 0, -1, 2**70, 1.5, float("nan"), "", "1", "x" * 300, "é",
+              [], ["a"], [None], {}, {"a": 1}, "<script>", "=HYPERLINK(1)"]  # fmt: skip
+    fields = ["annotator", "n", "have", "mode", "id", "key", "has_biopsy_tool",
+              "has_mag_view", "model_version", "event_id", "retracts"]  # fmt: skip
+    for i in range(300):
+        body = {f: rng.choice(values) for f in rng.sample(fields, rng.randint(1, 5))}
+        path = rng.choice(["/api/next", "/api/label", "/api/undo", "/api/renew"])
+        raw = json.dumps(body, allow_nan=True)
+        r = post_raw(client, path, raw)
+        assert r.status_code < 500, (i, path, raw, r.status_code, r.text)
+        if r.status_code >= 400:
+            assert "\n" not in r.json()["error"]
+
+
+def test_csv_exports_neutralize_formulas(client: TestClient, tmp_path: Path) -> None:
+    item = _next(client)[0]
+    body = {"id": item["id"], "key": "1", "model_version": '=HYPERLINK("http://x","y")'}
+    assert client.post("/api/label", json=body).status_code == 200
+    _stored(client)
+    text = client.get("/api/labels.csv").text
+    (row,) = csv.DictReader(io.StringIO(text))
+    assert row["model_version"] == '\'=HYPERLINK("http://x","y")'
+    out = tmp_path / "labels.csv"
+    export_csv(_state(client).store, out)
+    (row,) = csv.DictReader(out.open())
+    assert row["model_version"].startswith("'=")
+    (event,) = read_label_csv(out, "import")  # and it imports back
+    assert event.sop_instance_uid == row["sop_instance_uid"]
+
+
+def test_answers_are_typed_nosniff_and_name_no_server_path(client: TestClient, home) -> None:
+    item = _next(client)[0]
+    r = client.get(f"/cam?id={item['id']}&flag=biopsy&model=m9999")
+    assert r.status_code == 503
+    assert r.headers["content-type"].startswith("text/plain")
+    assert r.headers["x-content-type-options"] == "nosniff"
+    assert r.text.startswith("no model") and str(home) not in r.text
+    r = client.get("/cam?id=<script>alert(1)</script>&flag=biopsy")
+    assert r.status_code == 404 and "<script>" not in r.text
+    assert r.headers["content-type"].startswith("text/plain")
+    for path in ("/", "/api/stats", f"/img?id={item['id']}"):
+        assert client.get(path).headers["x-content-type-options"] == "nosniff", path
+
+
+def test_login_keeps_the_origin_rules_and_a_non_ascii_token_is_just_wrong(home: Path) -> None:
+    c, state = _client(home, token="correct-horse-battery", annotator="erin")
+    try:
+        r = c.post(
+            "/login",
+            data={"token": "correct-horse-battery"},
+            headers={"origin": "http://evil.example"},
+            follow_redirects=False,
+        )
+        assert r.status_code == 403
+        r = c.post(
+            "/api/next", json={"n": 1}, headers={"Authorization": "Bearer pässwörd".encode()}
+        )
+        assert r.status_code == 401
+    finally:
+        state.close()
