@@ -38,6 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from mammo_dagster.core.labels import clean_annotator  # here: `mammo --help` stays light
 
+    from .settings import MIN_TOKEN
     from .state import Settings
 
     token = args.token or os.environ.get(ENV_TOKEN) or None
@@ -49,8 +50,8 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    if token and len(token) < 12:
-        print("the token must be at least 12 characters", file=sys.stderr)
+    if token and (len(token) < MIN_TOKEN or any(ch.isspace() for ch in token)):
+        print(f"the token must be at least {MIN_TOKEN} characters, no spaces", file=sys.stderr)
         return 2
     try:
         annotator = clean_annotator(args.annotator) if args.annotator else None

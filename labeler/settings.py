@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 from mammo_dagster.core.home import Home
 from mammo_dagster.core.splits import HOLDOUT_FRACTION
 
+#: A token guards a labeler on the network: 12 spaces or "secret" are not one.
+MIN_TOKEN = 16
+
 
 @dataclass
 class Settings:
@@ -26,3 +29,10 @@ class Settings:
 
     def __post_init__(self) -> None:
         self.home = Home.of(self.home)
+        if self.token is not None and (
+            len(self.token) < MIN_TOKEN or any(ch.isspace() for ch in self.token)
+        ):
+            raise ValueError(
+                f"the labeler token must be at least {MIN_TOKEN} characters without spaces "
+                "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(24))')"
+            )

@@ -12,6 +12,7 @@ import json
 import random
 from pathlib import Path
 
+import pytest
 from starlette.testclient import TestClient
 
 from labeler.web import MAX_BODY
@@ -153,3 +154,12 @@ def test_login_keeps_the_origin_rules_and_a_non_ascii_token_is_just_wrong(home: 
         assert r.status_code == 401
     finally:
         state.close()
+
+
+def test_a_token_must_have_real_entropy(home: Path) -> None:
+    from labeler.settings import Settings
+
+    for weak in (" " * 12, "secret", "correct horse battery staple"):
+        with pytest.raises(ValueError, match="at least 16 characters without spaces"):
+            Settings(home=home, token=weak)
+    assert Settings(home=home, token="correct-horse-battery").token
