@@ -124,3 +124,78 @@ def test_pacs_flags_sends_once_and_reports_with_its_check(orthanc: Orthanc, tmp_
 
     assert materialize() == {"sent": 1, "skipped": 1, "failed": 0, "documents": 2}
     assert materialize() == {"sent": 0, "skipped": 2, "failed": 0, "documents": 0}
+
+
+def untrained_model(home: Home, version: str = "m0001", size: int = 64) -> dict:
+    """A current model that is a real ONNX graph (an untrained network of the current
+    rendering contract: its numbers are arbitrary, its path is the real one), flagging
+    every image as a biopsy tool (threshold 0) and none as a mag view (above 1)."""
+    import contextlib
+    import io
+    import json
+
+    import torch
+
+    from mammo_dagster.core.export import export_onnx
+    from mammo_dagster.core.modelstore import CurrentModel, write_current
+    from mammo_dagster.core.network import ExportModel, network
+    from mammo_dagster.core.preprocess import CONTRACT
+
+    torch.manual_seed(0)
+    folder = home.models / version
+    folder.mkdir(parents=True)
+    with contextlib.redirect_stdout(io.StringIO()):
+        export_onnx(ExportModel.wrap(network()), folder / "model.onnx", size)
+    card = {"input_size": size, "version": version, "preprocessing": CONTRACT,
+            "thresholds": {"biopsy": 0.0, "mag": 1.01}}  # fmt: skip
+    (folder / "card.json").write_text(json.dumps(card))
+    write_current(home.models, CurrentModel(version, 0, 0))
+    return card
+
+
+@pytest.mark.slow
+def test_end_to_end_sensor_ingest_predict_write_back(orthanc: Orthanc, tmp_path: Path) -> None:
+    """Studies uploaded to Orthanc come back as KOS + SR after the sensor, the ingest job,
+    ONNX predictions (a real graph) and `pacs_flags`, with the predicted numbers."""
+    from mammo_dagster.core.pacs import PacsSource
+    from mammo_dagster.core.pacs_write import KOS_CLASS, object_uids, referenced_sops
+    from mammo_dagster.defs.model import image_predictions, study_predictions
+
+    home, instance = Home.from_env(), dg.DagsterInstance.ephemeral()
+    upload(orthanc, tmp_path / "a", studies=2, seed=21)
+    untrained_model(home)
+    (request,) = tick(home, instance, orthanc.url).run_requests
+    drop = request.partition_key
+    assert ingest(home, instance, drop, orthanc.url).success
+    res = resources(home, orthanc.url)
+    config = {"ops": {"image_predictions": {"config": {"threads": 1, "int8": False}}}}
+    assert dg.materialize([image_predictions], partition_key=drop, instance=instance,
+                          resources=res, run_config=config).success  # fmt: skip
+    assert dg.materialize([study_predictions], instance=instance, resources=res).success
+    result = dg.materialize([pacs_flags], instance=instance, resources=res)
+    assert result.success
+    meta = result.asset_materializations_for_node("pacs_flags")[0].metadata
+    assert (meta["sent"].value, meta["failed"].value) == (2, 0)
+
+    store = Store(home.db)
+    predicted = dict(store.query(
+        "SELECT sop_instance_uid, prob_biopsy FROM image_predictions WHERE drop_name = ?", [drop]
+    ))  # fmt: skip
+    client = PacsSource.from_env(orthanc.url).client()
+    for study, sops in studies_of(home).items():
+        uids = object_uids(study, "m0001")
+        found = {
+            item["00080018"]["Value"][0]: item["0020000E"]["Value"][0]
+            for item in client.search_for_instances(study_instance_uid=study)
+        }
+        kos = client.retrieve_instance(study, found[uids["kos"]], uids["kos"])
+        sr = client.retrieve_instance(study, found[uids["sr"]], uids["sr"])
+        assert kos.SOPClassUID == KOS_CLASS and referenced_sops(kos) == set(sops)
+        values = {}
+        for item in sr.ContentSequence:
+            refs = [r.ReferencedSOPInstanceUID for c in item.get("ContentSequence", [])
+                    for r in c.get("ReferencedSOPSequence", [])]  # fmt: skip
+            for c in item.get("ContentSequence", []):
+                if refs and c.ConceptNameCodeSequence[0].CodeValue == "P-BIOPSY":
+                    values[refs[0]] = float(c.MeasuredValueSequence[0].NumericValue)
+        assert values == pytest.approx({s: round(predicted[s], 6) for s in sops}, abs=1e-6)
