@@ -38,7 +38,7 @@ def pacs_studies(
     """The drop's instances retrieved (WADO-RS) from the DICOMweb source into its folder:
     only drops the PACS sensor made; resumable, each instance fetched once."""
     try:
-        report = pull(paths.data, pacs.source(), drop=context.partition_key,
+        report = pull(paths.data, pacs.source(), drop=context.partition_key, since=pacs.since,
                       workers=config.workers, store=store.store())  # fmt: skip
     except PacsError as e:
         raise dg.Failure(str(e)) from e
@@ -70,9 +70,10 @@ pacs_job = dg.define_asset_job(
 def pacs_sensor(
     context: dg.SensorEvaluationContext, paths: MammoHome, store: StoreResource, pacs: PacsResource
 ) -> dg.SensorResult | dg.SkipReason:
-    """New MG studies on the DICOMweb source (QIDO-RS; the store's ledger is the cursor)
-    become a drop ``pacs-YYYYMMDD-NNN`` and a run that retrieves and ingests it. Off by
-    default: turn it on once ``$MAMMO_DICOMWEB_URL`` (or the resource's url) is set."""
+    """New MG studies on the DICOMweb source (QIDO-RS, StudyDate within the resource's
+    `lookback_days`; the store's ledger is the cursor) become a drop ``pacs-YYYYMMDD-NNN``
+    and a run that retrieves and ingests it. Off by default: turn it on once
+    ``$MAMMO_DICOMWEB_URL`` (or the resource's url) is set."""
     if not pacs.configured:
         return dg.SkipReason(f"no DICOMweb source: set {ENV_URL}")
     db = store.store()
@@ -84,7 +85,7 @@ def pacs_sensor(
             "(or run `mammo pacs pull`) to complete it"
         )
     try:
-        plan = plan_pull(source, db)
+        plan = plan_pull(source, db, pacs.since)
     except PacsError as e:
         return dg.SkipReason(str(e))
     if not plan.todo:

@@ -42,6 +42,18 @@ class PacsResource(dg.ConfigurableResource):
     ``$MAMMO_DICOMWEB_USER``/``$MAMMO_DICOMWEB_PASSWORD``, see core/pacs.py)."""
 
     url: str = ""
+    #: the sensor and `pacs_studies` search StudyDate from this many days ago on (0: all
+    #: dates): a hospital archive is not listed whole every few minutes
+    lookback_days: int = 7
+
+    @property
+    def since(self) -> str | None:
+        """The StudyDate lower bound (YYYYMMDD) the lookback gives, None for all dates."""
+        from datetime import date, timedelta
+
+        if self.lookback_days <= 0:
+            return None
+        return (date.today() - timedelta(days=self.lookback_days)).strftime("%Y%m%d")
 
     @property
     def configured(self) -> bool:

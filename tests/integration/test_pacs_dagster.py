@@ -24,7 +24,8 @@ RUN_CONFIG = {"ops": {"dicom_index": {"config": {"workers": 1}},
 
 
 def resources(home: Home, url: str = "") -> dict:
-    return resources_for(home) | {"pacs": PacsResource(url=url)}
+    """The synthetic studies are years old: no lookback window."""
+    return resources_for(home) | {"pacs": PacsResource(url=url, lookback_days=0)}
 
 
 def tick(home: Home, instance: dg.DagsterInstance, url: str = ""):
@@ -33,6 +34,14 @@ def tick(home: Home, instance: dg.DagsterInstance, url: str = ""):
     for request in getattr(result, "dynamic_partitions_requests", None) or []:
         instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
     return result
+
+
+def test_the_lookback_window_bounds_the_search() -> None:
+    from datetime import date, timedelta
+
+    week = (date.today() - timedelta(days=7)).strftime("%Y%m%d")
+    assert PacsResource().since == week  # the default: a week of StudyDates
+    assert PacsResource(lookback_days=0).since is None
 
 
 def test_the_sensor_is_off_by_default_and_skips_without_a_source(monkeypatch) -> None:
