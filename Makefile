@@ -50,7 +50,7 @@ orthanc:
 test: $(STAMP) lint browser services orthanc  ## the whole suite, slow end-to-end tests included (what CI runs)
 	$(BIN)/python -m pytest
 
-test-fast: $(STAMP)  ## skip the slow end-to-end tests
+test-fast: $(STAMP) orthanc  ## skip the slow end-to-end tests (the PACS tests still start Orthanc)
 	$(BIN)/python -m pytest -m "not slow"
 
 lint: $(STAMP)
