@@ -9,7 +9,8 @@ fresh Orthanc on loopback:
 - write-back: KOS + SR for every study (all flagged by a stand-in model), STOW-RS,
   documents/s;
 each step in a fresh process, reporting its own peak RSS (which must not grow from N to
-4N: retrieval streams instance by instance). Prediction itself is left out: it is the
+4N beyond what the largest instance explains: each of the 4 workers holds one instance,
+a few copies of it, at a time). Prediction itself is left out: it is the
 same on both paths (bench_predict.py measures it).
 
     python benchmarks/bench_pacs.py [--studies 10] [--size small|full]
@@ -29,30 +30,32 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 STEP = r"""
-import json, resource, sys, time
+import json, sys, time
 from pathlib import Path
+import dicomweb_client, highdicom, pydicom  # imports outside the timed part
+from mammo_dagster.core.batch import thumbnail_folder
 from mammo_dagster.core.home import Home
+from mammo_dagster.core.index import ingest_drop
+from mammo_dagster.core.pacs import PacsSource, pull
+from mammo_dagster.core.pacs_write import push
 step, home, arg = sys.argv[1], Home(Path(sys.argv[2])), sys.argv[3]
 t0 = time.perf_counter()
 out = {}
 if step in ("pull", "e2e-pacs"):
-    from mammo_dagster.core.pacs import PacsSource, pull
     r = pull(home, PacsSource.from_env(), drop=arg, workers=4)
     out.update(studies=r.studies, instances=r.instances, failed=r.failed)
     out["pull_s"] = time.perf_counter() - t0
 if step in ("e2e-pacs", "e2e-folder"):
-    from mammo_dagster.core.batch import thumbnail_folder
-    from mammo_dagster.core.index import ingest_drop
     rows = ingest_drop(home, arg, workers=2)
     thumbnail_folder(home.drop(arg), home.thumbnails, size=256, workers=2)
     out["images"] = sum(r.status == "ok" for r in rows)
 if step == "push":
-    from mammo_dagster.core.pacs import PacsSource
-    from mammo_dagster.core.pacs_write import push
     r = push(home, source=PacsSource.from_env())
     out.update(sent=r.sent, documents=r.objects, failed=r.failed)
 out["seconds"] = time.perf_counter() - t0
-out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent through exec
+hwm = [l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith("VmHWM")]
+out["peak_rss_mb"] = int(hwm[0].split()[1]) / 1024
 print(json.dumps(out))
 """
 
@@ -109,6 +112,7 @@ def run(studies: int, size: str, root: Path) -> dict:
     return {
         "studies": studies,
         "instances": pulled["instances"],
+        "largest_instance_mb": round(max(f.stat().st_size for f in iter_files(archive)) / 2**20),
         "pull_studies_per_s": round(pulled["studies"] / pulled["seconds"], 1),
         "pull_instances_per_s": round(pulled["instances"] / pulled["seconds"], 1),
         "pull_peak_rss_mb": round(pulled["peak_rss_mb"]),

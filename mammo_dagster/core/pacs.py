@@ -28,7 +28,6 @@ Nothing here logs a patient name or ID; credentials never appear in messages.
 from __future__ import annotations
 
 import csv
-import io
 import logging
 import os
 import re
@@ -422,12 +421,10 @@ def fetch_instance(client, instance: Instance, folder: Path, retry: Retry) -> Fe
         if (status := http_status(e)) is not None:
             return Fetched(instance, "error", f"http_{status}", f"WADO-RS answered HTTP {status}")
         return Fetched(instance, "error", "bad_response", f"{type(e).__name__}: {e}")
-    buf = io.BytesIO()
-    pydicom.dcmwrite(buf, ds)  # as received: file meta and transfer syntax kept
-    data = buf.getvalue()
-    with atomic_write(out, "wb") as f:
-        f.write(data)
-    return Fetched(instance, "ok", nbytes=len(data))
+    with atomic_write(out, "wb") as f:  # as received: file meta and transfer syntax kept
+        pydicom.dcmwrite(f, ds)
+        nbytes = f.tell()
+    return Fetched(instance, "ok", nbytes=nbytes)
 
 
 def _write_fetch_errors(folder: Path, failures: list[Fetched]) -> None:

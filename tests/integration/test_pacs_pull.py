@@ -127,23 +127,28 @@ def test_a_broken_and_a_vanished_instance_become_error_rows(
 
 
 def test_orthanc_stopped_mid_pull_then_rerun_completes_without_duplicates(
-    orthanc: Orthanc, tmp_path: Path
+    orthanc: Orthanc, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from mammo_dagster.core import pacs
+
     ids = upload_archive(orthanc, tmp_path / "a", studies=3, seed=5)
     home = Home.from_env()
     source = PacsSource.from_env()
-    seen = []
+    real_fetch, calls = pacs.fetch_instance, []
 
-    def stop_after_five(n: int) -> None:
-        seen.append(n)
-        if len(seen) == 5:
+    def fetch_then_lose_the_server(*args, **kw):
+        calls.append(1)
+        if len(calls) == 6:  # five instances are in; the server goes away before the sixth
             orthanc.stop()
+        return real_fetch(*args, **kw)
 
+    monkeypatch.setattr(pacs, "fetch_instance", fetch_then_lose_the_server)
     with pytest.raises(PacsError, match="rerun to resume"):
-        pull(home, source, workers=1, progress=stop_after_five)
+        pull(home, source, workers=1, retry=pacs.Retry(attempts=2, base_s=0.1))
+    monkeypatch.setattr(pacs, "fetch_instance", real_fetch)
     (drop,) = [p.name for p in home.incoming.iterdir()]
     assert not (home.drop(drop) / READY_MARKER).exists()  # the drop is not complete
-    assert 5 <= len(list(iter_files(home.drop(drop)))) < len(ids)
+    assert len(list(iter_files(home.drop(drop)))) == 5
 
     orthanc.start()
     report = pull(home, source, workers=2)
