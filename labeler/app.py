@@ -11,7 +11,7 @@ from __future__ import annotations
 from fasthtml.common import FastHTML, Link, Style
 
 from .api import api, images
-from .guard import JsonGate, NoSniff, beforeware, session_key
+from .guard import SESSION_S, JsonGate, NoSniff, beforeware, session_key
 from .pages import ASSETS, pages
 from .settings import Settings
 from .state import LabelerState
@@ -37,6 +37,7 @@ def create_app(settings: Settings, state: LabelerState | None = None) -> FastHTM
         secret_key=session_key(settings.home.labeler),
         session_cookie="mammo_labeler",
         same_site="strict",
+        max_age=SESSION_S,  # a labeling session, not a year
         hdrs=(Style((ASSETS / "labeler.css").read_text()), Link(rel="icon", href=FAVICON)),
         title="mammo labeler",
         canonical=False,

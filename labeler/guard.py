@@ -7,6 +7,9 @@ import hmac
 import json
 import os
 import secrets
+import threading
+import time
+from collections import deque
 from pathlib import Path
 
 from fasthtml.common import Beforeware, RedirectResponse
@@ -28,6 +31,37 @@ def session_key(folder: Path) -> str:
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_urlsafe(32))
     return path.read_text().strip()
+
+
+#: Wrong tokens one client may try per window before /login answers 429.
+LOGIN_ATTEMPTS, LOGIN_WINDOW_S = 10, 600
+#: How long a signed-in session lasts (the cookie and the server-side signature check).
+SESSION_S = 12 * 3600
+
+
+def _failures(app_state) -> tuple[threading.Lock, dict[str, deque]]:
+    if not hasattr(app_state, "login_failures"):
+        app_state.login_failures = (threading.Lock(), {})
+    return app_state.login_failures
+
+
+def attempts_left(app_state, client: str) -> bool:
+    """Whether `client` may try a token now (fewer than LOGIN_ATTEMPTS wrong ones in the
+    last LOGIN_WINDOW_S seconds); state per app, not per module."""
+    lock, failures = _failures(app_state)
+    with lock:
+        recent = failures.get(client)
+        if recent is None:
+            return True
+        while recent and recent[0] < time.monotonic() - LOGIN_WINDOW_S:
+            recent.popleft()
+        return len(recent) < LOGIN_ATTEMPTS
+
+
+def wrong_token(app_state, client: str) -> None:
+    lock, failures = _failures(app_state)
+    with lock:
+        failures.setdefault(client, deque(maxlen=LOGIN_ATTEMPTS)).append(time.monotonic())
 
 
 def signed_in(token: str) -> str:

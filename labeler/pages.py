@@ -28,7 +28,7 @@ from starlette.responses import Response
 
 from mammo_dagster.core.labels import clean_annotator
 
-from .guard import cross_site, signed_in
+from .guard import LOGIN_WINDOW_S, attempts_left, cross_site, signed_in, wrong_token
 from .web import annotator_of, state_of
 
 ACTIONS = (
@@ -200,8 +200,16 @@ def login(req: Request, token: str = ""):
     settings = state_of(req).settings
     if problem := cross_site(req, settings.loopback):  # the same rules as every POST
         return Response(problem, status_code=403, media_type="text/plain")
+    who = req.client.host if req.client else "?"
+    if not attempts_left(req.app.state, who):
+        return Response(
+            f"too many wrong tokens: try again in {LOGIN_WINDOW_S // 60} minutes",
+            status_code=429,
+            media_type="text/plain",
+        )
     expected = settings.token
     if expected and hmac.compare_digest(token.encode(), expected.encode()):
         req.session["auth"] = signed_in(expected)
         return RedirectResponse("/", status_code=303)
+    wrong_token(req.app.state, who)
     return RedirectResponse("/login?error=1", status_code=303)

@@ -163,3 +163,22 @@ def test_a_token_must_have_real_entropy(home: Path) -> None:
         with pytest.raises(ValueError, match="at least 16 characters without spaces"):
             Settings(home=home, token=weak)
     assert Settings(home=home, token="correct-horse-battery").token
+
+
+def test_login_is_rate_limited_and_sessions_expire(home: Path) -> None:
+    from labeler.guard import LOGIN_ATTEMPTS, SESSION_S
+
+    token = "correct-horse-battery"
+    c, state = _client(home, token=token, annotator="erin")
+    try:
+        for _ in range(LOGIN_ATTEMPTS):
+            r = c.post("/login", data={"token": "wrong-wrong-wrong"}, follow_redirects=False)
+            assert r.status_code == 303
+        r = c.post("/login", data={"token": token}, follow_redirects=False)
+        assert r.status_code == 429 and "too many wrong tokens" in r.text
+        assert c.post("/api/next", json={"n": 1}).status_code == 401  # not signed in
+        assert SESSION_S <= 24 * 3600
+        middleware = [m for m in c.app.user_middleware if "Session" in m.cls.__name__]
+        assert middleware and middleware[0].kwargs["max_age"] == SESSION_S
+    finally:
+        state.close()
