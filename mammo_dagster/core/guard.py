@@ -35,6 +35,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from multiprocessing.connection import Connection, wait
 from typing import Any, TypeVar
 
@@ -76,6 +77,7 @@ _collector = _Collector()
 #: Native stderr lines that say nothing about the file.
 _NATIVE_NOISE = ("note: run with `RUST_BACKTRACE", "stack backtrace:")
 _fd_capture = False  # set in worker processes: native stderr is captured per file
+_err_path: str | None = None  # a worker's stderr file, which its parent reads if it dies
 
 
 def quiet_codecs() -> None:
@@ -139,7 +141,8 @@ def capture() -> Iterator[Notes]:
 
 def _redirect_stderr() -> tuple[int, Any]:
     sys.stderr.flush()
-    tmp = tempfile.TemporaryFile()  # noqa: SIM115 (closed by _restore_stderr)
+    # a worker writes where its parent can read the last words of a crash
+    tmp = open(_err_path, "w+b") if _err_path else tempfile.TemporaryFile()  # noqa: SIM115
     saved = os.dup(2)
     os.dup2(tmp.fileno(), 2)
     return saved, tmp
@@ -192,7 +195,9 @@ def init_worker() -> None:
             ctypes.CDLL(libc).mallopt(-3, MMAP_THRESHOLD)  # M_MMAP_THRESHOLD
 
 
-def _worker_main(conn: Connection, job: Callable[[Any], Any], parent: int) -> None:
+def _worker_main(conn: Connection, job: Callable[[Any], Any], parent: int, err_path: str) -> None:
+    global _err_path
+    _err_path = err_path
     _die_with_parent(parent)
     init_worker()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
@@ -219,20 +224,26 @@ def _worker_main(conn: Connection, job: Callable[[Any], Any], parent: int) -> No
 class _Worker:
     proc: Any
     conn: Connection
+    err: str  # its stderr while a file is decoded: a crash's last words
     item: Any = None
     deadline: float = 0.0
     busy: bool = False
     ready: bool = False  # it said so: imports done, the time limit applies from here
 
 
-def _start(ctx: Any, job: Callable[[Any], Any]) -> _Worker:
+def _start(ctx: Any, job: Callable[[Any], Any], folder: str) -> _Worker:
     parent_end, child_end = ctx.Pipe()
+    fd, err = tempfile.mkstemp(dir=folder, suffix=".err")
+    os.close(fd)
     proc = ctx.Process(
-        target=_worker_main, args=(child_end, job, os.getpid()), name="mammo-decode", daemon=True
+        target=_worker_main,
+        args=(child_end, job, os.getpid(), err),
+        name="mammo-decode",
+        daemon=True,
     )
     proc.start()
     child_end.close()
-    return _Worker(proc, parent_end)
+    return _Worker(proc, parent_end, err)
 
 
 def _stop(w: _Worker, kill: bool = False) -> None:
@@ -279,7 +290,19 @@ def run_guarded(
     locks or threads) unless `context` says otherwise.
     """
     timeout_s = Limits.from_env().timeout_s if timeout_s is None else timeout_s
-    ctx = mp.get_context(context)
+    with tempfile.TemporaryDirectory(prefix="mammo-guard-") as folder:
+        _run(items, partial(_start, mp.get_context(context), job, folder), done, failed,
+             workers, timeout_s)  # fmt: skip
+
+
+def _run(
+    items: Iterable[T],
+    start: Callable[[], _Worker],
+    done: Callable[[T, R], None],
+    failed: Callable[[T, Failure, str], None],
+    workers: int,
+    timeout_s: float,
+) -> None:
     queue = iter(items)
     pool: list[_Worker] = []
     exhausted = False
@@ -288,7 +311,7 @@ def run_guarded(
             for i, w in enumerate(pool):
                 if not w.proc.is_alive() and not w.busy:
                     _stop(w, kill=True)
-                    pool[i] = _start(ctx, job)
+                    pool[i] = start()
             while not exhausted and (len(pool) < workers or any(not w.busy for w in pool)):
                 try:
                     item = next(queue)
@@ -297,10 +320,10 @@ def run_guarded(
                     break
                 w = next((w for w in pool if not w.busy), None)
                 if w is None:
-                    w = _start(ctx, job)
+                    w = start()
                     pool.append(w)
-                start = 0.0 if w.ready else STARTUP_S
-                w.item, w.busy, w.deadline = item, True, time.monotonic() + timeout_s + start
+                grace = 0.0 if w.ready else STARTUP_S
+                w.item, w.busy, w.deadline = item, True, time.monotonic() + timeout_s + grace
                 with contextlib.suppress(OSError, ValueError):  # it died idle: replaced below
                     w.conn.send(item)
             busy = [w for w in pool if w.busy]
@@ -312,7 +335,7 @@ def run_guarded(
                 if w.busy:
                     fresh = _settle(w, done, failed, timeout_s)
                     if fresh:
-                        pool[i] = _start(ctx, job)
+                        pool[i] = start()
     finally:
         for w in pool:
             _stop(w, kill=w.busy)
@@ -354,9 +377,25 @@ def _settle(
     else:
         w.proc.join()
         reason = death_reason(w.proc.exitcode)
+        if words := last_words(w.err):
+            reason += f": {words}"
         _stop(w, kill=True)
         failed(item, Failure.DECODE_ERROR, reason)
     return True
+
+
+def last_words(path: str) -> str:
+    """What a dead worker last wrote to stderr (its first and last lines, one line)."""
+    try:
+        with open(path, "rb") as f:
+            text = f.read(64 * 1024).decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    lines = [ln for ln in lines if not ln.startswith(_NATIVE_NOISE)]
+    if not lines:
+        return ""
+    return one_line("; ".join(dict.fromkeys([lines[0], lines[-1]])))
 
 
 def _describe(e: BaseException) -> str:
