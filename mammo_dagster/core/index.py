@@ -7,12 +7,12 @@ import hashlib
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from itertools import repeat
+from functools import partial
 from pathlib import Path
 
-from .batch import FETCH_ERRORS, READY_MARKER, iter_files, worker_pool
-from .dicom import DicomError, HeaderFacts, open_dicom
-from .guard import capture
+from .batch import FETCH_ERRORS, READY_MARKER, iter_files
+from .dicom import DicomError, Failure, HeaderFacts, open_dicom
+from .guard import capture, run_guarded
 from .home import Home
 from .store import Store
 
@@ -160,12 +160,20 @@ def index_folder(
     files = list(iter_files(folder))
     if workers <= 1 or len(files) < PARALLEL_FROM:
         return [r for f in files for r in index_file(f, folder, drop_name, salt)]
-    with worker_pool(workers) as pool:
-        chunk = max(1, min(64, len(files) // (workers * 8)))
-        parts = pool.map(
-            index_file, files, repeat(folder), repeat(drop_name), repeat(salt), chunksize=chunk
-        )
-        return [r for rows in parts for r in rows]
+    by_path: dict[Path, list[IndexRow]] = {}
+
+    def failed(path: Path, kind: Failure, reason: str) -> None:
+        rel = str(path.relative_to(folder))
+        by_path[path] = [IndexRow(drop_name, rel, 0, None, None, "error", kind.value, reason)]
+
+    run_guarded(
+        files,
+        partial(index_file, root=folder, drop_name=drop_name, salt=salt),
+        by_path.__setitem__,
+        failed,
+        workers=workers,
+    )  # a header that hangs or crashes its reader costs its own row, as in decoding
+    return [r for f in files for r in by_path[f]]
 
 
 def fetch_error_rows(folder: Path, drop_name: str) -> list[IndexRow]:
