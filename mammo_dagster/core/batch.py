@@ -145,8 +145,9 @@ def _thumbnail_rows(
 
 
 def worker_pool(workers: int) -> ProcessPoolExecutor:
-    """Fresh worker processes (spawned, not forked: no inherited locks or threads) for
-    work that runs no codec (header reads); decoding goes through `guard.run_guarded`."""
+    """Fresh worker processes (spawned, not forked: no inherited locks or threads), for
+    benchmarks on trusted files; the pipeline decodes and indexes through
+    `guard.run_guarded`, where one file can't take the pool down."""
     return ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=init_worker)
 
 
