@@ -261,10 +261,10 @@ def absurd_length(rng: random.Random, path: Path) -> tuple[bytes, str]:
         return truncate(rng, path)
     el = rng.choice(elements)
     if explicit and not el.long:
-        value = rng.choice([0xFFFF, 0xFFFE, 1, 3, el.length + 7])
+        value = rng.choice([0xFFFF, 0xFFFE, 1, 3, (el.length + 7) & 0xFFFF])
         data[el.value - 2 : el.value] = struct.pack("<H", value)
     else:
-        value = rng.choice([0xFFFFFFF0, 0x7FFFFFFF, 0xFFFFFFFF, 3, el.length + 1001])
+        value = rng.choice([0xFFFFFFF0, 0x7FFFFFFF, 0xFFFFFFFF, 3, (el.length + 1001) & 0xFFFFFFFF])
         data[el.value - 4 : el.value] = struct.pack("<I", value)
     return bytes(data), f"({el.tag >> 16:04X},{el.tag & 0xFFFF:04X}) length {el.length} -> {value}"
 
