@@ -4,6 +4,8 @@ background and held in memory, so that no request waits for DuckDB."""
 
 from __future__ import annotations
 
+import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +21,9 @@ from mammo_dagster.core.store import Store
 
 #: Label keys by the flags they mean: (biopsy, mag) -> "1".."4".
 KEY_OF = {flags: key for key, flags in KEYS.items()}
+#: Seconds before the index is read again while some of its frames have no thumbnail
+#: yet (a drop is indexed before its thumbnails are rendered).
+RECHECK_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,7 @@ class Changes:
     predictions_version: tuple | None
     predictions: list[tuple] | None
     thresholds: dict[str, float] | None
+    missing_thumbnails: int = 0  # indexed frames left out: no thumbnail yet
 
 
 class Catalog:
@@ -104,34 +110,39 @@ class Catalog:
         self.queue_version: tuple | None = None
         self.model_version: tuple | None = None
         self._review: tuple[tuple, list[str]] | None = None  # (versions, order) cache
+        self._recheck_at = math.inf  # when to read an unchanged index again
 
     # -- loading -------------------------------------------------------------
     def read(self, store: Store) -> Changes:
         """What changed in the store: images, queue, current model, its predictions."""
-        version, rows, qversion, queue = queries.catalog_changes(
-            store, self.index_version, self.queue_version
-        )
+        since = self.index_version if time.monotonic() < self._recheck_at else None
+        version, rows, qversion, queue = queries.catalog_changes(store, since, self.queue_version)
         model = read_current(self.home.models)
         predictions, pversion = None, None
         if model:
             pversion, predictions = queries.prediction_changes(
                 store, model.version, self.model_version
             )
+        images = self._images(rows) if rows is not None else None
         return Changes(
             version,
-            self._images(rows) if rows is not None else None,
+            images,
             qversion,
             queue,
             model,
             pversion,
             predictions,
             self._thresholds(model) if predictions is not None else None,
+            len(rows) - len(images) if rows is not None and images is not None else 0,
         )
 
     def apply(self, changes: Changes) -> None:
         if changes.images is not None:
             self._set_images(changes.images)
             self.index_version = changes.index_version
+            # frames whose thumbnails are still being rendered join on a later read
+            missing = changes.missing_thumbnails
+            self._recheck_at = time.monotonic() + RECHECK_S if missing else math.inf
         if changes.queue is not None:
             self.queue = [f"{sop}_{frame}" for sop, frame in changes.queue]
             self.queue_version = changes.queue_version
@@ -177,7 +188,7 @@ class Catalog:
         """Review mode's order of the current model's predictions (see core.review).
         Never hold-out images: the model's answer must not anchor the labels it is
         evaluated on."""
-        versions = (self.model_version, self.index_version, strategy.name)
+        versions = (self.model_version, self.index_version, len(self.images), strategy.name)
         if self._review and self._review[0] == versions:
             return self._review[1]
         items = [

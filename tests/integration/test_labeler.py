@@ -288,6 +288,32 @@ def test_queue_order_is_picked_up_without_a_restart(client: TestClient) -> None:
     assert [i["id"] for i in _next(client, n=3)] == wanted[::-1]
 
 
+def test_frames_indexed_before_their_thumbnails_join_once_rendered(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A drop is indexed, then rendered: a refresh between the two must not leave its
+    frames out until the index changes again (issue 19: a new drop never reached review
+    mode while the labeler ran)."""
+    import labeler.catalog
+
+    hidden = sorted((home / "thumbnails").glob("*.png"))[:3]
+    for png in hidden:
+        png.rename(png.with_suffix(".later"))
+    monkeypatch.setattr(labeler.catalog, "RECHECK_S", 0.0)  # read again at once
+    c, state = _client(home)
+    try:
+        shown = set(state.images)
+        assert len(shown) >= 3 and not {p.stem for p in hidden} & shown
+        state.refresh()  # the index has not changed, nothing rendered yet
+        assert set(state.images) == shown
+        for png in hidden:
+            png.with_suffix(".later").rename(png)
+        state.refresh()
+        assert set(state.images) == shown | {p.stem for p in hidden}
+    finally:
+        state.close()
+
+
 def test_labels_submitted_while_another_process_holds_the_lock(client: TestClient) -> None:
     state = _state(client)
     holder = subprocess.Popen(
