@@ -136,12 +136,13 @@ def labeling_page(req: Request, mode: str):
     return (
         Title("mammo review" if review else "mammo labeler"),
         Div(id="stage", data_id="", data_mode=mode),
-        Div(
+        Div(  # three rows of fixed height (labeler.css): the image never moves
             progress_group(stats, review),
-            Div(Span("", id="facts"), Span("", id="pred"), cls="group"),
-            action_buttons(review),
-            Div(Span("", id="warn"), cls="group"),
+            Div(Span("", id="facts"), cls="group", id="about"),
             who_group(who, review),
+            Div(Span("", id="pred"), cls="group", id="says"),
+            action_buttons(review),
+            Div(Span("", id="warn"), cls="group", id="status"),
             id="bar",
         ),
         Script(SCRIPT),
