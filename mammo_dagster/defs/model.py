@@ -24,7 +24,7 @@ from mammo_dagster.core.modelstore import (
 
 from .ingest import thumbnails
 from .markdown import md_table
-from .model_metadata import curves, holdout_metadata, metrics_table, rounded
+from .model_metadata import confusion_table, curves, holdout_metadata, metrics_table, rounded
 from .partitions import drops
 from .resources import MammoHome, StoreResource
 
@@ -156,11 +156,13 @@ def trained_model(
             "version": version,
             "folder": dg.MetadataValue.path(str(out)),
             "training_seconds": report["training_seconds"],
-            "pretrained": report["pretrained_note"],
+            "pretrained": "ImageNet weights" if report["pretrained"] else "no: from scratch",
             "best_epoch": report["best_epoch"],
             "thresholds": dg.MetadataValue.json(rounded(card.thresholds)),
             **holdout_metadata(report),
-            "metrics": dg.MetadataValue.md(metrics_table(report)),
+            "metrics_validation": dg.MetadataValue.md(metrics_table(report, "validation")),
+            "metrics_holdout": dg.MetadataValue.md(metrics_table(report, "holdout")),
+            "confusion": dg.MetadataValue.md(confusion_table(report)),
             "header_rule_holdout": dg.MetadataValue.json(
                 {
                     f: {k: rounded(r[k]) for k in ("precision", "recall", "f1", "accuracy")}

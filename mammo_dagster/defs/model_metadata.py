@@ -36,18 +36,32 @@ def _fmt(v) -> str:
     return "—" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
 
 
-def metrics_table(card: dict) -> str:
-    rows = []
+def _reports(card: dict):
     for split in ("validation", "holdout"):
         for flag, r in (card.get(split) or {}).items():
             if r:
-                c = r["confusion"]
-                rows.append(
-                    [split, flag, r["n"], r["positives"], _fmt(r["auc"]), _fmt(r["precision"]),
-                     _fmt(r["recall"]), _fmt(r["f1"]), c["tp"], c["fp"], c["fn"], c["tn"]]
-                )  # fmt: skip
-    header = ["split", "flag", "n", "pos", "AUC", "prec.", "recall", "F1", "tp", "fp", "fn", "tn"]
-    return md_table(header, rows)
+                yield split, flag, r
+
+
+def metrics_table(card: dict, split: str) -> str:
+    """One split's counts and scores per flag. The confusion has a table of its own and
+    each split one: the UI's Overview shows metadata values in a column ~400 px wide at
+    1440 px, and a wider table is cut off there."""
+    rows = [
+        [flag, r["n"], r["positives"], _fmt(r["auc"]), _fmt(r["precision"]), _fmt(r["recall"]),
+         _fmt(r["f1"])]
+        for s, flag, r in _reports(card) if s == split
+    ]  # fmt: skip
+    return md_table(["flag", "n", "pos", "AUC", "prec.", "recall", "F1"], rows)
+
+
+def confusion_table(card: dict) -> str:
+    """Per split and flag: true/false positives and negatives at the chosen threshold."""
+    rows = [
+        [split, flag, *(r["confusion"][k] for k in ("tp", "fp", "fn", "tn"))]
+        for split, flag, r in _reports(card)
+    ]
+    return md_table(["split", "flag", "tp", "fp", "fn", "tn"], rows)
 
 
 def curves(card: dict, folder) -> str:

@@ -95,7 +95,15 @@ def test_training_never_sees_the_holdout(trained) -> None:
             name = f"holdout_{flag}_{key}"
             assert (md[name].value == round(want, 4)) if want is not None else name not in md
         assert isinstance(md[f"holdout_{flag}_accuracy"].value, float)
-    assert "| F1 | tp | fp | fn | tn |" in md["metrics"].value
+    for split in ("validation", "holdout"):  # narrow tables: the UI's Overview shows them whole
+        rows = md[f"metrics_{split}"].value.splitlines()
+        assert rows[0] == "| flag | n | pos | AUC | prec. | recall | F1 |"
+        assert [r.split(" | ")[0] for r in rows[2:]] == ["| biopsy", "| mag"]
+        assert f"| mag | {card[split]['mag']['n']} | " in md[f"metrics_{split}"].value
+    confusion = md["confusion"].value.splitlines()
+    assert confusion[0] == "| split | flag | tp | fp | fn | tn |"
+    c = card["holdout"]["mag"]["confusion"]
+    assert f"| holdout | mag | {c['tp']} | {c['fp']} | {c['fn']} | {c['tn']} |" in confusion
     said = trained[-1]  # a retrain tells the run's log where it is, epoch by epoch
     epochs = [e.user_message for e in said if e.user_message.startswith("image network: epoch ")]
     assert epochs and epochs[0].startswith(f"image network: epoch 1/{TINY['epochs']} (train loss ")
