@@ -105,7 +105,7 @@ def dicom_index(
             "vendors": _table(Counter(r.manufacturer for r in ok), "manufacturer"),
             "transfer_syntaxes": _table(Counter(r.transfer_syntax for r in ok), "syntax"),
         },
-        check_results=[unique_sop_uids(db), failure_rate(db), has_new_frames(rows)],
+        check_results=[unique_sop_uids(db), failure_rate(db), has_new_frames(rows, drop)],
     )
 
 
@@ -190,12 +190,17 @@ def failure_rate(db: Store) -> dg.AssetCheckResult:
         check_name="failure_rate",
         passed=not bad,
         severity=dg.AssetCheckSeverity.WARN,
+        description=None  # shown beside the result (the JSON hides behind a click)
+        if not bad
+        else f"more than {FAILURE_RATE_WARN:.0%} of the files failed in "
+        + ", ".join(f"{drop} ({rate:.0%})" for drop, rate in bad.items()),
         metadata={"drops_over_threshold": dg.MetadataValue.json(bad)},
     )
 
 
-def has_new_frames(rows: list[IndexRow]) -> dg.AssetCheckResult:
-    """WARN when none of the drop's rows is a new decodable frame."""
+def has_new_frames(rows: list[IndexRow], drop: str) -> dg.AssetCheckResult:
+    """WARN when none of the drop's rows is a new decodable frame (the description names
+    the drop: the UI's check history has no partition column)."""
     status = Counter(r.status for r in rows)
     return dg.AssetCheckResult(
         asset_key="dicom_index",
@@ -204,7 +209,8 @@ def has_new_frames(rows: list[IndexRow]) -> dg.AssetCheckResult:
         severity=dg.AssetCheckSeverity.WARN,
         description=None
         if status["ok"]
-        else f"nothing new: {status['duplicate']} duplicate frames, {status['error']} bad files",
+        else f"nothing new in drop {drop}: {status['duplicate']} duplicate frames, "
+        f"{status['error']} bad files",
         metadata={
             "new_frames": status["ok"],
             "duplicates": status["duplicate"],

@@ -62,6 +62,7 @@ def test_ingest_a_drop(tmp_path: Path, drops_instance) -> None:
     save_index(store.store(), "junk", rows)
     warned = failure_rate(store.store())
     assert not warned.passed and warned.metadata["drops_over_threshold"].value == {"junk": 1.0}
+    assert warned.description == "more than 20% of the files failed in junk (100%)"
 
 
 def test_a_duplicate_only_drop_warns_and_indexes_nothing_new(
@@ -90,4 +91,4 @@ def test_a_duplicate_only_drop_warns_and_indexes_nothing_new(
     assert not warned.passed and warned.severity == dg.AssetCheckSeverity.WARN
     n = len(images)
     assert warned.metadata["duplicates"].value == n and warned.metadata["new_frames"].value == 0
-    assert warned.description == f"nothing new: {n} duplicate frames, 0 bad files"
+    assert warned.description == f"nothing new in drop again: {n} duplicate frames, 0 bad files"
