@@ -40,6 +40,7 @@ RESULTS = HERE / "results"
 DATA = RESULTS / "data" / "gradcam"
 DOC = HERE.parent / "docs" / "benchmarks" / "gradcam.md"
 TRAIN_SEED, TEST_SEED = 31, 1031
+LAYER3 = 6  #: ResNet18's layer3 in fastai's encoder (stem, bn, relu, pool, layer1..4)
 MODELS = {"shipped": {"second_look": True}, "image-net": {"second_look": False}}
 
 
@@ -163,7 +164,7 @@ def evaluate(folder: Path, home: Path, images: list, margin_mm: float) -> dict[s
 
     shipped = load_torch_model(folder)
     size = ModelCard.read(folder).input_size
-    maps: dict[str, list[Scored]] = {"masked": [], "unmasked": [], "uniform": []}
+    maps: dict[str, list[Scored]] = {"masked": [], "unmasked": [], "layer3": [], "uniform": []}
     for image in images:
         if not image.marker_boxes:
             continue
@@ -175,6 +176,9 @@ def evaluate(folder: Path, home: Path, images: list, margin_mm: float) -> dict[s
         near, inside = neighbourhood(image, gray.shape, margin_mm), content(gray)
         maps["masked"].append(score(masked, near, inside, kind))
         maps["unmasked"].append(score(unmasked, near, inside, kind))
+        if not shipped.second_look:  # Grad-CAM one block earlier: an 8 x 8 grid at 128 px
+            _, finer = heatmap(shipped, size, thumb, "biopsy", block=LAYER3)
+            maps["layer3"].append(score(finer, near, inside, kind))
         maps["uniform"].append(score(inside.astype(np.float32), near, inside, kind))
     return maps
 
@@ -196,6 +200,7 @@ def summary(scored: list[Scored]) -> dict:
 ABOUT = {
     "masked": "the overlay review mode shows (padding masked)",
     "unmasked": "the same heatmap, padding kept",
+    "layer3": "Grad-CAM on layer3 (8 x 8 at 128 px), padding masked",
     "uniform": "a uniform map over the image (baseline)",
 }
 
@@ -207,7 +212,7 @@ def table(results: dict) -> str:
     for model, r in results["models"].items():
         for name, m in r["maps"].items():
             for kind, s in m.items():
-                if not s["images"] or (kind != "all" and name != "masked"):
+                if not s["images"] or (kind != "all" and name not in ("masked", "layer3")):
                     continue  # per kind only for the overlay itself
                 uniform = r["maps"]["uniform"][kind]["mean_share"]  # the same images'
                 lift = s["mean_share"] / uniform if uniform else float("nan")

@@ -52,14 +52,17 @@ def load_torch_model(folder: Path):
     return ExportModel.wrap(net)
 
 
-def gradcam(shipped, image: np.ndarray, flag: str) -> np.ndarray:
-    """Heatmap (float32 [S, S], 0..1) of where `shipped` found `flag` in one model input."""
+def gradcam(shipped, image: np.ndarray, flag: str, block: int | None = None) -> np.ndarray:
+    """Heatmap (float32 [S, S], 0..1) of where `shipped` found `flag` in one model input.
+    `block` picks a module of the encoder to hook (e.g. 6: ResNet18's layer3, a grid twice
+    as fine); None, the encoder's output."""
     import torch
     import torch.nn.functional as F
 
     k = preprocess.FLAGS.index(flag)
     image_net = shipped.image_net
     body = image_net[0]  # the convolutional encoder
+    body = body if block is None else body[block]
     saved: dict = {}
 
     def forward_hook(_m, _i, out):
@@ -140,10 +143,17 @@ def spot_map(shipped, patches: np.ndarray, spots: list, shape: tuple[int, int]) 
 
 
 def heatmap(
-    shipped, size: int, thumbnail: Path, flag: str, *, masked: bool = True
+    shipped,
+    size: int,
+    thumbnail: Path,
+    flag: str,
+    *,
+    masked: bool = True,
+    block: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(the thumbnail in gray, the heatmap of `flag` over it, 0..1): what `write_cam`
-    draws. `masked` False keeps the heat on the padding (for comparisons)."""
+    draws. `masked` False keeps the heat on the padding, `block` hooks Grad-CAM elsewhere
+    (see `gradcam`; for comparisons)."""
     from .thumbnails import read_patches
 
     with Image.open(thumbnail) as im:
@@ -152,7 +162,7 @@ def heatmap(
     if flag == "biopsy" and shipped.second_look and patches is not None:
         cam = spot_map(shipped, patches, spots, full.shape)
     else:
-        cam = gradcam(shipped, preprocess.prepare(full, size, render), flag)
+        cam = gradcam(shipped, preprocess.prepare(full, size, render), flag, block)
     if not masked:
         cam = _fit(cam, full.shape)
         return full, (cam / cam.max() if cam.max() > 0 else cam).astype(np.float32)
