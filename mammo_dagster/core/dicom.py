@@ -236,12 +236,37 @@ def _number(ds: Dataset, keyword: str) -> float | None:
         return None
 
 
+_PIXEL_INTEGERS = (
+    "Rows",
+    "Columns",
+    "BitsAllocated",
+    "BitsStored",
+    "PixelRepresentation",
+    "SamplesPerPixel",
+)
+
+
+def _one_integer(value: object) -> bool:
+    if isinstance(value, pydicom.multival.MultiValue | bytes | bytearray | list | tuple):
+        return False
+    try:
+        return float(value) == int(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        return False
+
+
 def check_header(ds: Dataset, facts: HeaderFacts, limits: Limits | None = None) -> None:
     """Refuse header values no image can have, before a byte is decoded or a frame tried:
     frame counts and frame sizes over the limits (`core.limits`), a PixelRepresentation
     other than 0/1, a rescale that is not a finite, non-zero slope and a finite
     intercept, or one that sends the stored values past +-2^31."""
     limits = limits or Limits.from_env()
+    for keyword in _PIXEL_INTEGERS:  # a swapped VR makes them lists or bytes
+        value = ds.get(keyword)
+        if value is not None and value != "" and not _one_integer(value):
+            many = isinstance(value, pydicom.multival.MultiValue | list | tuple)
+            shown = " ".join(repr(list(value) if many else value).split())[:40]
+            raise DicomError(Failure.INVALID_HEADER, f"{keyword} is not one whole number: {shown}")
     if facts.number_of_frames > limits.max_frames:
         raise DicomError(
             Failure.TOO_LARGE,

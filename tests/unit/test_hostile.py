@@ -319,3 +319,18 @@ def test_the_index_keeps_warnings_and_refuses_absurd_frame_counts(tmp_path: Path
 
     stored = Store(home.db).query("SELECT path, warnings FROM dicom_index ORDER BY path")
     assert stored == [("frames.dcm", None), ("warned.dcm", SAID)]
+
+
+def test_a_pixel_attribute_read_through_a_swapped_vr_is_an_invalid_header(tmp_path: Path) -> None:
+    """PixelRepresentation written with VR AT: pydicom reads an empty list, which the
+    display code met as `int(MultiValue)` (a TypeError rendered as 'cannot render')."""
+    path = good(tmp_path / "f.dcm")
+    data = bytearray(path.read_bytes())
+    at = data.index(b"\x28\x00\x03\x01US")
+    data[at + 4 : at + 6] = b"AT"
+    path.write_bytes(bytes(data))
+    for pixels in (True, False):
+        with pytest.raises(DicomError) as e:
+            open_dicom(path, pixels=pixels)
+        assert e.value.kind == Failure.INVALID_HEADER
+        assert e.value.reason == "PixelRepresentation is not one whole number: []"
