@@ -223,15 +223,20 @@ def thumbnail_folder(
 
 
 def _mark_duplicates(results: list[FrameResult]) -> list[FrameResult]:
-    first: dict[tuple[str, int], str] = {}
+    """Later files with a (SOP Instance UID, frame) already seen become "duplicate" rows.
+    Workers race for the shared thumbnail: when a duplicate's worker wrote it first, the
+    first file found it "cached", but it was made in this run, so the first row says "ok"."""
+    first: dict[tuple[str, int], FrameResult] = {}
     for r in results:
         if r.sop_instance_uid is None or r.status == "error":
             continue
         key = (r.sop_instance_uid, r.frame)
         if key in first:
-            r.status, r.error = "duplicate", f"same SOP Instance UID as {first[key]}"
+            if r.status == "ok" and first[key].status == "cached":
+                first[key].status = "ok"
+            r.status, r.error = "duplicate", f"same SOP Instance UID as {first[key].path}"
         else:
-            first[key] = r.path
+            first[key] = r
     return results
 
 

@@ -88,3 +88,22 @@ def test_a_thumbnail_of_another_rendering_version_is_redone(tmp_path: Path) -> N
     with Image.open(png) as im:
         assert render_version(im) == RENDER_VERSION != "1"
     assert [r.status for r in thumbnail_folder(drop, out, size=32, workers=1)] == ["cached"]
+
+
+def test_the_first_file_says_ok_when_its_duplicate_rendered_the_shared_thumbnail() -> None:
+    """Two workers race for one SOP UID's thumbnail: the later file's worker wrote it, so
+    the first file found it cached; it was still made in this run."""
+    from mammo_dagster.core.batch import _mark_duplicates
+
+    rows = [
+        FrameResult("a/IM1", "1.2.3", 0, "cached"),
+        FrameResult("b/IM1", "1.2.3", 0, "ok"),
+        FrameResult("c/IM1", "1.2.4", 0, "ok"),
+    ]
+    assert [(r.path, r.status) for r in _mark_duplicates(rows)] == [
+        ("a/IM1", "ok"),
+        ("b/IM1", "duplicate"),
+        ("c/IM1", "ok"),
+    ]
+    again = [FrameResult("a/IM1", "1.2.3", 0, "cached"), FrameResult("b/IM1", "1.2.3", 0, "cached")]
+    assert [r.status for r in _mark_duplicates(again)] == ["cached", "duplicate"]  # a rerun
