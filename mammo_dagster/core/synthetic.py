@@ -1000,7 +1000,8 @@ def add_implant(
     rng: np.random.Generator, img: np.ndarray, mask: np.ndarray, *, pixel_spacing_mm: float
 ) -> str:
     """A silicone implant behind the glandular tissue, in place: a large, nearly uniform
-    region almost as bright as metal, whose edge crosses the breast. Returns "implant"."""
+    region almost as bright as metal (`METAL_MARGIN` below saturation, never on the
+    stored extreme), whose edge crosses the breast. Returns "implant"."""
     ps = float(pixel_spacing_mm)
     rows, cols = img.shape
     left_wall = mask[:, 0].sum() >= mask[:, -1].sum()
@@ -1020,7 +1021,10 @@ def add_implant(
     cover = np.clip((1.0 - r) / edge + 0.5, 0.0, 1.0) * (img > 0.02)
     level = rng.uniform(0.9, 0.955)
     inside = level + 0.08 * (img - 0.5)
-    img += cover * (np.minimum(inside, SATURATION - 0.01) - img)
+    # METAL_MARGIN below saturation, as metal out-attenuates its surroundings: closer, the
+    # quantum noise of `to_stored` would put implant pixels on the stored extreme itself,
+    # where a marker over the implant can't differ from them (invisible, not hard to see)
+    img += cover * (np.minimum(inside, SATURATION - METAL_MARGIN) - img)
     return "implant"
 
 

@@ -207,3 +207,24 @@ def test_every_named_shift_writes_a_readable_archive(tmp_path: Path, name: str) 
     )  # fmt: skip
     for im in images:
         assert np.asarray(full_frame(open_dicom(im.path))).size > 0
+
+
+@pytest.mark.parametrize("vendor", sorted(VENDOR_PROFILES))
+def test_an_implant_never_reaches_the_stored_extreme_but_a_marker_over_it_does(
+    vendor: str,
+) -> None:
+    """Quantum noise must not put an implant on the extreme metal is stored at: a marker
+    over it would be invisible in the pixel data, not merely hard to see."""
+    profile = VENDOR_PROFILES[vendor]
+    extreme = profile.max_stored if profile.photometric == "MONOCHROME2" else 0
+    for seed in range(4):
+        rng, img, mask = _breast(seed)
+        add_implant(rng, img, mask, pixel_spacing_mm=0.4)
+        implant = img > 0.87
+        add_marker(rng, img, mask, pixel_spacing_mm=0.4, kind="cylinder")
+        metal = img >= 0.999
+        for noise in range(3):
+            stored = to_stored(img, mask, profile, np.random.default_rng(noise))
+            assert implant.sum() > 1000 and metal.sum() > 10
+            assert (stored[metal] == extreme).all()
+            assert not (stored[implant & ~metal] == extreme).any(), (seed, noise)
