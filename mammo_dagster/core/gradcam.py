@@ -43,6 +43,8 @@ def load_torch_model(folder: Path):
 
     state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
     second_look = any(k.startswith("patch_net.") for k in state)
+    if second_look and "patch_net.lift_floor" not in state:  # trained before the floor
+        state["patch_net.lift_floor"] = torch.tensor(0.0)
     prefix = "image_net." if second_look else ""
     metal = f"{prefix}0.0.1.weight" in state  # the metal stem wraps the first conv
     levels = state.get(f"{prefix}0.0.0.levels")

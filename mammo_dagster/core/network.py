@@ -93,12 +93,20 @@ def _block(c_in: int, c_out: int, stride: int) -> nn.Module:
     )
 
 
+#: The patch network reads each patch's lift channel against the patch's own highest
+#: lift, never less than this (0..1 of the channel: 0.5 window widths): a clip over an
+#: implant, which can rise only as far as the room left (contract v4, ~0.5 window widths),
+#: then shows its shape as plainly as one over fat. 0: the channel as stored (before).
+LIFT_FLOOR = 0.25
+
+
 class PatchNet(nn.Module):
     """The second look: a small CNN that scores each patch (a logit: marker or not) and
     answers the highest score of an image's patches."""
 
-    def __init__(self, channels: int = len(PATCH_CHANNELS)) -> None:
+    def __init__(self, channels: int = len(PATCH_CHANNELS), lift_floor: float = LIFT_FLOOR) -> None:
         super().__init__()
+        self.register_buffer("lift_floor", torch.tensor(float(lift_floor)))
         self.features = nn.Sequential(
             _block(channels, 16, 1), _block(16, 32, 2), _block(32, 32, 1),
             _block(32, 64, 2), _block(64, 64, 1),
@@ -108,7 +116,13 @@ class PatchNet(nn.Module):
     def forward(self, patches: torch.Tensor) -> torch.Tensor:
         """[N, K, C, P, P] patches in 0..1 -> [N, K] patch logits."""
         n, k = patches.shape[:2]
-        x = (patches.flatten(0, 1) - preprocess.MEAN) / preprocess.STD
+        x = patches.flatten(0, 1)
+        c = PATCH_CHANNELS.index("lift")
+        lift = x[:, c : c + 1]
+        top = lift.amax(dim=(2, 3), keepdim=True).clamp_min(self.lift_floor).clamp_min(1e-6)
+        lift = torch.where(self.lift_floor > 0, lift / top, lift)  # no branch: it exports
+        x = torch.cat([x[:, :c], lift, x[:, c + 1 :]], dim=1)
+        x = (x - preprocess.MEAN) / preprocess.STD
         h = torch.amax(self.features(x), dim=(2, 3))
         return self.score(h).view(n, k)
 

@@ -23,3 +23,18 @@ def test_padding_gets_no_heat_and_the_rest_is_rescaled() -> None:
     assert mask_padding(cam, np.zeros((64, 64), np.uint8)).max() == 0.0  # an all-black one
     rgb = np.asarray(overlay(image, masked))
     assert rgb.shape == (64, 64, 3) and (rgb[:, :16] == 0).all()  # padding stays black
+
+
+def test_a_model_trained_before_the_lift_floor_loads_as_it_was(tmp_path) -> None:
+    import torch
+
+    from mammo_dagster.core.gradcam import load_torch_model
+    from mammo_dagster.core.network import network
+
+    net = network()
+    state = {k: v for k, v in net.state_dict().items() if k != "patch_net.lift_floor"}
+    torch.save(state, tmp_path / "model.pt")
+    loaded = load_torch_model(tmp_path)
+    assert float(loaded.body.patch_net.lift_floor) == 0.0
+    torch.save(net.state_dict(), tmp_path / "model.pt")
+    assert float(load_torch_model(tmp_path).body.patch_net.lift_floor) > 0.0

@@ -84,3 +84,27 @@ def test_patch_jitter_keeps_shapes_and_range() -> None:
     window = PATCH_CHANNELS.index("window")
     same = patch_jitter(x, 0.0)  # flips only: the multiset of values is unchanged
     torch.testing.assert_close(same[:, :, window].sum(), x[:, :, window].sum())
+
+
+def test_the_patch_net_reads_a_dim_clip_as_it_reads_a_bright_one() -> None:
+    """A clip over an implant rises only as far as the room left: above the floor, the
+    patch network sees the lift channel against the patch's own highest lift."""
+    import torch
+
+    from mammo_dagster.core.network import LIFT_FLOOR, PatchNet
+
+    torch.manual_seed(0)
+    lift = PATCH_CHANNELS.index("lift")
+    bright = torch.rand(2, PATCHES, len(PATCH_CHANNELS), PATCH_PX, PATCH_PX) * 0.2
+    bright[:, :, lift, 14:18, 6:26] = 0.9  # a bar with 1.8 window widths of lift
+    dim = bright.clone()
+    dim[:, :, lift] *= 0.4  # the same bar at 0.72: still above the floor (0.5)
+    assert LIFT_FLOOR < 0.9 * 0.4
+    net, before = PatchNet().eval(), PatchNet(lift_floor=0.0).eval()
+    before.load_state_dict(net.state_dict() | {"lift_floor": torch.tensor(0.0)})
+    with torch.no_grad():
+        torch.testing.assert_close(net(dim), net(bright))
+        assert not torch.allclose(before(dim), before(bright))
+        faint = bright.clone()
+        faint[:, :, lift] *= 0.1  # below the floor: no longer read as the same bar
+        assert not torch.allclose(net(faint), net(bright))
