@@ -80,13 +80,21 @@ METHODS: dict[str, Method] = {
             "mag from the image network (128 px); headroom and patch jitter",
         ),
         Method(
+            "second-look-v4",
+            render={"render": "4"},
+            train={"metal": True, "jitter": 1.0, "second_look": True, "lift_floor": 0.0},
+            about="the second look before the lift floor: rendering v4 (over a background "
+            "near the stored extreme, an implant, lift against the room left) and the second "
+            "look as in `second-look-v3`, its patch jitter raising a quarter of the patches' "
+            "window channel toward the window's top",
+        ),
+        Method(
             "second-look",
             render={"render": "4"},
             train={"metal": True, "jitter": 1.0, "second_look": True},
-            about="the shipped default: rendering v4 (over a background near the stored "
-            "extreme, an implant, lift against the room left) and the second look as in "
-            "`second-look-v3`, its patch jitter raising a quarter of the patches' window "
-            "channel toward the window's top",
+            about="the shipped default: as `second-look-v4`, the patch network reading each "
+            "patch's lift against the patch's own highest lift (at least 0.5 window widths: "
+            "`network.LIFT_FLOOR`)",
         ),
         Method(
             "second-look-160",

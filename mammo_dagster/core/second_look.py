@@ -28,7 +28,7 @@ from fastai.learner import Learner
 from fastai.losses import BCEWithLogitsLossFlat
 from torch import nn
 
-from .network import PatchNet, patch_jitter
+from .network import LIFT_FLOOR, PatchNet, patch_jitter
 from .splits import shuffle_key
 
 
@@ -40,6 +40,7 @@ class PatchConfig:
     folds: int = 3  # out-of-fold thresholds; 0 or 1: no folds (thresholds on validation)
     jitter: float = 1.0
     raise_window: float = 0.25  # share of patches whose window channel is raised
+    lift_floor: float = LIFT_FLOOR  # see `network.PatchNet` (0: the lift channel as stored)
     seed: int = 0
 
 
@@ -83,7 +84,7 @@ def fit_patch_net(
         _dataset(patches, y), _dataset(patches[shown], y[shown]),
         bs=min(config.batch_size, len(y)), num_workers=0,
     )  # fmt: skip
-    net = PatchNet()
+    net = PatchNet(lift_floor=config.lift_floor)
     learn = Learner(
         dls,
         MIL(net),

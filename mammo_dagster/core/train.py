@@ -32,6 +32,7 @@ from . import metrics, preprocess
 from .dataset import Example, Snapshot
 from .export import export_onnx
 from .network import (  # noqa: F401  (re-exported for the benchmarks and tests)
+    LIFT_FLOOR,
     METAL_LEVEL,
     METAL_LEVELS,
     ExportModel,
@@ -60,6 +61,7 @@ class TrainConfig:
     any_render: bool = False  # accept thumbnails of an older rendering contract (comparisons)
     jitter: float = 1.0  # strength of headroom / patch jitter while training (0: none)
     raise_window: float = 0.25  # share of patches whose window channel is raised (jitter)
+    lift_floor: float = LIFT_FLOOR  # the patch net's lift against the patch's own (0: off)
     second_look: bool | None = None  # patches for biopsy (None: if the thumbnails carry them)
     folds: int = 3  # out-of-fold biopsy thresholds from the second look (< 2: validation)
     patch_epochs: int = 24  # the second look's fixed schedule (core.second_look)
@@ -358,7 +360,7 @@ def train(
         look = train_second_look(
             patches, y[:, 0], [e.patient_key for e in items], np.arange(n, len(items)),
             PatchConfig(epochs=config.patch_epochs, folds=config.folds, jitter=config.jitter,
-                        raise_window=config.raise_window,
+                        raise_window=config.raise_window, lift_floor=config.lift_floor,
                         seed=config.seed),
             progress,
         )  # fmt: skip
