@@ -54,6 +54,11 @@ def cmd_dev(args: argparse.Namespace) -> int:
     if (project / "dagster.yaml").exists():
         shutil.copyfile(project / "dagster.yaml", dagster_home / "dagster.yaml")
     env = os.environ | home.env()  # `dagster dev` finds the data folder in its environment
+    if not getattr(args, "debug", False):
+        # libraries' deprecation notices (torch's, and `dagster dev`'s "use 'dg dev'": a
+        # SupersessionWarning is a FutureWarning) are not the user's to act on
+        quiet = "ignore::FutureWarning"
+        env["PYTHONWARNINGS"] = ",".join(filter(None, [env.get("PYTHONWARNINGS"), quiet]))
     bin_dir = Path(sys.executable).parent
     commands = {
         "dagster": [
@@ -77,8 +82,14 @@ def cmd_dev(args: argparse.Namespace) -> int:
         ],
     }
     procs = {
+        # `dagster dev` runs in DAGSTER_HOME, where its dagster.yaml is: from the project
+        # folder it warns that the project's copy "will not be used"
         name: subprocess.Popen(
-            cmd, env=env, cwd=project, start_new_session=True, preexec_fn=_die_with_parent
+            cmd,
+            env=env,
+            cwd=dagster_home if name == "dagster" else project,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         for name, cmd in commands.items()
     }

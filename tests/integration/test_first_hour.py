@@ -244,6 +244,9 @@ def test_new_drops_reach_the_csv_and_empty_ones_are_reported(dev: Dev) -> None:
     ingested = {r.dagster_run.tags.get("dagster/partition") for r in runs
                 if r.dagster_run.job_name == "ingest_drop"}  # fmt: skip
     assert ingested == {"fresh", "again", "junk"}  # d1 was indexed already: not again
+    console = dev.log.read_text()  # what `make dev` shows a user (item 7: no noise)
+    for noise in ("will not be used", "SupersessionWarning", "FutureWarning"):
+        assert noise not in console, (noise, console[-2000:])
 
 
 def _shot(page, dev: Dev, name: str) -> Path:
