@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 import requests
 
 ORTHANC = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
@@ -121,3 +122,21 @@ def running(folder: Path) -> Iterator[Orthanc]:
         yield server
     finally:
         server.stop()
+
+
+@contextmanager
+def for_mammo(
+    folder: Path, monkeypatch: pytest.MonkeyPatch, *, url: bool = True
+) -> Iterator[Orthanc]:
+    """A fresh Orthanc with the environment pointing `mammo pacs` at it (basic auth;
+    `url` False leaves MAMMO_DICOMWEB_URL to the test). Not installed: a failure that
+    says how to install it."""
+    if not installed():
+        pytest.fail("Orthanc is not installed: run `make orthanc` (Debian: orthanc, "
+                    "orthanc-dicomweb)")  # fmt: skip
+    with running(folder) as server:
+        if url:
+            monkeypatch.setenv("MAMMO_DICOMWEB_URL", server.url)
+        monkeypatch.setenv("MAMMO_DICOMWEB_USER", USER)
+        monkeypatch.setenv("MAMMO_DICOMWEB_PASSWORD", PASSWORD)
+        yield server

@@ -17,7 +17,7 @@ from mammo_dagster.defs.ingest import dicom_index, thumbnails
 from mammo_dagster.defs.pacs import pacs_flags, pacs_sensor, pacs_studies
 from mammo_dagster.defs.resources import PacsResource, resources_for
 from tests.integration.test_pacs_push import _first_image_flagged, studies_of, use_model
-from tests.orthanc import PASSWORD, USER, Orthanc, installed, running
+from tests.orthanc import Orthanc, for_mammo
 
 RUN_CONFIG = {"ops": {"dicom_index": {"config": {"workers": 1}},
                       "thumbnails": {"config": {"size": 64, "workers": 1}}}}  # fmt: skip
@@ -53,12 +53,7 @@ def test_the_sensor_is_off_by_default_and_skips_without_a_source(monkeypatch) ->
 
 @pytest.fixture
 def orthanc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Orthanc]:
-    if not installed():
-        pytest.fail("Orthanc is not installed: run `make orthanc` (Debian: orthanc, "
-                    "orthanc-dicomweb)")  # fmt: skip
-    with running(tmp_path / "orthanc") as server:
-        monkeypatch.setenv("MAMMO_DICOMWEB_USER", USER)
-        monkeypatch.setenv("MAMMO_DICOMWEB_PASSWORD", PASSWORD)
+    with for_mammo(tmp_path / "orthanc", monkeypatch, url=False) as server:
         yield server
 
 

@@ -18,19 +18,13 @@ from mammo_dagster.core.pacs import PacsError, PacsSource, plan_pull, pull
 from mammo_dagster.core.store import Store
 from mammo_dagster.core.synthetic import generate_archive
 from tests.factory import FAKE_PATIENT_ID, FAKE_PATIENT_NAME, make_file
-from tests.orthanc import PASSWORD, USER, Orthanc, installed, running
+from tests.orthanc import Orthanc, for_mammo
 
 
 @pytest.fixture
 def orthanc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Orthanc]:
     """A fresh Orthanc; the environment points `mammo pacs` at it (basic auth)."""
-    if not installed():
-        pytest.fail("Orthanc is not installed: run `make orthanc` (Debian: orthanc, "
-                    "orthanc-dicomweb)")  # fmt: skip
-    with running(tmp_path / "orthanc") as server:
-        monkeypatch.setenv("MAMMO_DICOMWEB_URL", server.url)
-        monkeypatch.setenv("MAMMO_DICOMWEB_USER", USER)
-        monkeypatch.setenv("MAMMO_DICOMWEB_PASSWORD", PASSWORD)
+    with for_mammo(tmp_path / "orthanc", monkeypatch) as server:
         yield server
 
 

@@ -26,7 +26,7 @@ from mammo_dagster.core.pacs_write import (
 )
 from mammo_dagster.core.store import Store
 from mammo_dagster.core.synthetic import generate_archive
-from tests.orthanc import PASSWORD, USER, Orthanc, installed, running
+from tests.orthanc import Orthanc, for_mammo
 
 THRESHOLDS = {"biopsy": 0.5, "mag": 0.6}
 
@@ -208,13 +208,7 @@ def _all_codes(ds) -> set[str]:
 
 @pytest.fixture
 def orthanc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Orthanc]:
-    if not installed():
-        pytest.fail("Orthanc is not installed: run `make orthanc` (Debian: orthanc, "
-                    "orthanc-dicomweb)")  # fmt: skip
-    with running(tmp_path / "orthanc") as server:
-        monkeypatch.setenv("MAMMO_DICOMWEB_URL", server.url)
-        monkeypatch.setenv("MAMMO_DICOMWEB_USER", USER)
-        monkeypatch.setenv("MAMMO_DICOMWEB_PASSWORD", PASSWORD)
+    with for_mammo(tmp_path / "orthanc", monkeypatch) as server:
         yield server
 
 
