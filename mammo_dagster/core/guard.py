@@ -235,15 +235,37 @@ def _start(ctx: Any, job: Callable[[Any], Any], folder: str) -> _Worker:
     parent_end, child_end = ctx.Pipe()
     fd, err = tempfile.mkstemp(dir=folder, suffix=".err")
     os.close(fd)
-    proc = ctx.Process(
-        target=_worker_main,
-        args=(child_end, job, os.getpid(), err),
-        name="mammo-decode",
-        daemon=True,
-    )
-    proc.start()
+    with _as_parent():  # the process copies its parent's settings when made
+        proc = ctx.Process(
+            target=_worker_main,
+            args=(child_end, job, os.getpid(), err),
+            name="mammo-decode",
+            daemon=True,
+        )
+        proc.start()
     child_end.close()
     return _Worker(proc, parent_end, err)
+
+
+@contextlib.contextmanager
+def _as_parent() -> Iterator[None]:
+    """Let a Celery prefork child start workers, as any process can.
+
+    Scale-out runs a Dagster step in such a child: a daemon (multiprocessing refuses
+    children to daemons, so that none outlive them; ours can't, `_die_with_parent`)
+    and a `billiard` process whose auth key multiprocessing's spawn can't pickle. Both
+    are lifted while a worker starts, then put back.
+    """
+    config = mp.current_process()._config
+    saved = dict(config)
+    config["daemon"] = False
+    if "authkey" in config:
+        config["authkey"] = mp.process.AuthenticationString(bytes(config["authkey"]))
+    try:
+        yield
+    finally:
+        config.clear()
+        config.update(saved)
 
 
 def _stop(w: _Worker, kill: bool = False) -> None:

@@ -90,6 +90,47 @@ def test_one_file_can_neither_kill_nor_hang_the_batch(tmp_path: Path) -> None:
     assert len(done) + len(failed) == len(names)
 
 
+def _guarded_in(names: list[str], folder: str, out) -> None:
+    done: dict[str, str] = {}
+    failed: dict[str, str] = {}
+    try:
+        run_guarded(
+            [Path(folder) / n for n in names],
+            Hostile(),
+            lambda path, result: done.__setitem__(path.name, result),
+            lambda path, kind, reason: failed.__setitem__(path.name, kind.value),
+            workers=2,
+            timeout_s=30,
+        )
+    except BaseException as e:  # the parent asserts on it, not on a missing answer
+        out.put(repr(e))
+    else:
+        out.put((done, failed))
+
+
+@pytest.mark.parametrize("library", ["multiprocessing", "billiard"])
+def test_the_guarded_pool_runs_inside_a_celery_worker_child(tmp_path: Path, library: str) -> None:
+    """A Celery prefork child (where a Dagster step runs in scale-out) is a daemonic
+    `billiard` process: multiprocessing refuses children to daemons and can't pickle
+    billiard's auth key. The guarded pool must run there too."""
+    import importlib
+
+    ctx = importlib.import_module(library).get_context("fork")
+    out = ctx.Queue()
+    proc = ctx.Process(target=_guarded_in, args=(["a", "abort", "b"], str(tmp_path), out),
+                       daemon=True)  # fmt: skip
+    proc.start()
+    try:
+        answer = out.get(timeout=120)
+    finally:
+        proc.join(30)
+    assert isinstance(answer, tuple), answer
+    done, failed = answer
+    assert proc.exitcode == 0
+    assert done == {"a": "ok a", "b": "ok b"}
+    assert failed == {"abort": "decode_error"}
+
+
 def test_isolated_reraises_typed_errors_and_contains_aborts(tmp_path: Path) -> None:
     assert isolated(Hostile(), tmp_path / "fine") == "ok fine"
     with pytest.raises(DicomError) as e:
