@@ -2,8 +2,8 @@
 
 A simulated labeler answers from the synthetic ground truth. Starting from the
 same random labels (per seed), each round trains the pipeline's model
-(`core.train.train`, from scratch), scores the unlabeled images with the exported
-ONNX model, and labels the next batch that the strategy (`core.active`) picks.
+(`core.model.train.train`, from scratch), scores the unlabeled images with the exported
+ONNX model, and labels the next batch that the strategy (`core.learning.active`) picks.
 Every model is evaluated on the locked hold-out patients, which no strategy can
 pick. Output: a table, `results/active_learning.json` (`--out`), and a PNG plot of per-flag
 accuracy, balanced accuracy and AUC vs labels (`--plot`, default docs/active_learning.png),
@@ -36,10 +36,10 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 def prepare(studies: int, matrix: str, thumb: int, mix: str = "enriched") -> Path:
     """A cached synthetic archive, indexed, with thumbnails and its ground truth."""
-    from mammo_dagster.core.batch import thumbnail_folder
     from mammo_dagster.core.home import Home
-    from mammo_dagster.core.index import ingest_drop
-    from mammo_dagster.core.synthetic import generate_archive
+    from mammo_dagster.core.imaging.batch import thumbnail_folder
+    from mammo_dagster.core.imaging.index import ingest_drop
+    from mammo_dagster.core.synthetic.archive import generate_archive
 
     home = DATA / (f"al_{studies}_{matrix}_{thumb}" + ("" if mix == "enriched" else f"_{mix}"))
     if not (home / "done").exists():
@@ -57,11 +57,11 @@ def prepare(studies: int, matrix: str, thumb: int, mix: str = "enriched") -> Pat
 
 def examples(home: Path) -> list:
     """Every image with a thumbnail, labeled from the ground truth, with its split."""
-    from mammo_dagster.core.batch import thumbnail_name
-    from mammo_dagster.core.dataset import Example
-    from mammo_dagster.core.splits import split_of
-    from mammo_dagster.core.store import DB_NAME, Store
-    from mammo_dagster.core.synthetic import read_ground_truth
+    from mammo_dagster.core.imaging.batch import thumbnail_name
+    from mammo_dagster.core.model.dataset import Example
+    from mammo_dagster.core.model.splits import split_of
+    from mammo_dagster.core.store.db import DB_NAME, Store
+    from mammo_dagster.core.synthetic.truth import read_ground_truth
 
     truth = {t.sop_instance_uid: t for t in read_ground_truth(home / "truth.csv")}
     rows = Store(home / DB_NAME).query(
@@ -91,7 +91,7 @@ def examples(home: Path) -> list:
 
 def evaluate(y: np.ndarray, p: np.ndarray, thresholds: dict) -> dict:
     from mammo_dagster.core import metrics
-    from mammo_dagster.core.preprocess import FLAGS
+    from mammo_dagster.core.imaging.preprocess import FLAGS
 
     out = {}
     for k, flag in enumerate(FLAGS):
@@ -116,10 +116,10 @@ def evaluate(y: np.ndarray, p: np.ndarray, thresholds: dict) -> dict:
 
 def run_loop(name, pool, holdout, arrays, args, seed: int, work: Path) -> list[dict]:
     """One strategy's active-learning curve."""
-    from mammo_dagster.core.active import Candidate, strategy, uncertainty
-    from mammo_dagster.core.dataset import Snapshot
-    from mammo_dagster.core.onnx_model import OnnxModel
-    from mammo_dagster.core.train import TrainConfig, train
+    from mammo_dagster.core.learning.active import Candidate, strategy, uncertainty
+    from mammo_dagster.core.model.dataset import Snapshot
+    from mammo_dagster.core.model.train import TrainConfig, train
+    from mammo_dagster.core.prediction.onnx_model import OnnxModel
 
     chooser = strategy(name, explore=args.explore, per_study=args.per_study)
     rng = np.random.default_rng(seed)
@@ -242,14 +242,14 @@ def plot(means: dict, target: float, path: Path, title: str) -> None:
 
 
 def main() -> int:
-    from mammo_dagster.core.mixes import MIXES
+    from mammo_dagster.core.synthetic.mixes import MIXES
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--studies", type=int, default=160)
     ap.add_argument("--matrix", choices=["small", "full"], default="small")
     ap.add_argument(
         "--mix", choices=list(MIXES), default="enriched",
-        help="study mix of the archive (core.synthetic.MIXES): enriched ~30%% marker / ~25%% "
+        help="study mix of the archive (core.synthetic.mixes): enriched ~30%% marker / ~25%% "
         "mag images; screening ~6%% / ~5%%, as a screening practice's archive",
     )  # fmt: skip
     ap.add_argument("--thumb", type=int, default=128, help="thumbnail size")
@@ -304,7 +304,7 @@ def main() -> int:
     if args.train_from > args.schedule[-1]:
         ap.error(f"--train-from {args.train_from} is past the last round ({args.schedule[-1]})")
     os.environ.setdefault("MAMMO_PATIENT_SALT", "bench-salt")
-    from mammo_dagster.core import preprocess
+    from mammo_dagster.core.imaging import preprocess
 
     home = prepare(args.studies, args.matrix, args.thumb, args.mix)
     every = examples(home)

@@ -4,12 +4,12 @@ neighbourhood, on synthetic images whose ground truth says where each marker lie
 Trains on a synthetic archive (every image labeled from the ground truth) and scores a
 test archive of other patients (another seed), side by side in one run:
 - `shipped`: the pipeline's model (rendering contract v3, the second look); its biopsy
-  overlay is the patch network's score at each patch's spot (`core.gradcam.spot_map`);
+  overlay is the patch network's score at each patch's spot (`core.model.gradcam.spot_map`);
 - `image-net`: the image network alone (the network before the second look); its
   biopsy overlay is Grad-CAM of the ResNet body's last block.
 `--model DIR` scores a trained model folder (`models/<version>`) instead of training.
 
-For each test image with a biopsy marker, the heatmap review mode draws (`core.gradcam.
+For each test image with a biopsy marker, the heatmap review mode draws (`core.model.gradcam.
 heatmap`: padding masked) and, for comparison, the same heatmap with the padding kept,
 and a uniform map over the image (the share a map that knows nothing gets: the
 neighbourhood's share of the image's area). The neighbourhood is each marker's bounding
@@ -48,12 +48,16 @@ def prepare(home: Path, drop: str, studies: int, seed: int, *, label: bool) -> l
     """A small-matrix synthetic archive in drop `drop` of the data folder `home`,
     indexed, its 512-px thumbnails rendered, labeled from the ground truth if `label`.
     Returns its ground truth."""
-    from mammo_dagster.core.batch import thumbnail_folder
     from mammo_dagster.core.home import Home
-    from mammo_dagster.core.index import ingest_drop
-    from mammo_dagster.core.labels import append_events, load_events
-    from mammo_dagster.core.store import DB_NAME, Store
-    from mammo_dagster.core.synthetic import generate_archive, read_ground_truth, truth_labels
+    from mammo_dagster.core.imaging.batch import thumbnail_folder
+    from mammo_dagster.core.imaging.index import ingest_drop
+    from mammo_dagster.core.store.db import DB_NAME, Store
+    from mammo_dagster.core.store.labels import append_events, load_events
+    from mammo_dagster.core.synthetic.archive import (
+        generate_archive,
+        read_ground_truth,
+        truth_labels,
+    )
 
     truth = home / "synthetic" / f"{drop}_ground_truth.csv"
     folder = home / "incoming" / drop
@@ -73,9 +77,9 @@ def prepare(home: Path, drop: str, studies: int, seed: int, *, label: bool) -> l
 
 def train_model(home: Path, name: str, size: int, epochs: int) -> Path:
     """Train (once; cached by name, size and epochs) and return the model folder."""
-    from mammo_dagster.core.dataset import build_snapshot
-    from mammo_dagster.core.store import DB_NAME, Store
-    from mammo_dagster.core.train import TrainConfig, train
+    from mammo_dagster.core.model.dataset import build_snapshot
+    from mammo_dagster.core.model.train import TrainConfig, train
+    from mammo_dagster.core.store.db import DB_NAME, Store
 
     out = home / "models" / f"{name}_{size}_{epochs}"
     if (out / "model.pt").exists() and (out / "card.json").exists():
@@ -108,10 +112,10 @@ class Scored:
 
 def neighbourhood(image, thumb_shape: tuple[int, int], margin_mm: float) -> np.ndarray:
     """The markers' boxes (ground truth, stored-matrix pixels) grown by `margin_mm`, on
-    the padded square thumbnail the way `core.thumbnails` fits the matrix into it."""
+    the padded square thumbnail the way `core.imaging.thumbnails` fits the matrix into it."""
     import pydicom
 
-    from mammo_dagster.core.thumbnails import fit_size
+    from mammo_dagster.core.imaging.thumbnails import fit_size
 
     ds = pydicom.dcmread(image.path, stop_before_pixels=True)
     rows, cols = int(ds.Rows), int(ds.Columns)
@@ -158,9 +162,9 @@ def score(cam: np.ndarray, near: np.ndarray, inside: np.ndarray, kind: str) -> S
 
 def evaluate(folder: Path, home: Path, images: list, margin_mm: float) -> dict[str, list]:
     """Every map's scores over the test images with a marker."""
-    from mammo_dagster.core.batch import thumbnail_name
-    from mammo_dagster.core.gradcam import heatmap, load_torch_model
-    from mammo_dagster.core.modelstore import ModelCard
+    from mammo_dagster.core.imaging.batch import thumbnail_name
+    from mammo_dagster.core.model.gradcam import heatmap, load_torch_model
+    from mammo_dagster.core.model.modelstore import ModelCard
 
     shipped = load_torch_model(folder)
     size = ModelCard.read(folder).input_size

@@ -7,7 +7,7 @@ them through the two batch commands, each in a wrapper process that reports the 
 resident memory of the command's largest process (its workers included). Counts:
 rendered, rendered with warnings, typed errors by kind, tracebacks on stderr, non-zero
 exits, hangs (``timeout`` rows), good files lost; and the peak memory on the seeds
-alone beside the peak on the whole corpus (the limits in `core.limits` bound it
+alone beside the peak on the whole corpus (the limits in `core.imaging.limits` bound it
 whatever the headers claim).
 
 Results go to results/hostile.json; the table to docs/benchmarks/hostile.md.

@@ -45,7 +45,7 @@ def _images(n: int, size: int) -> np.ndarray:
 
 def _patches(n: int) -> np.ndarray:
     """Patch-like inputs: dim texture with a bright stroke in some."""
-    from mammo_dagster.core.lift import PATCH_CHANNELS, PATCH_PX, PATCHES
+    from mammo_dagster.core.imaging.lift import PATCH_CHANNELS, PATCH_PX, PATCHES
 
     rng = np.random.default_rng(1)
     out = rng.normal(90, 20, (n, PATCHES, len(PATCH_CHANNELS), PATCH_PX, PATCH_PX))
@@ -65,10 +65,10 @@ def _rate(fn, n: int, passes: int = 5) -> float:
 
 def _measure(size: int, graph: str, images, patches, work: Path, threads: int) -> dict:
     """One graph at one size: its three runtimes' rates and agreements."""
-    from mammo_dagster.core.export import export_onnx, quantize_int8
-    from mammo_dagster.core.network import ExportModel, network
-    from mammo_dagster.core.onnx_model import OnnxModel
-    from mammo_dagster.core.train import _torch_probs
+    from mammo_dagster.core.model.export import export_onnx, quantize_int8
+    from mammo_dagster.core.model.network import ExportModel, network
+    from mammo_dagster.core.model.train import _torch_probs
+    from mammo_dagster.core.prediction.onnx_model import OnnxModel
 
     model = ExportModel.wrap(network(second_look=patches is not None).eval())
     with contextlib.redirect_stdout(io.StringIO()):

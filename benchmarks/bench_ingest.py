@@ -36,7 +36,7 @@ def _drop(n: int) -> Path:
 
 
 def generate(n: int) -> None:
-    from mammo_dagster.core.synthetic import generate_archive
+    from mammo_dagster.core.synthetic.archive import generate_archive
 
     folder = RESULTS / "data" / f"ingest_{n}"
     shutil.rmtree(folder, ignore_errors=True)
@@ -54,10 +54,10 @@ def generate(n: int) -> None:
 
 def run_variant(variant: str, drop: Path) -> None:
     """Child process: ingest `drop` one way, print JSON with the elapsed time."""
-    from mammo_dagster.core.batch import thumbnail_folder
     from mammo_dagster.core.home import Home
-    from mammo_dagster.core.index import indexed_files, ingest_drop
-    from mammo_dagster.core.store import Store
+    from mammo_dagster.core.imaging.batch import thumbnail_folder
+    from mammo_dagster.core.imaging.index import indexed_files, ingest_drop
+    from mammo_dagster.core.store.db import Store
 
     home = Path(tempfile.mkdtemp(prefix="bench_ingest_"))
     if variant == "dagster":  # before the clock: a deployment has Dagster loaded and

@@ -118,8 +118,8 @@ def condition(name: str, labels: int, interval_s: float, busy: bool) -> dict:
         stop.write_text("")
         if holder:
             holder.wait(timeout=30)
-    from mammo_dagster.core.labels import load_events
-    from mammo_dagster.core.store import Store
+    from mammo_dagster.core.store.db import Store
+    from mammo_dagster.core.store.labels import load_events
 
     stored = len(load_events(Store(home / "mammo.duckdb")))
     shutil.rmtree(work, ignore_errors=True)

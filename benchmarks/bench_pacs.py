@@ -33,11 +33,11 @@ STEP = r"""
 import json, sys, time
 from pathlib import Path
 import dicomweb_client, highdicom, pydicom  # imports outside the timed part
-from mammo_dagster.core.batch import thumbnail_folder
+from mammo_dagster.core.imaging.batch import thumbnail_folder
 from mammo_dagster.core.home import Home
-from mammo_dagster.core.index import ingest_drop
-from mammo_dagster.core.pacs import PacsSource, pull
-from mammo_dagster.core.pacs_write import push
+from mammo_dagster.core.imaging.index import ingest_drop
+from mammo_dagster.core.pacs.pull import PacsSource, pull
+from mammo_dagster.core.pacs.push import push
 step, home, arg = sys.argv[1], Home(Path(sys.argv[2])), sys.argv[3]
 t0 = time.perf_counter()
 out = {}
@@ -68,8 +68,8 @@ def step(name: str, home: Path, arg: str, env: dict) -> dict:
 
 def flag_everything(home: Path) -> None:
     """A stand-in current model that flags every image (speed does not depend on it)."""
-    from mammo_dagster.core.modelstore import CurrentModel, ModelCard, write_current
-    from mammo_dagster.core.store import Store
+    from mammo_dagster.core.model.modelstore import CurrentModel, ModelCard, write_current
+    from mammo_dagster.core.store.db import Store
 
     (home / "models" / "m0001").mkdir(parents=True)
     ModelCard(input_size=64, thresholds={"biopsy": 0.5, "mag": 0.5}).write(
@@ -86,8 +86,8 @@ def flag_everything(home: Path) -> None:
 
 
 def run(studies: int, size: str, root: Path) -> dict:
-    from mammo_dagster.core.batch import iter_files
-    from mammo_dagster.core.synthetic import generate_archive
+    from mammo_dagster.core.imaging.batch import iter_files
+    from mammo_dagster.core.synthetic.archive import generate_archive
     from tests.orthanc import PASSWORD, USER, running
 
     archive = root / "archive"

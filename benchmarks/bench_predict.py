@@ -36,7 +36,7 @@ DATA = RESULTS / "data"
 
 
 def generate(syntax: str, n: int) -> None:
-    from mammo_dagster.core.synthetic import generate_archive
+    from mammo_dagster.core.synthetic.archive import generate_archive
 
     folder = DATA / f"predict_{syntax}_{n}"
     shutil.rmtree(folder, ignore_errors=True)
@@ -66,9 +66,9 @@ def model(size: int, render: str = "3") -> Path:
     import numpy as np
     import torch
 
-    from mammo_dagster.core.export import export_onnx, quantize_int8
-    from mammo_dagster.core.lift import PATCH_CHANNELS, PATCH_PX, PATCHES
-    from mammo_dagster.core.network import METAL_LEVELS, ExportModel, network
+    from mammo_dagster.core.imaging.lift import PATCH_CHANNELS, PATCH_PX, PATCHES
+    from mammo_dagster.core.model.export import export_onnx, quantize_int8
+    from mammo_dagster.core.model.network import METAL_LEVELS, ExportModel, network
 
     torch.manual_seed(0)
     folder.mkdir(parents=True, exist_ok=True)
@@ -83,7 +83,7 @@ def model(size: int, render: str = "3") -> Path:
         rng.integers(0, 255, (32, size, size), dtype=np.uint8),
         rng.integers(0, 255, shape, dtype=np.uint8) if second else None,
     )
-    from mammo_dagster.core.preprocess import CONTRACT
+    from mammo_dagster.core.imaging.preprocess import CONTRACT
 
     pre = CONTRACT | {"render": render}
     card = {"input_size": size, "version": f"bench-v{render}", "preprocessing": pre}
@@ -132,7 +132,7 @@ def naive(drop: Path, model_dir: Path, out: Path) -> int:
 
 
 def child(variant: str, drop: Path, model_dir: Path) -> None:
-    from mammo_dagster.core.predict import predict_folder
+    from mammo_dagster.core.prediction.predict import predict_folder
 
     work = Path(tempfile.mkdtemp(prefix="bench_predict_"))
     marks: list[float] = []  # when each file was done (ours)
@@ -185,7 +185,7 @@ def main() -> int:
     if args.child:
         child(args.child[0], Path(args.child[1]), Path(args.child[2]))
         return 0
-    from mammo_dagster.core.preprocess import INPUT_SIZE
+    from mammo_dagster.core.imaging.preprocess import INPUT_SIZE
 
     models = {
         "ours": model(args.size or INPUT_SIZE, "3"),

@@ -3,7 +3,7 @@
 Trains each method once on a base synthetic archive (every image labeled from the
 ground truth; the locked hold-out patients left out, so at most ~400 labels), then
 scores, side by side in one run, a test archive of other patients (another seed) as the
-base generator makes it and as each named shift of `core.realism.SHIFTS` makes it (the
+base generator makes it and as each named shift of `core.synthetic.realism.SHIFTS` makes it (the
 same test studies, changed only as the shift says; none of them is used in training).
 With ``--lovo``, leave-one-vendor-out too: a model trained without vendor V scores the
 test archive's images of V.
@@ -121,8 +121,8 @@ METHODS: dict[str, Method] = {
 
 def _generate(job: tuple[str, str, int, int, str]) -> str:
     """Write one archive (in a worker process); returns its name."""
-    from mammo_dagster.core.realism import SHIFTS
-    from mammo_dagster.core.synthetic import generate_archive
+    from mammo_dagster.core.synthetic.archive import generate_archive
+    from mammo_dagster.core.synthetic.realism import SHIFTS
 
     name, shift_name, seed, studies, matrix = job
     shift = SHIFTS[shift_name]
@@ -154,7 +154,7 @@ def prepare_archives(jobs: list[tuple[str, str, int, int, str]]) -> None:
 
 def render(matrix: str, archive: str, method: Method) -> Path:
     """Thumbnails of an archive under the method's rendering contract (cached)."""
-    from mammo_dagster.core.batch import thumbnail_folder
+    from mammo_dagster.core.imaging.batch import thumbnail_folder
 
     key = "-".join(f"{k}{v}" for k, v in sorted(method.render.items())) or "default"
     out = DATA / matrix / "thumbnails" / key
@@ -163,16 +163,16 @@ def render(matrix: str, archive: str, method: Method) -> Path:
 
 
 def read_truth(matrix: str, archive: str) -> list:
-    from mammo_dagster.core.synthetic import read_ground_truth
+    from mammo_dagster.core.synthetic.truth import read_ground_truth
 
     return read_ground_truth(DATA / matrix / archive / "truth.csv")
 
 
 def snapshot(truth: list, thumbs: Path, exclude_vendor: str | None = None):
     """A training snapshot from ground truth: split by patient as the pipeline splits."""
-    from mammo_dagster.core.batch import thumbnail_name
-    from mammo_dagster.core.dataset import Example, Snapshot
-    from mammo_dagster.core.splits import split_of
+    from mammo_dagster.core.imaging.batch import thumbnail_name
+    from mammo_dagster.core.model.dataset import Example, Snapshot
+    from mammo_dagster.core.model.splits import split_of
 
     examples = []
     for im in truth:
@@ -198,7 +198,7 @@ def snapshot(truth: list, thumbs: Path, exclude_vendor: str | None = None):
 def trained(matrix: str, method: Method, thumbs: Path, epochs: int, retrain: bool,
             exclude_vendor: str | None = None) -> Path:  # fmt: skip
     """The method's model (trained now unless cached): the folder with model.onnx."""
-    from mammo_dagster.core.train import TrainConfig, train
+    from mammo_dagster.core.model.train import TrainConfig, train
 
     name = method.name + (f"-no-{exclude_vendor}" if exclude_vendor else "")
     out = DATA / matrix / "models" / name
@@ -258,8 +258,8 @@ def _before(y, p, sy, sp, t: float | None) -> dict:
 
 def score(model_dir: Path, truth: list, thumbs: Path) -> dict:
     """Both flags of one model on one archive (fp32 ONNX, the model's stored thresholds)."""
-    from mammo_dagster.core.batch import thumbnail_name
-    from mammo_dagster.core.onnx_model import OnnxModel
+    from mammo_dagster.core.imaging.batch import thumbnail_name
+    from mammo_dagster.core.prediction.onnx_model import OnnxModel
 
     model = OnnxModel(model_dir / "model.onnx", threads=2)
     model.render = None  # the bench keeps contracts apart by folder
@@ -278,7 +278,7 @@ def _fmt(v, pct: bool = False) -> str:
 
 def table(results: dict, methods: list[str], shifts: list[str]) -> str:
     """The markdown table: one row per method and archive."""
-    from mammo_dagster.core.realism import SHIFTS
+    from mammo_dagster.core.synthetic.realism import SHIFTS
 
     cols = "image AUC / study AUC / study recall / false alarms"
     head = f"| method | archive | biopsy: {cols} | mag: {cols} |\n|---|---|---|---|\n"
@@ -350,8 +350,8 @@ def write_doc(results: dict, methods: list[str], shifts: list[str], setup: str) 
 
 
 def main() -> int:
-    from mammo_dagster.core.dicom_write import DEFAULT_VENDORS
-    from mammo_dagster.core.realism import SHIFTS
+    from mammo_dagster.core.imaging.dicom_write import DEFAULT_VENDORS
+    from mammo_dagster.core.synthetic.realism import SHIFTS
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))

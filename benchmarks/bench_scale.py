@@ -50,7 +50,7 @@ def ensure_data() -> None:
 def make_home(root: Path, drops: int) -> tuple[Path, Path, list[str], dict[str, int]]:
     """A data folder whose drops share the cached files (hard links) and the model;
     returns the drop names and each drop's file count."""
-    from mammo_dagster.core.modelstore import CurrentModel, write_current
+    from mammo_dagster.core.model.modelstore import CurrentModel, write_current
 
     home, dagster_home = root / "home", root / "dagster"
     patients = sorted(p for p in SOURCE.iterdir() if p.is_dir())
@@ -177,7 +177,7 @@ def one_config(name: str, workers: int, drops: int, decode: int, root: Path) -> 
 WRITER = """
 import json, sys, time
 from pathlib import Path
-from mammo_dagster.core.store import Store
+from mammo_dagster.core.store.db import Store
 store, name = Store(Path(sys.argv[1]), timeout_s=600), sys.argv[2]
 writes, rows = int(sys.argv[3]), int(sys.argv[4])
 lat = []
@@ -198,7 +198,7 @@ def contention(folder: Path, writers: list[int], writes: int = 20, rows: int = 6
     writes through one file instead of per-partition files merged downstream."""
     import subprocess
 
-    from mammo_dagster.core.store import Store
+    from mammo_dagster.core.store.db import Store
 
     db = folder / "contention.duckdb"
     table = "CREATE TABLE IF NOT EXISTS bench_rows (part VARCHAR, i INTEGER, payload VARCHAR)"

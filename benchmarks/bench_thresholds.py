@@ -1,6 +1,6 @@
 """Where the 98%-recall threshold sits: on the last needed positive vs halfway below it.
 
-Trains the pipeline's model (`core.train.train`, from scratch) on random label sets
+Trains the pipeline's model (`core.model.train.train`, from scratch) on random label sets
 of a few sizes drawn from the active-learning benchmark's archive, scores the
 validation split and the locked hold-out with the exported ONNX model, and compares
 two rules that flag exactly the same validation images:
@@ -42,11 +42,11 @@ def main() -> int:
     ap.add_argument("--recall", type=float, default=0.98)
     args = ap.parse_args()
     os.environ.setdefault("MAMMO_PATIENT_SALT", "bench-salt")
-    from mammo_dagster.core import preprocess
-    from mammo_dagster.core.dataset import Snapshot
+    from mammo_dagster.core.imaging import preprocess
     from mammo_dagster.core.metrics import at_threshold, threshold_for_recall
-    from mammo_dagster.core.onnx_model import OnnxModel
-    from mammo_dagster.core.train import TrainConfig, train
+    from mammo_dagster.core.model.dataset import Snapshot
+    from mammo_dagster.core.model.train import TrainConfig, train
+    from mammo_dagster.core.prediction.onnx_model import OnnxModel
 
     every = examples(prepare(args.studies, "small", 128))
     holdout = [e for e in every if e.split == "holdout"]

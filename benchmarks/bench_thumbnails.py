@@ -2,7 +2,7 @@
 
 Baseline (what the original prototype did): pydicom full decode -> float modality
 LUT + VOI (pydicom) -> MONOCHROME1 inversion -> PIL LANCZOS resize -> PNG.
-Fast path: :func:`mammo_dagster.core.thumbnails.render_frame` (memory-mapped or
+Fast path: :func:`mammo_dagster.core.imaging.thumbnails.render_frame` (memory-mapped or
 reduced-resolution decode -> 16-bit display LUT -> marker-keeping area
 downsample) -> PNG.
 
@@ -33,11 +33,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from mammo_dagster.core.batch import worker_pool
-from mammo_dagster.core.decode import DEFAULT_OVERSAMPLE
-from mammo_dagster.core.dicom import open_dicom
-from mammo_dagster.core.synthetic import generate_archive
-from mammo_dagster.core.thumbnails import render_frame, save_png
+from mammo_dagster.core.imaging.batch import worker_pool
+from mammo_dagster.core.imaging.decode import DEFAULT_OVERSAMPLE
+from mammo_dagster.core.imaging.dicom import open_dicom
+from mammo_dagster.core.imaging.thumbnails import render_frame, save_png
+from mammo_dagster.core.synthetic.archive import generate_archive
 
 CASES = [
     (v, ts)

@@ -11,7 +11,7 @@ split for each run. A run is RENDER:SIZE:NET:
   `v2`: headroom toward the stored extreme (the contract before), `v1`: a plain
   8-bit window;
 - NET `look`: the shipped network (the image network for mag, the second look over
-  the patches for biopsy, `core.network.MammoNet`), `metal`: the image network with
+  the patches for biopsy, `core.model.network.MammoNet`), `metal`: the image network with
   its metal channel for both flags (the network before), `plain`: the image channel
   only.
 
@@ -42,11 +42,15 @@ FOLDERS = {"v1": "thumbnails_v1", "v2": "thumbnails_v2", "v3": "thumbnails"}
 
 def prepare(studies: int, matrix: str, renders: set[str]) -> Path:
     """Generate, index, render (each contract of `renders` into its folder), label."""
-    from mammo_dagster.core.batch import thumbnail_folder
-    from mammo_dagster.core.index import index_folder, mark_duplicates, save_index
-    from mammo_dagster.core.labels import append_events, load_events
-    from mammo_dagster.core.store import DB_NAME, Store
-    from mammo_dagster.core.synthetic import generate_archive, read_ground_truth, truth_labels
+    from mammo_dagster.core.imaging.batch import thumbnail_folder
+    from mammo_dagster.core.imaging.index import index_folder, mark_duplicates, save_index
+    from mammo_dagster.core.store.db import DB_NAME, Store
+    from mammo_dagster.core.store.labels import append_events, load_events
+    from mammo_dagster.core.synthetic.archive import (
+        generate_archive,
+        read_ground_truth,
+        truth_labels,
+    )
 
     home = DATA / f"training_{studies}" if matrix == "small" else DATA / f"training_{studies}_full"
     drop, truth = home / "incoming" / "d1", home / "truth.csv"
@@ -92,10 +96,10 @@ def main() -> int:
     runs = [parse_run(r) for r in args.runs]
 
     os.environ.setdefault("MAMMO_PATIENT_SALT", "bench-salt")
-    from mammo_dagster.core.dataset import build_snapshot
-    from mammo_dagster.core.labels import load_events
-    from mammo_dagster.core.store import DB_NAME, Store
-    from mammo_dagster.core.train import TrainConfig, train
+    from mammo_dagster.core.model.dataset import build_snapshot
+    from mammo_dagster.core.model.train import TrainConfig, train
+    from mammo_dagster.core.store.db import DB_NAME, Store
+    from mammo_dagster.core.store.labels import load_events
 
     home = prepare(args.studies, args.matrix, {r for r, *_ in runs})
     store = Store(home / DB_NAME)

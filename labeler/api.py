@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 
-from mammo_dagster.core.labels import CSV_COLUMNS, KEYS, csv_safe, label_row
+from mammo_dagster.core.store.labels import CSV_COLUMNS, KEYS, csv_safe, label_row
 
 from .cams import CamUnavailable
 from .state import NotFound

@@ -8,9 +8,9 @@ import logging
 import threading
 from pathlib import Path
 
-from mammo_dagster.core.gradcam import cam_file, write_cam
 from mammo_dagster.core.home import Home
-from mammo_dagster.core.modelstore import ModelCard, has_card, model_dir
+from mammo_dagster.core.model.gradcam import cam_file, write_cam
+from mammo_dagster.core.model.modelstore import ModelCard, has_card, model_dir
 
 from .catalog import Image
 
@@ -48,7 +48,7 @@ class Cams:
     def _load(self, version: str) -> tuple[object, int]:
         folder = model_dir(self.home.models, version)
         try:
-            from mammo_dagster.core.gradcam import load_torch_model
+            from mammo_dagster.core.model.gradcam import load_torch_model
 
             size = ModelCard.read(folder).input_size
             return load_torch_model(folder), size

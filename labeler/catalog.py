@@ -9,15 +9,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mammo_dagster.core import queries, review
-from mammo_dagster.core.batch import thumbnail_name
 from mammo_dagster.core.home import Home
-from mammo_dagster.core.labels import KEYS
+from mammo_dagster.core.imaging.batch import thumbnail_name
+from mammo_dagster.core.imaging.preprocess import FLAGS
+from mammo_dagster.core.learning import review
 from mammo_dagster.core.metrics import logit
-from mammo_dagster.core.modelstore import CurrentModel, ModelCard, model_dir, read_current
-from mammo_dagster.core.preprocess import FLAGS
-from mammo_dagster.core.splits import shuffle_key, split_of
-from mammo_dagster.core.store import Store
+from mammo_dagster.core.model.modelstore import CurrentModel, ModelCard, model_dir, read_current
+from mammo_dagster.core.model.splits import shuffle_key, split_of
+from mammo_dagster.core.store import queries
+from mammo_dagster.core.store.db import Store
+from mammo_dagster.core.store.labels import KEYS
 
 #: Label keys by the flags they mean: (biopsy, mag) -> "1".."4".
 KEY_OF = {flags: key for key, flags in KEYS.items()}
@@ -185,7 +186,7 @@ class Catalog:
 
     # -- reading -------------------------------------------------------------
     def review_order(self, strategy: review.ReviewStrategy) -> list[str]:
-        """Review mode's order of the current model's predictions (see core.review).
+        """Review mode's order of the current model's predictions (see core.learning.review).
         Never hold-out images: the model's answer must not anchor the labels it is
         evaluated on."""
         versions = (self.model_version, self.index_version, len(self.images), strategy.name)

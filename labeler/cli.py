@@ -36,7 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mammo_dagster.core.labels import clean_annotator  # here: `mammo --help` stays light
+    from mammo_dagster.core.store.labels import clean_annotator  # here: `mammo --help` stays light
 
     from .settings import MIN_TOKEN
     from .state import Settings

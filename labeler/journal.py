@@ -20,8 +20,8 @@ import time
 from collections import deque
 from pathlib import Path
 
-from mammo_dagster.core.labels import LabelEvent, append_events
-from mammo_dagster.core.store import Store
+from mammo_dagster.core.store.db import Store
+from mammo_dagster.core.store.labels import LabelEvent, append_events
 
 log = logging.getLogger("labeler")
 _ROTATE_BYTES = 1 << 20

@@ -26,7 +26,7 @@ from fasthtml.common import (
 from starlette.requests import Request
 from starlette.responses import Response
 
-from mammo_dagster.core.labels import clean_annotator
+from mammo_dagster.core.store.labels import clean_annotator
 
 from .guard import LOGIN_WINDOW_S, attempts_left, cross_site, signed_in, wrong_token
 from .web import annotator_of, state_of

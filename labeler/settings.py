@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from mammo_dagster.core.home import Home
-from mammo_dagster.core.splits import HOLDOUT_FRACTION
+from mammo_dagster.core.model.splits import HOLDOUT_FRACTION
 
 #: A token guards a labeler on the network: 12 spaces or "secret" are not one.
 MIN_TOKEN = 16

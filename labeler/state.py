@@ -20,9 +20,9 @@ from pathlib import Path
 
 import duckdb
 
-from mammo_dagster.core.labels import KEYS, LabelBook, LabelEvent, load_events
-from mammo_dagster.core.review import BorderlineFirst
-from mammo_dagster.core.store import Store, StoreBusy
+from mammo_dagster.core.learning.review import BorderlineFirst
+from mammo_dagster.core.store.db import Store, StoreBusy
+from mammo_dagster.core.store.labels import KEYS, LabelBook, LabelEvent, load_events
 
 from .cams import Cams, CamUnavailable
 from .catalog import Catalog, Image
@@ -155,7 +155,7 @@ class LabelerState:
 
     def review_order(self) -> list[str]:
         """Review mode's order: flagged and borderline images, closest to a threshold
-        first, with a share of unflagged images mixed in as random checks (core.review);
+        first, with a share of unflagged images mixed in as random checks (core.learning.review);
         never hold-out images."""
         return self.catalog.review_order(BorderlineFirst(self.settings.review_random_share))
 

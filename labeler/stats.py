@@ -3,7 +3,7 @@ next retrain, what review mode has left, and whether labels are still being stor
 
 from __future__ import annotations
 
-from mammo_dagster.core.labels import LabelBook
+from mammo_dagster.core.store.labels import LabelBook
 
 from .catalog import Catalog
 from .journal import EventWriter

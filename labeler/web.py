@@ -9,7 +9,7 @@ import json
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from mammo_dagster.core.labels import clean_annotator
+from mammo_dagster.core.store.labels import clean_annotator
 
 from .state import LabelerState
 

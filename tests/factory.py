@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mammo_dagster.core.dicom_write import (
+from mammo_dagster.core.imaging.dicom_write import (
     VENDOR_PROFILES,
     ImageHeader,
     build_dataset,
@@ -48,10 +48,10 @@ def make_file(
 def labeled_home(home: Path, studies: int = 6, seed: int = 3) -> list:
     """A data folder with one indexed drop and its thumbnails (no Dagster), as the
     labeler finds it after ingest. Returns the synthetic images (with ground truth)."""
-    from mammo_dagster.core.batch import thumbnail_folder
     from mammo_dagster.core.home import Home
-    from mammo_dagster.core.index import ingest_drop
-    from mammo_dagster.core.synthetic import generate_archive
+    from mammo_dagster.core.imaging.batch import thumbnail_folder
+    from mammo_dagster.core.imaging.index import ingest_drop
+    from mammo_dagster.core.synthetic.archive import generate_archive
 
     drop = home / "incoming" / "d1"
     images = generate_archive(drop, studies=studies, seed=seed, size="small", ground_truth=None)
@@ -63,12 +63,12 @@ def labeled_home(home: Path, studies: int = 6, seed: int = 3) -> list:
 def fake_catalog(home: Path, n: int, drop: str = "big", size: int = 8) -> list[str]:
     """`n` indexed frames with `size`-px thumbnails (textured, so PNGs weigh what real
     ones do), without DICOM files: for labeler load tests. Returns the image ids."""
-    from mammo_dagster.core.thumbnails import save_png
+    from mammo_dagster.core.imaging.thumbnails import save_png
 
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0:size, 0:size]
-    from mammo_dagster.core.index import IndexRow, save_index
-    from mammo_dagster.core.store import DB_NAME, Store
+    from mammo_dagster.core.imaging.index import IndexRow, save_index
+    from mammo_dagster.core.store.db import DB_NAME, Store
 
     thumbs = home / "thumbnails"
     thumbs.mkdir(parents=True, exist_ok=True)
@@ -104,8 +104,8 @@ def fake_model(
 ) -> dict[str, tuple[float, float]]:
     """A current model (card and pointer, no network) whose predictions of the images
     are spread over 0..1, as `image_predictions` would hold them. Returns the probs."""
-    from mammo_dagster.core.modelstore import CurrentModel, ModelCard, write_current
-    from mammo_dagster.core.store import DB_NAME, Store
+    from mammo_dagster.core.model.modelstore import CurrentModel, ModelCard, write_current
+    from mammo_dagster.core.store.db import DB_NAME, Store
 
     folder = home / "models" / version
     folder.mkdir(parents=True)

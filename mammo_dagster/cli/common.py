@@ -7,9 +7,9 @@ import csv
 import sys
 from pathlib import Path
 
-from ..core.decode import DEFAULT_OVERSAMPLE
 from ..core.files import atomic_write
 from ..core.home import Home
+from ..core.imaging.decode import DEFAULT_OVERSAMPLE
 
 
 class CliError(Exception):

@@ -10,9 +10,9 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from ..core.decode import DEFAULT_OVERSAMPLE
 from ..core.home import ENV_HOME, ENV_RETRAIN_EVERY, Home
-from ..core.preprocess import INPUT_SIZE
+from ..core.imaging.decode import DEFAULT_OVERSAMPLE
+from ..core.imaging.preprocess import INPUT_SIZE
 from .common import CliError, home_of, int_in, seed_type, size_type, studies_type
 from .demo_report import counts, print_loop, report_model, score, turn_summary
 from .synth import cmd_synth
@@ -160,11 +160,11 @@ def _demo_model(args: argparse.Namespace, home: Home, truth: Path) -> None:
     queue. Each turn is scored against the generator's ground truth."""
     from labeler.process import running
 
-    from ..core import queries
-    from ..core.labels import load_events
-    from ..core.simulated import SimulatedLabeler
-    from ..core.store import Store
-    from ..core.synthetic import read_ground_truth
+    from ..core.learning.simulated import SimulatedLabeler
+    from ..core.store import queries
+    from ..core.store.db import Store
+    from ..core.store.labels import load_events
+    from ..core.synthetic.truth import read_ground_truth
 
     store = Store(home.db)
     rows = read_ground_truth(truth)

@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 from ..core.home import Home
-from ..core.preprocess import FLAGS
+from ..core.imaging.preprocess import FLAGS
 
 
 def counts(counter: Counter) -> str:
@@ -40,9 +40,9 @@ def turn_summary(home: Home, store, answers: dict) -> tuple:
     any turn trains on them. Missed and false alarms are the model's flags."""
     import numpy as np
 
-    from ..core import queries
-    from ..core.modelstore import read_current
-    from ..core.splits import split_of
+    from ..core.model.modelstore import read_current
+    from ..core.model.splits import split_of
+    from ..core.store import queries
 
     current = read_current(home.models)
     if current is None:

@@ -30,8 +30,8 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
 def _inspect_one(path: Path, exact: bool, salt: str | None) -> dict:
     """One file's report (in a guarded child process: a codec crash or hang is a report
     too, never the command's end)."""
-    from ..core.dicom import DicomError
-    from ..core.guard import isolated
+    from ..core.imaging.dicom import DicomError
+    from ..core.imaging.guard import isolated
 
     try:
         return isolated(_inspect_file, path, exact, salt)
@@ -40,7 +40,7 @@ def _inspect_one(path: Path, exact: bool, salt: str | None) -> dict:
 
 
 def _inspect_file(path: Path, exact: bool, salt: str | None) -> dict:
-    from ..core.guard import capture
+    from ..core.imaging.guard import capture
 
     with capture() as notes:
         report = _inspect_frames(path, exact, salt)
@@ -52,8 +52,8 @@ def _inspect_file(path: Path, exact: bool, salt: str | None) -> dict:
 
 
 def _inspect_frames(path: Path, exact: bool, salt: str | None) -> dict:
-    from ..core.dicom import DicomError, open_dicom
-    from ..core.thumbnails import render_frame
+    from ..core.imaging.dicom import DicomError, open_dicom
+    from ..core.imaging.thumbnails import render_frame
 
     report: dict = {"path": str(path)}
     try:

@@ -51,8 +51,8 @@ def cmd_label(args: argparse.Namespace) -> int:
 
 
 def cmd_labels(args: argparse.Namespace) -> int:
-    from ..core.labels import LabelFileError, export_csv, import_csv
-    from ..core.store import Store
+    from ..core.store.db import Store
+    from ..core.store.labels import LabelFileError, export_csv, import_csv
 
     store = Store(home_of(args).db)
     store.migrate()

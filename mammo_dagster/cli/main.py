@@ -52,8 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: errors are one line on stderr and a non-zero exit, no traceback
     (``--debug`` shows them, and the codecs' log)."""
-    from ..core.dicom import DicomError
-    from ..core.guard import ENV_DEBUG, quiet_codecs
+    from ..core.imaging.dicom import DicomError
+    from ..core.imaging.guard import ENV_DEBUG, quiet_codecs
 
     args = build_parser().parse_args(argv)
     if args.debug:

@@ -21,7 +21,7 @@ def _drop_name(value: str) -> str:
 
 
 def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    from ..core.pacs import ENV_CA_BUNDLE, ENV_TOKEN, ENV_URL, ENV_USER, ENV_VERIFY
+    from ..core.pacs.pull import ENV_CA_BUNDLE, ENV_TOKEN, ENV_URL, ENV_USER, ENV_VERIFY
 
     p = sub.add_parser(
         "pacs",
@@ -67,8 +67,8 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
-    from ..core.pacs import PacsError, PacsSource, plan_pull, pull, redact
-    from ..core.store import Store
+    from ..core.pacs.pull import PacsError, PacsSource, plan_pull, pull, redact
+    from ..core.store.db import Store
 
     home = home_of(args)
     try:
@@ -99,8 +99,8 @@ def cmd_pull(args: argparse.Namespace) -> int:
 def cmd_push(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..core.pacs import PacsError, PacsSource
-    from ..core.pacs_write import push
+    from ..core.pacs.pull import PacsError, PacsSource
+    from ..core.pacs.push import push
 
     home = home_of(args)
     try:

@@ -32,8 +32,8 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from ..core.modelstore import current_model_file
-    from ..core.predict import predict_folder
+    from ..core.model.modelstore import current_model_file
+    from ..core.prediction.predict import predict_folder
 
     if args.model:
         model = Path(args.model)

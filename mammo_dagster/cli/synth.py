@@ -7,10 +7,10 @@ import dataclasses
 from collections import Counter
 from pathlib import Path
 
-from ..core.dicom_write import TRANSFER_SYNTAXES, VENDOR_PROFILES
 from ..core.home import Home
-from ..core.mixes import MIXES
-from ..core.realism import DISTRACTORS, SHIFTS
+from ..core.imaging.dicom_write import TRANSFER_SYNTAXES, VENDOR_PROFILES
+from ..core.synthetic.mixes import MIXES
+from ..core.synthetic.realism import DISTRACTORS, SHIFTS
 from .common import CliError, new_file, out_folder, plural, progress_bar, seed_type, studies_type
 
 
@@ -110,7 +110,7 @@ def _realism_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from ..core.synthetic import generate_archive
+    from ..core.synthetic.archive import generate_archive
 
     out = out_folder(Path(args.out), empty=True)
     truth = Path(args.ground_truth) if args.ground_truth else default_truth(out)
@@ -167,7 +167,7 @@ def default_truth(out: Path) -> Path:
 def _realism(args: argparse.Namespace):
     """(Realism, vendors, transfer syntaxes) from --shift and the single options, which
     override what the shift sets."""
-    from ..core.realism import SHIFTS, Realism, parse_range
+    from ..core.synthetic.realism import SHIFTS, Realism, parse_range
 
     shift = SHIFTS[args.shift] if getattr(args, "shift", None) else None
     realism = shift.realism if shift else Realism()

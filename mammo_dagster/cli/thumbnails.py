@@ -66,8 +66,8 @@ def _thumbnail_one(
     file: Path, out: Path, frame: int, size: int, pad: bool, exact: bool, oversample: int
 ) -> tuple[str, str | None]:
     """Render and save one frame (in a guarded child process): its summary and warnings."""
-    from ..core.guard import capture
-    from ..core.thumbnails import render, save_png
+    from ..core.imaging.guard import capture
+    from ..core.imaging.thumbnails import render, save_png
 
     with capture() as notes:
         thumb = render(file, frame, size, pad=pad, exact=exact, oversample=oversample)
@@ -79,7 +79,7 @@ def _thumbnail_one(
 
 
 def cmd_thumbnail(args: argparse.Namespace) -> int:
-    from ..core.guard import isolated
+    from ..core.imaging.guard import isolated
 
     out = new_file(Path(args.out), ".png")  # before the work, not after
     summary, warnings = isolated(
@@ -97,7 +97,7 @@ def cmd_thumbnail(args: argparse.Namespace) -> int:
 
 
 def cmd_thumbnails(args: argparse.Namespace) -> int:
-    from ..core.batch import as_dicts, iter_files, thumbnail_folder
+    from ..core.imaging.batch import as_dicts, iter_files, thumbnail_folder
 
     root, out = Path(args.folder), out_folder(Path(args.out))
     if not root.is_dir():

@@ -25,7 +25,7 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
 
 def cmd_weights(args: argparse.Namespace) -> int:
     try:
-        from ..core import weights
+        from ..core.model import weights
     except ImportError as e:  # pragma: no cover - an install without torch
         raise CliError(f"needs the train extra (torch): {e}") from None
     if args.action == "import":

@@ -13,12 +13,12 @@ from collections import Counter
 import dagster as dg
 import numpy as np
 
-from mammo_dagster.core import queries
-from mammo_dagster.core.active import Candidate, strategy, uncertainty
-from mammo_dagster.core.batch import thumbnail_name
-from mammo_dagster.core.coverage import DropCoverage, prediction_coverage
-from mammo_dagster.core.modelstore import current_model_file, read_current
-from mammo_dagster.core.splits import split_of
+from mammo_dagster.core.imaging.batch import thumbnail_name
+from mammo_dagster.core.learning.active import Candidate, strategy, uncertainty
+from mammo_dagster.core.model.modelstore import current_model_file, read_current
+from mammo_dagster.core.model.splits import split_of
+from mammo_dagster.core.store import queries
+from mammo_dagster.core.store.coverage import DropCoverage, prediction_coverage
 
 from .model import image_predictions, labels, onnx_model, study_predictions, trained_model
 from .model import training_set as training_set_asset
@@ -39,7 +39,7 @@ def labeling_queue(
 ) -> dg.MaterializeResult:
     """Unlabeled images outside the hold-out, ranked for labeling by the current model's
     uncertainty (scoring) and the strategy's picks (selection); the labeler reads it."""
-    from mammo_dagster.core.onnx_model import OnnxModel
+    from mammo_dagster.core.prediction.onnx_model import OnnxModel
 
     home = paths.data
     current, path = current_model_file(home.models)

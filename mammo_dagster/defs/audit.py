@@ -2,8 +2,8 @@
 
 import dagster as dg
 
-from mammo_dagster.core.audit import header_baseline, write_audit
-from mammo_dagster.core.modelstore import read_current
+from mammo_dagster.core.model.modelstore import read_current
+from mammo_dagster.core.store.audit import header_baseline, write_audit
 
 from .markdown import md_table
 from .model import image_predictions, labels

@@ -4,9 +4,10 @@ import dagster as dg
 import numpy as np
 from PIL import Image
 
-from mammo_dagster.core import preprocess, queries
-from mammo_dagster.core.batch import thumbnail_name
-from mammo_dagster.core.modelstore import ModelCard, model_dir, read_current
+from mammo_dagster.core.imaging import preprocess
+from mammo_dagster.core.imaging.batch import thumbnail_name
+from mammo_dagster.core.model.modelstore import ModelCard, model_dir, read_current
+from mammo_dagster.core.store import queries
 
 from .markdown import md_image, png_bytes
 from .model import image_predictions
@@ -22,7 +23,7 @@ def gradcam(config: GradcamConfig, paths: MammoHome, store: StoreResource) -> dg
     """Where the current model looked, for each flag it raised: overlays in
     `gradcam/<version>/<SOPInstanceUID>_<frame>_<flag>.png` (the labeler's review mode
     shows them)."""
-    from mammo_dagster.core.gradcam import cam_file, cam_folder, load_torch_model, write_cam
+    from mammo_dagster.core.model.gradcam import cam_file, cam_folder, load_torch_model, write_cam
 
     home = paths.data
     current = read_current(home.models)

@@ -8,12 +8,12 @@ import dagster as dg
 import numpy as np
 from PIL import Image
 
-from mammo_dagster.core import queries
-from mammo_dagster.core.batch import thumbnail_folder, thumbnail_name
 from mammo_dagster.core.home import Home
-from mammo_dagster.core.index import IndexRow, indexed_files, ingest_drop
-from mammo_dagster.core.store import Store
-from mammo_dagster.core.thumbnails import DEFAULT_SIZE, RENDER_VERSION
+from mammo_dagster.core.imaging.batch import thumbnail_folder, thumbnail_name
+from mammo_dagster.core.imaging.index import IndexRow, indexed_files, ingest_drop
+from mammo_dagster.core.imaging.thumbnails import DEFAULT_SIZE, RENDER_VERSION
+from mammo_dagster.core.store import queries
+from mammo_dagster.core.store.db import Store
 
 from .markdown import md_image, md_table, png_bytes
 from .partitions import drops

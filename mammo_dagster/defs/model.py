@@ -7,11 +7,11 @@ import warnings
 import dagster as dg
 import numpy as np
 
-from mammo_dagster.core import metrics, preprocess, queries
-from mammo_dagster.core.audit import header_baseline
-from mammo_dagster.core.batch import thumbnail_name
-from mammo_dagster.core.dataset import build_snapshot, load_snapshot, save_snapshot
-from mammo_dagster.core.modelstore import (
+from mammo_dagster.core import metrics
+from mammo_dagster.core.imaging import preprocess
+from mammo_dagster.core.imaging.batch import thumbnail_name
+from mammo_dagster.core.model.dataset import build_snapshot, load_snapshot, save_snapshot
+from mammo_dagster.core.model.modelstore import (
     CurrentModel,
     ModelCard,
     current_model_file,
@@ -21,6 +21,8 @@ from mammo_dagster.core.modelstore import (
     read_current,
     write_current,
 )
+from mammo_dagster.core.store import queries
+from mammo_dagster.core.store.audit import header_baseline
 
 from .ingest import thumbnails
 from .markdown import md_table
@@ -90,7 +92,7 @@ def training_set(
     )
 
 
-#: TrainingConfig fields whose TrainConfig (core.train) field has another name
+#: TrainingConfig fields whose TrainConfig (core.model.train) field has another name
 CORE_NAMES = {"metal_channel": "metal"}
 PRETRAINED = {"auto": None, "yes": True, "no": False}
 
@@ -99,7 +101,7 @@ class TrainingConfig(dg.Config):
     """`trained_model`'s run config: the fields of the core's `TrainConfig` a run may set,
     by their names and defaults (a test holds them to it), but `metal_channel` (its
     `metal`) and `pretrained` spelled auto | yes | no. Declared here rather than built
-    from `TrainConfig`: core.train imports torch, which loading the definitions must not."""
+    from `TrainConfig`: core.model.train imports torch, which loading the definitions must not."""
 
     size: int = preprocess.INPUT_SIZE
     epochs: int = 16
@@ -109,12 +111,12 @@ class TrainingConfig(dg.Config):
     seed: int = 0
     target_recall: float = 0.98
     pretrained: str = "auto"  # auto (if cached) | yes | no
-    metal_channel: bool = True  # a second input channel marking metal (core.network.metal_stem)
-    jitter: float = 1.0  # headroom / patch augmentation strength (core.network)
+    metal_channel: bool = True  # a second input channel marking metal (model.network.metal_stem)
+    jitter: float = 1.0  # headroom / patch augmentation strength (core.model.network)
 
     def to_core(self):
         """The core's TrainConfig with these values (imports torch)."""
-        from mammo_dagster.core.train import TrainConfig
+        from mammo_dagster.core.model.train import TrainConfig
 
         values = {CORE_NAMES.get(k, k): getattr(self, k) for k in type(self).model_fields}
         return TrainConfig(**values | {"pretrained": PRETRAINED[self.pretrained]})
@@ -129,7 +131,7 @@ def trained_model(
 ) -> dg.MaterializeResult:
     """fastai ResNet18, multi-label (biopsy, mag), thresholds for the target recall on
     validation, evaluated on the labeled hold-out; exported to ONNX with its model card."""
-    from mammo_dagster.core.train import train
+    from mammo_dagster.core.model.train import train
 
     home = paths.data
     snapshot = load_snapshot(home.training_sets / "current.csv")
@@ -204,9 +206,9 @@ def onnx_model(
 ) -> dg.MaterializeResult:
     """The newest trained model's ONNX graph and its int8 variant, checked against PyTorch;
     it becomes the current model (atomic pointer) only when both checks pass."""
-    from mammo_dagster.core.export import quantize_int8
-    from mammo_dagster.core.onnx_model import OnnxModel
-    from mammo_dagster.core.train import load_inputs
+    from mammo_dagster.core.model.export import quantize_int8
+    from mammo_dagster.core.model.train import load_inputs
+    from mammo_dagster.core.prediction.onnx_model import OnnxModel
 
     home = paths.data
     version = newest_trained(home.models)
@@ -280,7 +282,7 @@ def image_predictions(
     store: StoreResource,
 ) -> dg.MaterializeResult:
     """Probabilities per flag for every frame of the drop, from the current model."""
-    from mammo_dagster.core.onnx_model import OnnxModel
+    from mammo_dagster.core.prediction.onnx_model import OnnxModel
 
     drop = context.partition_key
     home = paths.data

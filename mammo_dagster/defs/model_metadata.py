@@ -5,7 +5,8 @@ import io
 
 import numpy as np
 
-from mammo_dagster.core import metrics, preprocess
+from mammo_dagster.core import metrics
+from mammo_dagster.core.imaging import preprocess
 
 from .markdown import md_image, md_table
 

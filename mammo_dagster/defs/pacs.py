@@ -5,7 +5,7 @@ stopped, and nothing materializes `pacs_flags` but a person (or a job they add).
 
 import dagster as dg
 
-from mammo_dagster.core.pacs import (
+from mammo_dagster.core.pacs.pull import (
     ENV_URL,
     PacsError,
     PacsSource,
@@ -15,7 +15,7 @@ from mammo_dagster.core.pacs import (
     reserve_drop,
     unfinished_pull,
 )
-from mammo_dagster.core.pacs_write import push
+from mammo_dagster.core.pacs.push import push
 
 from .ingest import dicom_index, thumbnails
 from .model import study_predictions

@@ -8,7 +8,7 @@ from pathlib import Path
 import dagster as dg
 
 from mammo_dagster.core.home import Home
-from mammo_dagster.core.store import Store
+from mammo_dagster.core.store.db import Store
 
 
 class MammoHome(dg.ConfigurableResource):
@@ -39,7 +39,7 @@ class StoreResource(dg.ConfigurableResource):
 class PacsResource(dg.ConfigurableResource):
     """The DICOMweb source: `url`, else ``$MAMMO_DICOMWEB_URL``; credentials and TLS
     settings always from the environment (``$MAMMO_DICOMWEB_TOKEN`` or
-    ``$MAMMO_DICOMWEB_USER``/``$MAMMO_DICOMWEB_PASSWORD``, see core/pacs.py)."""
+    ``$MAMMO_DICOMWEB_USER``/``$MAMMO_DICOMWEB_PASSWORD``, see core/pacs/pull.py)."""
 
     url: str = ""
     #: the sensor and `pacs_studies` search StudyDate from this many days ago on (0: all
@@ -57,13 +57,13 @@ class PacsResource(dg.ConfigurableResource):
 
     @property
     def configured(self) -> bool:
-        from mammo_dagster.core.pacs import ENV_URL
+        from mammo_dagster.core.pacs.pull import ENV_URL
 
         return bool(self.url or os.environ.get(ENV_URL))
 
     def source(self):
         """The core's `PacsSource` (raises PacsError when none is configured)."""
-        from mammo_dagster.core.pacs import PacsSource
+        from mammo_dagster.core.pacs.pull import PacsSource
 
         return PacsSource.from_env(self.url or None)
 

@@ -4,7 +4,7 @@ import os
 
 import dagster as dg
 
-from mammo_dagster.core.index import indexed_states
+from mammo_dagster.core.imaging.index import indexed_states
 
 from .partitions import drops
 from .resources import MammoHome, StoreResource

@@ -6,7 +6,7 @@ import os
 import dagster as dg
 
 from mammo_dagster.core.home import Home
-from mammo_dagster.core.index import drop_state, indexed_states
+from mammo_dagster.core.imaging.index import drop_state, indexed_states
 
 from .ingest import dicom_index, thumbnails
 from .model import image_predictions

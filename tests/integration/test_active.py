@@ -6,10 +6,15 @@ import dagster as dg
 import numpy as np
 import pytest
 
-from mammo_dagster.core.active import Candidate, RandomStrategy, UncertaintyStrategy, uncertainty
-from mammo_dagster.core.labels import LabelEvent, append_events
-from mammo_dagster.core.modelstore import CurrentModel, write_current
-from mammo_dagster.core.store import DB_NAME, Store
+from mammo_dagster.core.learning.active import (
+    Candidate,
+    RandomStrategy,
+    UncertaintyStrategy,
+    uncertainty,
+)
+from mammo_dagster.core.model.modelstore import CurrentModel, write_current
+from mammo_dagster.core.store.db import DB_NAME, Store
+from mammo_dagster.core.store.labels import LabelEvent, append_events
 from mammo_dagster.defs.active import active_learning_sensor, new_model_sensor
 from mammo_dagster.defs.resources import resources_for
 from tests.factory import fake_catalog
@@ -114,7 +119,7 @@ def _predict(store: Store, drop: str, version: str = "m0001") -> None:
 
 def _nothing_new(store: Store, drop: str, status: str, n: int = 3) -> None:
     """A drop indexed as only duplicates (or only bad files)."""
-    from mammo_dagster.core.index import IndexRow, save_index
+    from mammo_dagster.core.imaging.index import IndexRow, save_index
 
     rows = [IndexRow(drop, f"f{i}", 0, 10, "x", status, error_kind="not_dicom" if
                      status == "error" else None) for i in range(n)]  # fmt: skip
@@ -206,7 +211,7 @@ def test_new_model_sensor_never_stalls_on_a_drop_with_nothing_to_predict(tmp_pat
 
 
 def test_new_model_sensor_predicts_a_drop_again_when_it_grows(tmp_path) -> None:
-    from mammo_dagster.core.index import save_drop_state
+    from mammo_dagster.core.imaging.index import save_drop_state
 
     home = tmp_path / "home"
     fake_catalog(home, 4, drop="d1")

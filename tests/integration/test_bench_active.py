@@ -55,9 +55,9 @@ def test_mean_curve_and_labels_to_reach() -> None:
 def test_train_from_replays_the_random_picks_of_a_full_run(monkeypatch, tmp_path) -> None:
     import argparse
 
-    import mammo_dagster.core.onnx_model as onnx_model
-    import mammo_dagster.core.train as train_module
-    from mammo_dagster.core.dataset import Example
+    import mammo_dagster.core.model.train as train_module
+    import mammo_dagster.core.prediction.onnx_model as onnx_model
+    from mammo_dagster.core.model.dataset import Example
 
     trained: list[list[str]] = []  # the training set of each trained round
 

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mammo_dagster.core.labels import load_events
-from mammo_dagster.core.store import DB_NAME, Store
+from mammo_dagster.core.store.db import DB_NAME, Store
+from mammo_dagster.core.store.labels import load_events
 from tests.factory import FAKE_PATIENT_ID, FAKE_PATIENT_NAME, make_file
 
 COMMANDS = ["synth", "inspect", "thumbnail", "thumbnails", "demo"]
@@ -112,7 +112,7 @@ def test_synth_into_a_drop_makes_fresh_uids_and_keeps_its_truth_out(tmp_path: Pa
 
 
 def test_synth_mix_reaches_the_generator(tmp_path: Path) -> None:
-    from mammo_dagster.core.synthetic import plan_labels
+    from mammo_dagster.core.synthetic.plan import plan_labels
 
     out = mammo("synth", str(tmp_path / "a"), "--studies", "3", "--seed", "5", "--mix", "screening")
     assert out.returncode == 0, out.stderr
@@ -321,7 +321,7 @@ def test_weights_import_checks_the_file_and_fills_the_cache(tmp_path: Path, monk
     assert cached.exists() and str(cached) in out.stdout
     assert str(cached) in mammo("weights", "status").stdout
     # training finds them offline: the pretrained network builds from the cache
-    from mammo_dagster.core.network import network
+    from mammo_dagster.core.model.network import network
 
     net = network(pretrained=True, second_look=False)  # TORCH_HOME points at the cache
     first = net[0][0][1]  # the first convolution, behind the metal channel

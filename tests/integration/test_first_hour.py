@@ -26,10 +26,11 @@ import pytest
 from PIL import Image
 
 from labeler.process import free_port
-from mammo_dagster.core.batch import READY_MARKER
-from mammo_dagster.core.labels import append_events
-from mammo_dagster.core.store import DB_NAME, Store
-from mammo_dagster.core.synthetic import generate_archive, read_ground_truth, truth_labels
+from mammo_dagster.core.imaging.batch import READY_MARKER
+from mammo_dagster.core.store.db import DB_NAME, Store
+from mammo_dagster.core.store.labels import append_events
+from mammo_dagster.core.synthetic.archive import generate_archive
+from mammo_dagster.core.synthetic.truth import read_ground_truth, truth_labels
 from tests.factory import FAKE_PATIENT_ID
 
 pytestmark = pytest.mark.slow

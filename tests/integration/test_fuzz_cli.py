@@ -13,7 +13,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from mammo_dagster.core.dicom import Failure
+from mammo_dagster.core.imaging.dicom import Failure
 from mammo_dagster.defs.ingest import dicom_index, thumbnails
 from mammo_dagster.defs.resources import MammoHome, StoreResource
 from tests.fuzz import make_corpus

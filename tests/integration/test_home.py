@@ -12,8 +12,8 @@ import dagster as dg
 import numpy as np
 import pytest
 
-from mammo_dagster.core.header import patient_key
-from mammo_dagster.core.store import Store
+from mammo_dagster.core.imaging.header import patient_key
+from mammo_dagster.core.store.db import Store
 from mammo_dagster.defs.ingest import dicom_index
 from mammo_dagster.defs.resources import resources_for
 from tests.factory import FAKE_PATIENT_ID, make_file

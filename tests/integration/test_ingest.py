@@ -6,8 +6,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from mammo_dagster.core.index import index_file, save_index
-from mammo_dagster.core.synthetic import generate_archive
+from mammo_dagster.core.imaging.index import index_file, save_index
+from mammo_dagster.core.synthetic.archive import generate_archive
 from mammo_dagster.defs.ingest import dicom_index, failure_rate, thumbnails
 from mammo_dagster.defs.resources import MammoHome, StoreResource
 from tests.factory import FAKE_PATIENT_ID

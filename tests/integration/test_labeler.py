@@ -17,8 +17,8 @@ from starlette.testclient import TestClient
 from labeler.app import create_app
 from labeler.cli import run as run_cli
 from labeler.state import LabelerState, Settings
-from mammo_dagster.core.labels import KEYS, LabelEvent, load_events
-from mammo_dagster.core.store import DB_NAME, Store
+from mammo_dagster.core.store.db import DB_NAME, Store
+from mammo_dagster.core.store.labels import KEYS, LabelEvent, load_events
 from tests.factory import fake_model, labeled_home
 
 

@@ -16,7 +16,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from labeler.web import MAX_BODY
-from mammo_dagster.core.labels import export_csv, read_label_csv
+from mammo_dagster.core.store.labels import export_csv, read_label_csv
 from tests.integration.test_labeler import (  # noqa: F401  (fixtures)
     _client,
     _next,

@@ -15,14 +15,14 @@ import httpx
 import pytest
 
 from labeler.process import running
-from mammo_dagster.core.labels import KEYS, load_events
-from mammo_dagster.core.store import DB_NAME, Store
+from mammo_dagster.core.store.db import DB_NAME, Store
+from mammo_dagster.core.store.labels import KEYS, load_events
 from tests.factory import fake_catalog, fake_model
 
 POKER = """
 import sys, time
 from pathlib import Path
-from mammo_dagster.core.store import Store
+from mammo_dagster.core.store.db import Store
 store, stop = Store(Path(sys.argv[1]), timeout_s=120), Path(sys.argv[2])
 store.run(lambda c: c.execute("SELECT 1"), read_only=True)
 print("ready", flush=True)
@@ -148,8 +148,8 @@ def test_review_mode_in_a_real_browser(tmp_path: Path, browser) -> None:
     import numpy as np
     from PIL import Image
 
-    from mammo_dagster.core.gradcam import cam_file
     from mammo_dagster.core.home import Home
+    from mammo_dagster.core.model.gradcam import cam_file
 
     home = tmp_path / "home"
     ids = fake_catalog(home, 30)

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 from mammo_dagster.cli import main as mammo
-from mammo_dagster.core.labels import (
+from mammo_dagster.core.model.splits import HOLDOUT_FRACTION, split_of
+from mammo_dagster.core.store.db import DB_NAME, Store
+from mammo_dagster.core.store.labels import (
     LabelBook,
     LabelEvent,
     LabelFileError,
@@ -16,8 +18,6 @@ from mammo_dagster.core.labels import (
     import_csv,
     load_events,
 )
-from mammo_dagster.core.splits import HOLDOUT_FRACTION, split_of
-from mammo_dagster.core.store import DB_NAME, Store
 
 SOP = "1.2.3.4"
 

@@ -16,14 +16,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mammo_dagster.core import preprocess
-from mammo_dagster.core.dataset import load_snapshot
-from mammo_dagster.core.labels import LabelEvent, append_events
-from mammo_dagster.core.modelstore import read_current
-from mammo_dagster.core.predict import predict_folder
-from mammo_dagster.core.store import DB_NAME, Store
-from mammo_dagster.core.studies import CONTRACT_COLUMNS, write_study_csv
-from mammo_dagster.core.synthetic import truth_labels
+from mammo_dagster.core.imaging import preprocess
+from mammo_dagster.core.model.dataset import load_snapshot
+from mammo_dagster.core.model.modelstore import read_current
+from mammo_dagster.core.prediction.predict import predict_folder
+from mammo_dagster.core.store.db import DB_NAME, Store
+from mammo_dagster.core.store.labels import LabelEvent, append_events
+from mammo_dagster.core.store.studies import CONTRACT_COLUMNS, write_study_csv
+from mammo_dagster.core.synthetic.truth import truth_labels
 from mammo_dagster.defs.model import (
     image_predictions,
     labels,
@@ -202,7 +202,7 @@ def test_predict_a_folder_with_bad_files_and_resume(trained, tmp_path: Path) -> 
         ).fetchall()
     )
     # Dagster used the int8 model when it passed; compare like with like via fp32 here
-    from mammo_dagster.core.onnx_model import OnnxModel
+    from mammo_dagster.core.prediction.onnx_model import OnnxModel
 
     fp32 = OnnxModel(model)
     p = fp32.thumbnail_probs([home / "thumbnails" / f"{s}_0.png" for s, _ in dagster])[:, 0]
@@ -247,9 +247,9 @@ def test_predict_resumes_after_a_torn_write_and_refuses_another_model(
 def test_a_model_and_its_thumbnails_must_share_the_rendering_contract(
     trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mammo_dagster.core import predict as predict_module
-    from mammo_dagster.core.onnx_model import OnnxModel
-    from mammo_dagster.core.thumbnails import RENDER_VERSION, save_png
+    from mammo_dagster.core.imaging.thumbnails import RENDER_VERSION, save_png
+    from mammo_dagster.core.prediction import predict as predict_module
+    from mammo_dagster.core.prediction.onnx_model import OnnxModel
 
     home, *_ = trained
     card = json.loads((home / "models" / "m0001" / "card.json").read_text())
@@ -273,8 +273,8 @@ def test_a_model_and_its_thumbnails_must_share_the_rendering_contract(
         "decode_file",
         lambda *a, **kw: seen.append(kw["render"]) or real_decode(*a, **kw),
     )
-    from mammo_dagster.core.export import export_onnx
-    from mammo_dagster.core.network import ExportModel, network
+    from mammo_dagster.core.model.export import export_onnx
+    from mammo_dagster.core.model.network import ExportModel, network
 
     for name, render in (("legacy", None), ("future", "9")):
         folder = tmp_path / name
@@ -306,9 +306,9 @@ def test_a_model_and_its_thumbnails_must_share_the_rendering_contract(
 def test_training_refuses_thumbnails_of_an_older_rendering_contract(
     trained, tmp_path: Path
 ) -> None:
-    from mammo_dagster.core.dataset import build_snapshot
-    from mammo_dagster.core.thumbnails import save_png
-    from mammo_dagster.core.train import TrainConfig, train
+    from mammo_dagster.core.imaging.thumbnails import save_png
+    from mammo_dagster.core.model.dataset import build_snapshot
+    from mammo_dagster.core.model.train import TrainConfig, train
 
     home, *_ = trained
     old = tmp_path / "thumbs"
@@ -322,8 +322,8 @@ def test_training_refuses_thumbnails_of_an_older_rendering_contract(
 
 
 def test_labeling_queue_ranks_unlabeled_images_outside_the_holdout(trained) -> None:
-    from mammo_dagster.core.labels import load_events
-    from mammo_dagster.core.splits import split_of
+    from mammo_dagster.core.model.splits import split_of
+    from mammo_dagster.core.store.labels import load_events
     from mammo_dagster.defs.active import labeling_queue
 
     home, images, *_ = trained
@@ -395,7 +395,7 @@ def test_header_audit_and_the_header_rule_baseline(trained) -> None:
 
 
 def test_gradcam_heatmaps_for_flagged_images(trained) -> None:
-    from mammo_dagster.core.gradcam import gradcam, load_torch_model
+    from mammo_dagster.core.model.gradcam import gradcam, load_torch_model
     from mammo_dagster.defs.gradcam import gradcam as gradcam_asset
 
     home, *_ = trained
@@ -403,7 +403,7 @@ def test_gradcam_heatmaps_for_flagged_images(trained) -> None:
     shipped = load_torch_model(folder)
     data = np.load(folder / "validation.npz")
     # the reloaded network is the one that was trained (same probabilities)
-    from mammo_dagster.core.train import _torch_probs
+    from mammo_dagster.core.model.train import _torch_probs
 
     again = _torch_probs(shipped, data["images"][:4], data["patches"][:4])
     assert np.max(np.abs(again - data["torch_probs"][:4])) < 1e-5
@@ -441,7 +441,7 @@ def test_the_metal_channel_marks_only_the_brightest_levels() -> None:
     import torch
     from torch import nn
 
-    from mammo_dagster.core.train import METAL_LEVEL, metal_stem
+    from mammo_dagster.core.model.train import METAL_LEVEL, metal_stem
 
     img = np.full((1, 1, 16, 16), 120, np.float32)
     img[0, 0, 4, 4] = 255  # a 1-px clip (the stored extreme)

@@ -9,10 +9,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from mammo_dagster.core.batch import iter_files
 from mammo_dagster.core.home import Home
-from mammo_dagster.core.store import Store
-from mammo_dagster.core.synthetic import generate_archive
+from mammo_dagster.core.imaging.batch import iter_files
+from mammo_dagster.core.store.db import Store
+from mammo_dagster.core.synthetic.archive import generate_archive
 from mammo_dagster.defs.ingest import dicom_index, thumbnails
 from mammo_dagster.defs.pacs import pacs_flags, pacs_sensor, pacs_studies
 from mammo_dagster.defs.resources import PacsResource, resources_for
@@ -140,10 +140,10 @@ def untrained_model(home: Home, version: str = "m0001", size: int = 64) -> dict:
 
     import torch
 
-    from mammo_dagster.core.export import export_onnx
-    from mammo_dagster.core.modelstore import CurrentModel, write_current
-    from mammo_dagster.core.network import ExportModel, network
-    from mammo_dagster.core.preprocess import CONTRACT
+    from mammo_dagster.core.imaging.preprocess import CONTRACT
+    from mammo_dagster.core.model.export import export_onnx
+    from mammo_dagster.core.model.modelstore import CurrentModel, write_current
+    from mammo_dagster.core.model.network import ExportModel, network
 
     torch.manual_seed(0)
     folder = home.models / version
@@ -161,8 +161,8 @@ def untrained_model(home: Home, version: str = "m0001", size: int = 64) -> dict:
 def test_end_to_end_sensor_ingest_predict_write_back(orthanc: Orthanc, tmp_path: Path) -> None:
     """Studies uploaded to Orthanc come back as KOS + SR after the sensor, the ingest job,
     ONNX predictions (a real graph) and `pacs_flags`, with the predicted numbers."""
-    from mammo_dagster.core.pacs import PacsSource
-    from mammo_dagster.core.pacs_write import KOS_CLASS, object_uids, referenced_sops
+    from mammo_dagster.core.pacs.pull import PacsSource
+    from mammo_dagster.core.pacs.push import KOS_CLASS, object_uids, referenced_sops
     from mammo_dagster.defs.model import image_predictions, study_predictions
 
     home, instance = Home.from_env(), dg.DagsterInstance.ephemeral()

@@ -11,12 +11,12 @@ import pytest
 import requests
 
 from mammo_dagster.cli import main
-from mammo_dagster.core.batch import FETCH_ERRORS, READY_MARKER, iter_files
 from mammo_dagster.core.home import Home
-from mammo_dagster.core.index import ingest_drop
-from mammo_dagster.core.pacs import PacsError, PacsSource, plan_pull, pull
-from mammo_dagster.core.store import Store
-from mammo_dagster.core.synthetic import generate_archive
+from mammo_dagster.core.imaging.batch import FETCH_ERRORS, READY_MARKER, iter_files
+from mammo_dagster.core.imaging.index import ingest_drop
+from mammo_dagster.core.pacs.pull import PacsError, PacsSource, plan_pull, pull
+from mammo_dagster.core.store.db import Store
+from mammo_dagster.core.synthetic.archive import generate_archive
 from tests.factory import FAKE_PATIENT_ID, FAKE_PATIENT_NAME, make_file
 from tests.orthanc import Orthanc, for_mammo
 
@@ -123,7 +123,7 @@ def test_a_broken_and_a_vanished_instance_become_error_rows(
 def test_orthanc_stopped_mid_pull_then_rerun_completes_without_duplicates(
     orthanc: Orthanc, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mammo_dagster.core import pacs
+    from mammo_dagster.core.pacs import pull as pacs
 
     ids = upload_archive(orthanc, tmp_path / "a", studies=3, seed=5)
     home = Home.from_env()

@@ -11,12 +11,12 @@ import pydicom
 import pytest
 
 from mammo_dagster.cli import main
-from mammo_dagster.core.batch import iter_files
 from mammo_dagster.core.home import Home
-from mammo_dagster.core.index import ingest_drop
-from mammo_dagster.core.modelstore import CurrentModel, ModelCard, write_current
-from mammo_dagster.core.pacs import PacsSource, pull
-from mammo_dagster.core.pacs_write import (
+from mammo_dagster.core.imaging.batch import iter_files
+from mammo_dagster.core.imaging.index import ingest_drop
+from mammo_dagster.core.model.modelstore import CurrentModel, ModelCard, write_current
+from mammo_dagster.core.pacs.pull import PacsSource, pull
+from mammo_dagster.core.pacs.push import (
     COMPREHENSIVE_SR_CLASS,
     KOS_CLASS,
     REJECTION_TITLES,
@@ -24,8 +24,8 @@ from mammo_dagster.core.pacs_write import (
     push,
     referenced_sops,
 )
-from mammo_dagster.core.store import Store
-from mammo_dagster.core.synthetic import generate_archive
+from mammo_dagster.core.store.db import Store
+from mammo_dagster.core.synthetic.archive import generate_archive
 from tests.orthanc import Orthanc, for_mammo
 
 THRESHOLDS = {"biopsy": 0.5, "mag": 0.6}

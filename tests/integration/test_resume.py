@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from mammo_dagster.core.synthetic import generate_archive
+from mammo_dagster.core.synthetic.archive import generate_archive
 from mammo_dagster.pipeline import materialize_ingest
 
 CHILD = """

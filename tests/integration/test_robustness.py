@@ -14,9 +14,9 @@ AUC_FLOOR = 0.93
 
 
 def _snapshot(truth: list, thumbs: Path):
-    from mammo_dagster.core.batch import thumbnail_name
-    from mammo_dagster.core.dataset import Example, Snapshot
-    from mammo_dagster.core.splits import split_of
+    from mammo_dagster.core.imaging.batch import thumbnail_name
+    from mammo_dagster.core.model.dataset import Example, Snapshot
+    from mammo_dagster.core.model.splits import split_of
 
     examples = [
         Example(im.sop_instance_uid, 0, str(thumbs / thumbnail_name(im.sop_instance_uid, 0)),
@@ -30,19 +30,19 @@ def _snapshot(truth: list, thumbs: Path):
 def _biopsy_auc(tmp_path: Path, render: str, train_kw: dict) -> float:
     import numpy as np
 
-    from mammo_dagster.core.batch import thumbnail_folder, thumbnail_name
+    from mammo_dagster.core.imaging.batch import thumbnail_folder, thumbnail_name
     from mammo_dagster.core.metrics import auc
-    from mammo_dagster.core.onnx_model import OnnxModel
-    from mammo_dagster.core.realism import SHIFTS
-    from mammo_dagster.core.synthetic import generate_archive
-    from mammo_dagster.core.train import TrainConfig, train
+    from mammo_dagster.core.model.train import TrainConfig, train
+    from mammo_dagster.core.prediction.onnx_model import OnnxModel
+    from mammo_dagster.core.synthetic.archive import generate_archive
+    from mammo_dagster.core.synthetic.realism import SHIFTS
 
     data = tmp_path.parent / "robustness-data"  # shared by both recipes
     if not (data / "test.csv").exists():
         generate_archive(data / "train", studies=40, seed=31, ground_truth=data / "train.csv")
         generate_archive(data / "test", studies=16, seed=32, ground_truth=data / "test.csv",
                          realism=SHIFTS["metal-low"].realism)  # fmt: skip
-    from mammo_dagster.core.synthetic import read_ground_truth
+    from mammo_dagster.core.synthetic.truth import read_ground_truth
 
     thumbs = tmp_path / f"thumbs{render}"
     for name in ("train", "test"):
@@ -62,7 +62,7 @@ def _biopsy_auc(tmp_path: Path, render: str, train_kw: dict) -> float:
 @pytest.mark.slow
 def test_biopsy_ranks_markers_whose_metal_lies_below_the_extreme(tmp_path: Path) -> None:
     os.environ.setdefault("MAMMO_PATIENT_SALT", "test-salt")
-    from mammo_dagster.core.thumbnails import RENDER_VERSION
+    from mammo_dagster.core.imaging.thumbnails import RENDER_VERSION
 
     now = _biopsy_auc(tmp_path, RENDER_VERSION, {})
     assert now >= AUC_FLOOR, f"biopsy image AUC {now:.3f} on metal at 85-95% of the maximum"

@@ -14,8 +14,8 @@ import duckdb
 import pytest
 
 from mammo_dagster.cluster import launch, local_cluster, step_workers
-from mammo_dagster.core.batch import thumbnail_name
-from mammo_dagster.core.store import DB_NAME
+from mammo_dagster.core.imaging.batch import thumbnail_name
+from mammo_dagster.core.store.db import DB_NAME
 
 pytestmark = pytest.mark.slow
 DROPS = ["d1", "d2", "d3"]
@@ -29,9 +29,13 @@ RUN_CONFIG = """ops:
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data folder with a current model (trained on drop d0) and three new drops."""
-    from mammo_dagster.core.labels import append_events
-    from mammo_dagster.core.store import Store
-    from mammo_dagster.core.synthetic import generate_archive, read_ground_truth, truth_labels
+    from mammo_dagster.core.store.db import Store
+    from mammo_dagster.core.store.labels import append_events
+    from mammo_dagster.core.synthetic.archive import (
+        generate_archive,
+        read_ground_truth,
+        truth_labels,
+    )
     from mammo_dagster.pipeline import materialize_ingest, train_and_predict
 
     root = tmp_path_factory.mktemp("scale")

@@ -9,7 +9,7 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 
-from mammo_dagster.core.index import drop_state, save_drop_state
+from mammo_dagster.core.imaging.index import drop_state, save_drop_state
 from mammo_dagster.defs.resources import MammoHome, StoreResource
 from mammo_dagster.defs.schedules import nightly_drop_sweep
 from mammo_dagster.defs.sensors import dicom_drop_sensor

@@ -13,9 +13,9 @@ from pydicom.encaps import encapsulate, generate_frames
 from pydicom.filebase import DicomBytesIO
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
-from mammo_dagster.core.batch import thumbnail_folder
-from mammo_dagster.core.dicom import DicomError, Failure, open_dicom
-from mammo_dagster.core.thumbnails import render
+from mammo_dagster.core.imaging.batch import thumbnail_folder
+from mammo_dagster.core.imaging.dicom import DicomError, Failure, open_dicom
+from mammo_dagster.core.imaging.thumbnails import render
 from tests.factory import FAKE_PATIENT_ID, FAKE_PATIENT_NAME, make_file
 
 PIXELS = (np.arange(64 * 48, dtype=np.uint16).reshape(64, 48) * 7) % 4096

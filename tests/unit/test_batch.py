@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from mammo_dagster.core.batch import FrameResult, thumbnail_folder
-from mammo_dagster.core.guard import run_guarded
-from mammo_dagster.core.thumbnails import RENDER_VERSION, render_version
+from mammo_dagster.core.imaging.batch import FrameResult, thumbnail_folder
+from mammo_dagster.core.imaging.guard import run_guarded
+from mammo_dagster.core.imaging.thumbnails import RENDER_VERSION, render_version
 from tests.factory import make_file
 
 PX = np.full((64, 48), 1500, dtype=np.uint16)
@@ -93,7 +93,7 @@ def test_a_thumbnail_of_another_rendering_version_is_redone(tmp_path: Path) -> N
 def test_the_first_file_says_ok_when_its_duplicate_rendered_the_shared_thumbnail() -> None:
     """Two workers race for one SOP UID's thumbnail: the later file's worker wrote it, so
     the first file found it cached; it was still made in this run."""
-    from mammo_dagster.core.batch import _mark_duplicates
+    from mammo_dagster.core.imaging.batch import _mark_duplicates
 
     rows = [
         FrameResult("a/IM1", "1.2.3", 0, "cached"),

@@ -8,7 +8,7 @@ from pydicom.dataset import Dataset
 from pydicom.pixels.processing import apply_windowing
 from pydicom.sequence import Sequence
 
-from mammo_dagster.core.display import (
+from mammo_dagster.core.imaging.display import (
     WINDOW_TOP,
     Voi,
     apply_lut,

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mammo_dagster.core.batch import thumbnail_folder
-from mammo_dagster.core.dicom import Failure
-from mammo_dagster.core.guard import run_guarded
-from mammo_dagster.core.index import index_file
-from mammo_dagster.core.predict import decode_file
+from mammo_dagster.core.imaging.batch import thumbnail_folder
+from mammo_dagster.core.imaging.dicom import Failure
+from mammo_dagster.core.imaging.guard import run_guarded
+from mammo_dagster.core.imaging.index import index_file
+from mammo_dagster.core.prediction.predict import decode_file
 from tests.fuzz import KNOWN, MUTATIONS, SAID, SYNTAXES, make_corpus
 
 #: Every mutation applied to every seed, then seeded choices: ~5 s on 2 cores.

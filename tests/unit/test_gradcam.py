@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-pytest.importorskip("torch")  # core.gradcam is the `train` extra's
+pytest.importorskip("torch")  # core.model.gradcam is the `train` extra's
 
 
 def test_padding_gets_no_heat_and_the_rest_is_rescaled() -> None:
-    from mammo_dagster.core.gradcam import mask_padding, overlay
+    from mammo_dagster.core.model.gradcam import mask_padding, overlay
 
     image = np.zeros((64, 64), np.uint8)
     image[:, 16:48] = 90  # a padded square: the content in the middle columns
@@ -28,8 +28,8 @@ def test_padding_gets_no_heat_and_the_rest_is_rescaled() -> None:
 def test_a_model_trained_before_the_lift_floor_loads_as_it_was(tmp_path) -> None:
     import torch
 
-    from mammo_dagster.core.gradcam import load_torch_model
-    from mammo_dagster.core.network import network
+    from mammo_dagster.core.model.gradcam import load_torch_model
+    from mammo_dagster.core.model.network import network
 
     net = network()
     state = {k: v for k, v in net.state_dict().items() if k != "patch_net.lift_floor"}

@@ -9,9 +9,9 @@ import numpy as np
 import pydicom
 import pytest
 
-from mammo_dagster.core.dicom import open_dicom
-from mammo_dagster.core.header import patient_key
 from mammo_dagster.core.home import Home
+from mammo_dagster.core.imaging.dicom import open_dicom
+from mammo_dagster.core.imaging.header import patient_key
 from tests.factory import FAKE_PATIENT_ID, FAKE_PATIENT_NAME, header, make_file
 
 PIXELS = np.full((64, 48), 1000, dtype=np.uint16)

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from mammo_dagster.core.batch import thumbnail_folder
-from mammo_dagster.core.dicom import DicomError, Failure, open_dicom
-from mammo_dagster.core.guard import capture, isolated, run_guarded
-from mammo_dagster.core.index import index_file
-from mammo_dagster.core.thumbnails import render
+from mammo_dagster.core.imaging.batch import thumbnail_folder
+from mammo_dagster.core.imaging.dicom import DicomError, Failure, open_dicom
+from mammo_dagster.core.imaging.guard import capture, isolated, run_guarded
+from mammo_dagster.core.imaging.index import index_file
+from mammo_dagster.core.imaging.thumbnails import render
 from tests.fuzz import (
     SAID,
     gdcm_abort,
@@ -346,7 +346,7 @@ def test_killing_a_batch_leaves_no_orphan_workers(tmp_path: Path) -> None:
 
 def test_the_index_keeps_warnings_and_refuses_absurd_frame_counts(tmp_path: Path) -> None:
     from mammo_dagster.core.home import Home
-    from mammo_dagster.core.index import ingest_drop
+    from mammo_dagster.core.imaging.index import ingest_drop
 
     home = Home(tmp_path / "home")
     drop = home.drop("d1")
@@ -356,7 +356,7 @@ def test_the_index_keeps_warnings_and_refuses_absurd_frame_counts(tmp_path: Path
     assert len(rows) == 2  # one row each: not 99,999,999 frames
     assert (rows["warned.dcm"].status, rows["warned.dcm"].warnings) == ("ok", SAID)
     assert rows["frames.dcm"].error_kind == "too_large"
-    from mammo_dagster.core.store import Store
+    from mammo_dagster.core.store.db import Store
 
     stored = Store(home.db).query("SELECT path, warnings FROM dicom_index ORDER BY path")
     assert stored == [("frames.dcm", None), ("warned.dcm", SAID)]

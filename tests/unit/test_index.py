@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mammo_dagster.core.batch import iter_files
-from mammo_dagster.core.index import index_file, mark_duplicates, save_index, seen_elsewhere
-from mammo_dagster.core.store import Store
+from mammo_dagster.core.imaging.batch import iter_files
+from mammo_dagster.core.imaging.index import index_file, mark_duplicates, save_index, seen_elsewhere
+from mammo_dagster.core.store.db import Store
 from tests.factory import FAKE_PATIENT_ID, make_file
 
 PX = np.full((64, 48), 1500, dtype=np.uint16)
@@ -54,7 +54,7 @@ def test_index_two_drops(tmp_path: Path) -> None:
 
 
 def test_parallel_index_matches_serial(tmp_path: Path) -> None:
-    from mammo_dagster.core.index import PARALLEL_FROM, index_folder
+    from mammo_dagster.core.imaging.index import PARALLEL_FROM, index_folder
 
     drop = tmp_path / "big"
     for i in range(PARALLEL_FROM + 6):
@@ -69,9 +69,9 @@ def test_parallel_index_matches_serial(tmp_path: Path) -> None:
 def test_ingest_drop_is_the_one_way_a_drop_is_indexed(tmp_path: Path) -> None:
     """Rows keyed with the home's salt, duplicates of other drops marked, the drop's
     indexed state saved (the sensor and the sweep compare against it), idempotent."""
-    from mammo_dagster.core.header import patient_key
     from mammo_dagster.core.home import Home
-    from mammo_dagster.core.index import drop_state, indexed_states, ingest_drop
+    from mammo_dagster.core.imaging.header import patient_key
+    from mammo_dagster.core.imaging.index import drop_state, indexed_states, ingest_drop
 
     home = Home(tmp_path / "home")
     make_file(home.drop("a") / "IM1", PX, "ge", tag="one")

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mammo_dagster.core.display import WINDOW_TOP
-from mammo_dagster.core.lift import _running, block_min, lift_background, opening, se_pixels
-from mammo_dagster.core.thumbnails import render
+from mammo_dagster.core.imaging.display import WINDOW_TOP
+from mammo_dagster.core.imaging.lift import _running, block_min, lift_background, opening, se_pixels
+from mammo_dagster.core.imaging.thumbnails import render
 from tests.factory import make_file
 
 ROWS, COLS, SPACING = 1200, 960, 0.1  # a 120 x 96 mm detector, 10 px per mm
@@ -159,8 +159,8 @@ def test_fast_and_exact_paths_agree(tmp_path: Path) -> None:
 def test_the_second_look_finds_the_marker_and_travels_in_the_png(tmp_path: Path) -> None:
     from PIL import Image
 
-    from mammo_dagster.core.lift import PATCH_CHANNELS, PATCH_PX, PATCHES
-    from mammo_dagster.core.thumbnails import read_patches, save_png
+    from mammo_dagster.core.imaging.lift import PATCH_CHANNELS, PATCH_PX, PATCHES
+    from mammo_dagster.core.imaging.thumbnails import read_patches, save_png
 
     img = _phantom()
     box = _marker(img, 3600)
@@ -184,8 +184,8 @@ def test_the_second_look_finds_the_marker_and_travels_in_the_png(tmp_path: Path)
 
 
 def test_patches_have_one_pixel_size_whatever_the_thumbnail_size(tmp_path: Path) -> None:
-    from mammo_dagster.core.dicom_write import VENDOR_PROFILES
-    from mammo_dagster.core.lift import PATCH_MM, PATCH_PX, working_level
+    from mammo_dagster.core.imaging.dicom_write import VENDOR_PROFILES
+    from mammo_dagster.core.imaging.lift import PATCH_MM, PATCH_PX, working_level
 
     for profile in VENDOR_PROFILES.values():
         level = working_level(_Facts(profile.pixel_spacing_mm))
@@ -208,7 +208,7 @@ def test_v4_measures_a_clip_over_an_implant_against_the_room_left(tmp_path: Path
     """A clip at the extreme over an implant at 95% of it rises only ~0.08 window widths:
     v3 leaves it inside the window, v4 (the lift against the room left) lifts it into
     the headroom and makes it the first spot; where tissue leaves room, v3 and v4 agree."""
-    from mammo_dagster.core.lift import LIFT_FROM
+    from mammo_dagster.core.imaging.lift import LIFT_FROM
 
     img = _phantom()
     rng = np.random.default_rng(1)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mammo_dagster.core.modelstore import (
+from mammo_dagster.core.model.modelstore import (
     CARD,
     ModelCard,
     has_card,
@@ -60,7 +60,7 @@ def test_versions_newest_and_next(tmp_path: Path) -> None:
 def test_training_config_is_the_core_train_config() -> None:
     """Every run-config field of trained_model is a TrainConfig field with its default
     (metal_channel is `metal`; pretrained auto | yes | no is None | True | False)."""
-    from mammo_dagster.core.train import TrainConfig
+    from mammo_dagster.core.model.train import TrainConfig
     from mammo_dagster.defs.model import CORE_NAMES, TrainingConfig
 
     core = {f.name: f.default for f in dataclasses.fields(TrainConfig)}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import requests
 
-from mammo_dagster.core.pacs import (
+from mammo_dagster.core.pacs.pull import (
     PacsError,
     PacsSource,
     Retry,
@@ -116,7 +116,7 @@ def test_drop_names_count_up_within_a_day(tmp_path) -> None:
     from datetime import date
 
     from mammo_dagster.core.home import Home
-    from mammo_dagster.core.store import Store
+    from mammo_dagster.core.store.db import Store
 
     home = Home(tmp_path)
     store = Store(home.db)

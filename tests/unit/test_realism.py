@@ -9,9 +9,9 @@ import numpy as np
 import pydicom
 import pytest
 
-from mammo_dagster.core.decode import full_frame
-from mammo_dagster.core.dicom import open_dicom
-from mammo_dagster.core.dicom_write import (
+from mammo_dagster.core.imaging.decode import full_frame
+from mammo_dagster.core.imaging.dicom import open_dicom
+from mammo_dagster.core.imaging.dicom_write import (
     DEFAULT_VENDORS,
     LOSSY_SYNTAXES,
     TRANSFER_SYNTAXES,
@@ -20,16 +20,11 @@ from mammo_dagster.core.dicom_write import (
     encode,
     write,
 )
-from mammo_dagster.core.realism import SHIFTS, Realism, parse_range
-from mammo_dagster.core.synthetic import (
-    MetalLayer,
-    add_implant,
-    add_lead_letters,
-    add_marker,
-    generate_archive,
-    synth_breast,
-    to_stored,
-)
+from mammo_dagster.core.synthetic.anatomy import synth_breast
+from mammo_dagster.core.synthetic.archive import generate_archive, to_stored
+from mammo_dagster.core.synthetic.drawing import MetalLayer
+from mammo_dagster.core.synthetic.markers import add_implant, add_lead_letters, add_marker
+from mammo_dagster.core.synthetic.realism import SHIFTS, Realism, parse_range
 from tests.factory import header
 
 

@@ -13,11 +13,15 @@ import numpy as np
 import pytest
 from pydicom.pixels.processing import apply_windowing
 
-from mammo_dagster.core.decode import full_frame, reduced_frame
-from mammo_dagster.core.dicom import open_dicom
-from mammo_dagster.core.dicom_write import LOSSY_SYNTAXES, TRANSFER_SYNTAXES, VENDOR_PROFILES
-from mammo_dagster.core.display import HEADROOM_GAMMA, WINDOW_TOP
-from mammo_dagster.core.thumbnails import render, render_frame
+from mammo_dagster.core.imaging.decode import full_frame, reduced_frame
+from mammo_dagster.core.imaging.dicom import open_dicom
+from mammo_dagster.core.imaging.dicom_write import (
+    LOSSY_SYNTAXES,
+    TRANSFER_SYNTAXES,
+    VENDOR_PROFILES,
+)
+from mammo_dagster.core.imaging.display import HEADROOM_GAMMA, WINDOW_TOP
+from mammo_dagster.core.imaging.thumbnails import render, render_frame
 from tests.factory import make_file
 
 ROWS, COLS = 64, 48
@@ -246,7 +250,7 @@ def test_reduced_j2k_decode_at_awkward_sizes(tmp_path: Path, rows: int, cols: in
 
 @pytest.mark.parametrize("bits", [12, 14, 15, 16])
 def test_box_reduce_matches_float_reference(bits: int) -> None:
-    from mammo_dagster.core.decode import box_reduce
+    from mammo_dagster.core.imaging.decode import box_reduce
 
     rng = np.random.default_rng(bits)
     top = (1 << bits) - 1

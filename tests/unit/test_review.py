@@ -1,10 +1,10 @@
-"""Review mode's order (core.review): scoring (margin, reason) apart from selection."""
+"""Review mode's order (core.learning.review): scoring (margin, reason) apart from selection."""
 
 from __future__ import annotations
 
 import pytest
 
-from mammo_dagster.core.review import BorderlineFirst, Reviewable, margin, reason
+from mammo_dagster.core.learning.review import BorderlineFirst, Reviewable, margin, reason
 
 
 def test_margin_and_reason() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mammo_dagster.core.lift import PATCH_CHANNELS, PATCH_PX, PATCHES
+from mammo_dagster.core.imaging.lift import PATCH_CHANNELS, PATCH_PX, PATCHES
 
 
 def _patches(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -20,7 +20,7 @@ def _patches(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_folds_keep_a_patients_images_together() -> None:
-    from mammo_dagster.core.second_look import folds_of
+    from mammo_dagster.core.model.second_look import folds_of
 
     patients = [f"p{i // 3}" for i in range(30)]
     fold = folds_of(patients, 3)
@@ -31,7 +31,7 @@ def test_folds_keep_a_patients_images_together() -> None:
 
 
 def test_out_of_fold_scores_come_from_networks_that_never_saw_them(monkeypatch) -> None:
-    from mammo_dagster.core import second_look as sl
+    from mammo_dagster.core.model import second_look as sl
 
     patches, y = _patches(30)
     patients = [f"p{i // 3}" for i in range(30)]
@@ -76,7 +76,7 @@ def test_out_of_fold_scores_come_from_networks_that_never_saw_them(monkeypatch) 
 def test_patch_jitter_keeps_shapes_and_range() -> None:
     import torch
 
-    from mammo_dagster.core.network import patch_jitter
+    from mammo_dagster.core.model.network import patch_jitter
 
     x = torch.rand(4, PATCHES, len(PATCH_CHANNELS), PATCH_PX, PATCH_PX)
     out = patch_jitter(x, 1.0)
@@ -91,7 +91,7 @@ def test_the_patch_net_reads_a_dim_clip_as_it_reads_a_bright_one() -> None:
     patch network sees the lift channel against the patch's own highest lift."""
     import torch
 
-    from mammo_dagster.core.network import LIFT_FLOOR, PatchNet
+    from mammo_dagster.core.model.network import LIFT_FLOOR, PatchNet
 
     torch.manual_seed(0)
     lift = PATCH_CHANNELS.index("lift")

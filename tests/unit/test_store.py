@@ -11,7 +11,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from mammo_dagster.core.store import MIGRATIONS, Store, StoreBusy
+from mammo_dagster.core.store.db import MIGRATIONS, Store, StoreBusy
 
 
 def hold_write_lock(path: Path, seconds: float) -> subprocess.Popen:
@@ -99,7 +99,7 @@ def test_query_and_one_read_with_parameters(tmp_path: Path) -> None:
 
 def test_no_sql_outside_the_core() -> None:
     """The store owns its SQL: the Dagster layer, the labeler and the CLI call the core's
-    named queries (core/queries.py and the modules beside the schema), never a statement
+    named queries (core/store/queries.py and the modules beside the schema), never a statement
     of their own."""
     import ast
 

@@ -12,19 +12,22 @@ import numpy as np
 import pydicom
 import pytest
 
-from mammo_dagster.core.decode import full_frame
-from mammo_dagster.core.dicom import open_dicom
-from mammo_dagster.core.dicom_write import DEFAULT_VENDORS, TRANSFER_SYNTAXES, VENDOR_PROFILES
-from mammo_dagster.core.synthetic import (
+from mammo_dagster.core.imaging.decode import full_frame
+from mammo_dagster.core.imaging.dicom import open_dicom
+from mammo_dagster.core.imaging.dicom_write import (
+    DEFAULT_VENDORS,
+    TRANSFER_SYNTAXES,
+    VENDOR_PROFILES,
+)
+from mammo_dagster.core.synthetic.anatomy import synth_breast
+from mammo_dagster.core.synthetic.archive import generate_archive, to_stored
+from mammo_dagster.core.synthetic.markers import add_marker
+from mammo_dagster.core.synthetic.plan import plan_labels
+from mammo_dagster.core.synthetic.truth import (
     BIOPSY_KINDS,
     GROUND_TRUTH_COLUMNS,
     SynthImage,
-    add_marker,
-    generate_archive,
-    plan_labels,
     read_ground_truth,
-    synth_breast,
-    to_stored,
 )
 
 ARCHIVE_STUDIES = 4
@@ -337,7 +340,7 @@ def test_left_and_right_breasts_mirror():
 
 def test_ground_truth_hints_agree_with_core_header_facts(tmp_path: Path) -> None:
     """The generator's record of what a header claims is what the core reads from it."""
-    from mammo_dagster.core.dicom import open_dicom
+    from mammo_dagster.core.imaging.dicom import open_dicom
 
     images = generate_archive(tmp_path / "a", studies=12, seed=5, size="small")
     for img in images:

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mammo_dagster.core.dicom import open_dicom
-from mammo_dagster.core.display import WINDOW_TOP
-from mammo_dagster.core.thumbnails import (
+from mammo_dagster.core.imaging.dicom import open_dicom
+from mammo_dagster.core.imaging.display import WINDOW_TOP
+from mammo_dagster.core.imaging.thumbnails import (
     KEEP_METAL,
     RENDER_VERSION,
     fit_size,

@@ -1,0 +1,334 @@
+"""Local lift: how far a pixel stands above its surroundings (rendering contract v3).
+
+Metal in a mammogram (a clip, a wire, a needle) is small and far brighter than the
+tissue around it, whatever level the vendor's processing, the file's bit depth or a
+lossy codec leaves it at. The lift measures exactly that: a white top-hat, the stored
+value minus a grey opening (erosion, then dilation, with a square of `SE_MM`
+millimetres), oriented so that "bright on the display" is up, in units of the display
+window's width. Structures narrower than the square keep their full lift; tissue, an
+implant or a collimation edge, which the square fits into, have none. Where the
+background itself is air (lead letters beside the breast, a marker tag in the corner)
+the lift is gated off: biopsy markers sit in tissue. Where the background itself is
+near the stored extreme (a silicone implant, dense tissue past the window's top), a clip
+has no more than the room left to rise by: there (contract v4, `room=True`) the lift
+is measured against that room (`ROOM_SHARE` times it is the unit), up to `ROOM_CAP`
+times what a window width would give.
+
+Each thumbnail pixel is raised toward 255 by the lift of the brightest value in its
+cell (`LiftMap.share`). And since a 128-px model input can't show a 3-mm clip's shape,
+the contract also keeps a second look: `PATCHES` small patches at ~0.25 mm per pixel
+around the highest-lift spots (`LiftMap.patches`), each holding the window display and
+the lift there; the model's biopsy flag is decided on them (see `core.model.train`).
+
+Running minima and maxima use the van Herk / Gil-Werman algorithm (three comparisons
+per pixel whatever the window), in plain numpy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+from pydicom.dataset import Dataset
+
+from .display import (
+    WINDOW_TOP,
+    Voi,
+    _patterns_unsigned,
+    bright_is_high,
+    rescale_slope,
+    stored_values,
+    window_lut,
+    window_width,
+)
+
+#: Without a usable pixel spacing, a mammogram's long side is taken to be this long (mm).
+FIELD_MM = 300.0
+
+#: Side of the square structuring element (mm at the detector): wider than any marker
+#: stroke or needle (<= 3.2 mm) even magnified 1.8x, narrower than tissue structures.
+SE_MM = 6.0
+#: The background is computed on a grid of about this pitch (mm): block minima first.
+GRID_MM = 1.0
+#: Lift (in window widths) where the headroom starts, and where it reaches 255.
+LIFT_FROM, LIFT_FULL = 0.3, 1.2
+#: The background's display level (0..1 of the window) under which it counts as air.
+AIR_FROM, AIR_FULL = 0.04, 0.12
+#: v4: over a background with less than 1 / ROOM_SHARE window widths of room left to the
+#: stored extreme, ROOM_SHARE times that room counts as the unit (at most ROOM_CAP x).
+ROOM_SHARE, ROOM_CAP = 2.0, 8.0
+#: The second look: this many patches of PATCH_PX x PATCH_PX pixels covering PATCH_MM,
+#: around lift maxima at least CANDIDATE_MM apart; channels: window display, lift.
+PATCHES, PATCH_PX, PATCH_MM, CANDIDATE_MM = 8, 32, 8.0, 3.0
+PATCH_CHANNELS = ("window", "lift")
+#: The lift a patch's lift channel shows as 255 (window widths).
+PATCH_LIFT_FULL = 2.0
+
+
+def _running(a: np.ndarray, k: int, axis: int, op: np.ufunc, neutral: int) -> np.ndarray:
+    """`op` (np.maximum / np.minimum) over a centred window of odd size k along `axis`;
+    outside the array counts as `neutral`."""
+    if k <= 1:
+        return a
+    a = np.moveaxis(a, axis, -1)
+    n, r = a.shape[-1], k // 2
+    m = -(-(n + 2 * r) // k) * k
+    padded = np.full((*a.shape[:-1], m), neutral, dtype=a.dtype)
+    padded[..., r : r + n] = a
+    blocks = padded.reshape(*a.shape[:-1], m // k, k)
+    prefix = op.accumulate(blocks, axis=-1).reshape(*a.shape[:-1], m)
+    suffix = op.accumulate(blocks[..., ::-1], axis=-1)[..., ::-1].reshape(*a.shape[:-1], m)
+    out = op(suffix[..., :n], prefix[..., k - 1 : k - 1 + n])
+    return np.moveaxis(out, -1, axis)
+
+
+def opening(a: np.ndarray, k: int) -> np.ndarray:
+    """Grey opening of a 2-D unsigned array with a k x k square (k odd)."""
+    top = np.iinfo(a.dtype).max
+    eroded = _running(_running(a, k, 0, np.minimum, top), k, 1, np.minimum, top)
+    return _running(_running(eroded, k, 0, np.maximum, 0), k, 1, np.maximum, 0)
+
+
+def block_min(a: np.ndarray, k: int) -> np.ndarray:
+    """Minimum over k x k blocks (a last partial block over what it holds)."""
+    if k <= 1:
+        return a
+    top = np.iinfo(a.dtype).max
+    h, w = a.shape
+    hh, ww = -(-h // k) * k, -(-w // k) * k
+    if (hh, ww) != (h, w):
+        a = np.pad(a, ((0, hh - h), (0, ww - w)), constant_values=top)
+    rows = np.minimum.reduce([a[i::k] for i in range(k)])
+    return np.minimum.reduce([rows[:, i::k] for i in range(k)])
+
+
+def lift_background(bright: np.ndarray, pixel_mm: float) -> tuple[np.ndarray, int]:
+    """The local background of an oriented image (bright = high) of `pixel_mm` pixels:
+    block minima on a ~GRID_MM grid, a grey opening of SE_MM, then a dilation by one
+    cell. Returns the background grid and its cell size in input pixels."""
+    cell = max(1, int(round(GRID_MM / max(pixel_mm, 1e-3))))
+    coarse = block_min(np.ascontiguousarray(bright), cell)
+    background = opening(coarse, se_pixels(cell * pixel_mm))
+    # one more cell of dilation: a pixel beside a bright edge (an implant's, a muscle's)
+    # takes the bright side's background, not the dark side's that shares its cell
+    background = _running(_running(background, 3, 0, np.maximum, 0), 3, 1, np.maximum, 0)
+    return background, cell
+
+
+def se_pixels(pixel_mm: float) -> int:
+    """The structuring element's side in pixels of `pixel_mm` (odd, at least 3)."""
+    k = int(round(SE_MM / max(pixel_mm, 1e-3)))
+    return max(3, k | 1)
+
+
+def ramp(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    return np.clip((np.asarray(x, np.float32) - lo) / (hi - lo), 0.0, 1.0)
+
+
+def head(lift_windows: np.ndarray, gate: np.ndarray) -> np.ndarray:
+    """The headroom share (0..1) of each pixel: its lift ramped, times the tissue gate."""
+    return ramp(lift_windows, LIFT_FROM, LIFT_FULL) * gate
+
+
+def lift_up(display: np.ndarray, share: np.ndarray) -> np.ndarray:
+    """Display levels (0..WINDOW_TOP) raised toward 255 by their headroom share."""
+    y = display.astype(np.float32)
+    y += (255.0 - y) * share
+    return np.rint(y).astype(np.uint8)
+
+
+def block_max(a: np.ndarray, k: int) -> np.ndarray:
+    """Maximum over k x k blocks (a last partial block over what it holds)."""
+    if k <= 1:
+        return a
+    h, w = a.shape
+    hh, ww = -(-h // k) * k, -(-w // k) * k
+    if (hh, ww) != (h, w):
+        low = np.iinfo(a.dtype).min if a.dtype.kind in "ui" else -np.inf
+        a = np.pad(a, ((0, hh - h), (0, ww - w)), constant_values=low)
+    rows = np.maximum.reduce([a[i::k] for i in range(k)])
+    return np.maximum.reduce([rows[:, i::k] for i in range(k)])
+
+
+@dataclass
+class LiftMap:
+    """One frame at the rendering's working resolution, ready for the lift.
+
+    `peak` holds the oriented brightest value of each pixel's cell, `display` the window
+    levels (0..WINDOW_TOP) of the pixels, `background` and `gate` the background and the
+    air gate (times the window-width unit) on a grid of `cell`-pixel cells, `pixel_mm`
+    the pixels' size at the detector. The lift (window widths, 0 over air) is only ever
+    computed where it is used: per thumbnail cell, and inside the patches.
+    """
+
+    peak: np.ndarray
+    display: np.ndarray
+    background: np.ndarray
+    gate: np.ndarray
+    cell: int
+    pixel_mm: float
+
+    def __post_init__(self) -> None:
+        self._blocks: dict[tuple[int, int], tuple[np.ndarray, int]] = {}
+
+    def lift_of(self, values: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """The lift of oriented `values` at pixel rows x cols (index vectors)."""
+        r = np.minimum(rows // self.cell, self.background.shape[0] - 1)[:, None]
+        c = np.minimum(cols // self.cell, self.background.shape[1] - 1)[None, :]
+        return (values.astype(np.float32) - self.background[r, c]) * self.gate[r, c]
+
+    def blocks(self, out: tuple[int, int]) -> tuple[np.ndarray, int]:
+        """The lift of each k x k block's brightest value, k the block an `out` (h, w)
+        thumbnail pixel covers at most."""
+        if out not in self._blocks:
+            h, w = self.peak.shape
+            k = max(-(-h // out[0]), -(-w // out[1]), 1)
+            top = block_max(self.peak, k)
+            rows = np.minimum(np.arange(top.shape[0]) * k + k // 2, h - 1)
+            cols = np.minimum(np.arange(top.shape[1]) * k + k // 2, w - 1)
+            self._blocks[out] = self.lift_of(top, rows, cols), k
+        return self._blocks[out]
+
+    def share(self, out: tuple[int, int]) -> np.ndarray:
+        """The headroom share (0..1) of each pixel of an `out` (h, w) thumbnail of the
+        frame: the highest lift in its cell, ramped."""
+        top, _k = self.blocks(out)
+        h, w = out
+        img = Image.fromarray(np.ascontiguousarray(top, dtype=np.float32), mode="F")
+        return ramp(np.asarray(img.resize((w, h), Image.Resampling.NEAREST)), LIFT_FROM, LIFT_FULL)
+
+    def patches(
+        self, out: tuple[int, int], offset: tuple[int, int] = (0, 0)
+    ) -> tuple[np.ndarray, list[tuple[float, float, float]]]:
+        """The second look: uint8 [PATCHES, 2, PATCH_PX, PATCH_PX] patches around the
+        highest-lift spots, and each spot as (row, column, lift) in the coordinates of
+        an `out` thumbnail placed at `offset` (a padded square's). Fewer spots than
+        PATCHES leave black patches at lift 0."""
+        top, k = self.blocks(out)
+        apart = max(1, int(round(CANDIDATE_MM / (self.pixel_mm * k))))
+        flat = top.ravel()
+        n = min(len(flat), 36 * PATCHES)  # enough maxima to find PATCHES apart
+        best = np.argpartition(-flat, n - 1)[:n]
+        chosen: list[tuple[int, int]] = []
+        for i in best[np.argsort(-flat[best], kind="stable")]:
+            by, bx = divmod(int(i), top.shape[1])
+            if all(max(abs(by - y), abs(bx - x)) > apart for y, x in chosen):
+                chosen.append((by, bx))
+                if len(chosen) == PATCHES:
+                    break
+        side = max(4, int(round(PATCH_MM / self.pixel_mm)))
+        half = side // 2
+        h, w = self.peak.shape
+        out_patches = np.zeros((PATCHES, len(PATCH_CHANNELS), PATCH_PX, PATCH_PX), np.uint8)
+        spots: list[tuple[float, float, float]] = []
+        sy, sx = out[0] / h, out[1] / w
+        for n, (by, bx) in enumerate(chosen):
+            block = self.peak[by * k : (by + 1) * k, bx * k : (bx + 1) * k]
+            dy, dx = np.unravel_index(int(np.argmax(block)), block.shape)
+            y, x = self._centre(by * k + dy, bx * k + dx)
+            y0, x0 = y - half, x - half
+            rows = np.clip(np.arange(y0, y0 + side), 0, h - 1)
+            cols = np.clip(np.arange(x0, x0 + side), 0, w - 1)
+            lift = self.lift_of(_crop(self.peak, y0, x0, side), rows, cols)
+            lift *= _crop(np.ones_like(self.display), y0, x0, side)  # nothing past the edge
+            out_patches[n, 0] = _resized(_crop(self.display, y0, x0, side))
+            out_patches[n, 1] = _resized(lift * (255.0 / PATCH_LIFT_FULL))
+            spots.append((float((y + 0.5) * sy + offset[0]), float((x + 0.5) * sx + offset[1]),
+                          float(top[by, bx])))  # fmt: skip
+        return out_patches, spots
+
+    def _centre(self, y: int, x: int) -> tuple[int, int]:
+        """The lift-weighted centre of the bright object at (y, x): the pixels within
+        CANDIDATE_MM whose lift is at least half the highest there. A patch is then
+        centred on the object, wherever in it the grid found its maximum."""
+        h, w = self.peak.shape
+        r = max(1, int(round(CANDIDATE_MM / self.pixel_mm)))
+        rows = np.arange(max(y - r, 0), min(y + r + 1, h))
+        cols = np.arange(max(x - r, 0), min(x + r + 1, w))
+        lift = self.lift_of(self.peak[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1], rows, cols)
+        weight = np.where(lift >= 0.5 * lift.max(), lift, 0.0) if lift.max() > 0 else None
+        if weight is None or weight.sum() <= 0:
+            return y, x
+        cy = float((weight.sum(axis=1) * rows).sum() / weight.sum())
+        cx = float((weight.sum(axis=0) * cols).sum() / weight.sum())
+        return int(round(cy)), int(round(cx))
+
+
+def _crop(a: np.ndarray, y0: int, x0: int, side: int) -> np.ndarray:
+    """The side x side window of `a` from (y0, x0), zeros beyond its edges (float32)."""
+    out = np.zeros((side, side), np.float32)
+    ys, xs = max(y0, 0), max(x0, 0)
+    ye, xe = min(y0 + side, a.shape[0]), min(x0 + side, a.shape[1])
+    if ye > ys and xe > xs:
+        out[ys - y0 : ye - y0, xs - x0 : xe - x0] = a[ys:ye, xs:xe]
+    return out
+
+
+def _resized(a: np.ndarray) -> np.ndarray:
+    img = Image.fromarray(np.ascontiguousarray(a, dtype=np.float32), mode="F")
+    small = np.asarray(img.resize((PATCH_PX, PATCH_PX), Image.Resampling.BILINEAR))
+    return np.clip(np.rint(small), 0, 255).astype(np.uint8)
+
+
+def pixel_mm(facts) -> float:
+    """The detector pixel size of a header (FIELD_MM over the long side without one)."""
+    spacing = facts.pixel_spacing_mm
+    if not spacing or not 0.01 <= spacing <= 2.0:
+        spacing = FIELD_MM / max(facts.rows, facts.columns, 1)
+    return float(spacing)
+
+
+def working_level(facts) -> int:
+    """The most halvings that keep pixels no coarser than the patches' (PATCH_MM /
+    PATCH_PX, 10% slack): the second look sees the same pixel size from every vendor,
+    whatever size the thumbnail is rendered at."""
+    target = PATCH_MM / PATCH_PX * 1.1
+    level, spacing = 0, pixel_mm(facts)
+    while spacing * 2 ** (level + 1) <= target:
+        level += 1
+    return level
+
+
+class Lifter:
+    """The v3 lift for one header and VOI: orientation, units, window, pixel size."""
+
+    def __init__(
+        self, ds: Dataset, voi: Voi, facts, lut: np.ndarray | None = None, *, room: bool = False
+    ) -> None:
+        """`lut`: the header's `display.window_lut`, when the caller has it already;
+        `room`: lift against the room left over bright backgrounds (contract v4)."""
+        bits, signed = facts.bits_stored, facts.pixel_representation == 1
+        self.bits, self.signed = bits, signed
+        self.lo = -(1 << (bits - 1)) if signed else 0
+        self.hi = self.lo + (1 << bits) - 1
+        self.high = bright_is_high(ds, voi)
+        self.unit = rescale_slope(ds) / window_width(ds, voi)
+        # the window (0..WINDOW_TOP) and the air gate, indexed by the oriented value
+        oriented = np.arange(1 << bits, dtype=np.int64)
+        values = self.lo + oriented if self.high else self.hi - oriented
+        lut = window_lut(ds, voi) if lut is None else lut
+        self.lut = lut[values & ((1 << facts.bits_allocated) - 1)]
+        self.gate = ramp(self.lut / WINDOW_TOP, AIR_FROM, AIR_FULL) * np.float32(self.unit)
+        if room:  # the gate is indexed by the background's oriented value: fold it in
+            left = (len(oriented) - oriented).astype(np.float32) * np.float32(self.unit)
+            self.gate *= np.clip(1.0 / (ROOM_SHARE * left), 1.0, ROOM_CAP)
+        self.spacing = pixel_mm(facts)
+
+    def orient(self, patterns: np.ndarray) -> np.ndarray:
+        """Raw stored patterns -> uint16 values that grow with display brightness (0 is
+        the darkest), bits above BitsStored dropped."""
+        if not self.signed:
+            v = np.asarray(patterns).astype(np.uint16, copy=False) & np.uint16(self.hi)
+            return v if self.high else np.uint16(self.hi) - v
+        v = stored_values(_patterns_unsigned(np.asarray(patterns)), self.bits, True)
+        b = v - self.lo if self.high else self.hi - v
+        return b.astype(np.uint16)
+
+    def analyse(self, mean: np.ndarray, peak: np.ndarray, factor: float) -> LiftMap:
+        """The lift map of oriented cell means and cell maxima (the same array when the
+        cells are single pixels) whose pixels span `factor` detector pixels."""
+        px = self.spacing * factor
+        coarse, cell = lift_background(mean, px)
+        return LiftMap(peak, self.lut[mean], coarse.astype(np.float32), self.gate[coarse],
+                       cell, px)  # fmt: skip

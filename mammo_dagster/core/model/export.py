@@ -1,0 +1,91 @@
+"""Export a trained network to ONNX and quantize it to int8 (the `train` extra).
+
+The graph's inputs are named by the input contract (`preprocess.CONTRACT`): ``image``
+[N, 1, S, S] and, for rendering contract v3 models, ``patches`` [N, K, C, P, P], both
+with a dynamic batch axis; its output ``probs`` [N, 2].
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..imaging import preprocess
+from ..imaging.lift import PATCH_CHANNELS, PATCH_PX, PATCHES
+
+
+def export_onnx(model, path: Path, size: int) -> Path:
+    """ONNX of a `network.Shipped` graph (one input, or two with its second look)."""
+    import torch
+
+    batch = torch.export.Dim("N", min=1, max=4096)
+    image = torch.zeros(2, 1, size, size)
+    names = [preprocess.CONTRACT["input_name"]]
+    args: tuple = (image,)
+    shapes: dict = {"image": {0: batch}}
+    if model.second_look:
+        names.append(preprocess.CONTRACT["patches_name"])
+        args += (torch.zeros(2, PATCHES, len(PATCH_CHANNELS), PATCH_PX, PATCH_PX),)
+        shapes["patches"] = {0: batch}
+    torch.onnx.export(
+        model,
+        args,
+        str(path),
+        input_names=names,
+        output_names=[preprocess.CONTRACT["output_name"]],
+        dynamic_shapes=shapes,
+        external_data=False,
+        dynamo=True,
+    )
+    return path
+
+
+def quantize_int8(
+    fp32: Path,
+    int8: Path,
+    calibration: np.ndarray,
+    patches: np.ndarray | None = None,
+    per_channel: bool = True,
+) -> Path:
+    """Static QDQ int8 quantization, calibrated on `calibration` (uint8 [n,S,S] inputs)
+    and, for a two-input graph, their `patches` (uint8 [n,K,C,P,P])."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    def feeds(i: int) -> dict:
+        out = {
+            preprocess.CONTRACT["input_name"]: preprocess.to_batch(list(calibration[i : i + 16]))
+        }
+        if patches is not None:
+            out[preprocess.CONTRACT["patches_name"]] = preprocess.to_patch_batch(
+                list(patches[i : i + 16])
+            )
+        return out
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter([feeds(i) for i in range(0, len(calibration), 16)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    pre = int8.with_name(int8.stem + ".pre.onnx")
+    quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)  # fails on fastai Concat
+    quantize_static(
+        str(pre),
+        str(int8),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=per_channel,
+        op_types_to_quantize=["Conv"],  # the backbones; the small heads stay fp32
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+    )
+    pre.unlink(missing_ok=True)
+    return int8

@@ -1,0 +1,483 @@
+"""Train the two-flag model (fastai, multi-label) and export it (`core.model.export`).
+
+Needs the `train` extra (torch, fastai, onnx); everything downstream of the ONNX
+file needs only ONNX Runtime. The networks are in `core.model.network`: for rendering
+contract v3 thumbnails, which carry patches, the image network (ResNet18) and the
+second look over the patches (`MammoNet`); for older thumbnails the image network
+alone. The shape follows fastai's `train_imagenette.py`: a pure `get_dls`, a `fit`
+with module-level callbacks, then thresholds, evaluation and export.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import platform
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from fastai.callback.core import Callback
+from fastai.callback.tracker import EarlyStoppingCallback, SaveModelCallback
+from fastai.learner import Learner
+from torch import nn
+from torch.nn import functional as F
+
+from .. import metrics
+from ..imaging import preprocess
+from ..imaging.thumbnails import RENDER_VERSION
+from .dataset import Example, Snapshot
+from .export import export_onnx
+from .network import (  # noqa: F401  (re-exported for the benchmarks and tests)
+    LIFT_FLOOR,
+    METAL_LEVEL,
+    METAL_LEVELS,
+    ExportModel,
+    headroom_jitter,
+    metal_stem,
+    network,
+    patch_jitter,
+)
+from .splits import shuffle_key
+
+#: A missed flag is worse than a false alarm: thresholds keep this share of positives.
+TARGET_RECALL = 0.98
+
+
+@dataclass
+class TrainConfig:
+    size: int = preprocess.INPUT_SIZE
+    epochs: int = 16
+    batch_size: int = 16
+    lr: float = 1e-3
+    patience: int = 5  # early stopping on validation loss, after the warm-up
+    rotate: float = 10.0  # max rotation (degrees) of the augmentation
+    lighting: float = 0.2  # max brightness/contrast change of the augmentation
+    metal: bool = True  # a second input channel marking metal (see `metal_stem`)
+    any_render: bool = False  # accept thumbnails of an older rendering contract (comparisons)
+    jitter: float = 1.0  # strength of headroom / patch jitter while training (0: none)
+    raise_window: float = 0.25  # share of patches whose window channel is raised (jitter)
+    lift_floor: float = LIFT_FLOOR  # the patch net's lift against the patch's own (0: off)
+    second_look: bool | None = None  # patches for biopsy (None: if the thumbnails carry them)
+    folds: int = 3  # out-of-fold biopsy thresholds from the second look (< 2: validation)
+    patch_epochs: int = 24  # the second look's fixed schedule (core.model.second_look)
+    bf16: bool | None = None  # bfloat16 autocast while training (None: if the CPU has it)
+    warmup: int | None = None  # epochs before best-epoch tracking starts (None: a third)
+    seed: int = 0
+    pretrained: bool | None = None  # None: use ImageNet weights if they are cached
+    target_recall: float = TARGET_RECALL
+    threads: int | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def cpu_bf16_supported() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX): there autocast
+    trains ~1.6x faster; elsewhere it would be slower than float32."""
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def imagenet_weights_cached() -> bool:
+    """Whether ImageNet ResNet18 weights are in torch's cache (`mammo weights import`)."""
+    from .weights import cached
+
+    return cached() is not None
+
+
+def _labels(examples: list[Example]) -> np.ndarray:
+    return np.array([[e.biopsy, e.mag] for e in examples], dtype=np.float32)
+
+
+def _valid_split(snapshot: Snapshot) -> tuple[list[Example], list[Example], str]:
+    """Train and validation examples (the hold-out is never among them)."""
+    train, valid = snapshot.split("train"), snapshot.split("valid")
+    if valid and train:
+        return train, valid, "by patient (salted hash)"
+    # Too few patients for the hash to fill both: move whole patients, deterministically.
+    pool = sorted(
+        train + valid,
+        key=lambda e: (shuffle_key(e.patient_key, "valid-fallback"), e.sop_instance_uid),
+    )
+    patients = list(dict.fromkeys(e.patient_key for e in pool))
+    n_valid = max(1, round(len(patients) * 0.2)) if len(patients) > 1 else 0
+    chosen = set(patients[:n_valid])
+    return (
+        [e for e in pool if e.patient_key not in chosen],
+        [e for e in pool if e.patient_key in chosen],
+        "by patient (fallback: too few patients for the hash split)",
+    )
+
+
+def load_inputs(examples: list[Example], size: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """uint8 model input images [n, S, S] and, when every thumbnail carries them, their
+    patches [n, K, C, P, P] (else None)."""
+    loaded = [preprocess.load_input(e.thumbnail, size) for e in examples]
+    if not loaded:
+        return np.zeros((0, size, size), np.uint8), None
+    images = np.stack([image for image, _ in loaded])
+    if any(p is None for _, p in loaded):
+        return images, None
+    return images, np.stack([p for _, p in loaded])
+
+
+def get_dls(images: np.ndarray, y: np.ndarray, n_train: int, config: TrainConfig):
+    """fastai DataLoaders of model input images: the first `n_train` train, the rest
+    validate. Flips, small rotations and brightness/contrast; no crop or zoom that could
+    cut a marker out, no warp."""
+    from fastai.data.block import DataBlock, MultiCategoryBlock
+    from fastai.data.transforms import IndexSplitter
+    from fastai.vision.augment import Normalize, aug_transforms
+    from fastai.vision.core import PILImageBW
+    from fastai.vision.data import ImageBlock
+
+    block = DataBlock(
+        blocks=(ImageBlock(cls=PILImageBW), MultiCategoryBlock(encoded=True,
+                                                               vocab=list(preprocess.FLAGS))),
+        get_x=lambda i: PILImageBW.create(images[i]),
+        get_y=lambda i: y[i],
+        splitter=IndexSplitter(list(range(n_train, len(images)))),
+        batch_tfms=aug_transforms(
+            do_flip=True, flip_vert=True, max_rotate=config.rotate, min_zoom=1.0,
+            max_zoom=1.0, max_lighting=config.lighting, max_warp=0.0, pad_mode="zeros",
+        ),
+    )  # fmt: skip
+    dls = block.dataloaders(
+        list(range(len(images))), bs=min(config.batch_size, n_train), num_workers=0
+    )
+    dls.rng.seed(config.seed)
+    dls.add_tfms([Normalize.from_stats([preprocess.MEAN], [preprocess.STD])], "after_batch")
+    return dls
+
+
+class InputJitter(Callback):
+    """On training batches, jitters the headroom of the (normalized) images
+    (`network.headroom_jitter`)."""
+
+    order = 5
+
+    def __init__(self, strength: float) -> None:
+        self.strength = strength
+
+    def before_batch(self) -> None:
+        if self.training and self.strength > 0:
+            x = self.xb[0] * preprocess.STD + preprocess.MEAN
+            x = (headroom_jitter(x, self.strength) - preprocess.MEAN) / preprocess.STD
+            self.learn.xb = (x, *self.xb[1:])
+
+
+class Record(Callback):
+    """Keeps each epoch's losses in `history`, and tells `progress` (a line per epoch)."""
+
+    order = 90
+
+    def __init__(self, history: list[dict], progress: Callable[[str], None] | None = None) -> None:
+        self.history = history
+        self.progress = progress
+
+    def after_epoch(self) -> None:
+        vals = self.recorder.values[-1] if self.recorder.values else []
+        self.history.append(
+            {
+                "epoch": self.epoch,
+                "train_loss": float(vals[0]) if len(vals) > 0 else None,
+                "valid_loss": float(vals[1]) if len(vals) > 1 else None,
+                "accuracy_multi": float(vals[2]) if len(vals) > 2 else None,
+            }
+        )
+        if self.progress:
+            h = self.history[-1]
+            shown = [k for k in ("train_loss", "valid_loss") if h[k] is not None]
+            losses = ", ".join(f"{k.replace('_', ' ')} {h[k]:.3f}" for k in shown)
+            self.progress(f"image network: epoch {self.epoch + 1}/{self.n_epoch} ({losses})")
+
+
+class _AfterWarmup:
+    """A from-scratch network's BatchNorm statistics lag its weights during the first,
+    high-learning-rate epochs, so validation loss swings wildly there: best-epoch saving
+    and early stopping only look at epochs from `warmup` on."""
+
+    warmup = 0
+
+    def after_epoch(self) -> None:
+        if self.epoch >= self.warmup:
+            super().after_epoch()  # type: ignore[misc]
+
+
+class SaveBest(_AfterWarmup, SaveModelCallback):
+    def __init__(self, warmup: int, **kw) -> None:
+        super().__init__(**kw)
+        self.warmup = warmup
+
+
+class StopEarly(_AfterWarmup, EarlyStoppingCallback):
+    def __init__(self, warmup: int, **kw) -> None:
+        super().__init__(**kw)
+        self.warmup = warmup
+
+
+class CpuBf16(Callback):
+    """bfloat16 autocast on the CPU for the forward pass and the loss (as fastai's
+    MixedPrecision does on a GPU); weights, gradients and the export stay float32."""
+
+    order = 10
+
+    def before_batch(self) -> None:
+        self.autocast = torch.autocast("cpu", dtype=torch.bfloat16)
+        self.autocast.__enter__()
+
+    def after_pred(self) -> None:
+        self.learn.pred = self.pred.float()
+
+    def after_loss(self) -> None:
+        self.autocast.__exit__(None, None, None)
+
+    after_cancel_batch = after_loss
+
+
+class FlagLoss(nn.Module):
+    """Binary cross-entropy over the flags in `flags` only (indices into FLAGS)."""
+
+    def __init__(self, flags: list[int]) -> None:
+        super().__init__()
+        self.flags = flags
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        k = self.flags
+        return F.binary_cross_entropy_with_logits(logits[:, k], target[:, k].float())
+
+
+def fit(
+    dls,
+    model,
+    config: TrainConfig,
+    work: Path,
+    flags: list[int] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[Learner, list[dict], int, bool]:
+    """Train `model` one-cycle with best-epoch saving and early stopping after the
+    warm-up, on the loss of `flags` (default: every flag). Returns (learner, history,
+    warm-up epochs, bf16 used)."""
+    import fastai.callback.progress  # noqa: F401  (Learner.no_bar)
+    import fastai.callback.schedule  # noqa: F401  (Learner.fit_one_cycle)
+    from fastai.losses import BCEWithLogitsLossFlat
+    from fastai.metrics import accuracy_multi
+
+    loss = BCEWithLogitsLossFlat() if flags is None else FlagLoss(flags)
+    learn = Learner(dls, model, loss_func=loss, metrics=[accuracy_multi], path=work)
+    history: list[dict] = []
+    warmup = config.warmup if config.warmup is not None else config.epochs // 3
+    warmup = min(warmup, config.epochs - 1)
+    bf16 = cpu_bf16_supported() if config.bf16 is None else config.bf16
+    callbacks = [
+        SaveBest(warmup, monitor="valid_loss", fname="best", with_opt=False),
+        StopEarly(warmup, monitor="valid_loss", patience=config.patience),
+        Record(history, progress),
+        InputJitter(config.jitter),
+    ] + ([CpuBf16()] if bf16 else [])
+    chatter = io.StringIO()  # fastai prints "Better model found ..." itself
+    with learn.no_bar(), learn.no_logging(), contextlib.redirect_stdout(chatter):
+        learn.fit_one_cycle(config.epochs, config.lr, cbs=callbacks)
+    return learn, history, warmup, bf16
+
+
+def _torch_probs(model, images: np.ndarray, patches: np.ndarray | None = None,
+                 batch: int = 64) -> np.ndarray:  # fmt: skip
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(images), batch):
+            args = [torch.from_numpy(preprocess.to_batch(list(images[i : i + batch])))]
+            if patches is not None:
+                args.append(torch.from_numpy(preprocess.to_patch_batch(
+                    list(patches[i : i + batch]))))  # fmt: skip
+            out.append(model(*args).numpy())
+    return np.concatenate(out) if out else np.zeros((0, 2), np.float32)
+
+
+def train(
+    snapshot: Snapshot,
+    out_dir: Path,
+    config: TrainConfig | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
+    """Train on the snapshot's train split, pick thresholds on validation, evaluate on
+    the labeled hold-out, export ONNX. Returns the model card (also written as card.json).
+    `progress` gets a line per epoch and per second-look network."""
+    config = config or TrainConfig()
+    warnings.filterwarnings("ignore", category=FutureWarning, module="torch")
+    warnings.filterwarnings("ignore", message=".*mode.chained_assignment.*")
+    t0 = time.perf_counter()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    np.random.seed(config.seed)
+    train_ex, valid_ex, split_rule = _valid_split(snapshot)
+    holdout_ex = snapshot.split("holdout")
+    train_ids = {(e.sop_instance_uid, e.frame) for e in train_ex}
+    assert not train_ids & {(e.sop_instance_uid, e.frame) for e in holdout_ex}
+    assert not {e.patient_key for e in train_ex} & {e.patient_key for e in holdout_ex}
+    if not train_ex or not valid_ex:
+        raise ValueError(
+            f"need labeled images of at least 2 patients outside the hold-out to train "
+            f"(have {len(train_ex)} train, {len(valid_ex)} validation)"
+        )
+    size = config.size
+    items = train_ex + valid_ex
+    render = preprocess.thumbnail_render([e.thumbnail for e in items + holdout_ex])
+    if render != RENDER_VERSION and not config.any_render:
+        raise preprocess.RenderMismatch(
+            f"the labeled images' thumbnails were rendered by contract v{render}, this "
+            f"version renders v{RENDER_VERSION}: re-run the thumbnails of every drop "
+            "(Dagster: backfill thumbnails), then train"
+        )
+    images, patches = load_inputs(items, size)
+    second_look = patches is not None if config.second_look is None else config.second_look
+    if second_look and patches is None:
+        raise ValueError("second_look needs thumbnails that carry patches (contract v3)")
+    y = _labels(items)
+    pretrained = imagenet_weights_cached() if config.pretrained is None else config.pretrained
+    levels = METAL_LEVELS.get(render, METAL_LEVELS[RENDER_VERSION])
+    image_net = network(pretrained, config.metal, levels, second_look=False)
+    dls = get_dls(images, y, len(train_ex), config)
+    # with the second look the image network answers mag alone: biopsy would take its capacity
+    mag_only = [preprocess.FLAGS.index("mag")] if second_look else None
+    learn, history, warmup, bf16 = fit(
+        dls, image_net, config, out_dir / "fastai", mag_only, progress
+    )
+    n = len(train_ex)
+    look = None
+    if second_look:
+        from .network import MammoNet
+        from .second_look import PatchConfig, train_second_look
+
+        look = train_second_look(
+            patches, y[:, 0], [e.patient_key for e in items], np.arange(n, len(items)),
+            PatchConfig(epochs=config.patch_epochs, folds=config.folds, jitter=config.jitter,
+                        raise_window=config.raise_window, lift_floor=config.lift_floor,
+                        seed=config.seed),
+            progress,
+        )  # fmt: skip
+        shipped = ExportModel.wrap(MammoNet(learn.model.cpu(), look.net))
+    else:
+        patches = None
+        shipped = ExportModel.wrap(learn.model.cpu())
+    valid_p = _torch_probs(shipped, images[n:], None if patches is None else patches[n:])
+    valid_y = y[n:]
+    thresholds = {
+        flag: metrics.threshold_for_recall(valid_y[:, k], valid_p[:, k], config.target_recall)
+        for k, flag in enumerate(preprocess.FLAGS)
+    }
+    validation = _report(valid_y, valid_p, thresholds)
+    validation_thresholds = dict(thresholds)  # what validation alone would have chosen
+    threshold_rule = {f: f"{config.target_recall:.0%} recall on validation ({len(valid_y)} "
+                      "images)" for f in preprocess.FLAGS}  # fmt: skip
+    if look is not None and look.oof is not None:  # the biopsy flag: out of fold
+        t = metrics.threshold_for_recall(y[:, 0], look.oof, config.target_recall)
+        thresholds["biopsy"] = t
+        validation["biopsy"] = metrics.flag_report(y[:, 0], look.oof, t)
+        threshold_rule["biopsy"] = (
+            f"{config.target_recall:.0%} recall on out-of-fold scores "
+            f"({look.folds} folds by patient, {len(y)} images)"
+        )
+    hold_images, hold_patches = load_inputs(holdout_ex, size)
+    holdout_p = _torch_probs(shipped, hold_images, hold_patches if second_look else None)
+    holdout_y = _labels(holdout_ex) if holdout_ex else np.zeros((0, 2), np.float32)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.save(shipped.body.state_dict(), out_dir / "model.pt")  # for Grad-CAM
+    with contextlib.redirect_stdout(io.StringIO()):  # the exporter narrates its steps
+        onnx_path = export_onnx(shipped, out_dir / "model.onnx", size)
+    extra = {} if patches is None else {"patches": patches[n:]}
+    np.savez_compressed(out_dir / "validation.npz", images=images[n:], labels=valid_y,
+                        torch_probs=valid_p, **extra)  # fmt: skip
+    card = {
+        "architecture": _architecture(config, second_look),
+        "flags": list(preprocess.FLAGS),
+        "input_size": size,
+        "second_look": second_look,
+        "pretrained": bool(pretrained),
+        "pretrained_note": "ImageNet weights (cached locally)"
+        if pretrained
+        else "trained from scratch (no ImageNet weights cached)",
+        "label_seq": snapshot.label_seq,
+        "label_count": snapshot.label_count,
+        "counts": snapshot.counts(),
+        "vendors": snapshot.vendors(),
+        "split_rule": split_rule,
+        "train_images": len(train_ex),
+        "valid_images": len(valid_ex),
+        "holdout_images": len(holdout_ex),
+        "thresholds": thresholds,
+        "threshold_rule": threshold_rule,
+        "validation_thresholds": validation_thresholds,
+        "target_recall": config.target_recall,
+        "validation": validation,
+        "second_look_seconds": round(look.seconds, 1) if look else None,
+        "holdout": _report(holdout_y, holdout_p, thresholds),
+        "history": history,
+        "best_epoch": _best_epoch(history, warmup),
+        "warmup_epochs": warmup,
+        "config": {k: v for k, v in vars(config).items() if k != "extra"},
+        "preprocessing": preprocess.CONTRACT | {"S": size, "render": render},
+        "metal_levels": list(levels) if config.metal else None,
+        "versions": _versions(),
+        "training_seconds": round(time.perf_counter() - t0, 1),
+        "bf16_autocast": bf16,
+        "onnx": onnx_path.name,
+    }
+    (out_dir / "card.json").write_text(json.dumps(card, indent=2, default=_json_default))
+    return card
+
+
+def _architecture(config: TrainConfig, second_look: bool) -> str:
+    image = "resnet18 (fastai), 1 image channel" + (
+        " + metal channel (metal_stem)" if config.metal else ""
+    )
+    if second_look:
+        return f"{image} for mag; biopsy: the highest score of a patch CNN over the patches"
+    return image + ", 2 sigmoid outputs"
+
+
+def _best_epoch(history: list[dict], warmup: int) -> int | None:
+    losses = [
+        (h["valid_loss"], h["epoch"])
+        for h in history
+        if h["valid_loss"] is not None and h["epoch"] >= warmup
+    ]
+    return min(losses)[1] if losses else None
+
+
+def _report(y: np.ndarray, p: np.ndarray, thresholds: dict) -> dict:
+    return {
+        flag: metrics.flag_report(y[:, k], p[:, k], thresholds[flag]) if len(y) else None
+        for k, flag in enumerate(preprocess.FLAGS)
+    }
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    raise TypeError(type(o))
+
+
+def _versions() -> dict:
+    import fastai
+    import onnxruntime
+    import torch
+    import torchvision
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "fastai": fastai.__version__,
+        "onnxruntime": onnxruntime.__version__,
+    }
