@@ -36,7 +36,8 @@ import dicomweb_client, highdicom, pydicom  # imports outside the timed part
 from mammo_dagster.core.imaging.batch import thumbnail_folder
 from mammo_dagster.core.home import Home
 from mammo_dagster.core.imaging.index import ingest_drop
-from mammo_dagster.core.pacs.pull import PacsSource, pull
+from mammo_dagster.core.pacs.pull import pull
+from mammo_dagster.core.pacs.source import PacsSource
 from mammo_dagster.core.pacs.push import push
 step, home, arg = sys.argv[1], Home(Path(sys.argv[2])), sys.argv[3]
 t0 = time.perf_counter()

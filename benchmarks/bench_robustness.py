@@ -350,7 +350,7 @@ def write_doc(results: dict, methods: list[str], shifts: list[str], setup: str) 
 
 
 def main() -> int:
-    from mammo_dagster.core.imaging.dicom_write import DEFAULT_VENDORS
+    from mammo_dagster.core.imaging.vendors import DEFAULT_VENDORS
     from mammo_dagster.core.synthetic.realism import SHIFTS
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

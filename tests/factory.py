@@ -7,13 +7,13 @@ from pathlib import Path
 import numpy as np
 
 from mammo_dagster.core.imaging.dicom_write import (
-    VENDOR_PROFILES,
     ImageHeader,
     build_dataset,
     encode,
     stable_uid,
     write,
 )
+from mammo_dagster.core.imaging.vendors import VENDOR_PROFILES
 
 FAKE_PATIENT_ID = "PID-4242-SECRET"
 FAKE_PATIENT_NAME = "DOE^JANE^SECRET"

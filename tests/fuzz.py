@@ -35,7 +35,8 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
-from mammo_dagster.core.imaging.dicom_write import TRANSFER_SYNTAXES, VENDOR_PROFILES
+from mammo_dagster.core.imaging.dicom_write import TRANSFER_SYNTAXES
+from mammo_dagster.core.imaging.vendors import VENDOR_PROFILES
 from tests.factory import make_file
 
 #: Seed syntaxes: every one `dicom_write` encodes, plus implicit VR and deflated.

@@ -31,7 +31,7 @@ def _inspect_one(path: Path, exact: bool, salt: str | None) -> dict:
     """One file's report (in a guarded child process: a codec crash or hang is a report
     too, never the command's end)."""
     from ..core.imaging.dicom import DicomError
-    from ..core.imaging.guard import isolated
+    from ..core.imaging.pool import isolated
 
     try:
         return isolated(_inspect_file, path, exact, salt)

@@ -21,7 +21,7 @@ def _drop_name(value: str) -> str:
 
 
 def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    from ..core.pacs.pull import ENV_CA_BUNDLE, ENV_TOKEN, ENV_URL, ENV_USER, ENV_VERIFY
+    from ..core.pacs.source import ENV_CA_BUNDLE, ENV_TOKEN, ENV_URL, ENV_USER, ENV_VERIFY
 
     p = sub.add_parser(
         "pacs",
@@ -67,7 +67,8 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
-    from ..core.pacs.pull import PacsError, PacsSource, plan_pull, pull, redact
+    from ..core.pacs.pull import plan_pull, pull
+    from ..core.pacs.source import PacsError, PacsSource, redact
     from ..core.store.db import Store
 
     home = home_of(args)
@@ -99,8 +100,8 @@ def cmd_pull(args: argparse.Namespace) -> int:
 def cmd_push(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..core.pacs.pull import PacsError, PacsSource
     from ..core.pacs.push import push
+    from ..core.pacs.source import PacsError, PacsSource
 
     home = home_of(args)
     try:

@@ -8,7 +8,8 @@ from collections import Counter
 from pathlib import Path
 
 from ..core.home import Home
-from ..core.imaging.dicom_write import TRANSFER_SYNTAXES, VENDOR_PROFILES
+from ..core.imaging.dicom_write import TRANSFER_SYNTAXES
+from ..core.imaging.vendors import VENDOR_PROFILES
 from ..core.synthetic.mixes import MIXES
 from ..core.synthetic.realism import DISTRACTORS, SHIFTS
 from .common import CliError, new_file, out_folder, plural, progress_bar, seed_type, studies_type

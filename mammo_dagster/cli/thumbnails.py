@@ -79,7 +79,7 @@ def _thumbnail_one(
 
 
 def cmd_thumbnail(args: argparse.Namespace) -> int:
-    from ..core.imaging.guard import isolated
+    from ..core.imaging.pool import isolated
 
     out = new_file(Path(args.out), ".png")  # before the work, not after
     summary, warnings = isolated(

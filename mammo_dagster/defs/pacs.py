@@ -5,17 +5,10 @@ stopped, and nothing materializes `pacs_flags` but a person (or a job they add).
 
 import dagster as dg
 
-from mammo_dagster.core.pacs.pull import (
-    ENV_URL,
-    PacsError,
-    PacsSource,
-    plan_pull,
-    pull,
-    redact,
-    reserve_drop,
-    unfinished_pull,
-)
+from mammo_dagster.core.pacs.ledger import reserve_drop, unfinished_pull
+from mammo_dagster.core.pacs.pull import plan_pull, pull
 from mammo_dagster.core.pacs.push import push
+from mammo_dagster.core.pacs.source import ENV_URL, PacsError, PacsSource, redact
 
 from .ingest import dicom_index, thumbnails
 from .model import study_predictions

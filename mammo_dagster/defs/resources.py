@@ -57,13 +57,13 @@ class PacsResource(dg.ConfigurableResource):
 
     @property
     def configured(self) -> bool:
-        from mammo_dagster.core.pacs.pull import ENV_URL
+        from mammo_dagster.core.pacs.source import ENV_URL
 
         return bool(self.url or os.environ.get(ENV_URL))
 
     def source(self):
         """The core's `PacsSource` (raises PacsError when none is configured)."""
-        from mammo_dagster.core.pacs.pull import PacsSource
+        from mammo_dagster.core.pacs.source import PacsSource
 
         return PacsSource.from_env(self.url or None)
 

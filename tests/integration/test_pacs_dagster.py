@@ -161,8 +161,8 @@ def untrained_model(home: Home, version: str = "m0001", size: int = 64) -> dict:
 def test_end_to_end_sensor_ingest_predict_write_back(orthanc: Orthanc, tmp_path: Path) -> None:
     """Studies uploaded to Orthanc come back as KOS + SR after the sensor, the ingest job,
     ONNX predictions (a real graph) and `pacs_flags`, with the predicted numbers."""
-    from mammo_dagster.core.pacs.pull import PacsSource
-    from mammo_dagster.core.pacs.push import KOS_CLASS, object_uids, referenced_sops
+    from mammo_dagster.core.pacs.documents import KOS_CLASS, object_uids, referenced_sops
+    from mammo_dagster.core.pacs.source import PacsSource
     from mammo_dagster.defs.model import image_predictions, study_predictions
 
     home, instance = Home.from_env(), dg.DagsterInstance.ephemeral()

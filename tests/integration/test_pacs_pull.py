@@ -14,7 +14,8 @@ from mammo_dagster.cli import main
 from mammo_dagster.core.home import Home
 from mammo_dagster.core.imaging.batch import FETCH_ERRORS, READY_MARKER, iter_files
 from mammo_dagster.core.imaging.index import ingest_drop
-from mammo_dagster.core.pacs.pull import PacsError, PacsSource, plan_pull, pull
+from mammo_dagster.core.pacs.pull import plan_pull, pull
+from mammo_dagster.core.pacs.source import PacsError, PacsSource
 from mammo_dagster.core.store.db import Store
 from mammo_dagster.core.synthetic.archive import generate_archive
 from tests.factory import FAKE_PATIENT_ID, FAKE_PATIENT_NAME, make_file

@@ -15,15 +15,16 @@ from mammo_dagster.core.home import Home
 from mammo_dagster.core.imaging.batch import iter_files
 from mammo_dagster.core.imaging.index import ingest_drop
 from mammo_dagster.core.model.modelstore import CurrentModel, ModelCard, write_current
-from mammo_dagster.core.pacs.pull import PacsSource, pull
-from mammo_dagster.core.pacs.push import (
+from mammo_dagster.core.pacs.documents import (
     COMPREHENSIVE_SR_CLASS,
     KOS_CLASS,
     REJECTION_TITLES,
     object_uids,
-    push,
     referenced_sops,
 )
+from mammo_dagster.core.pacs.pull import pull
+from mammo_dagster.core.pacs.push import push
+from mammo_dagster.core.pacs.source import PacsSource
 from mammo_dagster.core.store.db import Store
 from mammo_dagster.core.synthetic.archive import generate_archive
 from tests.orthanc import Orthanc, for_mammo

@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 from mammo_dagster.core.imaging.batch import FrameResult, thumbnail_folder
-from mammo_dagster.core.imaging.guard import run_guarded
+from mammo_dagster.core.imaging.pool import run_guarded
 from mammo_dagster.core.imaging.thumbnails import RENDER_VERSION, render_version
 from tests.factory import make_file
 

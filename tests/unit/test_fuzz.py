@@ -15,8 +15,8 @@ from PIL import Image
 
 from mammo_dagster.core.imaging.batch import thumbnail_folder
 from mammo_dagster.core.imaging.dicom import Failure
-from mammo_dagster.core.imaging.guard import run_guarded
 from mammo_dagster.core.imaging.index import index_file
+from mammo_dagster.core.imaging.pool import run_guarded
 from mammo_dagster.core.prediction.predict import decode_file
 from tests.fuzz import KNOWN, MUTATIONS, SAID, SYNTAXES, make_corpus
 

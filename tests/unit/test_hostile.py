@@ -15,8 +15,9 @@ import pytest
 
 from mammo_dagster.core.imaging.batch import thumbnail_folder
 from mammo_dagster.core.imaging.dicom import DicomError, Failure, open_dicom
-from mammo_dagster.core.imaging.guard import capture, isolated, run_guarded
+from mammo_dagster.core.imaging.guard import capture
 from mammo_dagster.core.imaging.index import index_file
+from mammo_dagster.core.imaging.pool import isolated, run_guarded
 from mammo_dagster.core.imaging.thumbnails import render
 from tests.fuzz import (
     SAID,

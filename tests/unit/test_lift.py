@@ -184,8 +184,8 @@ def test_the_second_look_finds_the_marker_and_travels_in_the_png(tmp_path: Path)
 
 
 def test_patches_have_one_pixel_size_whatever_the_thumbnail_size(tmp_path: Path) -> None:
-    from mammo_dagster.core.imaging.dicom_write import VENDOR_PROFILES
     from mammo_dagster.core.imaging.lift import PATCH_MM, PATCH_PX, working_level
+    from mammo_dagster.core.imaging.vendors import VENDOR_PROFILES
 
     for profile in VENDOR_PROFILES.values():
         level = working_level(_Facts(profile.pixel_spacing_mm))

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import requests
 
-from mammo_dagster.core.pacs.pull import (
+from mammo_dagster.core.pacs.ledger import next_drop_name
+from mammo_dagster.core.pacs.source import (
     PacsError,
     PacsSource,
     Retry,
     describe,
-    next_drop_name,
     redact,
     with_retries,
 )

@@ -12,14 +12,13 @@ import pytest
 from mammo_dagster.core.imaging.decode import full_frame
 from mammo_dagster.core.imaging.dicom import open_dicom
 from mammo_dagster.core.imaging.dicom_write import (
-    DEFAULT_VENDORS,
     LOSSY_SYNTAXES,
     TRANSFER_SYNTAXES,
-    VENDOR_PROFILES,
     build_dataset,
     encode,
     write,
 )
+from mammo_dagster.core.imaging.vendors import DEFAULT_VENDORS, VENDOR_PROFILES
 from mammo_dagster.core.synthetic.anatomy import synth_breast
 from mammo_dagster.core.synthetic.archive import generate_archive, to_stored
 from mammo_dagster.core.synthetic.drawing import MetalLayer

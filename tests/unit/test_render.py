@@ -15,13 +15,10 @@ from pydicom.pixels.processing import apply_windowing
 
 from mammo_dagster.core.imaging.decode import full_frame, reduced_frame
 from mammo_dagster.core.imaging.dicom import open_dicom
-from mammo_dagster.core.imaging.dicom_write import (
-    LOSSY_SYNTAXES,
-    TRANSFER_SYNTAXES,
-    VENDOR_PROFILES,
-)
+from mammo_dagster.core.imaging.dicom_write import LOSSY_SYNTAXES, TRANSFER_SYNTAXES
 from mammo_dagster.core.imaging.display import HEADROOM_GAMMA, WINDOW_TOP
 from mammo_dagster.core.imaging.thumbnails import render, render_frame
+from mammo_dagster.core.imaging.vendors import VENDOR_PROFILES
 from tests.factory import make_file
 
 ROWS, COLS = 64, 48

@@ -14,7 +14,8 @@ from PIL import Image
 
 from .decode import DEFAULT_OVERSAMPLE
 from .dicom import DicomError, Failure, open_dicom
-from .guard import Notes, capture, init_worker, run_guarded
+from .guard import Notes, capture, init_worker
+from .pool import run_guarded
 from .thumbnails import (
     DEFAULT_SIZE,
     RENDER_VERSION,

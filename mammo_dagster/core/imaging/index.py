@@ -14,7 +14,8 @@ from ..home import Home
 from ..store.db import Store
 from .batch import FETCH_ERRORS, READY_MARKER, iter_files
 from .dicom import DicomError, Failure, HeaderFacts, open_dicom
-from .guard import capture, run_guarded
+from .guard import capture
+from .pool import run_guarded
 
 _HASH_CHUNK = 1 << 20
 

@@ -29,207 +29,56 @@ from __future__ import annotations
 
 import csv
 import logging
-import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from datetime import date
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 from ..files import atomic_write
 from ..home import Home
 from ..imaging.batch import FETCH_ERRORS, READY_MARKER
 from ..store.db import Store
+from .ledger import (
+    Fetched,
+    Instance,
+    Study,
+    fetched,
+    listed,
+    next_drop_name,
+    record_instances,
+    record_pull,
+    record_studies,
+    unfinished_pull,
+)
+from .source import (
+    PacsError,
+    PacsSource,
+    Retry,
+    describe,
+    http_status,
+    is_connection_error,
+    redact,
+    with_retries,
+)
 
 log = logging.getLogger("mammo.pacs")
 
-ENV_URL = "MAMMO_DICOMWEB_URL"
-ENV_TOKEN = "MAMMO_DICOMWEB_TOKEN"
-ENV_USER = "MAMMO_DICOMWEB_USER"
-ENV_PASSWORD = "MAMMO_DICOMWEB_PASSWORD"
-ENV_VERIFY = "MAMMO_DICOMWEB_VERIFY"  # "false" / "0" turns TLS verification off
-ENV_CA_BUNDLE = "MAMMO_DICOMWEB_CA_BUNDLE"  # a PEM file of the site's CAs
 
-DROP_PREFIX = "pacs-"
-_DROP_NAME = re.compile(r"^pacs-(\d{8})-(\d{3,})$")
 _DATE = re.compile(r"^\d{8}$")
 #: SR documents (Key Object Selection included): our own write-back, never pulled back.
 SR_CLASS_PREFIX = "1.2.840.10008.5.1.4.1.1.88."
-RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
 # DICOM JSON tags
 STUDY_UID, SERIES_UID, SOP_UID = "0020000D", "0020000E", "00080018"
 SOP_CLASS, STUDY_INSTANCES = "00080016", "00201208"
 
 
-class PacsError(Exception):
-    """A pull or push that cannot go on (configuration, credentials, server gone): one
-    line for the user, never a credential or a patient identifier in it."""
-
-
-@dataclass(frozen=True)
-class PacsSource:
-    """Where a DICOMweb service is and how to authenticate: none, basic (user and
-    password) or a bearer token. TLS is verified unless `verify` is false, against
-    `ca_bundle` when given."""
-
-    url: str
-    token: str | None = field(default=None, repr=False)
-    user: str | None = None
-    password: str | None = field(default=None, repr=False)
-    verify: bool = True
-    ca_bundle: str | None = None
-    timeout: float = 60.0
-
-    @classmethod
-    def from_env(cls, url: str | None = None, environ: Mapping[str, str] = os.environ):
-        """The source the environment configures (`url` overrides ``$MAMMO_DICOMWEB_URL``).
-        Raises PacsError when there is no URL or the settings contradict each other."""
-        url = url or environ.get(ENV_URL)
-        if not url:
-            raise PacsError(f"no DICOMweb source: set {ENV_URL} or pass --url")
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise PacsError(f"{ENV_URL} must be an http(s) URL, got {redact(url)!r}")
-        if parts.username or parts.password:
-            raise PacsError(
-                f"put credentials in {ENV_USER}/{ENV_PASSWORD} or {ENV_TOKEN}, not in the URL"
-            )
-        token, user = environ.get(ENV_TOKEN) or None, environ.get(ENV_USER) or None
-        password = environ.get(ENV_PASSWORD) or None
-        if token and user:
-            raise PacsError(f"set either {ENV_TOKEN} or {ENV_USER}/{ENV_PASSWORD}, not both")
-        if user and password is None:
-            raise PacsError(f"{ENV_USER} is set but {ENV_PASSWORD} is not")
-        verify = environ.get(ENV_VERIFY, "true").strip().lower() not in ("0", "false", "no")
-        ca = environ.get(ENV_CA_BUNDLE) or None
-        if ca and not Path(ca).is_file():
-            raise PacsError(f"{ENV_CA_BUNDLE}: no such file {ca}")
-        return cls(url.rstrip("/"), token, user, password, verify, ca)
-
-    @property
-    def auth(self) -> str:
-        return "bearer" if self.token else "basic" if self.user else "none"
-
-    def session(self):
-        """A requests session with this source's auth and TLS settings."""
-        import requests
-
-        s = requests.Session()
-        s.verify = self.ca_bundle or self.verify
-        if self.token:
-            s.headers["Authorization"] = f"Bearer {self.token}"
-        elif self.user:
-            s.auth = (self.user, self.password or "")
-        return s
-
-    def client(self):
-        """A `dicomweb_client.DICOMwebClient`; its own retries are off (ours are explicit:
-        `with_retries`). One per thread: a requests session is not thread-safe."""
-        from dicomweb_client import DICOMwebClient
-
-        c = DICOMwebClient(self.url, session=self.session(), timeout=(10, self.timeout))
-        c.set_http_retry_params(retry=False)
-        return c
-
-
-def redact(url: str) -> str:
-    """`url` without user info or query (what may appear in logs and tables)."""
-    p = urlsplit(url)
-    host = p.hostname or ""
-    if p.port:
-        host = f"{host}:{p.port}"
-    return urlunsplit((p.scheme, host, p.path.rstrip("/"), "", ""))
-
-
-# -- errors and retries ---------------------------------------------------------------
-
-
-def http_status(e: BaseException) -> int | None:
-    response = getattr(e, "response", None)
-    return getattr(response, "status_code", None)
-
-
-def is_connection_error(e: BaseException) -> bool:
-    import requests
-
-    return isinstance(e, requests.ConnectionError | requests.Timeout)
-
-
-def is_transient(e: BaseException) -> bool:
-    """Worth another try: the server is unreachable or slow, or says so (408/429/5xx)."""
-    return is_connection_error(e) or http_status(e) in RETRY_STATUS
-
-
-@dataclass(frozen=True)
-class Retry:
-    """Exponential backoff: `attempts` tries, waiting `base_s`, 2×, 4×... (capped)."""
-
-    attempts: int = 4
-    base_s: float = 0.5
-    cap_s: float = 8.0
-
-    def waits(self) -> Iterable[float]:
-        return (min(self.cap_s, self.base_s * 2**k) for k in range(self.attempts - 1))
-
-
-def with_retries(call: Callable, retry: Retry, sleep: Callable[[float], None] = time.sleep):
-    """`call()`, tried again after each transient failure (`is_transient`) until
-    `retry.attempts` tries are spent; the last failure is raised."""
-    for wait in retry.waits():
-        try:
-            return call()
-        except Exception as e:
-            if not is_transient(e):
-                raise
-            sleep(wait)
-    return call()
-
-
-def describe(e: BaseException, what: str, source: PacsSource) -> PacsError:
-    """A one-line PacsError for a failure talking to `source` (no credentials)."""
-    status = http_status(e)
-    where = redact(source.url)
-    if status in (401, 403):
-        return PacsError(
-            f"{where} refused the credentials (HTTP {status}, auth: {source.auth}) "
-            f"while {what}: check {ENV_USER}/{ENV_PASSWORD} or {ENV_TOKEN}"
-        )
-    if status is not None:
-        return PacsError(f"{where} answered HTTP {status} while {what}")
-    if is_connection_error(e):
-        return PacsError(f"cannot reach {where} while {what} ({type(e).__name__})")
-    return PacsError(f"{where}: {what} failed: {type(e).__name__}: {e}")
-
-
-# -- QIDO-RS ------------------------------------------------------------------------------
-
-
 def _value(item: Mapping, tag: str):
     values = item.get(tag, {}).get("Value") or [None]
     return values[0]
-
-
-@dataclass(frozen=True)
-class Study:
-    uid: str
-    instances: int | None  # NumberOfStudyRelatedInstances, when the server says
-
-
-@dataclass(frozen=True)
-class Instance:
-    study: str
-    series: str
-    sop: str
-
-    @property
-    def path(self) -> str:
-        """Where it goes in the drop: UIDs only, never a name or an ID."""
-        return f"{self.study}/{self.series}/{self.sop}.dcm"
 
 
 #: QIDO page size. Paging is ours, not the client's `get_remaining`: some servers
@@ -284,107 +133,7 @@ def list_instances(client, study: str) -> list[Instance]:
     return sorted(out.values(), key=lambda i: (i.series, i.sop))
 
 
-# -- the ledger (cursor) -------------------------------------------------------------------
-
-
-def fetched(store: Store, source: str) -> set[str]:
-    """SOP UIDs fetched from `source` (status ok)."""
-    rows = store.query(
-        "SELECT sop_instance_uid FROM pacs_instances WHERE source = ? AND status = 'ok'",
-        [source],
-    )
-    return {sop for (sop,) in rows}
-
-
-def listed(store: Store, source: str) -> dict[str, int | None]:
-    """study UID -> instance count when it was last listed."""
-    return dict(
-        store.query(
-            "SELECT study_instance_uid, instances_seen FROM pacs_studies WHERE source = ?",
-            [source],
-        )
-    )
-
-
-def unfinished_pull(store: Store, source: str) -> str | None:
-    """The drop of a pull from `source` that did not finish (killed, server lost)."""
-    row = store.one(
-        "SELECT drop_name FROM pacs_pulls WHERE source = ? AND finished_at IS NULL "
-        "ORDER BY started_at LIMIT 1",
-        [source],
-    )
-    return row[0] if row else None
-
-
-def next_drop_name(home: Home, store: Store, day: date | None = None) -> str:
-    """``pacs-YYYYMMDD-NNN``: the day's next number, past every folder and pull so named."""
-    stamp = (day or date.today()).strftime("%Y%m%d")
-    names = {r[0] for r in store.query("SELECT drop_name FROM pacs_pulls")}
-    if home.incoming.is_dir():
-        names |= {p.name for p in home.incoming.iterdir()}
-    taken = [int(m[2]) for n in names if (m := _DROP_NAME.match(n)) and m[1] == stamp]
-    return f"{DROP_PREFIX}{stamp}-{max(taken, default=0) + 1:03d}"
-
-
-def reserve_drop(home: Home, store: Store, source: str) -> str:
-    """The day's next drop name, recorded as an unfinished pull from `source` (the PACS
-    sensor reserves it; the run's pull resumes into it)."""
-    name = next_drop_name(home, store)
-    _record_pull(store, name, source, finished=False)
-    return name
-
-
-def _record_pull(store: Store, drop: str, source: str, finished: bool) -> None:
-    if finished:
-        sql = "UPDATE pacs_pulls SET finished_at = current_timestamp WHERE drop_name = ?"
-        store.run(lambda c: c.execute(sql, [drop]))
-    else:
-        store.run(
-            lambda c: c.execute(
-                "INSERT INTO pacs_pulls VALUES (?, ?, current_timestamp, NULL) "
-                "ON CONFLICT (drop_name) DO UPDATE SET finished_at = NULL",
-                [drop, source],
-            )
-        )
-
-
-def _record_instances(store: Store, source: str, drop: str, results: list[Fetched]) -> None:
-    rows = [
-        [source, r.instance.sop, r.instance.study, r.instance.series, drop, r.instance.path,
-         r.status, r.error_kind, r.error]
-        for r in results
-    ]  # fmt: skip
-    if rows:
-        store.run(
-            lambda c: c.executemany(
-                "INSERT OR REPLACE INTO pacs_instances VALUES "
-                "(?, ?, ?, ?, ?, ?, ?, ?, ?, current_timestamp)",
-                rows,
-            )
-        )
-
-
-def _record_studies(store: Store, source: str, studies: list[Study]) -> None:
-    rows = [[source, s.uid, s.instances] for s in studies]
-    if rows:
-        store.run(
-            lambda c: c.executemany(
-                "INSERT OR REPLACE INTO pacs_studies VALUES (?, ?, ?, current_timestamp)", rows
-            )
-        )
-
-
 # -- WADO-RS --------------------------------------------------------------------------------
-
-
-@dataclass
-class Fetched:
-    instance: Instance
-    status: str  # ok | error
-    error_kind: str | None = None
-    error: str | None = None
-    nbytes: int = 0
-    resumed: bool = False  # on disk already (an earlier, killed pull wrote it)
 
 
 class _Clients(threading.local):
@@ -523,12 +272,12 @@ def pull(
     plan = plan or plan_pull(source, store, since)
     resume = unfinished_pull(store, plan.source)
     if not plan.todo and (resume is None or drop not in (None, resume)):
-        _record_studies(store, plan.source, plan.studies)
+        record_studies(store, plan.source, plan.studies)
         return PullReport(None, seconds=time.perf_counter() - t0)
     name = drop or resume or next_drop_name(home, store)
     folder = home.drop(name)
     folder.mkdir(parents=True, exist_ok=True)
-    _record_pull(store, name, plan.source, finished=False)
+    record_pull(store, name, plan.source, finished=False)
     report = PullReport(name, resumed=name == resume)
     jobs = [i for instances in plan.todo.values() for i in instances]
     clients = _Clients(source)
@@ -544,7 +293,7 @@ def pull(
                     r = fut.result()
                     done.append(r)
                     if len(done) % 32 == 0:  # the ledger keeps up: a kill loses little
-                        _record_instances(store, plan.source, name, done[-32:])
+                        record_instances(store, plan.source, name, done[-32:])
                     if progress:
                         progress(1)
             except BaseException:
@@ -552,21 +301,21 @@ def pull(
                     f.cancel()
                 raise
     except Exception as e:
-        _record_instances(store, plan.source, name, done[len(done) - len(done) % 32 :])
+        record_instances(store, plan.source, name, done[len(done) - len(done) % 32 :])
         if is_connection_error(e):
             raise PacsError(
                 f"lost {redact(source.url)} during the pull ({type(e).__name__}); "
                 f"{len(done)} of {len(jobs)} instances are in drop {name}: rerun to resume"
             ) from e
         raise
-    _record_instances(store, plan.source, name, done[len(done) - len(done) % 32 :])
+    record_instances(store, plan.source, name, done[len(done) - len(done) % 32 :])
     failures = [r for r in done if r.status == "error"]
     _write_fetch_errors(folder, failures)
     # a study with a failed instance is listed again next time (its failures retried)
     retry_studies = {r.instance.study for r in failures}
-    _record_studies(store, plan.source, [s for s in plan.studies if s.uid not in retry_studies])
+    record_studies(store, plan.source, [s for s in plan.studies if s.uid not in retry_studies])
     (folder / READY_MARKER).touch()
-    _record_pull(store, name, plan.source, finished=True)
+    record_pull(store, name, plan.source, finished=True)
     report.studies = len({r.instance.study for r in done})
     report.instances = sum(r.status == "ok" for r in done)
     report.failed = len(failures)

@@ -26,7 +26,8 @@ from ..imaging import preprocess
 from ..imaging.batch import iter_files
 from ..imaging.decode import DEFAULT_OVERSAMPLE
 from ..imaging.dicom import DicomError, Failure, open_dicom
-from ..imaging.guard import Notes, capture, run_guarded
+from ..imaging.guard import Notes, capture
+from ..imaging.pool import run_guarded
 from ..imaging.thumbnails import LIFT_RENDERS, RENDER_VERSION, RENDERS, render_frame
 from ..store.studies import write_study_csv
 from .onnx_model import OnnxModel

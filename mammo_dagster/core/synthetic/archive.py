@@ -13,14 +13,13 @@ import numpy as np
 from mammo_dagster.core.imaging.dicom_write import (
     LOSSY_SYNTAXES,
     TRANSFER_SYNTAXES,
-    VENDOR_PROFILES,
     ImageHeader,
-    VendorProfile,
     build_dataset,
     encode,
     stable_uid,
     write,
 )
+from mammo_dagster.core.imaging.vendors import VENDOR_PROFILES, VendorProfile
 from mammo_dagster.core.synthetic.mixes import study_mix
 from mammo_dagster.core.synthetic.realism import Realism
 

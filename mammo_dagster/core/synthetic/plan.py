@@ -10,11 +10,7 @@ from typing import Literal
 
 import numpy as np
 
-from mammo_dagster.core.imaging.dicom_write import (
-    DEFAULT_VENDORS,
-    VENDOR_PROFILES,
-    VendorProfile,
-)
+from mammo_dagster.core.imaging.vendors import DEFAULT_VENDORS, VENDOR_PROFILES, VendorProfile
 from mammo_dagster.core.synthetic.mixes import StudyMix, study_mix
 
 from .truth import CLIP_KINDS, MARKER_HINT_WORDS
