@@ -53,11 +53,8 @@ def prepare(home: Path, drop: str, studies: int, seed: int, *, label: bool) -> l
     from mammo_dagster.core.imaging.index import ingest_drop
     from mammo_dagster.core.store.db import DB_NAME, Store
     from mammo_dagster.core.store.labels import append_events, load_events
-    from mammo_dagster.core.synthetic.archive import (
-        generate_archive,
-        read_ground_truth,
-        truth_labels,
-    )
+    from mammo_dagster.core.synthetic.archive import generate_archive
+    from mammo_dagster.core.synthetic.truth import read_ground_truth, truth_labels
 
     truth = home / "synthetic" / f"{drop}_ground_truth.csv"
     folder = home / "incoming" / drop

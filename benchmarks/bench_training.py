@@ -46,11 +46,8 @@ def prepare(studies: int, matrix: str, renders: set[str]) -> Path:
     from mammo_dagster.core.imaging.index import index_folder, mark_duplicates, save_index
     from mammo_dagster.core.store.db import DB_NAME, Store
     from mammo_dagster.core.store.labels import append_events, load_events
-    from mammo_dagster.core.synthetic.archive import (
-        generate_archive,
-        read_ground_truth,
-        truth_labels,
-    )
+    from mammo_dagster.core.synthetic.archive import generate_archive
+    from mammo_dagster.core.synthetic.truth import read_ground_truth, truth_labels
 
     home = DATA / f"training_{studies}" if matrix == "small" else DATA / f"training_{studies}_full"
     drop, truth = home / "incoming" / "d1", home / "truth.csv"

@@ -31,11 +31,8 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data folder with a current model (trained on drop d0) and three new drops."""
     from mammo_dagster.core.store.db import Store
     from mammo_dagster.core.store.labels import append_events
-    from mammo_dagster.core.synthetic.archive import (
-        generate_archive,
-        read_ground_truth,
-        truth_labels,
-    )
+    from mammo_dagster.core.synthetic.archive import generate_archive
+    from mammo_dagster.core.synthetic.truth import read_ground_truth, truth_labels
     from mammo_dagster.pipeline import materialize_ingest, train_and_predict
 
     root = tmp_path_factory.mktemp("scale")
