@@ -7,6 +7,7 @@ import argparse
 import contextlib
 import dataclasses
 import os
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -17,6 +18,11 @@ from .common import CliError, home_of, int_in, seed_type, size_type, studies_typ
 from .demo_report import counts, print_loop, report_model, score, turn_summary
 from .synth import cmd_synth
 from .thumbnails import cmd_thumbnails
+
+#: The demo's size: the default fits a coffee break on 2 cores; ``--full`` is the
+#: larger run (a better model, about twice as long). An option given explicitly wins.
+QUICK = {"studies": 60, "labels": 60, "per_round": 60, "epochs": 12}
+FULL = {"studies": 100, "labels": 100, "per_round": 100, "epochs": 16}
 
 
 def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -29,10 +35,18 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     )
     p.add_argument("--home", help=f"data folder (default ${ENV_HOME} or ./data)")
     p.add_argument(
+        "--full",
+        action="store_true",
+        help="the larger run: {studies} studies, {labels} labels then {per_round} per turn, "
+        "{epochs} epochs (default: {q[studies]}, {q[labels]}, {q[per_round]}, "
+        "{q[epochs]})".format(**FULL, q=QUICK).replace("%", "%%"),
+    )
+    p.add_argument(
         "--studies",
         type=studies_type,
-        default=100,
-        help="studies in the synthetic archive (default 100)",
+        default=None,
+        help=f"studies in the synthetic archive (default {QUICK['studies']}; "
+        f"--full {FULL['studies']})",
     )
     p.add_argument("--seed", type=seed_type, default=0, help="random seed (default 0)")
     p.add_argument("--size", type=size_type, default=512, help="thumbnail long side (default 512)")
@@ -40,9 +54,10 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     p.add_argument(
         "--labels",
         type=int_in(0, 1_000_000),
-        default=100,
+        default=None,
         help="images a simulated labeler labels (from the ground truth, through the "
-        "labeler's API) before the first model (0: ingest only; default 100)",
+        f"labeler's API) before the first model (0: ingest only; default {QUICK['labels']}; "
+        f"--full {FULL['labels']})",
     )
     p.add_argument(
         "--rounds",
@@ -53,12 +68,18 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     p.add_argument(
         "--per-round",
         type=int_in(1, 1_000_000),
-        default=100,
-        help="labels per turn, taken in the new model's labeling_queue order (default 100); "
+        default=None,
+        help="labels per turn, taken in the new model's labeling_queue order (default "
+        f"{QUICK['per_round']}; --full {FULL['per_round']}); "
         "the demo sets $MAMMO_RETRAIN_EVERY (the sensor's own default is 50) to the smaller "
         "of --labels and --per-round",
     )
-    p.add_argument("--epochs", type=int_in(1, 200), default=16, help="training epochs (default 16)")
+    p.add_argument(
+        "--epochs",
+        type=int_in(1, 200),
+        default=None,
+        help=f"training epochs (default {QUICK['epochs']}; --full {FULL['epochs']})",
+    )
     p.add_argument(
         "--input-size",
         type=int_in(32, 1024),
@@ -68,7 +89,27 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     p.set_defaults(func=cmd_demo)
 
 
+_START = time.monotonic()
+
+
+def elapsed() -> str:
+    """The demo's clock, for its stage lines: ``[m:ss]``."""
+    s = int(time.monotonic() - _START)
+    return f"[{s // 60}:{s % 60:02d}]"
+
+
+def resolve_size(args: argparse.Namespace) -> argparse.Namespace:
+    """`args` with the demo's size filled in: what was given, else ``--full``'s or the
+    quick default."""
+    base = FULL if args.full else QUICK
+    given = {k: getattr(args, k) for k in base if getattr(args, k) is not None}
+    return argparse.Namespace(**(vars(args) | base | given))
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
+    global _START
+    _START = time.monotonic()
+    args = resolve_size(args)
     home = home_of(args)
     print(f"mammo demo in {home.root} (set {ENV_HOME} to use another folder)")
     truth = _synthesize(args, home)
@@ -90,6 +131,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _ingest(args, home)
     if args.labels:
         _demo_model(args, home, truth)
+    print(f"{elapsed()} demo done")
     print(
         "Next: `make dev` (Dagster UI on http://127.0.0.1:3000, labeler on "
         "http://127.0.0.1:5001) to look at the assets, runs and images."
@@ -129,7 +171,9 @@ def _ingest(args: argparse.Namespace, home: Home) -> None:
     """dicom_index and thumbnails of the drop through Dagster, recorded in its instance."""
     from ..pipeline import materialize_ingest
 
-    print(f"ingesting drop 'demo' through Dagster (runs recorded in {home.dagster}) ...")
+    print(
+        f"{elapsed()} ingesting drop 'demo' through Dagster (runs recorded in {home.dagster}) ..."
+    )
     result = materialize_ingest(
         home, "demo", size=args.size, workers=args.workers, dagster_home=home.dagster
     )
@@ -199,8 +243,8 @@ def _demo_model(args: argparse.Namespace, home: Home, truth: Path) -> None:
                 labeler.wait_stored()
                 sources = Counter(e.source for e in load_events(store, after_seq=seen))
                 print(
-                    f"turn {turn + 1}: labels: {got} images labeled by a simulated labeler "
-                    f"through the labeler's API ({counts(sources)})"
+                    f"{elapsed()} turn {turn + 1}: labels: {got} images labeled by a "
+                    f"simulated labeler through the labeler's API ({counts(sources)})"
                 )
             cursor, skipped = _retrain(args, home, cursor)
             if skipped and summary:
@@ -227,7 +271,7 @@ def _retrain(args: argparse.Namespace, home: Home, cursor: str | None) -> tuple:
     from ..pipeline import turn_loop
 
     size = args.input_size
-    print(f"  ticking active_learning_sensor (a retrain at {size} px takes a few "
+    print(f"{elapsed()} ticking active_learning_sensor (a retrain at {size} px takes a few "
           "minutes on 2 cores) ...", flush=True)  # fmt: skip
     training = {"size": size, "epochs": args.epochs}
     runs, cursor, skipped = turn_loop(
