@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 
+from mammo_dagster.core.imaging.thumbnails import viewing_png
 from mammo_dagster.core.store.labels import CSV_COLUMNS, KEYS, csv_safe, label_row
 
 from .cams import CamUnavailable
@@ -167,13 +168,15 @@ def api_export(req: Request):
 
 
 @images.get("/img")
-def image(req: Request, id: str = ""):
+async def image(req: Request, id: str = ""):
+    """The image as a person sees it (the radiologist's rendering), not the model's."""
     try:
         path = state_of(req).thumbnail(id)
     except NotFound:
         return _plain(404, "no such image")
-    return FileResponse(
-        path, media_type="image/png", headers={"Cache-Control": "private, max-age=86400"}
+    png = await run_in_threadpool(viewing_png, path)
+    return Response(
+        png, media_type="image/png", headers={"Cache-Control": "private, max-age=86400"}
     )
 
 

@@ -25,8 +25,10 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
         "thumbnail",
         parents=[common],
         help="render one DICOM frame as a PNG thumbnail",
-        description="Render a frame as the 8-bit image a radiologist would see "
-        "(VOI, inversion, padding), aspect ratio kept, padded to a square.",
+        description="Render a frame as the model's thumbnail (VOI, inversion, padding; "
+        "the window over 0-223 and headroom above it, where metal stands out from dense "
+        "tissue), aspect ratio kept, padded to a square. --view writes what a person "
+        "should look at instead: the radiologist's rendering (the window over 0-255).",
     )
     p.add_argument("file", help="DICOM file")
     p.add_argument("out", help="output PNG")
@@ -42,6 +44,11 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     p.add_argument("--exact", action="store_true", help="full decode + float VOI (slower)")
     oversample_option(p)
     p.add_argument("--no-pad", action="store_true", help="don't pad to a square")
+    p.add_argument(
+        "--view",
+        action="store_true",
+        help="write the radiologist's rendering (what the labeler shows), not the model's",
+    )
     p.set_defaults(func=cmd_thumbnail)
     p = sub.add_parser(
         "thumbnails",
@@ -63,19 +70,33 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
 
 
 def _thumbnail_one(
-    file: Path, out: Path, frame: int, size: int, pad: bool, exact: bool, oversample: int
+    file: Path,
+    out: Path,
+    frame: int,
+    size: int,
+    pad: bool,
+    exact: bool,
+    oversample: int,
+    view: bool = False,
 ) -> tuple[str, str | None]:
-    """Render and save one frame (in a guarded child process): its summary and warnings."""
+    """Render and save one frame (in a guarded child process): its summary and warnings.
+    `view`: the radiologist's rendering instead of the model's thumbnail."""
+    from ..core.files import atomic_write
     from ..core.imaging.guard import capture
-    from ..core.imaging.thumbnails import render, save_png
+    from ..core.imaging.thumbnails import render, save_png, viewing_png
 
     with capture() as notes:
         thumb = render(file, frame, size, pad=pad, exact=exact, oversample=oversample)
         for note in thumb.facts.warnings:
             notes.add(note)
         save_png(thumb.image, out, thumb.render, thumb.patches, thumb.spots)
+    if view:
+        png = viewing_png(out)
+        with atomic_write(out, "wb") as f:
+            f.write(png)
     h, w = thumb.image.shape
-    return f"{w}x{h} px, {thumb.voi.describe()}", notes.text()
+    kind = "the radiologist's rendering" if view else "the model's thumbnail"
+    return f"{w}x{h} px, {thumb.voi.describe()}, {kind}", notes.text()
 
 
 def cmd_thumbnail(args: argparse.Namespace) -> int:
@@ -91,6 +112,7 @@ def cmd_thumbnail(args: argparse.Namespace) -> int:
         not args.no_pad,
         args.exact,
         args.oversample,
+        args.view,
     )
     print(f"{args.out}: {summary}" + (f" (rendered with warnings: {warnings})" if warnings else ""))
     return 0

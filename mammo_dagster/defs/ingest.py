@@ -11,7 +11,7 @@ from PIL import Image
 from mammo_dagster.core.home import Home
 from mammo_dagster.core.imaging.batch import thumbnail_folder, thumbnail_name
 from mammo_dagster.core.imaging.index import IndexRow, indexed_files, ingest_drop
-from mammo_dagster.core.imaging.thumbnails import DEFAULT_SIZE, RENDER_VERSION
+from mammo_dagster.core.imaging.thumbnails import DEFAULT_SIZE, RENDER_VERSION, viewing_image
 from mammo_dagster.core.store import queries
 from mammo_dagster.core.store.db import Store
 
@@ -110,7 +110,8 @@ def dicom_index(
 
 
 def _contact_sheet(pngs: list, n: int = 12, tile: int = 96) -> tuple[str, float]:
-    """A small grid of thumbnails as a markdown image, and their mean gray level."""
+    """A small grid of thumbnails as a person sees them (`viewing_image`, not the model's
+    headroom image) as a markdown image, and the thumbnails' mean gray level."""
     cols = 6
     chosen = pngs[:n]
     sheet = Image.new("L", (cols * tile, -(-len(chosen) // cols) * tile or tile))
@@ -118,7 +119,8 @@ def _contact_sheet(pngs: list, n: int = 12, tile: int = 96) -> tuple[str, float]
     for i, path in enumerate(chosen):
         with Image.open(path) as im:
             means.append(float(np.asarray(im).mean()))
-            sheet.paste(im.resize((tile, tile)), ((i % cols) * tile, (i // cols) * tile))
+        shown = viewing_image(path).resize((tile, tile))
+        sheet.paste(shown, ((i % cols) * tile, (i // cols) * tile))
     return md_image(png_bytes(sheet), "contact sheet"), float(np.mean(means))
 
 

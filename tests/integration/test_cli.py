@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mammo_dagster.core.imaging.display import VIEWING_LUT
 from mammo_dagster.core.store.db import DB_NAME, Store
 from mammo_dagster.core.store.labels import load_events
 from tests.factory import FAKE_PATIENT_ID, FAKE_PATIENT_NAME, make_file
@@ -86,6 +87,12 @@ def test_synth_inspect_thumbnail(tmp_path: Path) -> None:
     out = mammo("thumbnail", str(first), str(png), "--size", "224")
     assert out.returncode == 0, out.stderr
     assert Image.open(png).size == (224, 224)
+    assert "the model's thumbnail" in out.stdout
+    seen = tmp_path / "seen.png"
+    out = mammo("thumbnail", str(first), str(seen), "--size", "224", "--view")
+    assert out.returncode == 0 and "the radiologist's rendering" in out.stdout, out.stderr
+    model = np.asarray(Image.open(png).convert("L"))
+    assert np.array_equal(np.asarray(Image.open(seen)), VIEWING_LUT[model])
 
 
 def test_synth_into_a_drop_makes_fresh_uids_and_keeps_its_truth_out(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ path traversal, and labels surviving a database locked by another process."""
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import shutil
 import subprocess
@@ -11,12 +12,15 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 from starlette.testclient import TestClient
 
 from labeler.app import create_app
 from labeler.cli import run as run_cli
 from labeler.state import LabelerState, Settings
+from mammo_dagster.core.imaging.display import VIEWING_LUT, WINDOW_TOP
 from mammo_dagster.core.store.db import DB_NAME, Store
 from mammo_dagster.core.store.labels import KEYS, LabelEvent, load_events
 from tests.factory import fake_model, labeled_home
@@ -233,6 +237,26 @@ def test_images_are_served_by_id(client: TestClient) -> None:
     r = client.get(item["url"])
     assert r.status_code == 200 and r.headers["content-type"] == "image/png"
     assert r.content.startswith(b"\x89PNG")
+
+
+def test_a_person_is_shown_the_radiologists_rendering_not_the_models(
+    client: TestClient, home: Path
+) -> None:
+    """The stored thumbnail is the model's (window up to WINDOW_TOP, headroom above);
+    the labeler serves the window over 0..255 and the headroom white."""
+    headroom = 0
+    for item in _next(client, 12):
+        with Image.open(_state(client).thumbnail(item["id"])) as im:
+            model = np.asarray(im.convert("L"))
+        with Image.open(io.BytesIO(client.get(item["url"]).content)) as im:
+            shown = np.asarray(im)
+        assert np.array_equal(shown, VIEWING_LUT[model])
+        if model.max() > WINDOW_TOP:  # metal (or dense tissue) in the headroom: white
+            headroom += 1
+            assert (shown[model >= WINDOW_TOP] == 255).all()
+        else:
+            assert shown.max() > model.max()  # the window stretched over 0..255
+    assert headroom  # the synthetic archive has markers: some image used the headroom
 
 
 def test_token_guards_everything_when_set(home: Path) -> None:

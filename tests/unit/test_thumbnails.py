@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 from PIL import Image
 
 from mammo_dagster.core.imaging.dicom import open_dicom
-from mammo_dagster.core.imaging.display import WINDOW_TOP
+from mammo_dagster.core.imaging.display import VIEWING_LUT, WINDOW_TOP
 from mammo_dagster.core.imaging.thumbnails import (
     KEEP_METAL,
     RENDER_VERSION,
@@ -18,6 +19,8 @@ from mammo_dagster.core.imaging.thumbnails import (
     render_frame,
     save_png,
     shrink,
+    viewing_image,
+    viewing_png,
 )
 from tests.factory import make_file
 
@@ -108,6 +111,40 @@ def test_metal_stays_brighter_than_tissue_that_clips_the_window(
         assert metal.max() >= 250
         plain = render(path, size=256, pad=False, exact=exact, render="1").image
         assert np.median(plain[52:63, 52:63]) == plain[148:154, 98:104].max() == 255
+
+
+def test_people_see_the_radiologists_rendering_and_the_model_its_headroom(
+    tmp_path: Path,
+) -> None:
+    """The stored thumbnail keeps headroom above the window (the model tells metal from
+    dense tissue by it); what a person is shown is the plain PS3.3 window over 0..255,
+    within one gray level, where both are white."""
+    stored = np.full((512, 400), 1000, np.uint16)
+    stored[:, 200:] = 1500  # window 500..2500 (LINEAR_EXACT): 0.25 and 0.5 of it
+    stored[100:130, 100:130] = 3000  # dense tissue past the window
+    stored[300:303, 200:203] = 4095  # a metal clip at the stored extreme
+    window = {"voi": "window", "voi_function": "LINEAR_EXACT", "windows": ((1500.0, 2000.0),)}
+    path = make_file(tmp_path / "v.dcm", stored, "siemens", "explicit", bits_stored=12, **window)
+    thumb = render(path, size=512, pad=False)
+    png = save_png(thumb.image, tmp_path / "t.png", thumb.render, thumb.patches, thumb.spots)
+    model = thumb.image.astype(int)
+    seen = np.asarray(viewing_image(png)).astype(int)
+    assert seen.shape == model.shape
+    assert np.median(model[100:130, 100:130]) < model[300:303, 200:203].max()  # headroom
+    assert np.median(seen[100:130, 100:130]) == seen[300:303, 200:203].max() == 255
+    for region, window in (((slice(400, 500), slice(20, 180)), 0.25),
+                           ((slice(400, 500), slice(220, 380)), 0.5)):  # fmt: skip
+        assert abs(np.median(seen[region]) - 255 * window) <= 1  # PS3.3 C.11.2.1.3.2
+        assert abs(np.median(model[region]) - WINDOW_TOP * window) <= 1
+    with Image.open(io.BytesIO(viewing_png(png))) as im:  # served without the patches
+        assert np.array_equal(np.asarray(im), seen) and not im.info
+
+
+def test_the_viewing_table_stretches_the_window_and_whitens_the_headroom() -> None:
+    assert VIEWING_LUT[0] == 0 and VIEWING_LUT[WINDOW_TOP] == 255
+    assert (VIEWING_LUT[WINDOW_TOP:] == 255).all()
+    steps = np.diff(VIEWING_LUT[: WINDOW_TOP + 1].astype(int))
+    assert steps.min() >= 1 and steps.max() <= 2  # monotonic, no level lost
 
 
 def test_texture_is_not_sharpened() -> None:

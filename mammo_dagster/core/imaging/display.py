@@ -20,6 +20,15 @@ above, rising to 255 at the bright extreme of the stored range (which is 255
 even when the window reaches it). Metal (a clip, a wire, a needle) sits at that
 extreme; tissue a little denser than the window top does not, and a plain 8-bit
 window would make both the same white.
+
+**Two images, two purposes.** That headroom image is what the *model* reads (the stored
+thumbnail). What a *person* sees, in the labeler and in Dagster's contact sheets, is
+the radiologist's rendering: the window over the full 0..255 and everything past it
+white, as a PS3.3 viewer shows it. :data:`VIEWING_LUT` makes it from the model's
+image: each window level is stretched back over 0..255 (within one gray level of the
+exact window, as the model's image has 224 window levels) and headroom becomes white.
+Code asks for one or the other by name (`thumbnails.viewing_image`), never by
+reading the thumbnail file itself.
 """
 
 from __future__ import annotations
@@ -39,6 +48,11 @@ WINDOW_TOP = 223
 #: value lies from the window's end toward the stored extreme (0..1): values just past
 #: the window stay near WINDOW_TOP, the extreme itself is 255.
 HEADROOM_GAMMA = 3.0
+#: The model's 8-bit level -> the radiologist's: the window (0..WINDOW_TOP) stretched over
+#: 0..255, the headroom above it white.
+VIEWING_LUT: np.ndarray = np.minimum(np.rint(np.arange(256) * 255.0 / WINDOW_TOP), 255).astype(
+    np.uint8
+)
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from ..files import atomic_write
 from .decode import DEFAULT_OVERSAMPLE, full_frame, reduced_frame
 from .dicom import DicomError, DicomFile, Failure, HeaderFacts, open_dicom
 from .display import (
+    VIEWING_LUT,
     WINDOW_TOP,
     Voi,
     apply_lut,
@@ -361,6 +362,22 @@ def save_png(
     with atomic_write(path, "wb") as f:
         Image.fromarray(img).save(f, format="PNG", compress_level=1, pnginfo=info)
     return Path(path)
+
+
+def viewing_image(path: Path) -> Image.Image:
+    """The thumbnail at `path` as a person sees it: the radiologist's rendering (the
+    window over 0..255, anything past it white; see `display`), never the model's
+    headroom image. Untagged first-version thumbnails already are that."""
+    with Image.open(path) as im:
+        render, gray = render_version(im), im.convert("L")
+    return gray if render == LEGACY_RENDER else gray.point(VIEWING_LUT.tolist())
+
+
+def viewing_png(path: Path) -> bytes:
+    """`viewing_image` as PNG bytes (no text chunks: no patches, no contract tag)."""
+    buf = io.BytesIO()
+    viewing_image(path).save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def render_version(im: Image.Image) -> str:

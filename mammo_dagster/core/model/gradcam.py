@@ -18,7 +18,7 @@ from ..files import atomic_write
 from ..home import Home
 from ..imaging import preprocess
 from ..imaging.batch import thumbnail_name
-from ..imaging.thumbnails import render_version
+from ..imaging.thumbnails import render_version, viewing_image
 from .modelstore import model_dir
 
 
@@ -172,10 +172,11 @@ def heatmap(
 
 
 def write_cam(shipped, size: int, thumbnail: Path, flag: str, dest: Path) -> Path:
-    """Heatmap of `flag` for one thumbnail, drawn over the thumbnail itself (full
-    thumbnail resolution, so a small marker stays visible), written atomically."""
-    full, cam = heatmap(shipped, size, thumbnail, flag)
+    """Heatmap of `flag` for one thumbnail, drawn over the image a person sees of it
+    (`thumbnails.viewing_image`, at full thumbnail resolution, so a small marker stays
+    visible), written atomically."""
+    _, cam = heatmap(shipped, size, thumbnail, flag)
     dest.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(dest, "wb") as f:
-        overlay(full, cam).save(f, format="PNG")
+        overlay(np.asarray(viewing_image(thumbnail)), cam).save(f, format="PNG")
     return dest
