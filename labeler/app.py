@@ -11,7 +11,7 @@ from __future__ import annotations
 from fasthtml.common import FastHTML, Link, Style
 
 from .api import api, images
-from .guard import SESSION_S, JsonGate, NoSniff, beforeware, session_key
+from .guard import SESSION_S, JsonGate, NoSniff, beforeware, session_key, sessions
 from .pages import ASSETS, pages
 from .settings import Settings
 from .state import LabelerState
@@ -31,8 +31,9 @@ def create_app(settings: Settings, state: LabelerState | None = None) -> FastHTM
     if state is None:
         state = LabelerState(settings)
         state.start()
+    book = sessions(settings.home.labeler)
     app = FastHTML(
-        before=beforeware(settings),
+        before=beforeware(settings, book),
         default_hdrs=False,  # no CDN scripts: hospital networks are often offline
         secret_key=session_key(settings.home.labeler),
         session_cookie="mammo_labeler",
@@ -43,7 +44,7 @@ def create_app(settings: Settings, state: LabelerState | None = None) -> FastHTM
         canonical=False,
         on_shutdown=[state.close],
     )
-    app.state.labeler = state
+    app.state.labeler, app.state.sessions = state, book
     app.add_middleware(JsonGate, limit=MAX_BODY)
     app.add_middleware(NoSniff)  # added last: outermost, so the gate's answers get it too
     for router in (pages, api, images):

@@ -33,10 +33,54 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--token",
         help=f"require this token (default ${ENV_TOKEN}); required off loopback",
     )
+    p.add_argument(
+        "--sessions",
+        action="store_true",
+        help="list the signed-in sessions (id, annotator, since, until) and exit",
+    )
+    p.add_argument(
+        "--revoke",
+        metavar="ID",
+        help="sign out one session (its id from --sessions, 8+ characters) or 'all', and "
+        "exit; works while the labeler runs",
+    )
+
+
+def manage_sessions(args: argparse.Namespace) -> int:
+    """--sessions / --revoke: the session book of the data folder's labeler."""
+    import time
+
+    from .guard import sessions
+
+    book = sessions(Home.from_env(args.home).labeler)
+    if args.revoke:
+        try:
+            ended = book.revoke(args.revoke)
+        except ValueError as e:
+            print(f"--revoke: {e}", file=sys.stderr)
+            return 2
+        if not ended:
+            print(f"no signed-in session {args.revoke!r}", file=sys.stderr)
+            return 1
+        print(f"signed out {len(ended)} session(s): {', '.join(s.short for s in ended)}")
+        return 0
+    day = "%Y-%m-%d %H:%M"
+    live = book.sessions()
+    for s in live:
+        since, until = (
+            time.strftime(day, time.localtime(s.started)),
+            time.strftime(day, time.localtime(s.expires)),
+        )
+        print(f"{s.short}  {s.annotator or '-':<20}  since {since}  until {until}")
+    print(f"{len(live)} signed-in session(s)")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
     from mammo_dagster.core.store.labels import clean_annotator  # here: `mammo --help` stays light
+
+    if getattr(args, "sessions", False) or getattr(args, "revoke", None):
+        return manage_sessions(args)
 
     from .settings import MIN_TOKEN
     from .state import Settings

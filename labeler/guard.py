@@ -15,6 +15,7 @@ from pathlib import Path
 from fasthtml.common import Beforeware, RedirectResponse
 from starlette.requests import Request
 
+from .sessions import SessionBook
 from .settings import Settings
 from .web import error
 
@@ -86,10 +87,19 @@ def cross_site(req: Request, loopback: bool) -> str | None:
     return None
 
 
-def authorized(req: Request, session: dict, token: str | None) -> bool:
+def sessions(folder: Path) -> SessionBook:
+    """The signed-in sessions of the labeler whose folder is `folder`."""
+    return SessionBook(folder, SESSION_S)
+
+
+def authorized(
+    req: Request, session: dict, token: str | None, book: SessionBook | None = None
+) -> bool:
+    """No token: everyone on loopback. Else a signed-in session that is still in the
+    book (not revoked, not signed out, not expired), or the token as a Bearer header."""
     if not token:
         return True
-    if session.get("auth") == signed_in(token):
+    if session.get("auth") == signed_in(token) and (book is None or book.valid(session.get("sid"))):
         return True
     header = req.headers.get("authorization", "")
     given = header[7:].encode("utf-8", "replace")  # bytes: a non-ASCII token is just wrong
@@ -116,13 +126,13 @@ class NoSniff:
         await self.app(scope, receive, send_nosniff)
 
 
-def beforeware(settings: Settings) -> Beforeware:
+def beforeware(settings: Settings, book: SessionBook) -> Beforeware:
     """Runs before every route but the login page."""
 
     def before(req: Request, session):  # unannotated: FastHTML passes the session by name
         if problem := cross_site(req, settings.loopback):
             return error(403, problem)
-        if authorized(req, session, settings.token):
+        if authorized(req, session, settings.token, book):
             return None
         if req.url.path.startswith("/api/") or req.method != "GET":
             return error(401, "this labeler needs a token (Authorization: Bearer …)")

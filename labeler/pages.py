@@ -106,9 +106,11 @@ def action_buttons(review: bool):
     )
 
 
-def who_group(who: str, review: bool):
-    """The other mode's link, the annotator, and a button to switch annotator."""
+def who_group(who: str, review: bool, can_sign_out: bool = False):
+    """The other mode's link, the annotator, a button to switch annotator and, behind a
+    token, one to sign out."""
     other = A("label", href="/") if review else A("review the model", href="/review")
+    sign_out = Form(Button("sign out", type="submit"), method="post", action="/logout")
     return Div(
         other,
         Span(who, cls="dim"),
@@ -118,6 +120,7 @@ def who_group(who: str, review: bool):
             method="post",
             action="/annotator/clear",
         ),
+        *([sign_out] if can_sign_out else []),
         id="who",
         cls="group",
     )
@@ -139,7 +142,7 @@ def labeling_page(req: Request, mode: str):
         Div(  # three rows of fixed height (labeler.css): the image never moves
             progress_group(stats, review),
             Div(Span("", id="facts"), cls="group", id="about"),
-            who_group(who, review),
+            who_group(who, review, bool(req.session.get("sid"))),
             Div(Span("", id="pred"), cls="group", id="says"),
             action_buttons(review),
             Div(Span("", id="warn"), cls="group", id="status"),
@@ -182,6 +185,7 @@ def set_annotator(req: Request, annotator: str = "", next: str = "/"):
         req.session["annotator"] = clean_annotator(annotator)
     except ValueError as e:
         return Response(str(e), status_code=400)
+    req.app.state.sessions.name(req.session.get("sid"), req.session["annotator"])
     return RedirectResponse("/review" if next == "/review" else "/", status_code=303)
 
 
@@ -189,6 +193,16 @@ def set_annotator(req: Request, annotator: str = "", next: str = "/"):
 def clear_annotator(req: Request, next: str = "/"):
     req.session.pop("annotator", None)
     return RedirectResponse("/review" if next == "/review" else "/", status_code=303)
+
+
+@pages.post("/logout")
+def logout(req: Request):
+    """Sign out: this session leaves the book (its cookie is worthless from now on)."""
+    sid = req.session.get("sid")
+    if isinstance(sid, str) and len(sid) > 8:
+        req.app.state.sessions.revoke(sid)
+    req.session.clear()
+    return RedirectResponse("/login", status_code=303)
 
 
 @pages.get("/login")
@@ -211,6 +225,7 @@ def login(req: Request, token: str = ""):
     expected = settings.token
     if expected and hmac.compare_digest(token.encode(), expected.encode()):
         req.session["auth"] = signed_in(expected)
+        req.session["sid"] = req.app.state.sessions.open(req.session.get("annotator"))
         return RedirectResponse("/", status_code=303)
     wrong_token(req.app.state, who)
     return RedirectResponse("/login?error=1", status_code=303)

@@ -182,3 +182,66 @@ def test_login_is_rate_limited_and_sessions_expire(home: Path) -> None:
         assert middleware and middleware[0].kwargs["max_age"] == SESSION_S
     finally:
         state.close()
+
+
+def _sign_in(c: TestClient, token: str, who: str) -> TestClient:
+    """`c` signed in with `token` as `who` (a browser of its own: its own cookies)."""
+    assert c.post("/login", data={"token": token}, follow_redirects=False).status_code == 303
+    assert c.post("/annotator", data={"annotator": who}, follow_redirects=False).status_code == 303
+    return c
+
+
+def _browser(c: TestClient) -> TestClient:
+    return TestClient(c.app, base_url="http://127.0.0.1")
+
+
+def test_one_session_is_revoked_without_signing_out_the_others(home: Path, capsys) -> None:
+    """Issue 18: sessions expire *and can be revoked*, one at a time, from the command
+    line while the labeler runs; the others and the token stay as they were."""
+    from labeler.cli import main
+
+    token = "correct-horse-battery"
+    a, state = _client(home, token=token)
+    a, b = _sign_in(a, token, "alice"), _sign_in(_browser(a), token, "bob")
+    try:
+        assert a.post("/api/next", json={"n": 1}).status_code == 200
+        assert b.post("/api/next", json={"n": 1}).status_code == 200
+        assert main(["--home", str(home), "--sessions"]) == 0
+        listing = capsys.readouterr().out
+        assert "2 signed-in session(s)" in listing and "alice" in listing and "bob" in listing
+        alice = next(line.split()[0] for line in listing.splitlines() if "alice" in line)
+        assert token not in listing and len(alice) == 8
+        assert main(["--home", str(home), "--revoke", alice[:4]]) == 2  # too short to be sure
+        assert main(["--home", str(home), "--revoke", alice]) == 0
+        assert "signed out 1 session(s)" in capsys.readouterr().out
+        assert a.post("/api/next", json={"n": 1}).status_code == 401  # at once, same process
+        assert a.get("/", follow_redirects=False).headers["location"] == "/login"
+        assert b.post("/api/next", json={"n": 1}).status_code == 200  # bob is untouched
+        api = {"Authorization": f"Bearer {token}"}  # and the token itself still works
+        assert a.post("/api/next", json={"n": 1}, headers=api).status_code == 200
+        assert main(["--home", str(home), "--revoke", alice]) == 1  # already gone
+    finally:
+        state.close()
+
+
+def test_signing_out_ends_the_session_and_a_damaged_book_lets_nobody_in(home: Path) -> None:
+    token = "correct-horse-battery"
+    c, state = _client(home, token=token)
+    _sign_in(c, token, "carol")
+    try:
+        page = c.get("/").text
+        assert 'action="/logout"' in page  # a sign-out button behind a token
+        cookie = dict(c.cookies)
+        assert c.post("/logout", follow_redirects=False).headers["location"] == "/login"
+        c.cookies.update(cookie)  # the old cookie, replayed, is worthless
+        assert c.post("/api/next", json={"n": 1}).status_code == 401
+        d = _sign_in(_browser(c), token, "dave")
+        assert d.post("/api/next", json={"n": 1}).status_code == 200
+        (home / "labeler" / "sessions.json").write_text("{not json")
+        assert d.post("/api/next", json={"n": 1}).status_code == 401
+    finally:
+        state.close()
+
+
+def test_without_a_token_there_is_nothing_to_sign_out(client: TestClient) -> None:
+    assert 'action="/logout"' not in client.get("/").text
