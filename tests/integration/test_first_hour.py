@@ -289,6 +289,7 @@ def test_walk_the_ui_and_the_labeler(dev: Dev, browser) -> None:
     for key in ("threshold_biopsy", "threshold_mag", "best_epoch", "training_seconds"):
         assert page.get_by_text(key, exact=True).count(), key
     page.get_by_text("metrics_holdout", exact=True).scroll_into_view_if_needed()
+    page.locator("table table").nth(2).wait_for()  # Dagster renders markdown lazily
     _shot(page, dev, "01_trained_model_overview")
     assert page.locator("table table").count() >= 3  # metrics per split, confusion
     assert not _cut_tables(page), _cut_tables(page)

@@ -148,7 +148,7 @@ def _thumbnail_rows(
 def worker_pool(workers: int) -> ProcessPoolExecutor:
     """Fresh worker processes (spawned, not forked: no inherited locks or threads), for
     benchmarks on trusted files; the pipeline decodes and indexes through
-    `guard.run_guarded`, where one file can't take the pool down."""
+    `pool.run_guarded`, where one file can't take the pool down."""
     return ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=init_worker)
 
 
@@ -187,7 +187,7 @@ def thumbnail_folder(
 ) -> list[FrameResult]:
     """Thumbnails for every DICOM frame below `root`; idempotent and resumable.
 
-    Files are decoded in `workers` guarded processes (`guard.run_guarded`: a codec
+    Files are decoded in `workers` guarded processes (`pool.run_guarded`: a codec
     that aborts, panics or hangs costs its file an error row, never the batch);
     ``workers=0`` decodes in this process, for trusted files only.
 

@@ -13,16 +13,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..imaging import preprocess
-from .network import (  # noqa: F401  (re-exported for the benchmarks and tests)
-    LIFT_FLOOR,
-    METAL_LEVEL,
-    METAL_LEVELS,
-    ExportModel,
-    headroom_jitter,
-    metal_stem,
-    network,
-    patch_jitter,
-)
+from .network import headroom_jitter
 
 
 class InputJitter(Callback):
