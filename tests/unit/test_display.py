@@ -10,10 +10,7 @@ from pydicom.sequence import Sequence
 
 from mammo_dagster.core.imaging.display import (
     WINDOW_TOP,
-    Voi,
     apply_lut,
-    auto_window,
-    choose_voi,
     display8,
     display_lut,
     display_values,
@@ -21,8 +18,8 @@ from mammo_dagster.core.imaging.display import (
     inverts,
     resolve_voi,
     stored_values,
-    window_value,
 )
+from mammo_dagster.core.imaging.voi import Voi, auto_window, choose_voi, window_value
 
 
 def ds_with(**kw) -> Dataset:

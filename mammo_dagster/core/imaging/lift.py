@@ -34,7 +34,6 @@ from pydicom.dataset import Dataset
 
 from .display import (
     WINDOW_TOP,
-    Voi,
     _patterns_unsigned,
     bright_is_high,
     rescale_slope,
@@ -42,6 +41,7 @@ from .display import (
     window_lut,
     window_width,
 )
+from .voi import Voi
 
 #: Without a usable pixel spacing, a mammogram's long side is taken to be this long (mm).
 FIELD_MM = 300.0

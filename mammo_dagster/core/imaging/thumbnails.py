@@ -37,9 +37,7 @@ from .dicom import DicomError, DicomFile, Failure, HeaderFacts, open_dicom
 from .display import (
     VIEWING_LUT,
     WINDOW_TOP,
-    Voi,
     apply_lut,
-    choose_voi,
     display8,
     display_lut,
     display_values,
@@ -50,6 +48,7 @@ from .display import (
     window_lut,
 )
 from .lift import PATCH_PX, Lifter, lift_up, working_level
+from .voi import Voi, choose_voi
 
 DEFAULT_SIZE = 512
 #: The rendering contract's version: "4" lifts what stands above its surroundings into
