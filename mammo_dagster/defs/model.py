@@ -6,10 +6,12 @@ import warnings
 
 import dagster as dg
 import numpy as np
+from pydantic import Field, create_model
 
 from mammo_dagster.core import metrics
 from mammo_dagster.core.imaging import preprocess
 from mammo_dagster.core.imaging.batch import thumbnail_name
+from mammo_dagster.core.model.config import TrainConfig, run_options
 from mammo_dagster.core.model.dataset import build_snapshot, load_snapshot, save_snapshot
 from mammo_dagster.core.model.modelstore import (
     CurrentModel,
@@ -92,34 +94,34 @@ def training_set(
     )
 
 
-#: TrainingConfig fields whose TrainConfig (core.model.train) field has another name
+#: TrainingConfig fields whose TrainConfig (core.model.config) field has another name
 CORE_NAMES = {"metal_channel": "metal"}
 PRETRAINED = {"auto": None, "yes": True, "no": False}
 
 
-class TrainingConfig(dg.Config):
-    """`trained_model`'s run config: the fields of the core's `TrainConfig` a run may set,
-    by their names and defaults (a test holds them to it), but `metal_channel` (its
-    `metal`) and `pretrained` spelled auto | yes | no. Declared here rather than built
-    from `TrainConfig`: core.model.train imports torch, which loading the definitions must not."""
-
-    size: int = preprocess.INPUT_SIZE
-    epochs: int = 16
-    batch_size: int = 16
-    lr: float = 1e-3
-    patience: int = 5
-    seed: int = 0
-    target_recall: float = 0.98
-    pretrained: str = "auto"  # auto (if cached) | yes | no
-    metal_channel: bool = True  # a second input channel marking metal (model.network.metal_stem)
-    jitter: float = 1.0  # headroom / patch augmentation strength (core.model.network)
-
-    def to_core(self):
-        """The core's TrainConfig with these values (imports torch)."""
-        from mammo_dagster.core.model.train import TrainConfig
-
+class _RunConfig(dg.Config):
+    def to_core(self) -> TrainConfig:
+        """The core's TrainConfig with these values."""
         values = {CORE_NAMES.get(k, k): getattr(self, k) for k in type(self).model_fields}
         return TrainConfig(**values | {"pretrained": PRETRAINED[self.pretrained]})
+
+
+def _run_config() -> type[_RunConfig]:
+    """`trained_model`'s run config, built from the fields of the core's `TrainConfig` that
+    a run may set (their defaults and help), `metal` named `metal_channel` and
+    `pretrained` spelled auto | yes | no."""
+    ours = {core: name for name, core in CORE_NAMES.items()}
+    spec: dict = {}
+    for f in run_options():
+        help = f.metadata["help"]
+        if f.name == "pretrained":
+            spec[f.name] = (str, Field("auto", description=f"{help}: auto | yes | no"))
+        else:
+            spec[ours.get(f.name, f.name)] = (type(f.default), Field(f.default, description=help))
+    return create_model("TrainingConfig", __base__=_RunConfig, __module__=__name__, **spec)
+
+
+TrainingConfig = _run_config()
 
 
 @dg.asset(group_name="model", deps=[training_set], kinds={"pytorch"})

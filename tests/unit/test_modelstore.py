@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -58,19 +57,22 @@ def test_versions_newest_and_next(tmp_path: Path) -> None:
 
 
 def test_training_config_is_the_core_train_config() -> None:
-    """Every run-config field of trained_model is a TrainConfig field with its default
-    (metal_channel is `metal`; pretrained auto | yes | no is None | True | False)."""
-    from mammo_dagster.core.model.train import TrainConfig
+    """trained_model's run config is built from the core's TrainConfig: every run option,
+    its default and its help (metal_channel is `metal`; pretrained auto | yes | no is
+    None | True | False), and nothing else."""
+    from mammo_dagster.core.model.config import TrainConfig, run_options
     from mammo_dagster.defs.model import CORE_NAMES, TrainingConfig
 
-    core = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
-    ours = TrainingConfig()
-    for name in type(ours).model_fields:
-        core_name = CORE_NAMES.get(name, name)
-        assert core_name in core, name
+    core = {f.name: f for f in run_options()}
+    fields = TrainingConfig.model_fields
+    assert sorted(CORE_NAMES.get(n, n) for n in fields) == sorted(core)
+    assert {"size", "epochs", "seed", "metal_channel", "pretrained"} <= set(fields)
+    for name, f in fields.items():
+        option = core[CORE_NAMES.get(name, name)]
+        assert option.metadata["help"] in f.description, name
         if name != "pretrained":
-            assert getattr(ours, name) == core[core_name], name
-    assert ours.to_core() == TrainConfig()
+            assert f.default == option.default, name
+    assert TrainingConfig().to_core() == TrainConfig()
     assert TrainingConfig(pretrained="no", metal_channel=False, epochs=3).to_core() == (
         TrainConfig(pretrained=False, metal=False, epochs=3)
     )

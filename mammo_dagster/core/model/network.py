@@ -19,6 +19,7 @@ from ..imaging import preprocess
 from ..imaging.display import WINDOW_TOP
 from ..imaging.lift import PATCH_CHANNELS
 from ..imaging.thumbnails import RENDER_VERSION
+from .config import LIFT_FLOOR
 
 #: The metal channel of rendering contract v2 marks model-input pixels from about this
 #: display level up: there only values near the stored extreme get that far.
@@ -91,13 +92,6 @@ def _block(c_in: int, c_out: int, stride: int) -> nn.Module:
     return nn.Sequential(
         nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()
     )
-
-
-#: The patch network reads each patch's lift channel against the patch's own highest
-#: lift, never less than this (0..1 of the channel: 0.5 window widths): a clip over an
-#: implant, which can rise only as far as the room left (contract v4, ~0.5 window widths),
-#: then shows its shape as plainly as one over fat. 0: the channel as stored (before).
-LIFT_FLOOR = 0.25
 
 
 class PatchNet(nn.Module):

@@ -17,7 +17,6 @@ import platform
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,10 +27,10 @@ from .. import metrics
 from ..imaging import preprocess
 from ..imaging.thumbnails import RENDER_VERSION
 from .callbacks import CpuBf16, FlagLoss, InputJitter, Record, SaveBest, StopEarly
+from .config import TARGET_RECALL, TrainConfig  # noqa: F401  (re-exported: callers train)
 from .dataset import Example, Snapshot
 from .export import export_onnx
 from .network import (  # noqa: F401  (re-exported for the benchmarks and tests)
-    LIFT_FLOOR,
     METAL_LEVEL,
     METAL_LEVELS,
     ExportModel,
@@ -41,35 +40,6 @@ from .network import (  # noqa: F401  (re-exported for the benchmarks and tests)
     patch_jitter,
 )
 from .splits import shuffle_key
-
-#: A missed flag is worse than a false alarm: thresholds keep this share of positives.
-TARGET_RECALL = 0.98
-
-
-@dataclass
-class TrainConfig:
-    size: int = preprocess.INPUT_SIZE
-    epochs: int = 16
-    batch_size: int = 16
-    lr: float = 1e-3
-    patience: int = 5  # early stopping on validation loss, after the warm-up
-    rotate: float = 10.0  # max rotation (degrees) of the augmentation
-    lighting: float = 0.2  # max brightness/contrast change of the augmentation
-    metal: bool = True  # a second input channel marking metal (see `metal_stem`)
-    any_render: bool = False  # accept thumbnails of an older rendering contract (comparisons)
-    jitter: float = 1.0  # strength of headroom / patch jitter while training (0: none)
-    raise_window: float = 0.25  # share of patches whose window channel is raised (jitter)
-    lift_floor: float = LIFT_FLOOR  # the patch net's lift against the patch's own (0: off)
-    second_look: bool | None = None  # patches for biopsy (None: if the thumbnails carry them)
-    folds: int = 3  # out-of-fold biopsy thresholds from the second look (< 2: validation)
-    patch_epochs: int = 24  # the second look's fixed schedule (core.model.second_look)
-    bf16: bool | None = None  # bfloat16 autocast while training (None: if the CPU has it)
-    warmup: int | None = None  # epochs before best-epoch tracking starts (None: a third)
-    seed: int = 0
-    pretrained: bool | None = None  # None: use ImageNet weights if they are cached
-    target_recall: float = TARGET_RECALL
-    threads: int | None = None
-    extra: dict = field(default_factory=dict)
 
 
 def cpu_bf16_supported() -> bool:
