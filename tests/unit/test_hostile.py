@@ -142,6 +142,16 @@ def test_isolated_reraises_typed_errors_and_contains_aborts(tmp_path: Path) -> N
     assert e.value.kind == Failure.TIMEOUT
 
 
+def test_no_workers_runs_every_job_in_this_process_in_order() -> None:
+    """workers=0 (trusted files, tests): each job's result reaches `done` in item order,
+    in this process, and nothing is reported failed."""
+    done, failed = [], []
+    run_guarded([3, 1, 2], lambda n: (n * 2, os.getpid()), lambda i, r: done.append((i, r)),
+                lambda *a: failed.append(a), workers=0)  # fmt: skip
+    assert done == [(3, (6, os.getpid())), (1, (2, os.getpid())), (2, (4, os.getpid()))]
+    assert failed == []
+
+
 # ---------------------------------------------------------------- real codec failures
 
 

@@ -208,17 +208,13 @@ def thumbnail_folder(
         if progress:
             progress(1)
 
-    if workers <= 0:  # in this process: only for files already trusted (tests)
-        for f in files:
-            done(job(f))
-    else:
-        run_guarded(
-            files,
-            job,
-            lambda _path, rows: done(rows),
-            lambda path, kind, reason: done([_error_row(path, root, kind, reason)]),
-            workers=workers,
-        )
+    run_guarded(
+        files,
+        job,
+        lambda _path, rows: done(rows),
+        lambda path, kind, reason: done([_error_row(path, root, kind, reason)]),
+        workers=workers,
+    )
     results = [r for f in files for r in by_path[str(f.relative_to(root))]]
     return _mark_duplicates(results)
 

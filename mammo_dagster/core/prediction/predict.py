@@ -292,17 +292,13 @@ def predict_folder(
         ours = {str(x.resolve()) for x in (output, images_csv, errors_csv)}
         files = (f for f in iter_files(input_dir) if str(f.resolve()) not in ours)
         for block in _blocks(files, input_dir, done, counts, progress):
-            if workers <= 0:  # in this process: only for files already trusted (tests)
-                for path in block:
-                    done_file(job(path))
-            else:
-                run_guarded(
-                    block,
-                    job,
-                    lambda _path, frames: done_file(frames),
-                    lambda path, kind, reason: done_file([_failed(path, input_dir, kind, reason)]),
-                    workers=workers,
-                )
+            run_guarded(
+                block,
+                job,
+                lambda _path, frames: done_file(frames),
+                lambda path, kind, reason: done_file([_failed(path, input_dir, kind, reason)]),
+                workers=workers,
+            )
         score()
     finally:
         out_images.close()
