@@ -61,16 +61,20 @@ format: $(STAMP)
 	$(BIN)/ruff format mammo_dagster labeler tests benchmarks
 	$(BIN)/ruff check --fix mammo_dagster labeler tests benchmarks
 
-bench: $(STAMP) browser services orthanc  ## every benchmark (see README for what each measures)
+bench: $(STAMP) browser services orthanc  ## every benchmark; each writes its page in docs/benchmarks/
 	$(BIN)/python benchmarks/bench_thumbnails.py
+	$(BIN)/python benchmarks/bench_thumbnails.py --oversample 0 --cases hologic/j2k ge/j2k hologic/explicit
 	$(BIN)/python benchmarks/bench_ingest.py
 	$(BIN)/python benchmarks/bench_labeler.py
 	$(BIN)/python benchmarks/bench_inference.py
 	$(BIN)/python benchmarks/bench_predict.py
 	$(BIN)/python benchmarks/bench_training.py
+	$(BIN)/python benchmarks/bench_robustness.py
+	$(BIN)/python benchmarks/bench_thresholds.py
 	$(BIN)/python benchmarks/bench_active_learning.py
 	$(BIN)/python benchmarks/bench_scale.py
 	$(BIN)/python benchmarks/bench_pacs.py
+	$(BIN)/python benchmarks/bench_pacs.py --size full --studies 2
 	$(BIN)/python benchmarks/bench_gradcam.py
 	$(BIN)/python benchmarks/bench_hostile.py
 

@@ -15,6 +15,9 @@ plain accuracy rewards a model that flags nothing).
         [--then 100 --until 1000]  # longer: rounds of 100 after 500
         [--strategies uncertainty --combine max --explore 0.1]  # a variant on its own
         [--mix screening --studies 600]  # rare flags, as in a screening practice's archive
+        [--doc-only]  # rewrite this run's page section from its results (same --out)
+
+Each run (named by its --out) writes its section of docs/benchmarks/active_learning.md.
 """
 
 from __future__ import annotations
@@ -29,7 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
-RESULTS = Path(__file__).parent / "results"
+sys.path.insert(0, str(Path(__file__).parent))
+from pages import RESULTS, measured, table, write_section  # noqa: E402
+
 DATA = RESULTS / "data"
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
@@ -114,7 +119,17 @@ def evaluate(y: np.ndarray, p: np.ndarray, thresholds: dict) -> dict:
     return out
 
 
-def run_loop(name, pool, holdout, arrays, args, seed: int, work: Path) -> list[dict]:
+def stack(inputs: dict, examples: list) -> tuple[np.ndarray, np.ndarray | None]:
+    """Model inputs of these examples: images, and their patches where every one has them
+    (contract v3 thumbnails: the second look reads them)."""
+    got = [inputs[(e.sop_instance_uid, e.frame)] for e in examples]
+    images = np.stack([image for image, _ in got])
+    if any(patches is None for _, patches in got):
+        return images, None
+    return images, np.stack([patches for _, patches in got])
+
+
+def run_loop(name, pool, holdout, inputs, args, seed: int, work: Path) -> list[dict]:
     """One strategy's active-learning curve."""
     from mammo_dagster.core.learning.active import Candidate, strategy, uncertainty
     from mammo_dagster.core.model.dataset import Snapshot
@@ -126,7 +141,7 @@ def run_loop(name, pool, holdout, arrays, args, seed: int, work: Path) -> list[d
     schedule = args.schedule
     labeled = [pool[i] for i in sorted(rng.choice(len(pool), schedule[0], replace=False))]
     y_hold = np.array([[e.biopsy, e.mag] for e in holdout], np.float32)
-    hold_x = np.stack([arrays[(e.sop_instance_uid, e.frame)] for e in holdout])
+    hold_x = stack(inputs, holdout)
     curve, round_no = [], 0
     while True:
         model = None
@@ -137,7 +152,7 @@ def run_loop(name, pool, holdout, arrays, args, seed: int, work: Path) -> list[d
             config = TrainConfig(size=args.size, epochs=args.epochs, seed=seed)
             card = train(snapshot, out, config)
             model = OnnxModel(out / "model.onnx")
-            result = evaluate(y_hold, model.probs(hold_x), card["thresholds"])
+            result = evaluate(y_hold, model.probs(*hold_x), card["thresholds"])
             found = {"biopsy": sum(e.biopsy for e in labeled), "mag": sum(e.mag for e in labeled)}
             curve.append(
                 {"labels": len(labeled), "seconds": round(time.perf_counter() - t0, 1)}
@@ -158,7 +173,7 @@ def run_loop(name, pool, holdout, arrays, args, seed: int, work: Path) -> list[d
         if model is None:
             scores = np.zeros(len(rest))
         else:
-            probs = model.probs(np.stack([arrays[(e.sop_instance_uid, e.frame)] for e in rest]))
+            probs = model.probs(*stack(inputs, rest))
             scores = uncertainty(probs, combine=args.combine)
         candidates = [
             Candidate(e.sop_instance_uid, e.frame, e.study_instance_uid, e.manufacturer, float(s))
@@ -241,6 +256,60 @@ def plot(means: dict, target: float, path: Path, title: str) -> None:
     fig.savefig(path, dpi=90)
 
 
+def _cell(row: dict, flag: str) -> str:
+    """accuracy / balanced accuracy (AUC) at p >= 0.5."""
+    return (
+        f"{_num(row[f'{flag}_accuracy'], '.3f')} / {_num(row[f'{flag}_balanced_accuracy'], '.2f')}"
+        f" ({_num(row[f'{flag}_auc'], '.2f')})"
+    )
+
+
+def write_doc(saved: dict, name: str) -> None:
+    """This run's section of docs/benchmarks/active_learning.md (one per --out name)."""
+    means, reach, info = saved["means"], saved["labels_to_target"], saved["setting"]
+    names = list(means)
+    target = float(saved["args"]["target"])
+    text = (
+        f"`{info['command']}`\n\n"
+        f"{info['mix']} mix: {info['pool']} images to pick from ({info['pool_biopsy']} with a "
+        f"marker, {info['pool_mag']} mag views); {info['holdout']} hold-out images "
+        f"({info['holdout_patients']} patients, {info['holdout_biopsy']} with a marker, "
+        f"{info['holdout_mag']} mag views); {info['size']}-px input, {info['epochs']} epochs, "
+        f"mean of {info['seeds']} seed(s); {saved['minutes']} minutes.\n\n"
+        f"Labels needed to reach {target:.0%} hold-out accuracy (p ≥ 0.5) on the mean curve:"
+        "\n\n"
+    )
+    rows = []
+    for key, by in reach.items():
+        label = key.removesuffix("_accuracy").replace("_balanced", " (balanced accuracy)")
+        u, r = by.get("uncertainty"), by.get("random")
+        share = f"{u / r:.0%}" if isinstance(u, int) and isinstance(r, int) else "–"
+        rows.append((label, *(by.get(n) or "not reached" for n in names), share))
+    text += table(["measure", *names, "uncertainty / random"], rows)
+    text += (
+        "\n\nEach cell is accuracy / balanced accuracy (AUC) at p ≥ 0.5; the last columns "
+        "count the marker images / mag views among the labels:\n\n"
+    )
+    head = ["labels"] + [f"{n}: {f}" for n in names for f in ("biopsy", "mag")]
+    head += [f"{n}: labeled" for n in names]
+    body = []
+    for rows_at in zip(*(means[n] for n in names), strict=False):
+        cells = [rows_at[0]["labels"]]
+        cells += [_cell(r, f) for r in rows_at for f in ("biopsy", "mag")]
+        cells += [
+            " / ".join(_num(r[f"{f}_labeled_positives"], ".0f") for f in ("biopsy", "mag"))
+            for r in rows_at
+        ]
+        body.append(cells)
+    text += table(head, body)
+    plot = info.get("plot")
+    if plot and Path(plot).resolve().is_relative_to(DOCS):
+        rel = Path(plot).resolve().relative_to(DOCS)
+        text += f"\n\n![hold-out accuracy vs labels, {' vs '.join(names)}](../{rel.as_posix()})"
+    write_section("active_learning.md", "bench_active_learning", text,
+                  part=Path(saved["args"]["out"]).stem, when=saved.get("measured"))  # fmt: skip
+
+
 def main() -> int:
     from mammo_dagster.core.synthetic.mixes import MIXES
 
@@ -287,6 +356,8 @@ def main() -> int:
         help="results JSON (default results/active_learning.json; one strategy: "
         "results/active_learning.<strategy>_only.json); the checkpoint sits beside it",
     )  # fmt: skip
+    ap.add_argument("--doc-only", action="store_true",
+                    help="rewrite this run's page section from its results")  # fmt: skip
     ap.add_argument(
         "--report-partial", action="store_true",
         help="no training: report the seeds an interrupted run finished (same options)",
@@ -303,6 +374,14 @@ def main() -> int:
         args.schedule += _rounds(args.stop, args.until, args.then)[1:]
     if args.train_from > args.schedule[-1]:
         ap.error(f"--train-from {args.train_from} is past the last round ({args.schedule[-1]})")
+    if args.doc_only:
+        out = args.out or RESULTS / (
+            "active_learning.json" if len(args.strategies) > 1
+            else f"active_learning.{args.strategies[0]}_only.json"
+        )  # fmt: skip
+        write_doc(json.loads(out.read_text()), out.stem)
+        return 0
+    command = " ".join(["python benchmarks/bench_active_learning.py", *sys.argv[1:]])
     os.environ.setdefault("MAMMO_PATIENT_SALT", "bench-salt")
     from mammo_dagster.core.imaging import preprocess
 
@@ -316,7 +395,8 @@ def main() -> int:
           f"marker, {sum(e.mag for e in holdout)} mag); {args.mix} mix; rounds at "
           f"{' '.join(map(str, args.schedule))} labels; {args.size} px, {args.epochs} epochs; "
           f"seeds {args.seeds}", flush=True)  # fmt: skip
-    arrays = {(e.sop_instance_uid, e.frame): preprocess.load(e.thumbnail, args.size) for e in every}
+    inputs = {(e.sop_instance_uid, e.frame): preprocess.load_input(e.thumbnail, args.size)
+              for e in every}  # fmt: skip
     curves: dict[str, list] = {name: [] for name in args.strategies}
     both = len(curves) > 1
     if args.out is None:
@@ -339,7 +419,7 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as tmp:
             for seed in args.seeds:
                 for name in curves:
-                    curve = run_loop(name, pool, holdout, arrays, args, seed, Path(tmp))
+                    curve = run_loop(name, pool, holdout, inputs, args, seed, Path(tmp))
                     curves[name].append(curve)
                 args.out.parent.mkdir(parents=True, exist_ok=True)
                 partial.write_text(json.dumps(curves, indent=1))  # survives an interruption
@@ -384,27 +464,32 @@ def main() -> int:
     }
     print("  per seed:", json.dumps(per_seed))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(
-        json.dumps(
-            {
-                "args": {k: str(v) for k, v in vars(args).items()},
-                "curves": curves,
-                "means": means,
-                "labels_to_target": reach,
-                "labels_to_target_per_seed": per_seed,
-                "minutes": None
-                if args.report_partial
-                else round((time.perf_counter() - t0) / 60, 1),
-            },
-            indent=2,
-        )  # fmt: skip
-    )
+    setting = {
+        "command": command, "mix": args.mix, "pool": len(pool),
+        "pool_biopsy": sum(e.biopsy for e in pool), "pool_mag": sum(e.mag for e in pool),
+        "holdout": len(holdout), "holdout_patients": len({e.patient_key for e in holdout}),
+        "holdout_biopsy": sum(e.biopsy for e in holdout),
+        "holdout_mag": sum(e.mag for e in holdout), "size": args.size,
+        "epochs": args.epochs, "seeds": len(args.seeds), "plot": str(args.plot),
+    }  # fmt: skip
+    saved = {
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "setting": setting,
+        "measured": measured(),
+        "curves": curves,
+        "means": means,
+        "labels_to_target": reach,
+        "labels_to_target_per_seed": per_seed,
+        "minutes": None if args.report_partial else round((time.perf_counter() - t0) / 60, 1),
+    }
+    args.out.write_text(json.dumps(saved, indent=2))
     print(f"results: {args.out}")
     partial.unlink(missing_ok=True)
     plot(means, args.target, args.plot,
          f"{args.mix} mix: {len(pool)}-image pool, {len(holdout)} hold-out images, {args.size} px, "
          f"{args.epochs} epochs, mean of {len(args.seeds)} seed(s)")  # fmt: skip
     print(f"plot: {args.plot}")
+    write_doc(saved, args.out.stem)
     return 0
 
 

@@ -3,7 +3,7 @@ neighbourhood, on synthetic images whose ground truth says where each marker lie
 
 Trains on a synthetic archive (every image labeled from the ground truth) and scores a
 test archive of other patients (another seed), side by side in one run:
-- `shipped`: the pipeline's model (rendering contract v3, the second look); its biopsy
+- `shipped`: the pipeline's model (the current rendering contract, the second look); its biopsy
   overlay is the patch network's score at each patch's spot (`core.model.gradcam.spot_map`);
 - `image-net`: the image network alone (the network before the second look); its
   biopsy overlay is Grad-CAM of the ResNet body's last block.

@@ -13,7 +13,9 @@ each step in a fresh process, reporting its own peak RSS (which must not grow fr
 a few copies of it, at a time). Prediction itself is left out: it is the
 same on both paths (bench_predict.py measures it).
 
-    python benchmarks/bench_pacs.py [--studies 10] [--size small|full]
+    python benchmarks/bench_pacs.py [--studies 10] [--size small|full] [--doc-only]
+
+Results go to results/pacs_SIZE.json; the table to docs/benchmarks/pacs.md.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from pages import RESULTS, measured, table, write_section  # noqa: E402
 
 STEP = r"""
 import json, sys, time
@@ -126,23 +130,60 @@ def run(studies: int, size: str, root: Path) -> dict:
     }
 
 
+def write_doc(results: list[dict], size: str, when: str | None = None) -> None:
+    body = [
+        (size, r["studies"], r["instances"], r["largest_instance_mb"] or "<1",
+         r["pull_studies_per_s"], r["pull_instances_per_s"], f"{r['pull_peak_rss_mb']} MB",
+         r["e2e_pacs_images_per_s"], r["e2e_folder_images_per_s"],
+         r["push_documents_per_s"], f"{r['push_peak_rss_mb']} MB")
+        for r in results
+    ]  # fmt: skip
+    small, large = results[0], results[-1]
+    text = (
+        table(
+            [
+                "size",
+                "studies",
+                "instances",
+                "largest instance MB",
+                "pull studies/s",
+                "pull instances/s",
+                "pull peak RSS",
+                "e2e PACS img/s",
+                "e2e folder img/s",
+                "push documents/s",
+                "push peak RSS",
+            ],
+            body,
+        )  # fmt: skip
+        + f"\n\nFrom {small['instances']} to {large['instances']} instances the pull's peak "
+        f"memory goes {small['pull_peak_rss_mb']} → {large['pull_peak_rss_mb']} MB, the "
+        f"push's {small['push_peak_rss_mb']} → {large['push_peak_rss_mb']} MB; end to end from "
+        f"the PACS runs at {large['e2e_pacs_images_per_s'] / large['e2e_folder_images_per_s']:.2f}"
+        f"× the folder path ({large['studies']} studies)."
+    )
+    write_section("pacs.md", "bench_pacs", text, part=size, when=when)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--studies", type=int, default=10)
     p.add_argument("--size", choices=["small", "full"], default="small")
+    p.add_argument("--doc-only", action="store_true", help="rewrite the page from the results")
     args = p.parse_args()
+    if args.doc_only:
+        saved = json.loads((RESULTS / f"pacs_{args.size}.json").read_text())
+        write_doc(saved["rows"], args.size, saved["measured"])
+        return
     results = []
     for n in (args.studies, 4 * args.studies):
         with tempfile.TemporaryDirectory() as tmp:
             results.append(run(n, args.size, Path(tmp)))
             print(json.dumps(results[-1]), flush=True)
-    keys = list(results[0])
-    print("\n| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))
-    for r in results:
-        print("| " + " | ".join(str(r[k]) for k in keys) + " |")
-    out = ROOT / "benchmarks" / "results"
-    out.mkdir(exist_ok=True)
-    (out / f"pacs_{args.size}.json").write_text(json.dumps(results, indent=1))
+    RESULTS.mkdir(exist_ok=True)
+    saved = {"rows": results, "measured": measured()}
+    (RESULTS / f"pacs_{args.size}.json").write_text(json.dumps(saved, indent=1))
+    write_doc(results, args.size, saved["measured"])
 
 
 if __name__ == "__main__":

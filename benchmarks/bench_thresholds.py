@@ -9,7 +9,9 @@ two rules that flag exactly the same validation images:
   (`core.metrics.threshold_for_recall`, the rule now).
 Reports hold-out recall, precision and accuracy per flag for each, summed over runs.
 
-    python benchmarks/bench_thresholds.py [--labels 100 200 300] [--seeds 0 1 2]
+    python benchmarks/bench_thresholds.py [--labels 100 200 300] [--seeds 0 1 2] [--doc-only]
+
+Results go to results/thresholds.json; the table to docs/benchmarks/thresholds.md.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from bench_active_learning import RESULTS, examples, prepare  # the same folder
+from bench_active_learning import RESULTS, examples, prepare, stack  # the same folder
+from pages import measured, table, write_section
 
 
 def edge_threshold(y: np.ndarray, p: np.ndarray, recall: float) -> float:
@@ -30,6 +33,28 @@ def edge_threshold(y: np.ndarray, p: np.ndarray, recall: float) -> float:
     if not len(pos):
         return 0.5
     return float(pos[max(1, int(np.ceil(recall * len(pos)))) - 1])
+
+
+def write_doc(saved: dict) -> None:
+    args, summary = saved["args"], saved["summary"]
+    runs = len(args["labels"]) * len(args["seeds"])
+    body = [
+        (flag, rule + (" (now)" if rule == "middle" else " (before)"), f"{c['recall']:.3f}",
+         f"{c['precision']:.3f}", f"{c['accuracy']:.3f}", c["fn"], c["fp"])
+        for key, c in summary.items()
+        for flag, rule in [key.split("/")]
+    ]  # fmt: skip
+    text = (
+        f"{runs} models ({' / '.join(map(str, args['labels']))} random labels × seeds "
+        f"{', '.join(map(str, args['seeds']))}; {args['size']}-px input, {args['epochs']} "
+        f"epochs), each threshold for {args['recall']:.0%} recall on the model's own "
+        f"validation split, the hold-out ({saved['holdout']} images) summed over the models:"
+        "\n\n"
+        + table(
+            ["flag", "rule", "recall", "precision", "accuracy", "missed", "false alarms"], body
+        )  # fmt: skip
+    )
+    write_section("thresholds.md", "bench_thresholds", text, when=saved.get("measured"))
 
 
 def main() -> int:
@@ -40,7 +65,11 @@ def main() -> int:
     ap.add_argument("--size", type=int, default=96)
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--recall", type=float, default=0.98)
+    ap.add_argument("--doc-only", action="store_true", help="rewrite the page from the results")
     args = ap.parse_args()
+    if args.doc_only:
+        write_doc(json.loads((RESULTS / "thresholds.json").read_text()))
+        return 0
     os.environ.setdefault("MAMMO_PATIENT_SALT", "bench-salt")
     from mammo_dagster.core.imaging import preprocess
     from mammo_dagster.core.metrics import at_threshold, threshold_for_recall
@@ -52,15 +81,13 @@ def main() -> int:
     holdout = [e for e in every if e.split == "holdout"]
     pool = [e for e in every if e.split != "holdout"]
 
-    inputs = {e.thumbnail: preprocess.load(e.thumbnail, args.size) for e in every}
-
-    def arrays(exs: list) -> np.ndarray:
-        return np.stack([inputs[e.thumbnail] for e in exs])
+    inputs = {(e.sop_instance_uid, e.frame): preprocess.load_input(e.thumbnail, args.size)
+              for e in every}  # fmt: skip
 
     def truth(exs: list) -> np.ndarray:
         return np.array([[e.biopsy, e.mag] for e in exs], bool)
 
-    hold_x, hold_y = arrays(holdout), truth(holdout)
+    hold_x, hold_y = stack(inputs, holdout), truth(holdout)
     totals: dict = {}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -73,7 +100,7 @@ def main() -> int:
                 train(Snapshot(labeled + holdout, 0, n, 0), out,
                       TrainConfig(size=args.size, epochs=args.epochs, seed=seed))  # fmt: skip
                 model = OnnxModel(out / "model.onnx")
-                vp, hp = model.probs(arrays(valid)), model.probs(hold_x)
+                vp, hp = model.probs(*stack(inputs, valid)), model.probs(*hold_x)
                 vy = truth(valid)
                 for k, flag in enumerate(preprocess.FLAGS):
                     for rule, fn in (("edge", edge_threshold), ("middle", threshold_for_recall)):
@@ -100,9 +127,10 @@ def main() -> int:
         summary[f"{flag}/{rule}"] = c | {"recall": rec, "precision": prec, "accuracy": acc}
         print(f"{flag:7s} {rule:7s} {rec:7.3f} {prec:9.3f} {acc:8.3f} {c['fn']:6d} {c['fp']:12d}")
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "thresholds.json").write_text(
-        json.dumps({"args": vars(args), "summary": summary, "runs": rows}, indent=1)
-    )
+    saved = {"args": vars(args), "summary": summary, "runs": rows, "holdout": len(holdout),
+             "measured": measured()}  # fmt: skip
+    (RESULTS / "thresholds.json").write_text(json.dumps(saved, indent=1))
+    write_doc(saved)
     return 0
 
 

@@ -68,7 +68,7 @@ def test_train_from_replays_the_random_picks_of_a_full_run(monkeypatch, tmp_path
     class FakeModel:
         def __init__(self, path) -> None: ...
 
-        def probs(self, x: np.ndarray) -> np.ndarray:
+        def probs(self, x: np.ndarray, patches: np.ndarray | None = None) -> np.ndarray:
             return np.full((len(x), 2), 0.3, np.float32)
 
     monkeypatch.setattr(train_module, "train", fake_train)
@@ -77,7 +77,8 @@ def test_train_from_replays_the_random_picks_of_a_full_run(monkeypatch, tmp_path
                     "ge") for i in range(60)]  # fmt: skip
     holdout = [Example("9.9", 0, "", True, False, "holdout", "h", "hs", "ge"),
                Example("9.8", 0, "", False, False, "holdout", "h", "hs", "ge")]  # fmt: skip
-    arrays = {(e.sop_instance_uid, 0): np.zeros((2, 4, 4), np.float32) for e in pool + holdout}
+    one = (np.zeros((4, 4), np.uint8), np.zeros((8, 2, 4, 4), np.uint8))  # image, patches
+    arrays = {(e.sop_instance_uid, 0): one for e in pool + holdout}
     args = argparse.Namespace(explore=0.2, per_study=2, combine="mean", size=4, epochs=1,
                               schedule=[10, 20, 30, 40], train_from=0)  # fmt: skip
     full = bench.run_loop("random", pool, holdout, arrays, args, 3, tmp_path)
