@@ -28,6 +28,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
     home = tmp_path_factory.mktemp("mammo_home")
     monkeypatch.setenv("MAMMO_HOME", str(home))
+    # `make test` exports DAGSTER_HOME (the developer's instance, ./data/dagster): runs a
+    # test starts belong in the test's own home, not in the Dagster UI a developer uses.
+    monkeypatch.setenv("DAGSTER_HOME", str(home / "dagster"))
     monkeypatch.setenv("MAMMO_PATIENT_SALT", "test-salt")
     warnings.filterwarnings("ignore", module="pydicom")
     return home
