@@ -98,6 +98,14 @@ METHODS: dict[str, Method] = {
             "`network.LIFT_FLOOR`)",
         ),
         Method(
+            "second-look-mag",
+            render={"render": "5"},
+            train={"metal": True, "jitter": 1.0, "second_look": True},
+            about="as `second-look`, with rendering v5: a second set of patches 1.8x as wide, "
+            "which the second look reads (at about breast size) as far as the image network "
+            "calls the view magnified; it trains on the wide set of the images labeled mag",
+        ),
+        Method(
             "second-look-160",
             render={"render": "4"},
             train={"metal": True, "jitter": 1.0, "second_look": True, "size": 160},

@@ -238,3 +238,28 @@ def test_v4_measures_a_clip_over_an_implant_against_the_room_left(tmp_path: Path
     np.testing.assert_array_equal(a.image, b.image)
     np.testing.assert_array_equal(a.patches, b.patches)
     assert _at(b.image, box).max() >= 240
+
+
+def test_v5_adds_a_wider_set_that_shows_a_magnified_object_at_its_breast_size(tmp_path):
+    """Rendering contract v5 carries v4's patches, then a set MAG_SCALE times as wide:
+    there a 3-mm clip covers 1/MAG_SCALE as many patch pixels, as it would at contact."""
+    from mammo_dagster.core.imaging.lift import MAG_SCALE, PATCH_CHANNELS, PATCH_PX, PATCHES
+
+    img = _phantom()
+    _marker(img, 4095)
+    path = _file(tmp_path, img, "mag.dcm")
+    v4, v5 = render(path, size=256, render="4"), render(path, size=256, render="5")
+    assert v5.patches.shape == (2 * PATCHES, len(PATCH_CHANNELS), PATCH_PX, PATCH_PX)
+    assert len(v5.spots) == 2 * PATCHES
+    np.testing.assert_array_equal(v5.patches[:PATCHES], v4.patches)  # v4's set unchanged
+    lift = PATCH_CHANNELS.index("lift")
+
+    def length(patch: np.ndarray) -> int:  # the clip's extent along its columns
+        profile = patch[lift].max(axis=0).astype(float)
+        return int((profile >= 0.5 * profile.max()).sum())
+
+    contact, wide = length(v5.patches[0]), length(v5.patches[PATCHES])
+    assert contact >= 8
+    assert wide / contact == pytest.approx(1 / MAG_SCALE, rel=0.25)
+    # both sets centre on the clip
+    assert v5.spots[0][:2] == pytest.approx(v5.spots[PATCHES][:2], abs=2.0)

@@ -108,3 +108,69 @@ def test_the_patch_net_reads_a_dim_clip_as_it_reads_a_bright_one() -> None:
         faint = bright.clone()
         faint[:, :, lift] *= 0.1  # below the floor: no longer read as the same bar
         assert not torch.allclose(net(faint), net(bright))
+
+
+def test_with_two_sets_the_biopsy_logit_follows_the_wide_set_as_far_as_the_view_is_magnified():
+    """Contract v5: contact-size patches, then wide ones; the image network's mag logit
+    decides which set's highest patch logit the biopsy flag reads."""
+    import torch
+    from torch import nn
+
+    from mammo_dagster.core.model.network import MammoNet
+
+    class Image(nn.Module):  # mag logit = the image's first pixel
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            m = x[:, 0, 0, 0]
+            return torch.stack([torch.zeros_like(m), m], dim=1)
+
+    class Patch(nn.Module):  # patch logit = the patch's first pixel
+        def forward(self, p: torch.Tensor) -> torch.Tensor:
+            return p[:, :, 0, 0, 0]
+
+    patches = torch.zeros(3, 2 * PATCHES, 2, 4, 4)
+    patches[:, 2, 0, 0, 0] = 5.0  # the contact set's best patch
+    patches[:, PATCHES + 1, 0, 0, 0] = -3.0  # the wide set: all at most 0
+    patches[:, PATCHES:, 0, 0, 0] -= 1.0
+    image = torch.zeros(3, 1, 4, 4)
+    image[:, 0, 0, 0] = torch.tensor([-30.0, 0.0, 30.0])  # contact, unsure, magnified
+    out = MammoNet(Image(), Patch(), sets=2)(image, patches)
+    torch.testing.assert_close(out[:, 0], torch.tensor([5.0, 2.0, -1.0]), atol=1e-4, rtol=0)
+    one_set = MammoNet(Image(), Patch())(image, patches)
+    torch.testing.assert_close(one_set[:, 0], torch.full((3,), 5.0))
+
+
+def test_the_second_look_trains_on_the_wide_set_of_images_labeled_mag() -> None:
+    from mammo_dagster.core.model.train import _patch_set
+
+    patches = np.zeros((2, 2 * PATCHES, 1, 2, 2), np.uint8)
+    patches[:, PATCHES:] = 7  # the wide set
+    chosen = _patch_set(patches, np.array([0.0, 1.0]), sets=2)
+    assert chosen.shape == (2, PATCHES, 1, 2, 2)
+    assert (chosen[0] == 0).all() and (chosen[1] == 7).all()
+    assert _patch_set(patches, np.array([0.0, 1.0]), sets=1) is patches
+
+
+def test_a_two_set_graph_exports_and_onnx_runtime_agrees(tmp_path) -> None:
+    import contextlib
+    import io
+
+    import torch
+
+    from mammo_dagster.core.model.export import export_onnx
+    from mammo_dagster.core.model.network import ExportModel, network
+    from mammo_dagster.core.prediction.onnx_model import OnnxModel
+
+    torch.manual_seed(0)
+    shipped = ExportModel.wrap(network(sets=2))
+    with contextlib.redirect_stdout(io.StringIO()):
+        export_onnx(shipped, tmp_path / "model.onnx", 64)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (3, 64, 64), dtype=np.uint8)
+    patches = rng.integers(0, 256, (3, 2 * PATCHES, len(PATCH_CHANNELS), PATCH_PX, PATCH_PX),
+                           dtype=np.uint8)  # fmt: skip
+    x = torch.from_numpy(images[:, None].astype(np.float32) / 255.0)
+    with torch.no_grad():
+        want = shipped(x, torch.from_numpy(patches.astype(np.float32) / 255.0)).numpy()
+    model = OnnxModel(tmp_path / "model.onnx")
+    got = model.probs(list(images), list(patches))
+    np.testing.assert_allclose(got, want, atol=1e-4)

@@ -62,6 +62,9 @@ ROOM_SHARE, ROOM_CAP = 2.0, 8.0
 #: around lift maxima at least CANDIDATE_MM apart; channels: window display, lift.
 PATCHES, PATCH_PX, PATCH_MM, CANDIDATE_MM = 8, 32, 8.0, 3.0
 PATCH_CHANNELS = ("window", "lift")
+#: Rendering contract v5's second set of patches is this many times as wide: a mag view
+#: (1.5-2.0x) then shows each object at about the size it has in a contact view.
+MAG_SCALE = 1.8
 #: The lift a patch's lift channel shows as 255 (window widths).
 PATCH_LIFT_FULL = 2.0
 
@@ -199,14 +202,15 @@ class LiftMap:
         return ramp(np.asarray(img.resize((w, h), Image.Resampling.NEAREST)), LIFT_FROM, LIFT_FULL)
 
     def patches(
-        self, out: tuple[int, int], offset: tuple[int, int] = (0, 0)
+        self, out: tuple[int, int], offset: tuple[int, int] = (0, 0), scale: float = 1.0
     ) -> tuple[np.ndarray, list[tuple[float, float, float]]]:
         """The second look: uint8 [PATCHES, 2, PATCH_PX, PATCH_PX] patches around the
         highest-lift spots, and each spot as (row, column, lift) in the coordinates of
         an `out` thumbnail placed at `offset` (a padded square's). Fewer spots than
-        PATCHES leave black patches at lift 0."""
+        PATCHES leave black patches at lift 0. `scale` > 1 widens every patch and the
+        spacing between spots by that factor (a magnified view read in breast millimetres)."""
         top, k = self.blocks(out)
-        apart = max(1, int(round(CANDIDATE_MM / (self.pixel_mm * k))))
+        apart = max(1, int(round(CANDIDATE_MM * scale / (self.pixel_mm * k))))
         flat = top.ravel()
         n = min(len(flat), 36 * PATCHES)  # enough maxima to find PATCHES apart
         best = np.argpartition(-flat, n - 1)[:n]
@@ -217,7 +221,7 @@ class LiftMap:
                 chosen.append((by, bx))
                 if len(chosen) == PATCHES:
                     break
-        side = max(4, int(round(PATCH_MM / self.pixel_mm)))
+        side = max(4, int(round(PATCH_MM * scale / self.pixel_mm)))
         half = side // 2
         h, w = self.peak.shape
         out_patches = np.zeros((PATCHES, len(PATCH_CHANNELS), PATCH_PX, PATCH_PX), np.uint8)
@@ -226,7 +230,7 @@ class LiftMap:
         for n, (by, bx) in enumerate(chosen):
             block = self.peak[by * k : (by + 1) * k, bx * k : (bx + 1) * k]
             dy, dx = np.unravel_index(int(np.argmax(block)), block.shape)
-            y, x = self._centre(by * k + dy, bx * k + dx)
+            y, x = self._centre(by * k + dy, bx * k + dx, scale)
             y0, x0 = y - half, x - half
             rows = np.clip(np.arange(y0, y0 + side), 0, h - 1)
             cols = np.clip(np.arange(x0, x0 + side), 0, w - 1)
@@ -238,12 +242,12 @@ class LiftMap:
                           float(top[by, bx])))  # fmt: skip
         return out_patches, spots
 
-    def _centre(self, y: int, x: int) -> tuple[int, int]:
+    def _centre(self, y: int, x: int, scale: float = 1.0) -> tuple[int, int]:
         """The lift-weighted centre of the bright object at (y, x): the pixels within
         CANDIDATE_MM whose lift is at least half the highest there. A patch is then
         centred on the object, wherever in it the grid found its maximum."""
         h, w = self.peak.shape
-        r = max(1, int(round(CANDIDATE_MM / self.pixel_mm)))
+        r = max(1, int(round(CANDIDATE_MM * scale / self.pixel_mm)))
         rows = np.arange(max(y - r, 0), min(y + r + 1, h))
         cols = np.arange(max(x - r, 0), min(x + r + 1, w))
         lift = self.lift_of(self.peak[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1], rows, cols)

@@ -47,7 +47,7 @@ from .display import (
     to_uint8,
     window_lut,
 )
-from .lift import PATCH_PX, Lifter, lift_up, working_level
+from .lift import MAG_SCALE, PATCH_PX, Lifter, lift_up, working_level
 from .voi import Voi, choose_voi
 
 DEFAULT_SIZE = 512
@@ -64,9 +64,12 @@ EXTREME_RENDER = "2"
 LIFT_RENDER = "3"
 #: Headroom by local lift, against the room left over bright backgrounds.
 ROOM_RENDER = "4"
+#: As v4, with a second set of patches MAG_SCALE times as wide: a magnified view's
+#: objects at the size they have in the breast (`lift.MAG_SCALE`).
+MAG_RENDER = "5"
 #: The contracts that lift (and carry second-look patches).
-LIFT_RENDERS = (LIFT_RENDER, ROOM_RENDER)
-RENDERS = (LEGACY_RENDER, EXTREME_RENDER, LIFT_RENDER, ROOM_RENDER)
+LIFT_RENDERS = (LIFT_RENDER, ROOM_RENDER, MAG_RENDER)
+RENDERS = (LEGACY_RENDER, EXTREME_RENDER, LIFT_RENDER, ROOM_RENDER, MAG_RENDER)
 #: The PNG text chunk that carries it.
 RENDER_KEY = "mammo-render"
 #: v3's chunks: the patches (a base64 PNG strip) and their spots (JSON).
@@ -238,7 +241,7 @@ def _render(
         raise ValueError(f"unknown rendering contract {render!r}; use one of {RENDERS}")
     ds, facts = dicom.ds, dicom.facts
     bits, signed = facts.bits_stored, facts.pixel_representation == 1
-    lifted, room = render in LIFT_RENDERS, render == ROOM_RENDER
+    lifted, room = render in LIFT_RENDERS, render in (ROOM_RENDER, MAG_RENDER)
     h, w = fit_size(facts.rows, facts.columns, size)
     if exact:
         stored = full_frame(dicom, frame)
@@ -285,6 +288,9 @@ def _render(
         small = lift_up(small, lift_map.share((h, w)))
         offset = ((size - h) // 2, (size - w) // 2) if pad else (0, 0)
         patches, spots = lift_map.patches((h, w), offset)
+        if render == MAG_RENDER:
+            wide, wide_spots = lift_map.patches((h, w), offset, scale=MAG_SCALE)
+            patches, spots = np.concatenate([patches, wide]), spots + wide_spots
     _refuse_blank(small, stored if exact else reduced.pixels, voi)
     return Thumbnail(
         image=pad_square(small, size) if pad else small,

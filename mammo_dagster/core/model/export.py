@@ -26,7 +26,8 @@ def export_onnx(model, path: Path, size: int) -> Path:
     shapes: dict = {"image": {0: batch}}
     if model.second_look:
         names.append(preprocess.CONTRACT["patches_name"])
-        args += (torch.zeros(2, PATCHES, len(PATCH_CHANNELS), PATCH_PX, PATCH_PX),)
+        k = PATCHES * model.body.sets
+        args += (torch.zeros(2, k, len(PATCH_CHANNELS), PATCH_PX, PATCH_PX),)
         shapes["patches"] = {0: batch}
     torch.onnx.export(
         model,

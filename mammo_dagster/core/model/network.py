@@ -29,7 +29,7 @@ METAL_LEVEL = 250
 #: stands above its surroundings (core.imaging.lift).
 METAL_LEVELS = {"1": (METAL_LEVEL - 3.0, METAL_LEVEL + 1.0),
                 "2": (METAL_LEVEL - 3.0, METAL_LEVEL + 1.0),
-                "3": (228.0, 252.0), "4": (228.0, 252.0)}  # fmt: skip
+                "3": (228.0, 252.0), "4": (228.0, 252.0), "5": (228.0, 252.0)}  # fmt: skip
 
 
 class MetalChannel(nn.Module):
@@ -123,16 +123,25 @@ class PatchNet(nn.Module):
 
 class MammoNet(nn.Module):
     """Rendering contract v3's model: the biopsy logit is the second look's highest patch
-    logit, the mag logit the image network's."""
+    logit, the mag logit the image network's. With `sets` 2 (contract v5) the patches
+    come as two sets, contact-size then `lift.MAG_SCALE` times as wide, and the biopsy
+    logit leans on the wide set as far as the image network believes the view magnified."""
 
-    def __init__(self, image_net: nn.Module, patch_net: nn.Module) -> None:
+    def __init__(self, image_net: nn.Module, patch_net: nn.Module, sets: int = 1) -> None:
         super().__init__()
         self.image_net = image_net
         self.patch_net = patch_net
+        self.sets = sets
 
     def forward(self, image: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
         mag = self.image_net(image)[:, 1]
-        biopsy = torch.amax(self.patch_net(patches), dim=1)
+        logits = self.patch_net(patches)
+        if self.sets == 1:
+            biopsy = torch.amax(logits, dim=1)
+        else:
+            k = logits.shape[1] // 2
+            contact, wide = torch.amax(logits[:, :k], dim=1), torch.amax(logits[:, k:], dim=1)
+            biopsy = contact + torch.sigmoid(mag) * (wide - contact)
         return torch.stack([biopsy, mag], dim=1)
 
 
@@ -141,11 +150,12 @@ def network(
     metal: bool = True,
     levels: tuple[float, float] | None = None,
     second_look: bool = True,
+    sets: int = 1,
 ) -> nn.Module:
     """The network of the current contract (`MammoNet`), or with `second_look` False the
     image network alone (contracts v1/v2)."""
     image_net = image_network(pretrained, metal, levels)
-    return MammoNet(image_net, PatchNet()) if second_look else image_net
+    return MammoNet(image_net, PatchNet(), sets) if second_look else image_net
 
 
 class Shipped(nn.Module):

@@ -25,7 +25,7 @@ from fastai.learner import Learner
 
 from .. import metrics
 from ..imaging import preprocess
-from ..imaging.thumbnails import RENDER_VERSION
+from ..imaging.thumbnails import MAG_RENDER, RENDER_VERSION
 from .callbacks import CpuBf16, FlagLoss, InputJitter, Record, SaveBest, StopEarly
 from .config import TARGET_RECALL, TrainConfig  # noqa: F401  (re-exported: callers train)
 from .dataset import Example, Snapshot
@@ -159,6 +159,15 @@ def fit(
     return learn, history, warmup, bf16
 
 
+def _patch_set(patches: np.ndarray, mag: np.ndarray, sets: int) -> np.ndarray:
+    """The patches the second look trains on: with two sets (contract v5) the wide set of
+    the images labeled magnified, the contact-size set of the others."""
+    if sets == 1:
+        return patches
+    k = patches.shape[1] // 2
+    return np.where((mag > 0.5)[:, None, None, None, None], patches[:, k:], patches[:, :k])
+
+
 def _torch_probs(model, images: np.ndarray, patches: np.ndarray | None = None,
                  batch: int = 64) -> np.ndarray:  # fmt: skip
     out = []
@@ -228,14 +237,16 @@ def train(
         from .network import MammoNet
         from .second_look import PatchConfig, train_second_look
 
+        sets = 2 if render == MAG_RENDER else 1
         look = train_second_look(
-            patches, y[:, 0], [e.patient_key for e in items], np.arange(n, len(items)),
+            _patch_set(patches, y[:, 1], sets), y[:, 0], [e.patient_key for e in items],
+            np.arange(n, len(items)),
             PatchConfig(epochs=config.patch_epochs, folds=config.folds, jitter=config.jitter,
                         raise_window=config.raise_window, lift_floor=config.lift_floor,
                         seed=config.seed),
             progress,
         )  # fmt: skip
-        shipped = ExportModel.wrap(MammoNet(learn.model.cpu(), look.net))
+        shipped = ExportModel.wrap(MammoNet(learn.model.cpu(), look.net, sets))
     else:
         patches = None
         shipped = ExportModel.wrap(learn.model.cpu())
