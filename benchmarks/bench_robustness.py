@@ -106,6 +106,12 @@ METHODS: dict[str, Method] = {
             "calls the view magnified; it trains on the wide set of the images labeled mag",
         ),
         Method(
+            "second-look-mag-seed1",
+            render={"render": "5"},
+            train={"metal": True, "jitter": 1.0, "second_look": True, "seed": 1},
+            about="as `second-look-mag`, training seed 1 (run-to-run spread)",
+        ),
+        Method(
             "second-look-160",
             render={"render": "4"},
             train={"metal": True, "jitter": 1.0, "second_look": True, "size": 160},
