@@ -112,6 +112,68 @@ METHODS: dict[str, Method] = {
             about="as `second-look-mag`, training seed 1 (run-to-run spread)",
         ),
         Method(
+            "second-look-zoom",
+            render={"render": "4"},
+            train={"metal": True, "jitter": 1.0, "second_look": True, "patch_zoom": 1.0},
+            about="as `second-look`, half the training patches magnified up to 2x about "
+            "their centre (`network.patch_zoom`): objects larger than at contact",
+        ),
+        Method(
+            "second-look-zoom-seed1",
+            render={"render": "4"},
+            train={"metal": True, "jitter": 1.0, "second_look": True, "patch_zoom": 1.0, "seed": 1},
+            about="as `second-look-zoom`, training seed 1",
+        ),
+        Method(
+            "second-look-mag-zoom",
+            render={"render": "5"},
+            train={"metal": True, "jitter": 1.0, "second_look": True, "patch_zoom": 1.0},
+            about="as `second-look-mag` (rendering v5), with the zoom of `second-look-zoom`",
+        ),
+        Method(
+            "second-look-mag-zoom-seed1",
+            render={"render": "5"},
+            train={"metal": True, "jitter": 1.0, "second_look": True, "patch_zoom": 1.0, "seed": 1},
+            about="as `second-look-mag-zoom`, training seed 1",
+        ),
+        Method(
+            "second-look-ens",
+            render={"render": "4"},
+            train={"metal": True, "jitter": 1.0, "second_look": True, "patch_ensemble": True},
+            about="as `second-look`, shipping the second look's 3 fold networks beside the "
+            "last one, their patch logits averaged (`network.PatchEnsemble`)",
+        ),
+        Method(
+            "second-look-ens-seed1",
+            render={"render": "4"},
+            train={
+                "metal": True,
+                "jitter": 1.0,
+                "second_look": True,
+                "patch_ensemble": True,
+                "seed": 1,
+            },
+            about="as `second-look-ens`, training seed 1",
+        ),
+        Method(
+            "second-look-mag-ens",
+            render={"render": "5"},
+            train={"metal": True, "jitter": 1.0, "second_look": True, "patch_ensemble": True},
+            about="as `second-look-mag` (rendering v5), with the ensemble of `second-look-ens`",
+        ),
+        Method(
+            "second-look-mag-ens-seed1",
+            render={"render": "5"},
+            train={
+                "metal": True,
+                "jitter": 1.0,
+                "second_look": True,
+                "patch_ensemble": True,
+                "seed": 1,
+            },
+            about="as `second-look-mag-ens`, training seed 1",
+        ),
+        Method(
             "second-look-160",
             render={"render": "4"},
             train={"metal": True, "jitter": 1.0, "second_look": True, "size": 160},

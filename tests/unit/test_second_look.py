@@ -86,6 +86,37 @@ def test_patch_jitter_keeps_shapes_and_range() -> None:
     torch.testing.assert_close(same[:, :, window].sum(), x[:, :, window].sum())
 
 
+def test_patch_zoom_magnifies_about_the_centre() -> None:
+    """A skin BB on a magnification view is larger than any contact view shows one; the
+    zoom shows the patch network such objects while it trains."""
+    import torch
+
+    from mammo_dagster.core.model.network import patch_jitter, patch_zoom
+
+    r = torch.arange(PATCH_PX, dtype=torch.float32) - (PATCH_PX - 1) / 2
+    disc = ((r[:, None] ** 2 + r[None, :] ** 2) < 4.0**2).float()  # 4-px radius, centred
+    x = disc.expand(3, PATCHES, len(PATCH_CHANNELS), PATCH_PX, PATCH_PX).clone()
+    assert patch_zoom(x, 0.0) is x
+    torch.testing.assert_close(patch_zoom(x, 1e-4, share=1.0), x, atol=1e-3, rtol=0)
+    torch.manual_seed(0)
+    big = patch_zoom(x, 1.0, share=1.0)
+    assert big.shape == x.shape and big.min() >= 0 and big.max() <= 1
+    area = big.sum(dim=(-1, -2))  # [3, K, C]: the channels of a patch grow alike
+    torch.testing.assert_close(area[..., 0], area[..., 1])
+    ratio = area[..., 0] / disc.sum()
+    assert (ratio > 1.05).all() and (ratio < 4.2).all()  # up to 2x wider: up to 4x the area
+    assert len(set(ratio.flatten().tolist())) > 1  # a factor per patch
+    w = big[..., 0, :, :]
+    cy = (w.sum(-1) * r).sum(-1) / w.sum((-1, -2))
+    cx = (w.sum(-2) * r).sum(-1) / w.sum((-1, -2))
+    assert cy.abs().max() < 0.5 and cx.abs().max() < 0.5  # the object stays centred
+    torch.manual_seed(1)
+    share = patch_zoom(x, 1.0, share=0.5).sum(dim=(-1, -2, -3)) / (2 * disc.sum())
+    assert 0 < (share > 1.01).float().mean() < 1  # only some patches are zoomed
+    jittered = patch_jitter(x, 1.0, raise_window=0.0, zoom=1.0)
+    assert jittered.shape == x.shape and jittered.min() >= 0 and jittered.max() <= 1
+
+
 def test_the_patch_net_reads_a_dim_clip_as_it_reads_a_bright_one() -> None:
     """A clip over an implant rises only as far as the room left: above the floor, the
     patch network sees the lift channel against the patch's own highest lift."""
@@ -174,3 +205,63 @@ def test_a_two_set_graph_exports_and_onnx_runtime_agrees(tmp_path) -> None:
     model = OnnxModel(tmp_path / "model.onnx")
     got = model.probs(list(images), list(patches))
     np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def test_an_ensemble_averages_its_patch_nets_and_exports(tmp_path) -> None:
+    import contextlib
+    import io
+
+    import torch
+
+    from mammo_dagster.core.model.export import export_onnx
+    from mammo_dagster.core.model.network import (
+        ExportModel,
+        MammoNet,
+        PatchEnsemble,
+        PatchNet,
+        image_network,
+    )
+    from mammo_dagster.core.prediction.onnx_model import OnnxModel
+
+    torch.manual_seed(0)
+    nets = [PatchNet().eval() for _ in range(3)]
+    ensemble = PatchEnsemble(nets).eval()
+    p = torch.rand(2, PATCHES, len(PATCH_CHANNELS), PATCH_PX, PATCH_PX)
+    with torch.no_grad():
+        each = [net(p) for net in nets]
+        torch.testing.assert_close(ensemble(p), (each[0] + each[1] + each[2]) / 3)
+        assert not torch.allclose(each[0], each[1])  # three networks, not one thrice
+    assert float(ensemble.lift_floor) == float(nets[0].lift_floor)
+
+    shipped = ExportModel.wrap(MammoNet(image_network(), ensemble))
+    with contextlib.redirect_stdout(io.StringIO()):
+        export_onnx(shipped, tmp_path / "model.onnx", 64)
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (2, 64, 64), dtype=np.uint8)
+    patches = rng.integers(0, 256, (2, PATCHES, len(PATCH_CHANNELS), PATCH_PX, PATCH_PX),
+                           dtype=np.uint8)  # fmt: skip
+    with torch.no_grad():
+        want = shipped(torch.from_numpy(images[:, None].astype(np.float32) / 255.0),
+                       torch.from_numpy(patches.astype(np.float32) / 255.0)).numpy()  # fmt: skip
+    got = OnnxModel(tmp_path / "model.onnx").probs(list(images), list(patches))
+    np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def test_training_ships_the_fold_networks_when_asked(monkeypatch) -> None:
+    from mammo_dagster.core.model import second_look as sl
+
+    patches, y = _patches(30)
+    patients = [f"p{i // 2}" for i in range(30)]
+    made: list[int] = []
+
+    def fake_fit(p, labels, valid, config):
+        made.append(len(made))
+        return made[-1]
+
+    monkeypatch.setattr(sl, "fit_patch_net", fake_fit)
+    monkeypatch.setattr(sl, "patch_probs", lambda net, p, batch=64: np.zeros(len(p), np.float32))
+    look = sl.train_second_look(patches, y, patients, np.arange(6), sl.PatchConfig(folds=3))
+    assert look.fold_nets == [0, 1, 2] and look.net == 3
+    one_class = sl.train_second_look(patches, np.zeros(30, np.float32), patients, np.arange(6),
+                                     sl.PatchConfig(folds=3))  # fmt: skip
+    assert one_class.fold_nets == []  # no folds: nothing to ship beside the last network

@@ -9,6 +9,7 @@ patches' own scores at their spots: exactly the objects the decision rests on.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from ..files import atomic_write
 from ..home import Home
 from ..imaging import preprocess
 from ..imaging.batch import thumbnail_name
-from ..imaging.thumbnails import render_version, viewing_image
+from ..imaging.thumbnails import MAG_RENDER, render_version, viewing_image
 from .modelstore import model_dir
 
 
@@ -39,19 +40,32 @@ def load_torch_model(folder: Path):
     """The trained network of a model version (`model.pt` beside `model.onnx`)."""
     import torch
 
+    from .network import PatchEnsemble, PatchNet
     from .train import ExportModel, network
 
     state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
     second_look = any(k.startswith("patch_net.") for k in state)
-    if second_look and "patch_net.lift_floor" not in state:  # trained before the floor
+    ensemble = {k.split(".")[2] for k in state if k.startswith("patch_net.nets.")}
+    if second_look and not ensemble and "patch_net.lift_floor" not in state:  # before the floor
         state["patch_net.lift_floor"] = torch.tensor(0.0)
     prefix = "image_net." if second_look else ""
     metal = f"{prefix}0.0.1.weight" in state  # the metal stem wraps the first conv
     levels = state.get(f"{prefix}0.0.0.levels")
     levels = tuple(float(v) for v in levels) if levels is not None else None
-    net = network(metal=metal, levels=levels, second_look=second_look)
+    sets = 2 if _render(folder) == MAG_RENDER else 1
+    net = network(metal=metal, levels=levels, second_look=second_look, sets=sets)
+    if ensemble:
+        net.patch_net = PatchEnsemble([PatchNet() for _ in ensemble])
     net.load_state_dict(state, strict=levels is not None or not metal)
     return ExportModel.wrap(net)
+
+
+def _render(folder: Path) -> str | None:
+    """The rendering contract the model in `folder` was trained on (its card's word)."""
+    try:
+        return json.loads((folder / "card.json").read_text())["preprocessing"]["render"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def gradcam(shipped, image: np.ndarray, flag: str, block: int | None = None) -> np.ndarray:

@@ -121,6 +121,23 @@ class PatchNet(nn.Module):
         return self.score(h).view(n, k)
 
 
+class PatchEnsemble(nn.Module):
+    """Patch networks read as one: each patch's logit is the mean of theirs (the second
+    look's fold networks beside the one trained on every image: their errors differ
+    where the training images ran out, their mean varies less from seed to seed)."""
+
+    def __init__(self, nets: list[nn.Module]) -> None:
+        super().__init__()
+        self.nets = nn.ModuleList(nets)
+
+    @property
+    def lift_floor(self) -> torch.Tensor:
+        return self.nets[0].lift_floor
+
+    def forward(self, patches: torch.Tensor) -> torch.Tensor:
+        return torch.stack([net(patches) for net in self.nets]).mean(dim=0)
+
+
 class MammoNet(nn.Module):
     """Rendering contract v3's model: the biopsy logit is the second look's highest patch
     logit, the mag logit the image network's. With `sets` 2 (contract v5) the patches
@@ -218,15 +235,33 @@ def headroom_jitter(x: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
     return x
 
 
+def patch_zoom(p: torch.Tensor, zoom: float, share: float = 0.5) -> torch.Tensor:
+    """A `share` of 0..1 patches [N, K, C, P, P] magnified about their centre by a random
+    factor up to 1 + `zoom` (every channel alike): an object seen larger than at contact,
+    as in a magnification view read at another factor than its own. The patches are
+    centred on their object, so it stays in view."""
+    if zoom <= 0:
+        return p
+    n, k, c, s, _ = p.shape
+    x = p.reshape(n * k, c, s, s)
+    factor = 1.0 + torch.rand(n * k) * zoom
+    factor = torch.where(torch.rand(n * k) < share, factor, torch.ones_like(factor))
+    theta = torch.zeros(n * k, 2, 3, dtype=x.dtype)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1.0 / factor
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", align_corners=False).view(n, k, c, s, s)
+
+
 def patch_jitter(
-    p: torch.Tensor, strength: float = 1.0, raise_window: float = 0.25
+    p: torch.Tensor, strength: float = 1.0, raise_window: float = 0.25, zoom: float = 0.0
 ) -> torch.Tensor:
     """Training augmentation of 0..1 patches [N, K, C, P, P]: each batch flipped and
     transposed at random (the eight symmetries of a square), per image the lift
     channel bent by a random gamma and dimmed (another vendor's processing, a lossy
     codec), and a `raise_window` share of the patches' window channel raised toward the window's top
     (a background brighter than the window shows, an implant: the shape is then in the
-    lift channel only). `strength` 0 leaves the flips only."""
+    lift channel only), and with `zoom` half the patches magnified (`patch_zoom`).
+    `strength` 0 leaves the flips only."""
     if torch.rand(1) < 0.5:
         p = p.flip(-1)
     if torch.rand(1) < 0.5:
@@ -235,6 +270,7 @@ def patch_jitter(
         p = p.transpose(-1, -2)
     if strength <= 0:
         return p
+    p = patch_zoom(p, zoom)
     n = p.shape[0]
     gamma = torch.exp(torch.empty(n, 1, 1, 1).uniform_(-0.4 * strength, 0.4 * strength))
     dim = 1.0 - torch.empty(n, 1, 1, 1).uniform_(0.0, 0.3 * strength)

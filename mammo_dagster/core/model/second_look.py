@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import io
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -40,6 +40,7 @@ class PatchConfig:
     folds: int = 3  # out-of-fold thresholds; 0 or 1: no folds (thresholds on validation)
     jitter: float = 1.0
     raise_window: float = 0.25  # share of patches whose window channel is raised
+    zoom: float = 0.0  # half the patches magnified up to 1 + zoom (`network.patch_zoom`)
     lift_floor: float = LIFT_FLOOR  # see `network.PatchNet` (0: the lift channel as stored)
     seed: int = 0
 
@@ -60,12 +61,14 @@ class PatchInput(Callback):
 
     order = 5
 
-    def __init__(self, strength: float, raise_window: float = 0.25) -> None:
-        self.strength, self.raise_window = strength, raise_window
+    def __init__(self, strength: float, raise_window: float = 0.25, zoom: float = 0.0) -> None:
+        self.strength, self.raise_window, self.zoom = strength, raise_window, zoom
 
     def before_batch(self) -> None:
         x = self.xb[0].float() / 255.0
-        self.learn.xb = (patch_jitter(x, self.strength, self.raise_window) if self.training else x,)
+        if self.training:
+            x = patch_jitter(x, self.strength, self.raise_window, self.zoom)
+        self.learn.xb = (x,)
 
 
 def _dataset(patches: np.ndarray, y: np.ndarray) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -89,7 +92,7 @@ def fit_patch_net(
         dls,
         MIL(net),
         loss_func=BCEWithLogitsLossFlat(),
-        cbs=[PatchInput(config.jitter, config.raise_window)],
+        cbs=[PatchInput(config.jitter, config.raise_window, config.zoom)],
     )
     with learn.no_bar(), learn.no_logging(), contextlib.redirect_stdout(io.StringIO()):
         learn.fit_one_cycle(config.epochs, config.lr, wd=1e-4)
@@ -122,6 +125,7 @@ class SecondLook:
     oof: np.ndarray | None  # out-of-fold biopsy probabilities (None without folds)
     folds: int
     seconds: float
+    fold_nets: list[PatchNet] = field(default_factory=list)
 
 
 def train_second_look(
@@ -137,7 +141,7 @@ def train_second_look(
     import time
 
     t0 = time.perf_counter()
-    oof = None
+    oof, fold_nets = None, []
     k = config.folds if config.folds >= 2 else 0
     fold = folds_of(patients, k, config.seed) if k else None
     if fold is not None and all(len(set(y[fold != f])) == 2 for f in range(k)):
@@ -146,12 +150,13 @@ def train_second_look(
             train = np.flatnonzero(fold != f)
             net = fit_patch_net(patches[train], y[train], None, config)
             oof[fold == f] = patch_probs(net, patches[fold == f])
+            fold_nets.append(net)
             if progress:
                 progress(f"second look: fold network {f + 1}/{k} trained "
                          f"({time.perf_counter() - t0:.0f} s so far)")  # fmt: skip
     else:
-        k = 0
+        k, fold_nets = 0, []
     net = fit_patch_net(patches, y, valid, config)
     if progress:
         progress(f"second look: the network that ships trained ({time.perf_counter() - t0:.0f} s)")
-    return SecondLook(net, oof, k, time.perf_counter() - t0)
+    return SecondLook(net, oof, k, time.perf_counter() - t0, fold_nets)
