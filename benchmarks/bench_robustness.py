@@ -137,43 +137,6 @@ METHODS: dict[str, Method] = {
             about="as `second-look-mag-zoom`, training seed 1",
         ),
         Method(
-            "second-look-ens",
-            render={"render": "4"},
-            train={"metal": True, "jitter": 1.0, "second_look": True, "patch_ensemble": True},
-            about="as `second-look`, shipping the second look's 3 fold networks beside the "
-            "last one, their patch logits averaged (`network.PatchEnsemble`)",
-        ),
-        Method(
-            "second-look-ens-seed1",
-            render={"render": "4"},
-            train={
-                "metal": True,
-                "jitter": 1.0,
-                "second_look": True,
-                "patch_ensemble": True,
-                "seed": 1,
-            },
-            about="as `second-look-ens`, training seed 1",
-        ),
-        Method(
-            "second-look-mag-ens",
-            render={"render": "5"},
-            train={"metal": True, "jitter": 1.0, "second_look": True, "patch_ensemble": True},
-            about="as `second-look-mag` (rendering v5), with the ensemble of `second-look-ens`",
-        ),
-        Method(
-            "second-look-mag-ens-seed1",
-            render={"render": "5"},
-            train={
-                "metal": True,
-                "jitter": 1.0,
-                "second_look": True,
-                "patch_ensemble": True,
-                "seed": 1,
-            },
-            about="as `second-look-mag-ens`, training seed 1",
-        ),
-        Method(
             "second-look-160",
             render={"render": "4"},
             train={"metal": True, "jitter": 1.0, "second_look": True, "size": 160},

@@ -43,7 +43,6 @@ class TrainConfig:
     lift_floor: float = option(LIFT_FLOOR, "the patch net's lift against the patch's own")
     second_look: bool | None = option(None, "patches for biopsy (None: if thumbnails carry them)")
     folds: int = option(3, "out-of-fold biopsy thresholds (< 2: from validation)")
-    patch_ensemble: bool = option(False, "ship the fold networks beside the last, averaged")
     patch_epochs: int = option(24, "the second look's fixed schedule")
     bf16: bool | None = option(None, "bfloat16 autocast (None: if the CPU has it)")
     warmup: int | None = option(None, "epochs before best-epoch tracking (None: a third)")

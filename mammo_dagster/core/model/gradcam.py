@@ -40,13 +40,11 @@ def load_torch_model(folder: Path):
     """The trained network of a model version (`model.pt` beside `model.onnx`)."""
     import torch
 
-    from .network import PatchEnsemble, PatchNet
     from .train import ExportModel, network
 
     state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
     second_look = any(k.startswith("patch_net.") for k in state)
-    ensemble = {k.split(".")[2] for k in state if k.startswith("patch_net.nets.")}
-    if second_look and not ensemble and "patch_net.lift_floor" not in state:  # before the floor
+    if second_look and "patch_net.lift_floor" not in state:  # trained before the floor
         state["patch_net.lift_floor"] = torch.tensor(0.0)
     prefix = "image_net." if second_look else ""
     metal = f"{prefix}0.0.1.weight" in state  # the metal stem wraps the first conv
@@ -54,8 +52,6 @@ def load_torch_model(folder: Path):
     levels = tuple(float(v) for v in levels) if levels is not None else None
     sets = 2 if _render(folder) == MAG_RENDER else 1
     net = network(metal=metal, levels=levels, second_look=second_look, sets=sets)
-    if ensemble:
-        net.patch_net = PatchEnsemble([PatchNet() for _ in ensemble])
     net.load_state_dict(state, strict=levels is not None or not metal)
     return ExportModel.wrap(net)
 

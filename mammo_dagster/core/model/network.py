@@ -121,23 +121,6 @@ class PatchNet(nn.Module):
         return self.score(h).view(n, k)
 
 
-class PatchEnsemble(nn.Module):
-    """Patch networks read as one: each patch's logit is the mean of theirs (the second
-    look's fold networks beside the one trained on every image: their errors differ
-    where the training images ran out, their mean varies less from seed to seed)."""
-
-    def __init__(self, nets: list[nn.Module]) -> None:
-        super().__init__()
-        self.nets = nn.ModuleList(nets)
-
-    @property
-    def lift_floor(self) -> torch.Tensor:
-        return self.nets[0].lift_floor
-
-    def forward(self, patches: torch.Tensor) -> torch.Tensor:
-        return torch.stack([net(patches) for net in self.nets]).mean(dim=0)
-
-
 class MammoNet(nn.Module):
     """Rendering contract v3's model: the biopsy logit is the second look's highest patch
     logit, the mag logit the image network's. With `sets` 2 (contract v5) the patches

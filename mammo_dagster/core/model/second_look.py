@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import io
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -125,7 +125,6 @@ class SecondLook:
     oof: np.ndarray | None  # out-of-fold biopsy probabilities (None without folds)
     folds: int
     seconds: float
-    fold_nets: list[PatchNet] = field(default_factory=list)
 
 
 def train_second_look(
@@ -141,7 +140,7 @@ def train_second_look(
     import time
 
     t0 = time.perf_counter()
-    oof, fold_nets = None, []
+    oof = None
     k = config.folds if config.folds >= 2 else 0
     fold = folds_of(patients, k, config.seed) if k else None
     if fold is not None and all(len(set(y[fold != f])) == 2 for f in range(k)):
@@ -150,13 +149,12 @@ def train_second_look(
             train = np.flatnonzero(fold != f)
             net = fit_patch_net(patches[train], y[train], None, config)
             oof[fold == f] = patch_probs(net, patches[fold == f])
-            fold_nets.append(net)
             if progress:
                 progress(f"second look: fold network {f + 1}/{k} trained "
                          f"({time.perf_counter() - t0:.0f} s so far)")  # fmt: skip
     else:
-        k, fold_nets = 0, []
+        k = 0
     net = fit_patch_net(patches, y, valid, config)
     if progress:
         progress(f"second look: the network that ships trained ({time.perf_counter() - t0:.0f} s)")
-    return SecondLook(net, oof, k, time.perf_counter() - t0, fold_nets)
+    return SecondLook(net, oof, k, time.perf_counter() - t0)

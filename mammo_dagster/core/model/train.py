@@ -232,7 +232,7 @@ def train(
         dls, image_net, config, out_dir / "fastai", mag_only, progress
     )
     n = len(train_ex)
-    look, patch_nets = None, 0
+    look = None
     if second_look:
         from .network import MammoNet
         from .second_look import PatchConfig, train_second_look
@@ -247,13 +247,7 @@ def train(
                         seed=config.seed),
             progress,
         )  # fmt: skip
-        patch_net = look.net
-        if config.patch_ensemble and look.fold_nets:
-            from .network import PatchEnsemble
-
-            patch_net = PatchEnsemble([*look.fold_nets, look.net])
-        patch_nets = len(getattr(patch_net, "nets", [patch_net]))
-        shipped = ExportModel.wrap(MammoNet(learn.model.cpu(), patch_net, sets))
+        shipped = ExportModel.wrap(MammoNet(learn.model.cpu(), look.net, sets))
     else:
         patches = None
         shipped = ExportModel.wrap(learn.model.cpu())
@@ -287,7 +281,7 @@ def train(
     np.savez_compressed(out_dir / "validation.npz", images=images[n:], labels=valid_y,
                         torch_probs=valid_p, **extra)  # fmt: skip
     card = {
-        "architecture": _architecture(config, second_look, patch_nets),
+        "architecture": _architecture(config, second_look),
         "flags": list(preprocess.FLAGS),
         "input_size": size,
         "second_look": second_look,
@@ -309,7 +303,6 @@ def train(
         "target_recall": config.target_recall,
         "validation": validation,
         "second_look_seconds": round(look.seconds, 1) if look else None,
-        "second_look_nets": patch_nets,
         "holdout": _report(holdout_y, holdout_p, thresholds),
         "history": history,
         "best_epoch": _best_epoch(history, warmup),
@@ -326,13 +319,12 @@ def train(
     return card
 
 
-def _architecture(config: TrainConfig, second_look: bool, nets: int = 1) -> str:
+def _architecture(config: TrainConfig, second_look: bool) -> str:
     image = "resnet18 (fastai), 1 image channel" + (
         " + metal channel (metal_stem)" if config.metal else ""
     )
     if second_look:
-        cnn = f"the mean of {nets} patch CNNs" if nets > 1 else "a patch CNN"
-        return f"{image} for mag; biopsy: the highest score of {cnn} over the patches"
+        return f"{image} for mag; biopsy: the highest score of a patch CNN over the patches"
     return image + ", 2 sigmoid outputs"
 
 
