@@ -59,3 +59,29 @@ def test_a_v5_model_loads_with_both_patch_sets(tmp_path) -> None:
         torch.testing.assert_close(loaded.state_dict()[k], v)
     (tmp_path / "card.json").unlink()  # no card: one set, as every model before v5
     assert load_torch_model(tmp_path).body.sets == 1
+
+
+def test_a_v5_biopsy_map_follows_the_set_its_flag_leans_on() -> None:
+    """A contact view's map shows the contact-size patches' scores, a mag view's the
+    wide set's, as `MammoNet` blends them by the mag probability."""
+    import torch
+
+    from mammo_dagster.core.imaging.lift import PATCH_CHANNELS, PATCH_PX, PATCHES
+    from mammo_dagster.core.model.gradcam import spot_map
+    from mammo_dagster.core.model.network import ExportModel, network
+
+    torch.manual_seed(0)
+    shipped = ExportModel.wrap(network(sets=2))
+    rng = np.random.default_rng(0)
+    patches = rng.integers(0, 256, (2 * PATCHES, len(PATCH_CHANNELS), PATCH_PX, PATCH_PX),
+                           dtype=np.uint8)  # fmt: skip
+    contact_spots = [(20.0 + 25 * i, 30.0, 1.0) for i in range(PATCHES)]
+    wide_spots = [(20.0 + 25 * i, 200.0, 1.0) for i in range(PATCHES)]  # far to the right
+    spots = contact_spots + wide_spots
+    contact = spot_map(shipped, patches, spots, (256, 256), mag=0.0)
+    wide = spot_map(shipped, patches, spots, (256, 256), mag=1.0)
+    assert contact[:, :60].max() > 0 and contact[:, 170:].max() < 1e-3 * contact.max()
+    assert wide[:, 170:].max() > 0 and wide[:, :60].max() < 1e-3 * wide.max()
+    one_set = ExportModel.wrap(network(sets=1))  # v4: every spot counts, whatever the mag
+    both = spot_map(one_set, patches[:PATCHES], contact_spots, (256, 256), mag=1.0)
+    assert both[:, :60].max() > 0

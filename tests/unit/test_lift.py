@@ -160,12 +160,14 @@ def test_the_second_look_finds_the_marker_and_travels_in_the_png(tmp_path: Path)
     from PIL import Image
 
     from mammo_dagster.core.imaging.lift import PATCH_CHANNELS, PATCH_PX, PATCHES
-    from mammo_dagster.core.imaging.thumbnails import read_patches, save_png
+    from mammo_dagster.core.imaging.preprocess import patch_sets
+    from mammo_dagster.core.imaging.thumbnails import RENDER_VERSION, read_patches, save_png
 
     img = _phantom()
     box = _marker(img, 3600)
     thumb = render(_file(tmp_path, img, "p.dcm"), size=256)
-    assert thumb.patches.shape == (PATCHES, len(PATCH_CHANNELS), PATCH_PX, PATCH_PX)
+    k = PATCHES * patch_sets(RENDER_VERSION)  # v5: the contact-size set, then the wide one
+    assert thumb.patches.shape == (k, len(PATCH_CHANNELS), PATCH_PX, PATCH_PX)
     y, x, lift = thumb.spots[0]  # the highest-lift spot is on the marker
     offset = (256 - thumb.content_shape[1]) // 2  # the square's padding (left and right)
     assert box[0].start * 256 / ROWS - 2 <= y <= box[0].stop * 256 / ROWS + 2
@@ -234,7 +236,10 @@ def test_v4_measures_a_clip_over_an_implant_against_the_room_left(tmp_path: Path
     plain = _phantom()
     box = _marker(plain, 3600)
     path = _file(tmp_path, plain, "plain.dcm")
-    a, b = render(path, size=256, pad=False, render="3"), render(path, size=256, pad=False)
+    a, b = (
+        render(path, size=256, pad=False, render="3"),
+        render(path, size=256, pad=False, render="4"),
+    )
     np.testing.assert_array_equal(a.image, b.image)
     np.testing.assert_array_equal(a.patches, b.patches)
     assert _at(b.image, box).max() >= 240

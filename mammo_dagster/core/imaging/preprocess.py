@@ -20,10 +20,19 @@ import numpy as np
 from PIL import Image
 
 from .display import WINDOW_TOP
-from .lift import CANDIDATE_MM, PATCH_CHANNELS, PATCH_LIFT_FULL, PATCH_MM, PATCH_PX, PATCHES
+from .lift import (
+    CANDIDATE_MM,
+    MAG_SCALE,
+    PATCH_CHANNELS,
+    PATCH_LIFT_FULL,
+    PATCH_MM,
+    PATCH_PX,
+    PATCHES,
+)
 from .thumbnails import (
     LEGACY_RENDER,
     LIFT_RENDERS,
+    MAG_RENDER,
     RENDER_VERSION,
     read_patches,
     render_version,
@@ -37,6 +46,12 @@ FLAGS = ("biopsy", "mag")
 #: Normalization the graph applies to its 0..1 input (a gray mammogram's typical spread).
 MEAN, STD = 0.3, 0.3
 
+
+def patch_sets(render: str) -> int:
+    """How many sets of PATCHES patches a thumbnail of contract `render` carries."""
+    return 2 if render == MAG_RENDER else 1
+
+
 CONTRACT = {
     "input_name": "image",
     "input_dtype": "float32",
@@ -47,12 +62,20 @@ CONTRACT = {
     "with the local lift of the brightest value in each pixel's cell: how far it stands "
     "above its surroundings, in window widths, 0 over air (core.imaging.lift)",
     "patches_name": "patches",
-    "patches_shape": ["N", PATCHES, len(PATCH_CHANNELS), PATCH_PX, PATCH_PX],
+    "patches_shape": [
+        "N",
+        PATCHES * patch_sets(RENDER_VERSION),
+        len(PATCH_CHANNELS),
+        PATCH_PX,
+        PATCH_PX,
+    ],  # fmt: skip
     "patches_channels": list(PATCH_CHANNELS),
     "patches_scale": f"uint8 / 255: the window levels, and the lift / {PATCH_LIFT_FULL}",
     "patches_meaning": f"the thumbnail's second look: {PATCH_MM:g}-mm patches around its "
-    f"{PATCHES} highest-lift spots (at least {CANDIDATE_MM:g} mm apart), carried in the "
-    "thumbnail PNG; v1/v2 models have no patches input",
+    f"{PATCHES} highest-lift spots (at least {CANDIDATE_MM:g} mm apart), then (v5) "
+    f"{PATCHES} patches {MAG_SCALE:g}x as wide around spots {MAG_SCALE:g}x as far apart, "
+    "carried in the thumbnail PNG; v3/v4 models take the first set only, v1/v2 models "
+    "have no patches input",
     "normalization": f"inside the graph: (x - {MEAN}) / {STD}",
     "resize": "thumbnail (square, padded) shrunk to S x S, marker-keeping",
     "output_name": "probs",

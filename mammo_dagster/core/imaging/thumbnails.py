@@ -51,11 +51,13 @@ from .lift import MAG_SCALE, PATCH_PX, Lifter, lift_up, working_level
 from .voi import Voi, choose_voi
 
 DEFAULT_SIZE = 512
-#: The rendering contract's version: "4" lifts what stands above its surroundings into
-#: the headroom above the window (`core.imaging.lift`), measured against the room left where the
-#: background is near the stored extreme (an implant); "3" did so in window widths
-#: only; "2" lifted what lay toward the stored extreme; "1" had no headroom.
-RENDER_VERSION = "4"
+#: The rendering contract's version: "5" carries a second set of second-look patches
+#: MAG_SCALE times as wide (a magnified view's objects at their size in the breast);
+#: "4" lifts what stands above its surroundings into the headroom above the window
+#: (`core.imaging.lift`), measured against the room left where the background is near
+#: the stored extreme (an implant); "3" did so in window widths only; "2" lifted what
+#: lay toward the stored extreme; "1" had no headroom.
+RENDER_VERSION = "5"
 #: The first version (no headroom); PNGs without a version tag are this one.
 LEGACY_RENDER = "1"
 #: Headroom toward the stored extreme (display.display8).

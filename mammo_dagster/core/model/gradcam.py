@@ -19,7 +19,7 @@ from ..files import atomic_write
 from ..home import Home
 from ..imaging import preprocess
 from ..imaging.batch import thumbnail_name
-from ..imaging.thumbnails import MAG_RENDER, render_version, viewing_image
+from ..imaging.thumbnails import render_version, viewing_image
 from .modelstore import model_dir
 
 
@@ -50,7 +50,7 @@ def load_torch_model(folder: Path):
     metal = f"{prefix}0.0.1.weight" in state  # the metal stem wraps the first conv
     levels = state.get(f"{prefix}0.0.0.levels")
     levels = tuple(float(v) for v in levels) if levels is not None else None
-    sets = 2 if _render(folder) == MAG_RENDER else 1
+    sets = preprocess.patch_sets(_render(folder) or "")
     net = network(metal=metal, levels=levels, second_look=second_look, sets=sets)
     net.load_state_dict(state, strict=levels is not None or not metal)
     return ExportModel.wrap(net)
@@ -134,24 +134,43 @@ def overlay(image: np.ndarray, cam: np.ndarray) -> Image.Image:
     return Image.fromarray(np.clip(gray * (1 - alpha) + heat * alpha, 0, 255).astype(np.uint8))
 
 
-def spot_map(shipped, patches: np.ndarray, spots: list, shape: tuple[int, int]) -> np.ndarray:
+def spot_map(
+    shipped, patches: np.ndarray, spots: list, shape: tuple[int, int], mag: float = 0.0
+) -> np.ndarray:
     """A second-look model's biopsy map over a thumbnail of `shape`: each patch's
     probability of showing a marker, as a disc of the patch's size at its spot, 0..1
-    (the highest, as the flag takes the highest)."""
+    (the highest, as the flag takes the highest). A two-set model (contract v5) weighs
+    its contact-size set by 1 - `mag` and its wide set by `mag` (the view's mag
+    probability), as its biopsy flag leans on them."""
     import torch
 
-    from ..imaging.lift import PATCH_MM
+    from ..imaging.lift import MAG_SCALE, PATCH_MM
 
     with torch.inference_mode():
         x = torch.from_numpy(preprocess.to_patch_batch([patches]))
         probs = torch.sigmoid(shipped.body.patch_net(x))[0].numpy()
+    sets = getattr(shipped.body, "sets", 1)
+    k = len(probs) // sets
     out = np.zeros(shape, np.float32)
     yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
     radius = max(3.0, shape[0] * PATCH_MM / 2 / 300.0)  # ~the patch, on a ~30 cm side
-    for (y, x, _lift), p in zip(spots, probs, strict=False):
-        disc = np.exp(-(((yy - y) ** 2 + (xx - x) ** 2) / (2 * radius**2)))
-        np.maximum(out, p * disc, out=out)
+    for i, ((y, x, _lift), p) in enumerate(zip(spots, probs, strict=False)):
+        wide = sets > 1 and i >= k
+        weight = (mag if wide else 1.0 - mag) if sets > 1 else 1.0
+        r = radius * (MAG_SCALE if wide else 1.0)
+        disc = np.exp(-(((yy - y) ** 2 + (xx - x) ** 2) / (2 * r**2)))
+        np.maximum(out, weight * p * disc, out=out)
     return out
+
+
+def mag_probability(shipped, image: np.ndarray) -> float:
+    """The image network's mag probability for one uint8 model input."""
+    import torch
+
+    with torch.inference_mode():
+        x = torch.from_numpy(preprocess.to_batch([image]))
+        logits = shipped.image_net((x - shipped.mean) / shipped.std)
+    return float(torch.sigmoid(logits[0, preprocess.FLAGS.index("mag")]))
 
 
 def heatmap(
@@ -172,7 +191,9 @@ def heatmap(
         full, render = np.asarray(im.convert("L")), render_version(im)
         patches, spots = read_patches(im)
     if flag == "biopsy" and shipped.second_look and patches is not None:
-        cam = spot_map(shipped, patches, spots, full.shape)
+        two_sets = getattr(shipped.body, "sets", 1) > 1
+        mag = mag_probability(shipped, preprocess.prepare(full, size, render)) if two_sets else 0.0
+        cam = spot_map(shipped, patches, spots, full.shape, mag)
     else:
         cam = gradcam(shipped, preprocess.prepare(full, size, render), flag, block)
     if not masked:

@@ -150,12 +150,15 @@ def network(
     metal: bool = True,
     levels: tuple[float, float] | None = None,
     second_look: bool = True,
-    sets: int = 1,
+    sets: int | None = None,
 ) -> nn.Module:
-    """The network of the current contract (`MammoNet`), or with `second_look` False the
-    image network alone (contracts v1/v2)."""
+    """The network of the current contract (`MammoNet` over `sets` patch sets, by default
+    as many as the current rendering carries), or with `second_look` False the image
+    network alone (contracts v1/v2)."""
     image_net = image_network(pretrained, metal, levels)
-    return MammoNet(image_net, PatchNet(), sets) if second_look else image_net
+    if not second_look:
+        return image_net
+    return MammoNet(image_net, PatchNet(), sets or preprocess.patch_sets(RENDER_VERSION))
 
 
 class Shipped(nn.Module):

@@ -25,7 +25,7 @@ from fastai.learner import Learner
 
 from .. import metrics
 from ..imaging import preprocess
-from ..imaging.thumbnails import MAG_RENDER, RENDER_VERSION
+from ..imaging.thumbnails import RENDER_VERSION
 from .callbacks import CpuBf16, FlagLoss, InputJitter, Record, SaveBest, StopEarly
 from .config import TARGET_RECALL, TrainConfig  # noqa: F401  (re-exported: callers train)
 from .dataset import Example, Snapshot
@@ -237,7 +237,7 @@ def train(
         from .network import MammoNet
         from .second_look import PatchConfig, train_second_look
 
-        sets = 2 if render == MAG_RENDER else 1
+        sets = preprocess.patch_sets(render)
         look = train_second_look(
             _patch_set(patches, y[:, 1], sets), y[:, 0], [e.patient_key for e in items],
             np.arange(n, len(items)),
