@@ -1,11 +1,13 @@
 """Model inference speed on the CPU: PyTorch eager vs ONNX Runtime fp32 vs ONNX Runtime int8.
 
-Two graphs at each input size, side by side in one run: the shipped second-look graph
-(normalize -> metal channel -> fastai ResNet18 for mag, a patch CNN over 8 patches for
-biopsy -> sigmoid) and, as the baseline, the image-only graph every model before it
-shipped. The same images (and patches) for every runtime; images/s is the median of 5
-passes over 256 images (batch 32, 2 threads). Also checks on the way that ONNX fp32
-matches PyTorch and how often int8 decisions (at 0.5) agree with fp32.
+Three graphs at each input size, side by side in one run: the shipped second-look graph
+(normalize -> metal channel -> fastai ResNet18 for mag, a patch CNN over rendering v5's
+16 patches, contact-size and wide, for biopsy -> sigmoid) and, as baselines, the same
+over rendering v4's 8 patches (`second-look-v4`, shipped before v5) and the image-only
+graph every model before the second look shipped. The same images (and patches) for
+every runtime; images/s is the median of 5 passes over 256 images (batch 32, 2 threads).
+Also checks on the way that ONNX fp32 matches PyTorch and how often int8 decisions
+(at 0.5) agree with fp32.
 
     python benchmarks/bench_inference.py [--sizes 128 160 224] [--images 256] [--doc-only]
 
@@ -49,12 +51,16 @@ def _images(n: int, size: int) -> np.ndarray:
     return np.stack(out)
 
 
-def _patches(n: int) -> np.ndarray:
+#: graph -> its patch sets (0: no patches input)
+GRAPHS = {"image-only": 0, "second-look-v4": 1, SHIPPED: 2}
+
+
+def _patches(n: int, sets: int) -> np.ndarray:
     """Patch-like inputs: dim texture with a bright stroke in some."""
     from mammo_dagster.core.imaging.lift import PATCH_CHANNELS, PATCH_PX, PATCHES
 
     rng = np.random.default_rng(1)
-    out = rng.normal(90, 20, (n, PATCHES, len(PATCH_CHANNELS), PATCH_PX, PATCH_PX))
+    out = rng.normal(90, 20, (n, PATCHES * sets, len(PATCH_CHANNELS), PATCH_PX, PATCH_PX))
     out[:, :, :, 14:18, 8:24] = 240
     return np.clip(out, 0, 255).astype(np.uint8)
 
@@ -76,7 +82,8 @@ def _measure(size: int, graph: str, images, patches, work: Path, threads: int) -
     from mammo_dagster.core.model.train import _torch_probs
     from mammo_dagster.core.prediction.onnx_model import OnnxModel
 
-    model = ExportModel.wrap(network(second_look=patches is not None).eval())
+    sets = GRAPHS[graph]
+    model = ExportModel.wrap(network(second_look=sets > 0, sets=max(sets, 1)).eval())
     with contextlib.redirect_stdout(io.StringIO()):
         fp32_path = export_onnx(model, work / f"{graph}{size}.onnx", size)
     calibration = None if patches is None else patches[:64]
@@ -147,9 +154,11 @@ def write_doc(rows: list[dict], images: int, threads: int, when: str | None = No
             f"**{ours:,.0f} img/s**: the ≥ {TARGET_INT8} img/s target is "
             + ("met" if ours >= TARGET_INT8 else "**not met**")
         )
-        if "image-only" in shipped:
-            base = shipped["image-only"]["onnx_int8_img_s"]
-            text += f", {ours / base:.2f}× the image-only graph ({base:,.0f} img/s)"
+        for name, what in (("second-look-v4", "rendering v4's 8 patches"),
+                           ("image-only", "the image-only graph")):  # fmt: skip
+            if name in shipped:
+                base = shipped[name]["onnx_int8_img_s"]
+                text += f"; {ours / base:.2f}× {what} ({base:,.0f} img/s)"
         text += "."
     write_section("model.md", "bench_inference", text, when=when)
 
@@ -174,12 +183,12 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bench_inference_"))
     for size in args.sizes:
         images = _images(args.images, size)
-        for graph in ("image-only", "second-look"):
-            patches = _patches(args.images) if graph == "second-look" else None
+        for graph, sets in GRAPHS.items():
+            patches = _patches(args.images, sets) if sets else None
             row = _measure(size, graph, images, patches, work, args.threads)
             rows.append(row)
             print(
-                f"{size:4d} px {graph:11s}: torch eager {row['torch_img_s']:6.1f} img/s | ORT "
+                f"{size:4d} px {graph:14s}: torch eager {row['torch_img_s']:6.1f} img/s | ORT "
                 f"fp32 {row['onnx_fp32_img_s']:6.1f} | ORT int8 {row['onnx_int8_img_s']:6.1f} "
                 f"(x{row['onnx_int8_img_s'] / row['torch_img_s']:.1f} vs torch) | fp32 max "
                 f"diff {row['fp32_max_diff_vs_torch']:.1e}, int8 agreement "

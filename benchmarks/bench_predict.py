@@ -5,8 +5,10 @@ vendors), in one run, each variant in a fresh process:
 - ours: `predict_folder` with a model of the current contract (2 decode workers, the
   fast reduced-resolution path, the current rendering with its patches, ONNX Runtime
   int8 with the second look, streaming CSVs);
-- v2: the same with a model of the previous contract (rendering v2, the image-only
-  graph): what `mammo predict` cost before the second look;
+- v4: the same with a model of rendering contract v4 (one set of 8 patches): what
+  `mammo predict` cost before v5's second, wide set;
+- v2: the same with a model of rendering contract v2 (the image-only graph): what
+  `mammo predict` cost before the second look;
 - naive: sequential pydicom full decode -> float VOI -> PIL resize -> ORT fp32,
   batch 32 (what a first script would do).
 Reports images/s and each process's own peak RSS (plus its workers'), which must
@@ -75,16 +77,18 @@ def model(size: int, render: str | None = None) -> Path:
     import torch
 
     from mammo_dagster.core.imaging.lift import PATCH_CHANNELS, PATCH_PX, PATCHES
+    from mammo_dagster.core.imaging.preprocess import patch_sets
     from mammo_dagster.core.model.export import export_onnx, quantize_int8
     from mammo_dagster.core.model.network import METAL_LEVELS, ExportModel, network
 
     torch.manual_seed(0)
     folder.mkdir(parents=True, exist_ok=True)
     second = render in LIFT_RENDERS
-    net = ExportModel.wrap(network(levels=METAL_LEVELS[render], second_look=second))
+    sets = patch_sets(render)
+    net = ExportModel.wrap(network(levels=METAL_LEVELS[render], second_look=second, sets=sets))
     export_onnx(net, folder / "model.onnx", size)
     rng = np.random.default_rng(0)
-    shape = (32, PATCHES, len(PATCH_CHANNELS), PATCH_PX, PATCH_PX)
+    shape = (32, PATCHES * sets, len(PATCH_CHANNELS), PATCH_PX, PATCH_PX)
     quantize_int8(
         folder / "model.onnx",
         folder / "model.int8.onnx",
@@ -145,7 +149,7 @@ def child(variant: str, drop: Path, model_dir: Path) -> None:
     work = Path(tempfile.mkdtemp(prefix="bench_predict_"))
     marks: list[float] = []  # when each file was done (ours)
     t0 = time.perf_counter()
-    if variant in ("ours", "v2"):
+    if variant in ("ours", "v4", "v2"):
         images = predict_folder(
             drop, work / "out.csv", model_dir / "model.int8.onnx",
             progress=lambda n: marks.extend([time.perf_counter()] * n),
@@ -181,8 +185,10 @@ def write_doc(rows: list[dict], repeats: int, naive_repeats: int, when: str | No
             r["images"],
             f"{r['naive_img_s']:.1f}",
             f"{r['v2_img_s']:.1f}",
+            f"{r['v4_img_s']:.1f}" if "v4_img_s" in r else "–",
             bold(f"{r['ours_img_s']:.1f}"),
             f"{r['ours_img_s'] / r['v2_img_s']:.2f}×",
+            f"{r['ours_img_s'] / r['v4_img_s']:.2f}×" if "v4_img_s" in r else "–",
             f"{r['ours_first_file_s']:.2f} s",
             f"{r['ours_steady_img_s']:.1f} img/s",
             f"{r['naive_self_mb']:.0f} MB",
@@ -191,16 +197,20 @@ def write_doc(rows: list[dict], repeats: int, naive_repeats: int, when: str | No
         for r in rows
     ]
     text = (
-        f"Median of {repeats} runs for v2 and ours, {naive_repeats} for the naive baseline:"
+        f"Median of {repeats} runs for v2, v4 and ours, {naive_repeats} for the naive baseline "
+        "(v2: the image-only graph; v4: the second look over one set of 8 patches; ours: "
+        "rendering v5's two sets of 8):"
         "\n\n"
         + table(
             [
                 "syntax",
                 "images",
                 "naive img/s",
-                "v2 (before) img/s",
+                "v2 img/s",
+                "v4 img/s",
                 "**shipped** img/s",
                 "shipped vs v2",
+                "shipped vs v4",
                 "first file",
                 "steady",
                 "peak RSS naive",
@@ -256,6 +266,7 @@ def main() -> int:
 
     models = {
         "ours": model(args.size or INPUT_SIZE),
+        "v4": model(args.size or INPUT_SIZE, "4"),
         "v2": model(args.size or INPUT_SIZE, "2"),
     }
     models["naive"] = models["v2"]
@@ -263,7 +274,7 @@ def main() -> int:
     for syntax in args.syntaxes:
         for n in (args.images, 4 * args.images):
             drop = _drop(syntax, n)
-            runs: dict[str, list[dict]] = {"naive": [], "v2": [], "ours": []}
+            runs: dict[str, list[dict]] = {"naive": [], "v2": [], "v4": [], "ours": []}
             for i in range(args.repeats):
                 for variant in runs:
                     if variant != "naive" or i < args.naive_repeats:
@@ -280,9 +291,11 @@ def main() -> int:
             rows.append(row)
             print(
                 f"{syntax:9s} {n:4d} images: naive {row['naive_img_s']:5.1f} img/s, v2 "
-                f"{row['v2_img_s']:5.1f} img/s, ours {row['ours_img_s']:5.1f} img/s "
+                f"{row['v2_img_s']:5.1f} img/s, v4 {row['v4_img_s']:5.1f} img/s, ours "
+                f"{row['ours_img_s']:5.1f} img/s "
                 f"(x{row['ours_img_s'] / row['naive_img_s']:.1f} naive, "
-                f"x{row['ours_img_s'] / row['v2_img_s']:.2f} v2; "
+                f"x{row['ours_img_s'] / row['v2_img_s']:.2f} v2, "
+                f"x{row['ours_img_s'] / row['v4_img_s']:.2f} v4; "
                 f"first file after {row['ours_first_file_s']:.2f} s, then "
                 f"{row['ours_steady_img_s']:.1f} img/s); "
                 f"peak RSS naive {row['naive_self_mb']:.0f} MB, ours {row['ours_self_mb']:.0f} MB "

@@ -1,14 +1,16 @@
 """Training time and held-out accuracy for ~500 labeled synthetic images, side by side in
-one run: the shipped recipe (rendering v4, the second look) against the one before it
-(rendering v2, the image network alone), and other input sizes and contracts.
+one run: the shipped recipe (rendering v5, the second look over two patch sets) against
+the ones before it (rendering v4, one patch set; rendering v2, the image network alone),
+and other input sizes and contracts.
 
 Generates a synthetic archive (full vendor matrices by default; `--matrix small`
 divides them by 8), ingests it with the core (index + 512-px thumbnails), labels
 every image from the ground truth, and trains the model the pipeline trains
 (fastai ResNet18, from scratch unless ImageNet weights are cached) on the same
 split for each run. A run is RENDER:SIZE:NET:
-- RENDER `v4`: thumbnails with the lift headroom, limited to the room left above the
-  window, and their patches (the contract), `v3`: the same without that limit,
+- RENDER `v5`: the contract: as `v4`, with a second set of patches 1.8x as wide;
+  `v4`: thumbnails with the lift headroom, limited to the room left above the
+  window, and their patches, `v3`: the same without that limit,
   `v2`: headroom toward the stored extreme (the contract before), `v1`: a plain
   8-bit window;
 - NET `look`: the shipped network (the image network for mag, the second look over
@@ -46,13 +48,15 @@ NETS = {
     "metal": "image network with its metal channel, both flags",
     "plain": "image network, window channel only",
 }
-RENDERS = {"v4": "lift headroom (room-limited) + patches", "v3": "lift headroom + patches",
+RENDERS = {"v5": "lift headroom (room-limited) + contact and wide patches",
+           "v4": "lift headroom (room-limited) + patches", "v3": "lift headroom + patches",
            "v2": "headroom toward the stored maximum", "v1": "plain 8-bit window"}  # fmt: skip
 
 
-DEFAULT_RUNS = ["v4:128:look", "v2:160:metal"]
-FOLDERS = {"v1": "thumbnails_v1", "v2": "thumbnails_v2", "v3": "thumbnails_v3", "v4": "thumbnails"}
-LIFTED = ("v3", "v4")  # contracts whose thumbnails carry patches
+DEFAULT_RUNS = ["v5:128:look", "v4:128:look", "v2:160:metal"]
+FOLDERS = {"v1": "thumbnails_v1", "v2": "thumbnails_v2", "v3": "thumbnails_v3",
+           "v4": "thumbnails_v4", "v5": "thumbnails"}  # fmt: skip
+LIFTED = ("v3", "v4", "v5")  # contracts whose thumbnails carry patches
 
 
 def prepare(studies: int, matrix: str, renders: set[str]) -> Path:
