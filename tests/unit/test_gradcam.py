@@ -51,7 +51,7 @@ def test_a_v5_model_loads_with_both_patch_sets(tmp_path) -> None:
 
     net = network(sets=2)
     torch.save(net.state_dict(), tmp_path / "model.pt")
-    card = {"preprocessing": {"render": MAG_RENDER}}
+    card = {"input_size": 64, "preprocessing": {"render": MAG_RENDER}}
     (tmp_path / "card.json").write_text(json.dumps(card))
     loaded = load_torch_model(tmp_path).body
     assert loaded.sets == 2

@@ -9,7 +9,6 @@ patches' own scores at their spots: exactly the objects the decision rests on.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,7 @@ from ..home import Home
 from ..imaging import preprocess
 from ..imaging.batch import thumbnail_name
 from ..imaging.thumbnails import render_version, viewing_image
-from .modelstore import model_dir
+from .modelstore import ModelCard, model_dir
 
 
 def cam_folder(home: Home, version: str) -> Path:
@@ -50,18 +49,14 @@ def load_torch_model(folder: Path):
     metal = f"{prefix}0.0.1.weight" in state  # the metal stem wraps the first conv
     levels = state.get(f"{prefix}0.0.0.levels")
     levels = tuple(float(v) for v in levels) if levels is not None else None
-    sets = preprocess.patch_sets(_render(folder) or "")
+    try:
+        render = preprocess.model_render(ModelCard.read(folder).to_dict())
+    except (OSError, ValueError, KeyError):
+        render = None  # no card: a model from before contract v5
+    sets = preprocess.patch_sets(render or "")
     net = network(metal=metal, levels=levels, second_look=second_look, sets=sets)
     net.load_state_dict(state, strict=levels is not None or not metal)
     return ExportModel.wrap(net)
-
-
-def _render(folder: Path) -> str | None:
-    """The rendering contract the model in `folder` was trained on (its card's word)."""
-    try:
-        return json.loads((folder / "card.json").read_text())["preprocessing"]["render"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
 
 
 def gradcam(shipped, image: np.ndarray, flag: str, block: int | None = None) -> np.ndarray:
@@ -149,7 +144,7 @@ def spot_map(
     with torch.inference_mode():
         x = torch.from_numpy(preprocess.to_patch_batch([patches]))
         probs = torch.sigmoid(shipped.body.patch_net(x))[0].numpy()
-    sets = getattr(shipped.body, "sets", 1)
+    sets = shipped.body.sets
     k = len(probs) // sets
     out = np.zeros(shape, np.float32)
     yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
@@ -191,7 +186,7 @@ def heatmap(
         full, render = np.asarray(im.convert("L")), render_version(im)
         patches, spots = read_patches(im)
     if flag == "biopsy" and shipped.second_look and patches is not None:
-        two_sets = getattr(shipped.body, "sets", 1) > 1
+        two_sets = shipped.body.sets > 1
         mag = mag_probability(shipped, preprocess.prepare(full, size, render)) if two_sets else 0.0
         cam = spot_map(shipped, patches, spots, full.shape, mag)
     else:
