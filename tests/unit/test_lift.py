@@ -268,3 +268,107 @@ def test_v5_adds_a_wider_set_that_shows_a_magnified_object_at_its_breast_size(tm
     assert wide / contact == pytest.approx(1 / MAG_SCALE, rel=0.25)
     # both sets centre on the clip
     assert v5.spots[0][:2] == pytest.approx(v5.spots[PATCHES][:2], abs=2.0)
+
+
+def _line_and_clip() -> np.ndarray:
+    """A lift grid: a long straight line at lift 1.1 (a speckled paddle edge) and, away
+    from it, one dimmer compact clip at 0.6."""
+    top = np.zeros((300, 200), np.float32)
+    top[10:290, 40] = 1.1 + 0.05 * np.sin(np.arange(280) / 3.0)
+    top[150:153, 140:143] = 0.6
+    return top
+
+
+def test_v6_spots_leave_a_long_line_two_and_find_the_dimmer_clip() -> None:
+    """Before v6 a long straight line took every spot, and a dimmer clip elsewhere none."""
+    from mammo_dagster.core.imaging.lift import OBJECT_SPOTS, PATCHES, _distinct_spots, _spots
+
+    top = _line_and_clip()
+    plain, distinct = _spots(top, 4), _distinct_spots(top, 4)
+    assert all(x == 40 for _y, x in plain)  # the failure v6 fixes
+    assert len(distinct) == PATCHES
+    on_clip = [(y, x) for y, x in distinct if 150 <= y < 153 and 140 <= x < 143]
+    assert len(on_clip) == 1
+    assert distinct.index(on_clip[0]) == OBJECT_SPOTS  # right after the line's two
+    assert len(set(distinct)) == PATCHES
+    # the spots left over still go to the line, more than `apart` cells apart
+    line = sorted(y for y, x in distinct if x == 40)
+    assert len(line) == PATCHES - 1
+    assert min(np.diff(line)) > 4
+
+
+def test_v6_spots_are_v5s_when_no_object_holds_more_than_two() -> None:
+    from mammo_dagster.core.imaging.lift import PATCHES, _distinct_spots, _spots
+
+    rng = np.random.default_rng(0)
+    top = np.zeros((120, 120), np.float32)
+    for i in range(PATCHES + 3):  # compact blobs of distinct lifts, far apart
+        y, x = divmod(i, 4)
+        top[10 + 25 * y : 13 + 25 * y, 10 + 28 * x : 13 + 28 * x] = 0.4 + 0.05 * i
+    top += rng.uniform(0, 0.02, top.shape).astype(np.float32)
+    assert _distinct_spots(top, 3) == _spots(top, 3)
+
+
+def test_v6_renders_two_sets_that_keep_a_paddle_edge_from_taking_every_spot(tmp_path):
+    """A full-height bright edge beside a dimmer clip: v5 spends all 8 contact spots on
+    the edge, v6 one of them on the clip, in both sets; the first spots stay v5's."""
+    from mammo_dagster.core.imaging.lift import PATCHES
+
+    img = _phantom()
+    img[:, 200:203] = 3600  # a thin bright line down the whole image
+    box = _marker(img, 2900, at=(600, 650))
+    path = _file(tmp_path, img, "edge.dcm")
+    v5 = render(path, size=256, pad=False, render="5")
+    v6 = render(path, size=256, pad=False, render="6")
+    assert v6.patches.shape == v5.patches.shape
+    s = 256 / ROWS
+
+    def on_clip(spot) -> bool:
+        y, x, _ = spot
+        return (box[0].start * s - 3 <= y <= box[0].stop * s + 3
+                and box[1].start * s - 3 <= x <= box[1].stop * s + 3)  # fmt: skip
+
+    for first in (0, PATCHES):  # the contact set, the wide set
+        assert not any(on_clip(sp) for sp in v5.spots[first : first + PATCHES])
+        assert any(on_clip(sp) for sp in v6.spots[first : first + PATCHES])
+    assert v6.spots[0] == v5.spots[0]
+
+
+def test_v7_lifts_no_metal_on_the_skin_line_and_keeps_a_clip_inside(tmp_path: Path) -> None:
+    """A skin BB half over the air: v6 lifts it and spends a spot on it, v7 neither; a
+    clip 20 mm inside the breast keeps its lift and its spot."""
+    from mammo_dagster.core.imaging.lift import PATCHES, SKIN_MM
+
+    img = _phantom()
+    img[:, 800:] = 30  # air on the right: the skin line at column 800
+    yy, xx = np.mgrid[0:ROWS, 0:COLS]
+    bb = (yy - 300) ** 2 + (xx - 800) ** 2 <= 25**2  # a 5 mm bead centred on the skin
+    img[bb] = 4095
+    clip = _marker(img, 3900, at=(800, 500))  # a little dimmer than the bead
+    path = _file(tmp_path, img, "skin.dcm")
+    v6 = render(path, size=256, pad=False, render="6")
+    v7 = render(path, size=256, pad=False, render="7")
+    s = 256 / ROWS
+    bead = (slice(275, 300), slice(775, 800))  # its half over the tissue
+    assert _at(v6.image, bead).max() > 250
+    assert _at(v7.image, bead).max() <= WINDOW_TOP  # no headroom on the skin line
+    assert _at(v7.image, clip).max() >= 240
+
+    def near(spot, y: float, x: float, r: float) -> bool:
+        return abs(spot[0] - y * s) <= r and abs(spot[1] - x * s) <= r
+
+    assert near(v6.spots[0], 300, 790, 4)  # v6's first spot: the bead
+    skin = (SKIN_MM / SPACING) * s  # thumbnail pixels within SKIN_MM of the skin line
+    for first in (0, PATCHES):
+        assert not any(near(sp, 300, 800, skin) for sp in v7.spots[first : first + PATCHES])
+        assert near(v7.spots[first], 803, 515, 4)  # the clip comes first
+    # tissue farther in than SKIN_MM is lifted as before
+    inside = (slice(0, ROWS), slice(0, 700))
+    np.testing.assert_array_equal(v7.image[_thumb_slices(inside)], v6.image[_thumb_slices(inside)])
+
+
+def _thumb_slices(box: tuple[slice, slice], size: int = 256) -> tuple[slice, slice]:
+    s = size / ROWS
+    return slice(int(box[0].start * s), int(box[0].stop * s)), slice(
+        int(box[1].start * s), int(box[1].stop * s)
+    )

@@ -55,6 +55,8 @@ GRID_MM = 1.0
 LIFT_FROM, LIFT_FULL = 0.3, 1.2
 #: The background's display level (0..1 of the window) under which it counts as air.
 AIR_FROM, AIR_FULL = 0.04, 0.12
+#: v7: no lift within this many millimetres (at the detector) of the air: the skin line.
+SKIN_MM = 4.0
 #: v4: over a background with less than 1 / ROOM_SHARE window widths of room left to the
 #: stored extreme, ROOM_SHARE times that room counts as the unit (at most ROOM_CAP x).
 ROOM_SHARE, ROOM_CAP = 2.0, 8.0
@@ -65,6 +67,10 @@ PATCH_CHANNELS = ("window", "lift")
 #: Rendering contract v5's second set of patches is this many times as wide: a mag view
 #: (1.5-2.0x) then shows each object at about the size it has in a contact view.
 MAG_SCALE = 1.8
+#: Contract v6: one bright object takes at most OBJECT_SPOTS spots of a set while other
+#: objects remain; cells belong to one object when the path between them stays above
+#: OBJECT_SHARE of their lift.
+OBJECT_SPOTS, OBJECT_SHARE = 2, 0.5
 #: The lift a patch's lift channel shows as 255 (window widths).
 PATCH_LIFT_FULL = 2.0
 
@@ -202,25 +208,22 @@ class LiftMap:
         return ramp(np.asarray(img.resize((w, h), Image.Resampling.NEAREST)), LIFT_FROM, LIFT_FULL)
 
     def patches(
-        self, out: tuple[int, int], offset: tuple[int, int] = (0, 0), scale: float = 1.0
+        self,
+        out: tuple[int, int],
+        offset: tuple[int, int] = (0, 0),
+        scale: float = 1.0,
+        distinct: bool = False,
     ) -> tuple[np.ndarray, list[tuple[float, float, float]]]:
         """The second look: uint8 [PATCHES, 2, PATCH_PX, PATCH_PX] patches around the
         highest-lift spots, and each spot as (row, column, lift) in the coordinates of
         an `out` thumbnail placed at `offset` (a padded square's). Fewer spots than
         PATCHES leave black patches at lift 0. `scale` > 1 widens every patch and the
-        spacing between spots by that factor (a magnified view read in breast millimetres)."""
+        spacing between spots by that factor (a magnified view read in breast millimetres);
+        `distinct` (contract v6) gives one bright object at most OBJECT_SPOTS spots while
+        other objects are left (`_distinct_spots`)."""
         top, k = self.blocks(out)
         apart = max(1, int(round(CANDIDATE_MM * scale / (self.pixel_mm * k))))
-        flat = top.ravel()
-        n = min(len(flat), 36 * PATCHES)  # enough maxima to find PATCHES apart
-        best = np.argpartition(-flat, n - 1)[:n]
-        chosen: list[tuple[int, int]] = []
-        for i in best[np.argsort(-flat[best], kind="stable")]:
-            by, bx = divmod(int(i), top.shape[1])
-            if all(max(abs(by - y), abs(bx - x)) > apart for y, x in chosen):
-                chosen.append((by, bx))
-                if len(chosen) == PATCHES:
-                    break
+        chosen = (_distinct_spots if distinct else _spots)(top, apart)
         side = max(4, int(round(PATCH_MM * scale / self.pixel_mm)))
         half = side // 2
         h, w = self.peak.shape
@@ -257,6 +260,76 @@ class LiftMap:
         cy = float((weight.sum(axis=1) * rows).sum() / weight.sum())
         cx = float((weight.sum(axis=0) * cols).sum() / weight.sum())
         return int(round(cy)), int(round(cx))
+
+
+def _spots(top: np.ndarray, apart: int) -> list[tuple[int, int]]:
+    """Up to PATCHES cells of the highest lift, each more than `apart` cells from the
+    others (contracts v3-v5)."""
+    flat = top.ravel()
+    n = min(len(flat), 36 * PATCHES)  # enough maxima to find PATCHES apart
+    best = np.argpartition(-flat, n - 1)[:n]
+    chosen: list[tuple[int, int]] = []
+    for i in best[np.argsort(-flat[best], kind="stable")]:
+        by, bx = divmod(int(i), top.shape[1])
+        if all(max(abs(by - y), abs(bx - x)) > apart for y, x in chosen):
+            chosen.append((by, bx))
+            if len(chosen) == PATCHES:
+                break
+    return chosen
+
+
+def _linked(padded: np.ndarray, a: tuple[int, int], b: tuple[int, int], floor: float) -> bool:
+    """Whether the straight path from cell a to cell b keeps a cell at or above `floor`
+    in every step's 3 x 3 neighbourhood (a path may step beside a one-cell line);
+    `padded`: the lift grid with a border of one cell at -inf."""
+    n = max(abs(a[0] - b[0]), abs(a[1] - b[1]))
+    t = np.arange(n + 1) / max(n, 1)
+    rows = np.rint(a[0] + 1 + (b[0] - a[0]) * t).astype(np.intp)
+    cols = np.rint(a[1] + 1 + (b[1] - a[1]) * t).astype(np.intp)
+    best = np.maximum.reduce(
+        [padded[rows + dy, cols + dx] for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+    )
+    return bool(best.min() >= floor)
+
+
+def _distinct_spots(top: np.ndarray, apart: int) -> list[tuple[int, int]]:
+    """As `_spots`, but one straight bright object (a wire, a needle, a collimation or
+    paddle edge that a lossy codec has left speckled) takes at most OBJECT_SPOTS spots
+    while other objects remain. A cell belongs to a spot's object when the straight path
+    between them stays above OBJECT_SHARE of the lower of their lifts. The cells passed
+    over fill what the other objects leave."""
+    h, w = top.shape
+    flat = top.ravel()
+    n = min(len(flat), 36 * PATCHES * 8)  # a long line can fill the first 36 * PATCHES
+    best = np.argpartition(-flat, n - 1)[:n]
+    padded = np.pad(top.astype(np.float32, copy=False), 1, constant_values=-np.inf)
+    taken = np.zeros((h, w), bool)
+    chosen: list[tuple[int, int]] = []
+    passed: list[tuple[int, int]] = []
+    objects: list[tuple[int, float]] = []  # each chosen spot's object and lift
+    spots_of: list[int] = []  # spots per object
+    for i in best[np.argsort(-flat[best], kind="stable")]:
+        by, bx = divmod(int(i), w)
+        if taken[by, bx]:
+            continue
+        taken[max(by - apart, 0) : by + apart + 1, max(bx - apart, 0) : bx + apart + 1] = True
+        lift = float(top[by, bx])
+        obj = next(
+            (o for (y, x), (o, v) in zip(chosen, objects, strict=True)
+             if _linked(padded, (by, bx), (y, x), OBJECT_SHARE * min(lift, v))),
+            len(spots_of),
+        )  # fmt: skip
+        if obj == len(spots_of):
+            spots_of.append(0)
+        if spots_of[obj] < OBJECT_SPOTS:
+            spots_of[obj] += 1
+            chosen.append((by, bx))
+            objects.append((obj, lift))
+            if len(chosen) == PATCHES:
+                return chosen
+        else:
+            passed.append((by, bx))
+    return chosen + passed[: PATCHES - len(chosen)]
 
 
 def _crop(a: np.ndarray, y0: int, x0: int, side: int) -> np.ndarray:
@@ -329,10 +402,25 @@ class Lifter:
         b = v - self.lo if self.high else self.hi - v
         return b.astype(np.uint16)
 
-    def analyse(self, mean: np.ndarray, peak: np.ndarray, factor: float) -> LiftMap:
+    def analyse(
+        self, mean: np.ndarray, peak: np.ndarray, factor: float, skin: bool = False
+    ) -> LiftMap:
         """The lift map of oriented cell means and cell maxima (the same array when the
-        cells are single pixels) whose pixels span `factor` detector pixels."""
+        cells are single pixels) whose pixels span `factor` detector pixels; `skin`
+        (contract v7): no lift within SKIN_MM of the air either (`skin_gate`)."""
         px = self.spacing * factor
         coarse, cell = lift_background(mean, px)
-        return LiftMap(peak, self.lut[mean], coarse.astype(np.float32), self.gate[coarse],
-                       cell, px)  # fmt: skip
+        gate = self.gate[coarse]
+        if skin:
+            gate = gate * skin_gate(gate > 0, cell * px)
+        return LiftMap(peak, self.lut[mean], coarse.astype(np.float32), gate, cell, px)
+
+
+def skin_gate(tissue: np.ndarray, cell_mm: float) -> np.ndarray:
+    """1 where a background cell is tissue at least SKIN_MM from any air cell, else 0:
+    metal on the skin line (a skin BB, a scar marker) is not a biopsy marker, which sits
+    in a lesion inside the breast. The array's edges count as tissue (a chest wall or a
+    collimated border is not skin)."""
+    k = 2 * int(np.ceil(SKIN_MM / max(cell_mm, 1e-3))) + 1
+    t = tissue.astype(np.uint8)
+    return _running(_running(t, k, 0, np.minimum, 1), k, 1, np.minimum, 1).astype(np.float32)

@@ -32,8 +32,8 @@ from .lift import (
 from .thumbnails import (
     LEGACY_RENDER,
     LIFT_RENDERS,
-    MAG_RENDER,
     RENDER_VERSION,
+    WIDE_RENDERS,
     read_patches,
     render_version,
     shrink,
@@ -49,7 +49,7 @@ MEAN, STD = 0.3, 0.3
 
 def patch_sets(render: str) -> int:
     """How many sets of PATCHES patches a thumbnail of contract `render` carries."""
-    return 2 if render == MAG_RENDER else 1
+    return 2 if render in WIDE_RENDERS else 1
 
 
 CONTRACT = {

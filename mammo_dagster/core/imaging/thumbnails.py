@@ -69,9 +69,16 @@ ROOM_RENDER = "4"
 #: As v4, with a second set of patches MAG_SCALE times as wide: a magnified view's
 #: objects at the size they have in the breast (`lift.MAG_SCALE`).
 MAG_RENDER = "5"
-#: The contracts that lift (and carry second-look patches).
-LIFT_RENDERS = (LIFT_RENDER, ROOM_RENDER, MAG_RENDER)
-RENDERS = (LEGACY_RENDER, EXTREME_RENDER, LIFT_RENDER, ROOM_RENDER, MAG_RENDER)
+#: As v5, with distinct spots: one straight bright object (a wire, a speckled paddle
+#: edge) takes at most `lift.OBJECT_SPOTS` spots of a set while other objects remain.
+DISTINCT_RENDER = "6"
+#: As v6, with no lift within `lift.SKIN_MM` of the air (metal on the skin line: a skin BB).
+SKIN_RENDER = "7"
+#: The contracts that lift (and carry second-look patches), with two sets, distinct spots.
+LIFT_RENDERS = (LIFT_RENDER, ROOM_RENDER, MAG_RENDER, DISTINCT_RENDER, SKIN_RENDER)
+WIDE_RENDERS = (MAG_RENDER, DISTINCT_RENDER, SKIN_RENDER)
+DISTINCT_RENDERS = (DISTINCT_RENDER, SKIN_RENDER)
+RENDERS = (LEGACY_RENDER, EXTREME_RENDER, *LIFT_RENDERS)
 #: The PNG text chunk that carries it.
 RENDER_KEY = "mammo-render"
 #: v3's chunks: the patches (a base64 PNG strip) and their spots (JSON).
@@ -243,7 +250,7 @@ def _render(
         raise ValueError(f"unknown rendering contract {render!r}; use one of {RENDERS}")
     ds, facts = dicom.ds, dicom.facts
     bits, signed = facts.bits_stored, facts.pixel_representation == 1
-    lifted, room = render in LIFT_RENDERS, render in (ROOM_RENDER, MAG_RENDER)
+    lifted, room = render in LIFT_RENDERS, render in (ROOM_RENDER, *WIDE_RENDERS)
     h, w = fit_size(facts.rows, facts.columns, size)
     if exact:
         stored = full_frame(dicom, frame)
@@ -252,7 +259,7 @@ def _render(
         if lifted:
             lifter = Lifter(ds, voi, facts, room=room)
             bright = lifter.orient(np.asarray(stored))
-            lift_map = lifter.analyse(bright, bright, 1.0)
+            lift_map = lifter.analyse(bright, bright, 1.0, render == SKIN_RENDER)
         else:
             img = display8(values, ds, voi) if render != LEGACY_RENDER else None
             img = to_uint8(display_values(values, ds, voi)) if img is None else img
@@ -277,7 +284,7 @@ def _render(
             mean = lifter.orient(reduced.pixels)
             raw = (reduced.extremes or {}).get("max" if lifter.high else "min", reduced.pixels)
             peak = lifter.orient(raw) if raw.shape == mean.shape else mean
-            lift_map = lifter.analyse(mean, peak, reduced.factor)
+            lift_map = lifter.analyse(mean, peak, reduced.factor, render == SKIN_RENDER)
         else:
             img = apply_lut(reduced.pixels, lut)
             peaks = None
@@ -289,9 +296,10 @@ def _render(
         small = shrink(lift_map.display, h, w, area=None if exact else area, keep_peaks=False)
         small = lift_up(small, lift_map.share((h, w)))
         offset = ((size - h) // 2, (size - w) // 2) if pad else (0, 0)
-        patches, spots = lift_map.patches((h, w), offset)
-        if render == MAG_RENDER:
-            wide, wide_spots = lift_map.patches((h, w), offset, scale=MAG_SCALE)
+        distinct = render in DISTINCT_RENDERS
+        patches, spots = lift_map.patches((h, w), offset, distinct=distinct)
+        if render in WIDE_RENDERS:
+            wide, wide_spots = lift_map.patches((h, w), offset, MAG_SCALE, distinct)
             patches, spots = np.concatenate([patches, wide]), spots + wide_spots
     _refuse_blank(small, stored if exact else reduced.pixels, voi)
     return Thumbnail(
