@@ -112,6 +112,51 @@ METHODS: dict[str, Method] = {
             about="as `second-look-mag`, training seed 1 (run-to-run spread)",
         ),
         Method(
+            "second-look-distinct",
+            render={"render": "6"},
+            train={"metal": True, "jitter": 1.0, "second_look": True},
+            about="as `second-look-mag`, with rendering v6: one straight bright object (a "
+            "wire, a paddle or collimation edge a lossy codec left speckled) takes at most 2 "
+            "spots of a patch set while other objects remain (`lift.OBJECT_SPOTS`)",
+        ),
+        Method(
+            "second-look-distinct-seed1",
+            render={"render": "6"},
+            train={"metal": True, "jitter": 1.0, "second_look": True, "seed": 1},
+            about="as `second-look-distinct`, training seed 1",
+        ),
+        Method(
+            "second-look-skin",
+            render={"render": "7"},
+            train={"metal": True, "jitter": 1.0, "second_look": True},
+            about="as `second-look-distinct`, with rendering v7: no lift within 4 mm of the "
+            "air (`lift.SKIN_MM`), where metal is a skin marker, not a biopsy marker",
+        ),
+        Method(
+            "second-look-skin-seed1",
+            render={"render": "7"},
+            train={"metal": True, "jitter": 1.0, "second_look": True, "seed": 1},
+            about="as `second-look-skin`, training seed 1",
+        ),
+        Method(
+            "second-look-skin-seed2",
+            render={"render": "7"},
+            train={"metal": True, "jitter": 1.0, "second_look": True, "seed": 2},
+            about="as `second-look-skin`, training seed 2",
+        ),
+        Method(
+            "second-look-distinct-seed2",
+            render={"render": "6"},
+            train={"metal": True, "jitter": 1.0, "second_look": True, "seed": 2},
+            about="as `second-look-distinct`, training seed 2",
+        ),
+        Method(
+            "second-look-mag-seed2",
+            render={"render": "5"},
+            train={"metal": True, "jitter": 1.0, "second_look": True, "seed": 2},
+            about="as `second-look-mag`, training seed 2",
+        ),
+        Method(
             "second-look-zoom",
             render={"render": "4"},
             train={"metal": True, "jitter": 1.0, "second_look": True, "patch_zoom": 1.0},
