@@ -23,11 +23,13 @@ from .display import WINDOW_TOP
 from .lift import (
     CANDIDATE_MM,
     MAG_SCALE,
+    OBJECT_SPOTS,
     PATCH_CHANNELS,
     PATCH_LIFT_FULL,
     PATCH_MM,
     PATCH_PX,
     PATCHES,
+    SKIN_MM,
 )
 from .thumbnails import (
     LEGACY_RENDER,
@@ -73,7 +75,9 @@ CONTRACT = {
     "patches_scale": f"uint8 / 255: the window levels, and the lift / {PATCH_LIFT_FULL}",
     "patches_meaning": f"the thumbnail's second look: {PATCH_MM:g}-mm patches around its "
     f"{PATCHES} highest-lift spots (at least {CANDIDATE_MM:g} mm apart), then (v5) "
-    f"{PATCHES} patches {MAG_SCALE:g}x as wide around spots {MAG_SCALE:g}x as far apart, "
+    f"{PATCHES} patches {MAG_SCALE:g}x as wide around spots {MAG_SCALE:g}x as far apart; "
+    f"(v6) one straight bright object takes at most {OBJECT_SPOTS} spots of a set while "
+    f"others remain; (v7) nothing within {SKIN_MM:g} mm of the air is lifted; "
     "carried in the thumbnail PNG; v3/v4 models take the first set only, v1/v2 models "
     "have no patches input",
     "normalization": f"inside the graph: (x - {MEAN}) / {STD}",
