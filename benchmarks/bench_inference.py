@@ -1,8 +1,9 @@
 """Model inference speed on the CPU: PyTorch eager vs ONNX Runtime fp32 vs ONNX Runtime int8.
 
 Three graphs at each input size, side by side in one run: the shipped second-look graph
-(normalize -> metal channel -> fastai ResNet18 for mag, a patch CNN over rendering v5's
-16 patches, contact-size and wide, for biopsy -> sigmoid) and, as baselines, the same
+(normalize -> metal channel -> fastai ResNet18 for mag, a patch CNN over the 16 patches
+of rendering v5-v7, contact-size and wide, for biopsy -> sigmoid; v6 and v7 change
+which spots the patches show, not the graph) and, as baselines, the same
 over rendering v4's 8 patches (`second-look-v4`, shipped before v5) and the image-only
 graph every model before the second look shipped. The same images (and patches) for
 every runtime; images/s is the median of 5 passes over 256 images (batch 32, 2 threads).

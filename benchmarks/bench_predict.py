@@ -5,8 +5,8 @@ vendors), in one run, each variant in a fresh process:
 - ours: `predict_folder` with a model of the current contract (2 decode workers, the
   fast reduced-resolution path, the current rendering with its patches, ONNX Runtime
   int8 with the second look, streaming CSVs);
-- v4: the same with a model of rendering contract v4 (one set of 8 patches): what
-  `mammo predict` cost before v5's second, wide set;
+- v5: the same with a model of rendering contract v5 (two sets of 8 patches, plain
+  spots): what `mammo predict` cost before v6's distinct spots and v7's skin gate;
 - v2: the same with a model of rendering contract v2 (the image-only graph): what
   `mammo predict` cost before the second look;
 - naive: sequential pydicom full decode -> float VOI -> PIL resize -> ORT fp32,
@@ -149,7 +149,7 @@ def child(variant: str, drop: Path, model_dir: Path) -> None:
     work = Path(tempfile.mkdtemp(prefix="bench_predict_"))
     marks: list[float] = []  # when each file was done (ours)
     t0 = time.perf_counter()
-    if variant in ("ours", "v4", "v2"):
+    if variant in ("ours", "v5", "v2"):
         images = predict_folder(
             drop, work / "out.csv", model_dir / "model.int8.onnx",
             progress=lambda n: marks.extend([time.perf_counter()] * n),
@@ -185,10 +185,10 @@ def write_doc(rows: list[dict], repeats: int, naive_repeats: int, when: str | No
             r["images"],
             f"{r['naive_img_s']:.1f}",
             f"{r['v2_img_s']:.1f}",
-            f"{r['v4_img_s']:.1f}" if "v4_img_s" in r else "–",
+            f"{r['v5_img_s']:.1f}" if "v5_img_s" in r else "–",
             bold(f"{r['ours_img_s']:.1f}"),
             f"{r['ours_img_s'] / r['v2_img_s']:.2f}×",
-            f"{r['ours_img_s'] / r['v4_img_s']:.2f}×" if "v4_img_s" in r else "–",
+            f"{r['ours_img_s'] / r['v5_img_s']:.2f}×" if "v5_img_s" in r else "–",
             f"{r['ours_first_file_s']:.2f} s",
             f"{r['ours_steady_img_s']:.1f} img/s",
             f"{r['naive_self_mb']:.0f} MB",
@@ -197,9 +197,9 @@ def write_doc(rows: list[dict], repeats: int, naive_repeats: int, when: str | No
         for r in rows
     ]
     text = (
-        f"Median of {repeats} runs for v2, v4 and ours, {naive_repeats} for the naive baseline "
-        "(v2: the image-only graph; v4: the second look over one set of 8 patches; ours: "
-        "rendering v5's two sets of 8):"
+        f"Median of {repeats} runs for v2, v5 and ours, {naive_repeats} for the naive baseline "
+        "(v2: the image-only graph; v5: the second look over two sets of 8 patches, plain "
+        "spots; ours: rendering v7's two sets of 8, distinct spots, no lift on the skin line):"
         "\n\n"
         + table(
             [
@@ -207,10 +207,10 @@ def write_doc(rows: list[dict], repeats: int, naive_repeats: int, when: str | No
                 "images",
                 "naive img/s",
                 "v2 img/s",
-                "v4 img/s",
+                "v5 img/s",
                 "**shipped** img/s",
                 "shipped vs v2",
-                "shipped vs v4",
+                "shipped vs v5",
                 "first file",
                 "steady",
                 "peak RSS naive",
@@ -266,7 +266,7 @@ def main() -> int:
 
     models = {
         "ours": model(args.size or INPUT_SIZE),
-        "v4": model(args.size or INPUT_SIZE, "4"),
+        "v5": model(args.size or INPUT_SIZE, "5"),
         "v2": model(args.size or INPUT_SIZE, "2"),
     }
     models["naive"] = models["v2"]
@@ -274,7 +274,7 @@ def main() -> int:
     for syntax in args.syntaxes:
         for n in (args.images, 4 * args.images):
             drop = _drop(syntax, n)
-            runs: dict[str, list[dict]] = {"naive": [], "v2": [], "v4": [], "ours": []}
+            runs: dict[str, list[dict]] = {"naive": [], "v2": [], "v5": [], "ours": []}
             for i in range(args.repeats):
                 for variant in runs:
                     if variant != "naive" or i < args.naive_repeats:
@@ -291,11 +291,11 @@ def main() -> int:
             rows.append(row)
             print(
                 f"{syntax:9s} {n:4d} images: naive {row['naive_img_s']:5.1f} img/s, v2 "
-                f"{row['v2_img_s']:5.1f} img/s, v4 {row['v4_img_s']:5.1f} img/s, ours "
+                f"{row['v2_img_s']:5.1f} img/s, v5 {row['v5_img_s']:5.1f} img/s, ours "
                 f"{row['ours_img_s']:5.1f} img/s "
                 f"(x{row['ours_img_s'] / row['naive_img_s']:.1f} naive, "
                 f"x{row['ours_img_s'] / row['v2_img_s']:.2f} v2, "
-                f"x{row['ours_img_s'] / row['v4_img_s']:.2f} v4; "
+                f"x{row['ours_img_s'] / row['v5_img_s']:.2f} v5; "
                 f"first file after {row['ours_first_file_s']:.2f} s, then "
                 f"{row['ours_steady_img_s']:.1f} img/s); "
                 f"peak RSS naive {row['naive_self_mb']:.0f} MB, ours {row['ours_self_mb']:.0f} MB "

@@ -1,14 +1,17 @@
 """Training time and held-out accuracy for ~500 labeled synthetic images, side by side in
-one run: the shipped recipe (rendering v5, the second look over two patch sets) against
-the ones before it (rendering v4, one patch set; rendering v2, the image network alone),
-and other input sizes and contracts.
+one run: the shipped recipe (rendering v7, the second look over two patch sets with
+distinct spots and no lift on the skin line) against the ones before it (rendering v5,
+two patch sets; v4, one; v2, the image network alone), and other input sizes and
+contracts.
 
 Generates a synthetic archive (full vendor matrices by default; `--matrix small`
 divides them by 8), ingests it with the core (index + 512-px thumbnails), labels
 every image from the ground truth, and trains the model the pipeline trains
 (fastai ResNet18, from scratch unless ImageNet weights are cached) on the same
 split for each run. A run is RENDER:SIZE:NET:
-- RENDER `v5`: the contract: as `v4`, with a second set of patches 1.8x as wide;
+- RENDER `v7`: the contract: as `v6`, with no lift within 4 mm of the air;
+  `v6`: as `v5`, with one straight bright object taking at most 2 spots of a set;
+  `v5`: as `v4`, with a second set of patches 1.8x as wide;
   `v4`: thumbnails with the lift headroom, limited to the room left above the
   window, and their patches, `v3`: the same without that limit,
   `v2`: headroom toward the stored extreme (the contract before), `v1`: a plain
@@ -48,15 +51,18 @@ NETS = {
     "metal": "image network with its metal channel, both flags",
     "plain": "image network, window channel only",
 }
-RENDERS = {"v5": "lift headroom (room-limited) + contact and wide patches",
+RENDERS = {"v7": "as v6, no lift on the skin line",
+           "v6": "as v5, distinct spots (one object: at most 2)",
+           "v5": "lift headroom (room-limited) + contact and wide patches",
            "v4": "lift headroom (room-limited) + patches", "v3": "lift headroom + patches",
            "v2": "headroom toward the stored maximum", "v1": "plain 8-bit window"}  # fmt: skip
 
 
-DEFAULT_RUNS = ["v5:128:look", "v4:128:look", "v2:160:metal"]
+DEFAULT_RUNS = ["v7:128:look", "v5:128:look"]
 FOLDERS = {"v1": "thumbnails_v1", "v2": "thumbnails_v2", "v3": "thumbnails_v3",
-           "v4": "thumbnails_v4", "v5": "thumbnails"}  # fmt: skip
-LIFTED = ("v3", "v4", "v5")  # contracts whose thumbnails carry patches
+           "v4": "thumbnails_v4", "v5": "thumbnails_v5", "v6": "thumbnails_v6",
+           "v7": "thumbnails"}  # fmt: skip
+LIFTED = ("v3", "v4", "v5", "v6", "v7")  # contracts whose thumbnails carry patches
 
 
 def prepare(studies: int, matrix: str, renders: set[str]) -> Path:
@@ -93,7 +99,7 @@ def parse_run(spec: str) -> tuple[str, int, str]:
         or net not in ("look", "metal", "plain")
         or (net == "look" and render not in LIFTED)
     ):
-        raise SystemExit(f"bad run {spec!r}: expected v1..v4:SIZE:metal|plain, or v3|v4:SIZE:look")
+        raise SystemExit(f"bad run {spec!r}: expected v1..v7:SIZE:metal|plain, or v3..v7:SIZE:look")
     return render, int(size), net
 
 
