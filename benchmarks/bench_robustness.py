@@ -93,9 +93,9 @@ METHODS: dict[str, Method] = {
             "second-look",
             render={"render": "4"},
             train={"metal": True, "jitter": 1.0, "second_look": True},
-            about="the shipped default: as `second-look-v4`, the patch network reading each "
-            "patch's lift against the patch's own highest lift (at least 0.5 window widths: "
-            "`network.LIFT_FLOOR`)",
+            about="the default until rendering v5: as `second-look-v4`, the patch network "
+            "reading each patch's lift against the patch's own highest lift (at least 0.5 "
+            "window widths: `network.LIFT_FLOOR`)",
         ),
         Method(
             "second-look-mag",
@@ -129,8 +129,9 @@ METHODS: dict[str, Method] = {
             "second-look-skin",
             render={"render": "7"},
             train={"metal": True, "jitter": 1.0, "second_look": True},
-            about="as `second-look-distinct`, with rendering v7: no lift within 4 mm of the "
-            "air (`lift.SKIN_MM`), where metal is a skin marker, not a biopsy marker",
+            about="the shipped default: as `second-look-distinct`, with rendering v7: no lift "
+            "within 4 mm of the air (`lift.SKIN_MM`), where metal is a skin marker, not a "
+            "biopsy marker",
         ),
         Method(
             "second-look-skin-seed1",
@@ -191,7 +192,7 @@ METHODS: dict[str, Method] = {
             "second-look-seed1",
             render={"render": "4"},
             train={"metal": True, "jitter": 1.0, "second_look": True, "seed": 1},
-            about="the shipped default, training seed 1 (run-to-run spread)",
+            about="`second-look`, training seed 1 (run-to-run spread)",
         ),
         Method(
             "second-look-seed2",
