@@ -278,58 +278,112 @@ def _spots(top: np.ndarray, apart: int) -> list[tuple[int, int]]:
     return chosen
 
 
-def _linked(padded: np.ndarray, a: tuple[int, int], b: tuple[int, int], floor: float) -> bool:
-    """Whether the straight path from cell a to cell b keeps a cell at or above `floor`
-    in every step's 3 x 3 neighbourhood (a path may step beside a one-cell line);
-    `padded`: the lift grid with a border of one cell at -inf."""
-    n = max(abs(a[0] - b[0]), abs(a[1] - b[1]))
-    t = np.arange(n + 1) / max(n, 1)
-    rows = np.rint(a[0] + 1 + (b[0] - a[0]) * t).astype(np.intp)
-    cols = np.rint(a[1] + 1 + (b[1] - a[1]) * t).astype(np.intp)
-    best = np.maximum.reduce(
-        [padded[rows + dy, cols + dx] for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+def _links(
+    near: np.ndarray,
+    cells: np.ndarray,
+    lifts: np.ndarray,
+    spots: np.ndarray,
+    spot_lifts: np.ndarray,
+) -> np.ndarray:
+    """bool [len(cells), len(spots)]: whether the straight path from each cell (int [B, 2])
+    to each spot (int [m, 2]) keeps a cell at or above OBJECT_SHARE of the lower of their
+    lifts in every step's 3 x 3 neighbourhood (a path may step beside a one-cell line);
+    `near`: the lift grid's 3 x 3 maxima (`_neighbourhood_max`)."""
+    d = spots[None, :, :] - cells[:, None, :]  # [B, m, 2]
+    n = np.abs(d).max(axis=2)
+    steps = np.arange(int(n.max()) + 1)
+    t = np.minimum(steps, n[:, :, None]) / np.maximum(n, 1)[:, :, None]  # past its end: the end
+    rows = np.rint(cells[:, None, :1] + 1 + d[:, :, :1] * t).astype(np.intp) - 1
+    cols = np.rint(cells[:, None, 1:] + 1 + d[:, :, 1:] * t).astype(np.intp) - 1
+    floors = (OBJECT_SHARE * np.minimum(lifts[:, None], spot_lifts[None, :])).astype(np.float32)
+    return near[rows, cols].min(axis=2) >= floors
+
+
+def _neighbourhood_max(top: np.ndarray) -> np.ndarray:
+    """float32 3 x 3 maxima of a grid, over what lies inside it."""
+    padded = np.pad(top.astype(np.float32, copy=False), 1, constant_values=-np.inf)
+    h, w = top.shape
+    return np.maximum.reduce(
+        [padded[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
     )
-    return bool(best.min() >= floor)
+
+
+#: Candidates whose links `_distinct_spots` computes at once.
+LINK_BATCH = 64
+
+
+def _first_links(
+    near: np.ndarray,
+    cells: np.ndarray,
+    lifts: np.ndarray,
+    spots: np.ndarray,
+    spot_lifts: np.ndarray,
+    first: np.ndarray,
+    start: int = 0,
+) -> np.ndarray:
+    """For each of `cells` whose `first` is -1, the first of spots[start:] (as an index
+    into `spots`) it is linked to (`_links`), or -1: `first` updated in place."""
+    for j in range(start, len(spots)):
+        open_ = np.flatnonzero(first < 0)
+        if not len(open_):
+            break
+        hit = _links(near, cells[open_], lifts[open_], spots[j : j + 1], spot_lifts[j : j + 1])
+        first[open_[hit[:, 0]]] = j
+    return first
 
 
 def _distinct_spots(top: np.ndarray, apart: int) -> list[tuple[int, int]]:
     """As `_spots`, but one straight bright object (a wire, a needle, a collimation or
     paddle edge that a lossy codec has left speckled) takes at most OBJECT_SPOTS spots
-    while other objects remain. A cell belongs to a spot's object when the straight path
-    between them stays above OBJECT_SHARE of the lower of their lifts. The cells passed
-    over fill what the other objects leave."""
+    while other objects remain. A cell belongs to the object of the first chosen spot
+    it is linked to (`_links`: the straight path between them stays above OBJECT_SHARE
+    of the lower of their lifts). The cells passed over fill what the other objects
+    leave."""
     h, w = top.shape
     flat = top.ravel()
     n = min(len(flat), 36 * PATCHES * 8)  # a long line can fill the first 36 * PATCHES
     best = np.argpartition(-flat, n - 1)[:n]
-    padded = np.pad(top.astype(np.float32, copy=False), 1, constant_values=-np.inf)
+    order = best[np.argsort(-flat[best], kind="stable")]
+    cells = np.stack(np.divmod(order, w), axis=1)
+    lifts = flat[order].astype(np.float64)
+    near = _neighbourhood_max(top)
     taken = np.zeros((h, w), bool)
-    chosen: list[tuple[int, int]] = []
-    passed: list[tuple[int, int]] = []
-    objects: list[tuple[int, float]] = []  # each chosen spot's object and lift
+    chosen: list[int] = []  # positions in `order`
+    passed: list[int] = []
+    objects: list[int] = []  # each chosen spot's object
     spots_of: list[int] = []  # spots per object
-    for i in best[np.argsort(-flat[best], kind="stable")]:
-        by, bx = divmod(int(i), w)
-        if taken[by, bx]:
-            continue
-        taken[max(by - apart, 0) : by + apart + 1, max(bx - apart, 0) : bx + apart + 1] = True
-        lift = float(top[by, bx])
-        obj = next(
-            (o for (y, x), (o, v) in zip(chosen, objects, strict=True)
-             if _linked(padded, (by, bx), (y, x), OBJECT_SHARE * min(lift, v))),
-            len(spots_of),
-        )  # fmt: skip
-        if obj == len(spots_of):
-            spots_of.append(0)
-        if spots_of[obj] < OBJECT_SPOTS:
-            spots_of[obj] += 1
-            chosen.append((by, bx))
-            objects.append((obj, lift))
-            if len(chosen) == PATCHES:
-                return chosen
-        else:
-            passed.append((by, bx))
-    return chosen + passed[: PATCHES - len(chosen)]
+    p = 0
+    while p < n and len(chosen) < PATCHES:
+        # the next candidates not yet taken (what lies between them is, for good)
+        ahead = p + np.flatnonzero(~taken[cells[p:, 0], cells[p:, 1]])[:LINK_BATCH]
+        if not len(ahead):
+            break
+        sub_cells, sub_lifts = cells[ahead], lifts[ahead]
+        first = np.full(len(ahead), -1, np.intp)
+        if chosen:
+            _first_links(near, sub_cells, sub_lifts, cells[chosen], lifts[chosen], first)
+        for r, (q, (by, bx)) in enumerate(zip(ahead.tolist(), sub_cells.tolist(), strict=True)):
+            if taken[by, bx]:
+                continue
+            taken[max(by - apart, 0) : by + apart + 1, max(bx - apart, 0) : bx + apart + 1] = True
+            j = int(first[r])
+            obj = objects[j] if j >= 0 else len(spots_of)
+            if obj == len(spots_of):
+                spots_of.append(0)
+            if spots_of[obj] < OBJECT_SPOTS:
+                spots_of[obj] += 1
+                chosen.append(q)
+                objects.append(obj)
+                if len(chosen) == PATCHES:
+                    break
+                # the links of this batch's candidates to the new spot
+                _first_links(near, sub_cells, sub_lifts, cells[chosen], lifts[chosen], first,
+                             len(chosen) - 1)  # fmt: skip
+            else:
+                passed.append(q)
+        p = int(ahead[-1]) + 1
+    picked = chosen + passed[: PATCHES - len(chosen)]
+    return [(int(cells[p, 0]), int(cells[p, 1])) for p in picked]
 
 
 def _crop(a: np.ndarray, y0: int, x0: int, side: int) -> np.ndarray:
