@@ -372,3 +372,67 @@ def _thumb_slices(box: tuple[slice, slice], size: int = 256) -> tuple[slice, sli
     return slice(int(box[0].start * s), int(box[0].stop * s)), slice(
         int(box[1].start * s), int(box[1].stop * s)
     )
+
+
+def _distinct_spots_by_definition(top: np.ndarray, apart: int) -> list[tuple[int, int]]:
+    """v6's spots as defined, one candidate and one path at a time (slow): the
+    reference that the batched `lift._distinct_spots` must match."""
+    from mammo_dagster.core.imaging.lift import OBJECT_SHARE, OBJECT_SPOTS, PATCHES
+
+    h, w = top.shape
+    padded = np.pad(top.astype(np.float32), 1, constant_values=-np.inf)
+
+    def linked(a, b, floor) -> bool:
+        n = max(abs(a[0] - b[0]), abs(a[1] - b[1]))
+        t = np.arange(n + 1) / max(n, 1)
+        rows = np.rint(a[0] + 1 + (b[0] - a[0]) * t).astype(np.intp)
+        cols = np.rint(a[1] + 1 + (b[1] - a[1]) * t).astype(np.intp)
+        near = [padded[rows + dy, cols + dx] for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+        return bool(np.maximum.reduce(near).min() >= floor)
+
+    flat = top.ravel()
+    n = min(len(flat), 36 * PATCHES * 8)
+    best = np.argpartition(-flat, n - 1)[:n]
+    taken = np.zeros((h, w), bool)
+    chosen, passed, objects, spots_of = [], [], [], []
+    for i in best[np.argsort(-flat[best], kind="stable")]:
+        by, bx = divmod(int(i), w)
+        if taken[by, bx]:
+            continue
+        taken[max(by - apart, 0) : by + apart + 1, max(bx - apart, 0) : bx + apart + 1] = True
+        lift = float(top[by, bx])
+        obj = next((o for (y, x), (o, v) in zip(chosen, objects, strict=True)
+                    if linked((by, bx), (y, x), OBJECT_SHARE * min(lift, v))),
+                   len(spots_of))  # fmt: skip
+        if obj == len(spots_of):
+            spots_of.append(0)
+        if spots_of[obj] < OBJECT_SPOTS:
+            spots_of[obj] += 1
+            chosen.append((by, bx))
+            objects.append((obj, lift))
+            if len(chosen) == PATCHES:
+                return chosen
+        else:
+            passed.append((by, bx))
+    return chosen + passed[: PATCHES - len(chosen)]
+
+
+def test_v6_batched_spots_are_the_definitions_spots() -> None:
+    """Noise, compact blobs, long lines and air (lift 0): the fast spots are the defined ones."""
+    from mammo_dagster.core.imaging.lift import _distinct_spots
+
+    rng = np.random.default_rng(7)
+    for _ in range(60):
+        h, w = (int(v) for v in rng.integers(20, 120, 2))
+        top = rng.normal(0, 0.05, (h, w)).astype(np.float32)
+        for _blob in range(int(rng.integers(0, 6))):
+            y, x = int(rng.integers(0, h)), int(rng.integers(0, w))
+            top[y : y + int(rng.integers(1, 4)), x : x + int(rng.integers(1, 4))] += rng.uniform(
+                0.2, 2
+            )
+        if rng.random() < 0.6:
+            top[:, int(rng.integers(0, w))] += rng.uniform(0.5, 1.5) + 0.1 * np.sin(np.arange(h))
+        if rng.random() < 0.3:
+            top[:, : w // 3] = 0
+        for apart in (1, 3):
+            assert _distinct_spots(top, apart) == _distinct_spots_by_definition(top, apart)
