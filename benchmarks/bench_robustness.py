@@ -32,7 +32,7 @@ import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -54,154 +54,121 @@ class Method:
     about: str = ""
 
 
-METHODS: dict[str, Method] = {
-    m.name: m
-    for m in (
-        Method(
-            "today",
-            render={"render": "2"},
-            train={"metal": True, "jitter": 0.0, "second_look": False, "size": 160},
-            about="before this benchmark: rendering v2 (headroom toward the stored extreme), "
-            "metal channel at a fixed level (>= 247), no headroom augmentation",
-        ),
-        Method(
-            "lift",
-            render={"render": "3"},
-            train={"metal": True, "jitter": 1.0, "second_look": False},
-            about="rendering v3 (headroom by local lift above the background, gated off over "
-            "air), the image network alone for both flags, headroom jitter",
-        ),
-        Method(
-            "second-look-v3",
-            render={"render": "3"},
-            train={"metal": True, "jitter": 1.0, "second_look": True, "raise_window": 0.0},
-            about="the second look as first shipped: rendering v3 (lift in window widths "
-            "only); biopsy from a patch CNN over the 8 highest-lift 8-mm patches "
-            "(multiple-instance, highest patch; threshold from 3-fold out-of-fold scores), "
-            "mag from the image network (128 px); headroom and patch jitter",
-        ),
-        Method(
-            "second-look-v4",
-            render={"render": "4"},
-            train={"metal": True, "jitter": 1.0, "second_look": True, "lift_floor": 0.0},
-            about="the second look before the lift floor: rendering v4 (over a background "
-            "near the stored extreme, an implant, lift against the room left) and the second "
-            "look as in `second-look-v3`, its patch jitter raising a quarter of the patches' "
-            "window channel toward the window's top",
-        ),
-        Method(
+def _seeded(base: Method, seed: int, note: str = "") -> Method:
+    """`base` with another training seed (run-to-run spread)."""
+    return replace(base, name=f"{base.name}-seed{seed}", train=base.train | {"seed": seed},
+                   about=f"as `{base.name}`, training seed {seed}{note}")  # fmt: skip
+
+
+_METHODS = (
+    Method(
+        "today",
+        render={"render": "2"},
+        train={"metal": True, "jitter": 0.0, "second_look": False, "size": 160},
+        about="before this benchmark: rendering v2 (headroom toward the stored extreme), "
+        "metal channel at a fixed level (>= 247), no headroom augmentation",
+    ),
+    Method(
+        "lift",
+        render={"render": "3"},
+        train={"metal": True, "jitter": 1.0, "second_look": False},
+        about="rendering v3 (headroom by local lift above the background, gated off over "
+        "air), the image network alone for both flags, headroom jitter",
+    ),
+    Method(
+        "second-look-v3",
+        render={"render": "3"},
+        train={"metal": True, "jitter": 1.0, "second_look": True, "raise_window": 0.0},
+        about="the second look as first shipped: rendering v3 (lift in window widths "
+        "only); biopsy from a patch CNN over the 8 highest-lift 8-mm patches "
+        "(multiple-instance, highest patch; threshold from 3-fold out-of-fold scores), "
+        "mag from the image network (128 px); headroom and patch jitter",
+    ),
+    Method(
+        "second-look-v4",
+        render={"render": "4"},
+        train={"metal": True, "jitter": 1.0, "second_look": True, "lift_floor": 0.0},
+        about="the second look before the lift floor: rendering v4 (over a background "
+        "near the stored extreme, an implant, lift against the room left) and the second "
+        "look as in `second-look-v3`, its patch jitter raising a quarter of the patches' "
+        "window channel toward the window's top",
+    ),
+    (
+        look := Method(
             "second-look",
             render={"render": "4"},
             train={"metal": True, "jitter": 1.0, "second_look": True},
             about="the default until rendering v5: as `second-look-v4`, the patch network "
             "reading each patch's lift against the patch's own highest lift (at least 0.5 "
             "window widths: `network.LIFT_FLOOR`)",
-        ),
-        Method(
+        )
+    ),
+    (
+        mag := Method(
             "second-look-mag",
             render={"render": "5"},
             train={"metal": True, "jitter": 1.0, "second_look": True},
             about="as `second-look`, with rendering v5: a second set of patches 1.8x as wide, "
             "which the second look reads (at about breast size) as far as the image network "
             "calls the view magnified; it trains on the wide set of the images labeled mag",
-        ),
-        Method(
-            "second-look-mag-seed1",
-            render={"render": "5"},
-            train={"metal": True, "jitter": 1.0, "second_look": True, "seed": 1},
-            about="as `second-look-mag`, training seed 1 (run-to-run spread)",
-        ),
-        Method(
+        )
+    ),
+    _seeded(mag, 1, " (run-to-run spread)"),
+    (
+        distinct := Method(
             "second-look-distinct",
             render={"render": "6"},
             train={"metal": True, "jitter": 1.0, "second_look": True},
             about="as `second-look-mag`, with rendering v6: one straight bright object (a "
             "wire, a paddle or collimation edge a lossy codec left speckled) takes at most 2 "
             "spots of a patch set while other objects remain (`lift.OBJECT_SPOTS`)",
-        ),
-        Method(
-            "second-look-distinct-seed1",
-            render={"render": "6"},
-            train={"metal": True, "jitter": 1.0, "second_look": True, "seed": 1},
-            about="as `second-look-distinct`, training seed 1",
-        ),
-        Method(
+        )
+    ),
+    _seeded(distinct, 1),
+    (
+        skin := Method(
             "second-look-skin",
             render={"render": "7"},
             train={"metal": True, "jitter": 1.0, "second_look": True},
             about="the shipped default: as `second-look-distinct`, with rendering v7: no lift "
             "within 4 mm of the air (`lift.SKIN_MM`), where metal is a skin marker, not a "
             "biopsy marker",
-        ),
-        Method(
-            "second-look-skin-seed1",
-            render={"render": "7"},
-            train={"metal": True, "jitter": 1.0, "second_look": True, "seed": 1},
-            about="as `second-look-skin`, training seed 1",
-        ),
-        Method(
-            "second-look-skin-seed2",
-            render={"render": "7"},
-            train={"metal": True, "jitter": 1.0, "second_look": True, "seed": 2},
-            about="as `second-look-skin`, training seed 2",
-        ),
-        Method(
-            "second-look-distinct-seed2",
-            render={"render": "6"},
-            train={"metal": True, "jitter": 1.0, "second_look": True, "seed": 2},
-            about="as `second-look-distinct`, training seed 2",
-        ),
-        Method(
-            "second-look-mag-seed2",
-            render={"render": "5"},
-            train={"metal": True, "jitter": 1.0, "second_look": True, "seed": 2},
-            about="as `second-look-mag`, training seed 2",
-        ),
-        Method(
+        )
+    ),
+    _seeded(skin, 1),
+    _seeded(skin, 2),
+    _seeded(distinct, 2),
+    _seeded(mag, 2),
+    (
+        zoom := Method(
             "second-look-zoom",
             render={"render": "4"},
             train={"metal": True, "jitter": 1.0, "second_look": True, "patch_zoom": 1.0},
             about="as `second-look`, half the training patches magnified up to 2x about "
             "their centre (`network.patch_zoom`): objects larger than at contact",
-        ),
-        Method(
-            "second-look-zoom-seed1",
-            render={"render": "4"},
-            train={"metal": True, "jitter": 1.0, "second_look": True, "patch_zoom": 1.0, "seed": 1},
-            about="as `second-look-zoom`, training seed 1",
-        ),
-        Method(
+        )
+    ),
+    _seeded(zoom, 1),
+    (
+        mag_zoom := Method(
             "second-look-mag-zoom",
             render={"render": "5"},
             train={"metal": True, "jitter": 1.0, "second_look": True, "patch_zoom": 1.0},
             about="as `second-look-mag` (rendering v5), with the zoom of `second-look-zoom`",
-        ),
-        Method(
-            "second-look-mag-zoom-seed1",
-            render={"render": "5"},
-            train={"metal": True, "jitter": 1.0, "second_look": True, "patch_zoom": 1.0, "seed": 1},
-            about="as `second-look-mag-zoom`, training seed 1",
-        ),
-        Method(
-            "second-look-160",
-            render={"render": "4"},
-            train={"metal": True, "jitter": 1.0, "second_look": True, "size": 160},
-            about="the shipped default with a 160-px image network input (the size before)",
-        ),
-        Method(
-            "second-look-seed1",
-            render={"render": "4"},
-            train={"metal": True, "jitter": 1.0, "second_look": True, "seed": 1},
-            about="`second-look`, training seed 1 (run-to-run spread)",
-        ),
-        Method(
-            "second-look-seed2",
-            render={"render": "4"},
-            train={"metal": True, "jitter": 1.0, "second_look": True, "seed": 2},
-            about="the shipped default, training seed 2 (run-to-run spread)",
-        ),
-    )
-}
+        )
+    ),
+    _seeded(mag_zoom, 1),
+    Method(
+        "second-look-160",
+        render={"render": "4"},
+        train={"metal": True, "jitter": 1.0, "second_look": True, "size": 160},
+        about="as `second-look`, with a 160-px image network input (the size before)",
+    ),
+    _seeded(look, 1, " (run-to-run spread)"),
+    _seeded(look, 2, " (run-to-run spread)"),
+)
+
+METHODS: dict[str, Method] = {m.name: m for m in _METHODS}
 
 
 def _generate(job: tuple[str, str, int, int, str]) -> str:
