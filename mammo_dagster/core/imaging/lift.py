@@ -262,14 +262,24 @@ class LiftMap:
         return int(round(cy)), int(round(cx))
 
 
+def _ranked(flat: np.ndarray, n: int) -> np.ndarray:
+    """The indices of the n highest values of `flat`, highest first, equal values in
+    index order: the same on every CPU (argpartition's order, and which of equal values
+    at the cut it keeps, depend on the SIMD code numpy picks for the CPU)."""
+    best = np.argpartition(-flat, n - 1)[:n]
+    cut = flat[best].min()
+    above = np.flatnonzero(flat > cut)
+    best = np.concatenate([above, np.flatnonzero(flat == cut)[: n - len(above)]])
+    return best[np.argsort(-flat[best], kind="stable")]
+
+
 def _spots(top: np.ndarray, apart: int) -> list[tuple[int, int]]:
     """Up to PATCHES cells of the highest lift, each more than `apart` cells from the
     others (contracts v3-v5)."""
     flat = top.ravel()
     n = min(len(flat), 36 * PATCHES)  # enough maxima to find PATCHES apart
-    best = np.argpartition(-flat, n - 1)[:n]
     chosen: list[tuple[int, int]] = []
-    for i in best[np.argsort(-flat[best], kind="stable")]:
+    for i in _ranked(flat, n):
         by, bx = divmod(int(i), top.shape[1])
         if all(max(abs(by - y), abs(bx - x)) > apart for y, x in chosen):
             chosen.append((by, bx))
@@ -342,8 +352,7 @@ def _distinct_spots(top: np.ndarray, apart: int) -> list[tuple[int, int]]:
     h, w = top.shape
     flat = top.ravel()
     n = min(len(flat), 36 * PATCHES * 8)  # a long line can fill the first 36 * PATCHES
-    best = np.argpartition(-flat, n - 1)[:n]
-    order = best[np.argsort(-flat[best], kind="stable")]
+    order = _ranked(flat, n)
     cells = np.stack(np.divmod(order, w), axis=1)
     lifts = flat[order].astype(np.float64)
     near = _neighbourhood_max(top)
