@@ -33,9 +33,26 @@ def roc_curve(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return fp / max(1, (~y).sum()), tp / max(1, y.sum())
 
 
-def threshold_for_recall(y: np.ndarray, p: np.ndarray, recall: float) -> float:
+def by_group(y: np.ndarray, p: np.ndarray, groups) -> tuple[np.ndarray, np.ndarray]:
+    """(label, score) per group (e.g. per study): positive when any of its images is,
+    scored by its highest image score. Groups in order of first appearance."""
+    y, p = np.asarray(y, bool), np.asarray(p, dtype=np.float64)
+    keys, index = np.unique(np.asarray(groups), return_inverse=True)
+    gy, gp = np.zeros(len(keys), bool), np.full(len(keys), -np.inf)
+    np.logical_or.at(gy, index, y)
+    np.maximum.at(gp, index, p)
+    first = np.full(len(keys), len(y))
+    np.minimum.at(first, index, np.arange(len(y)))
+    order = np.argsort(first)
+    return gy[order], gp[order]
+
+
+def threshold_for_recall(y: np.ndarray, p: np.ndarray, recall: float, groups=None) -> float:
     """A threshold that flags at least `recall` of the positives, in the middle of the gap
-    below them.
+    below them. With `groups` (a key per image, e.g. its study) the positives counted are
+    groups (`by_group`): a positive study is flagged when its best image is, so one image
+    whose marker barely shows can't pull the threshold down to where it flags most
+    negative studies.
 
     The k-th best positive's score is the highest such threshold, but it sits on that
     positive's edge: with the few positives of a small validation split, positives of
@@ -43,6 +60,8 @@ def threshold_for_recall(y: np.ndarray, p: np.ndarray, recall: float) -> float:
     logit space) from that score down to the next lower score of any image, which flags
     exactly the same validation images.
     """
+    if groups is not None:
+        y, p = by_group(y, p, groups)
     y = np.asarray(y, bool)
     p = np.asarray(p, dtype=np.float64)
     pos = np.sort(p[y])[::-1]

@@ -28,6 +28,10 @@ def holdout_metadata(card: dict) -> dict[str, float]:
         for key in ("auc", "recall", "accuracy"):
             if r.get(key) is not None:
                 out[f"holdout_{flag}_{key}"] = rounded(float(r[key]))
+        studies = r.get("studies") or {}
+        for key in ("auc", "recall"):
+            if studies.get(key) is not None:
+                out[f"holdout_{flag}_study_{key}"] = rounded(float(studies[key]))
     for flag, v in (card.get("thresholds") or {}).items():
         out[f"threshold_{flag}"] = rounded(float(v))
     return out
@@ -38,10 +42,14 @@ def _fmt(v) -> str:
 
 
 def _reports(card: dict):
+    """(split, flag, report) per split and flag; a flag's study-level report (models from
+    2026-12-07 on) follows it as "<flag>, studies"."""
     for split in ("validation", "holdout"):
         for flag, r in (card.get(split) or {}).items():
             if r:
                 yield split, flag, r
+                if r.get("studies"):
+                    yield split, f"{flag}, studies", r["studies"]
 
 
 def metrics_table(card: dict, split: str) -> str:

@@ -98,12 +98,22 @@ def test_training_never_sees_the_holdout(trained) -> None:
     for split in ("validation", "holdout"):  # narrow tables: the UI's Overview shows them whole
         rows = md[f"metrics_{split}"].value.splitlines()
         assert rows[0] == "| flag | n | pos | AUC | prec. | recall | F1 |"
-        assert [r.split(" | ")[0] for r in rows[2:]] == ["| biopsy", "| mag"]
+        assert [r.split(" | ")[0] for r in rows[2:]] == [
+            "| biopsy", "| biopsy, studies", "| mag", "| mag, studies"
+        ]  # fmt: skip
         assert f"| mag | {card[split]['mag']['n']} | " in md[f"metrics_{split}"].value
+        studies = card[split]["mag"]["studies"]
+        assert f"| mag, studies | {studies['n']} | {studies['positives']} | " in rows[5]
     confusion = md["confusion"].value.splitlines()
     assert confusion[0] == "| split | flag | tp | fp | fn | tn |"
     c = card["holdout"]["mag"]["confusion"]
     assert f"| holdout | mag | {c['tp']} | {c['fp']} | {c['fn']} | {c['tn']} |" in confusion
+    for flag in ("biopsy", "mag"):  # the same counted in studies
+        for key in ("auc", "recall"):
+            want = card["holdout"][flag]["studies"][key]
+            name = f"holdout_{flag}_study_{key}"
+            assert (md[name].value == round(want, 4)) if want is not None else name not in md
+    assert any(k.startswith("holdout_") and "_study_" in k for k in md)
     said = trained[-1]  # a retrain tells the run's log where it is, epoch by epoch
     epochs = [e.user_message for e in said if e.user_message.startswith("image network: epoch ")]
     assert epochs and epochs[0].startswith(f"image network: epoch 1/{TINY['epochs']} (train loss ")
@@ -112,6 +122,36 @@ def test_training_never_sees_the_holdout(trained) -> None:
         e.asset_key.to_user_string() for e in events if e.event_type_value == "ASSET_OBSERVATION"
     ]
     assert seen == ["labels"]  # observed by the build, not "Never observed" in the UI
+
+
+def test_thresholds_count_studies_and_the_card_reports_both(trained) -> None:
+    """The target recall counts studies (as the study CSV flags them); the card reports
+    every split per image and per study, and what the rule counting images would pick."""
+    home, images, *_ = trained
+    card = json.loads((home / "models" / "m0001" / "card.json").read_text())
+    snapshot = load_snapshot(home / "training_sets" / "current.csv")
+    held = snapshot.split("holdout")
+    for flag in ("biopsy", "mag"):
+        r, studies = card["holdout"][flag], card["holdout"][flag]["studies"]
+        assert r["n"] == len(held)
+        assert studies["n"] == len({e.study_instance_uid for e in held}) < r["n"]
+        positive = {e.study_instance_uid for e in held if getattr(e, flag)}
+        assert studies["positives"] == len(positive) <= r["positives"]
+        for rule in ("biopsy", "mag"):  # validation: out of fold (biopsy) or its split (mag)
+            v = card["validation"][rule]
+            assert 0 < v["studies"]["n"] < v["n"] and v["studies"]["positives"] <= v["positives"]
+    assert card["config"]["recall_of"] == "studies"
+    assert set(card["image_rule_thresholds"]) == {"biopsy", "mag"}
+    for rule in card["threshold_rule"].values():
+        assert "98% recall of studies" in rule, rule
+
+
+def test_training_refuses_an_unknown_recall_unit(tmp_path: Path) -> None:
+    from mammo_dagster.core.model.dataset import Snapshot
+    from mammo_dagster.core.model.train import TrainConfig, train
+
+    with pytest.raises(ValueError, match="recall_of must be one of studies, images, not 'exams'"):
+        train(Snapshot([], 0, 0, 0), tmp_path, TrainConfig(recall_of="exams"))
 
 
 def test_onnx_matches_pytorch_and_becomes_current(trained) -> None:

@@ -14,6 +14,9 @@ from ..imaging import preprocess
 #: A missed flag is worse than a false alarm: thresholds keep this share of positives.
 TARGET_RECALL = 0.98
 
+#: What the target recall counts (`TrainConfig.recall_of`).
+RECALL_UNITS = ("studies", "images")
+
 #: The patch network reads each patch's lift channel against the patch's own highest
 #: lift, never less than this (0..1 of the channel: 0.5 window widths): a clip over an
 #: implant, which can rise only as far as the room left (contract v4, ~0.5 window widths),
@@ -52,6 +55,12 @@ class TrainConfig:
     )
     target_recall: float = option(
         TARGET_RECALL, "the share of positives each flag's threshold keeps", run=True
+    )
+    recall_of: str = option(
+        "studies",
+        "what target_recall counts: studies (a study's score is its highest image's, as the "
+        "study CSV flags it) or images",
+        run=True,
     )
     threads: int | None = option(None, "torch threads (None: torch's default)")
     extra: dict = field(default_factory=dict)

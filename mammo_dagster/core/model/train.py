@@ -27,7 +27,7 @@ from .. import metrics
 from ..imaging import preprocess
 from ..imaging.thumbnails import RENDER_VERSION
 from .callbacks import CpuBf16, FlagLoss, InputJitter, Record, SaveBest, StopEarly
-from .config import TARGET_RECALL, TrainConfig  # noqa: F401  (re-exported: callers train)
+from .config import RECALL_UNITS, TARGET_RECALL, TrainConfig  # noqa: F401  (re-exported: callers train)
 from .dataset import Example, Snapshot
 from .export import export_onnx
 from .network import (  # noqa: F401  (re-exported for the benchmarks and tests)
@@ -191,6 +191,10 @@ def train(
     the labeled hold-out, export ONNX. Returns the model card (also written as card.json).
     `progress` gets a line per epoch and per second-look network."""
     config = config or TrainConfig()
+    if config.recall_of not in RECALL_UNITS:
+        raise ValueError(
+            f"recall_of must be one of {', '.join(RECALL_UNITS)}, not {config.recall_of!r}"
+        )
     warnings.filterwarnings("ignore", category=FutureWarning, module="torch")
     warnings.filterwarnings("ignore", message=".*mode.chained_assignment.*")
     t0 = time.perf_counter()
@@ -253,20 +257,30 @@ def train(
         shipped = ExportModel.wrap(learn.model.cpu())
     valid_p = _torch_probs(shipped, images[n:], None if patches is None else patches[n:])
     valid_y = y[n:]
+    recall, unit = config.target_recall, config.recall_of
+
+    def groups(ex: list[Example]) -> list[str] | None:
+        return [e.study_instance_uid for e in ex] if unit == "studies" else None
+
     thresholds = {
-        flag: metrics.threshold_for_recall(valid_y[:, k], valid_p[:, k], config.target_recall)
+        flag: metrics.threshold_for_recall(valid_y[:, k], valid_p[:, k], recall, groups(valid_ex))
         for k, flag in enumerate(preprocess.FLAGS)
     }
-    validation = _report(valid_y, valid_p, thresholds)
+    validation = _report(valid_y, valid_p, thresholds, valid_ex)
     validation_thresholds = dict(thresholds)  # what validation alone would have chosen
-    threshold_rule = {f: f"{config.target_recall:.0%} recall on validation ({len(valid_y)} "
+    threshold_rule = {f: f"{recall:.0%} recall of {unit} on validation ({len(valid_y)} "
                       "images)" for f in preprocess.FLAGS}  # fmt: skip
+    image_rule = {  # the same rule counting images, for comparison
+        flag: metrics.threshold_for_recall(valid_y[:, k], valid_p[:, k], recall)
+        for k, flag in enumerate(preprocess.FLAGS)
+    }
     if look is not None and look.oof is not None:  # the biopsy flag: out of fold
-        t = metrics.threshold_for_recall(y[:, 0], look.oof, config.target_recall)
+        t = metrics.threshold_for_recall(y[:, 0], look.oof, recall, groups(items))
         thresholds["biopsy"] = t
-        validation["biopsy"] = metrics.flag_report(y[:, 0], look.oof, t)
+        image_rule["biopsy"] = metrics.threshold_for_recall(y[:, 0], look.oof, recall)
+        validation["biopsy"] = _flag_report(y[:, 0], look.oof, t, items)
         threshold_rule["biopsy"] = (
-            f"{config.target_recall:.0%} recall on out-of-fold scores "
+            f"{recall:.0%} recall of {unit} on out-of-fold scores "
             f"({look.folds} folds by patient, {len(y)} images)"
         )
     hold_images, hold_patches = load_inputs(holdout_ex, size)
@@ -277,6 +291,15 @@ def train(
     torch.save(shipped.body.state_dict(), out_dir / "model.pt")  # for Grad-CAM
     with contextlib.redirect_stdout(io.StringIO()):  # the exporter narrates its steps
         onnx_path = export_onnx(shipped, out_dir / "model.onnx", size)
+    if look is not None and look.oof is not None:  # what the biopsy threshold was chosen on
+        np.savez_compressed(
+            out_dir / "out_of_fold.npz",
+            sop_instance_uid=np.array([e.sop_instance_uid for e in items]),
+            frame=np.array([e.frame for e in items]),
+            study_instance_uid=np.array([e.study_instance_uid for e in items]),
+            labels=y,
+            biopsy=look.oof,
+        )
     extra = {} if patches is None else {"patches": patches[n:]}
     np.savez_compressed(out_dir / "validation.npz", images=images[n:], labels=valid_y,
                         torch_probs=valid_p, **extra)  # fmt: skip
@@ -300,10 +323,11 @@ def train(
         "thresholds": thresholds,
         "threshold_rule": threshold_rule,
         "validation_thresholds": validation_thresholds,
+        "image_rule_thresholds": image_rule,
         "target_recall": config.target_recall,
         "validation": validation,
         "second_look_seconds": round(look.seconds, 1) if look else None,
-        "holdout": _report(holdout_y, holdout_p, thresholds),
+        "holdout": _report(holdout_y, holdout_p, thresholds, holdout_ex),
         "history": history,
         "best_epoch": _best_epoch(history, warmup),
         "warmup_epochs": warmup,
@@ -337,10 +361,18 @@ def _best_epoch(history: list[dict], warmup: int) -> int | None:
     return min(losses)[1] if losses else None
 
 
-def _report(y: np.ndarray, p: np.ndarray, thresholds: dict) -> dict:
+def _report(y: np.ndarray, p: np.ndarray, thresholds: dict, examples: list[Example]) -> dict:
     return {
-        flag: metrics.flag_report(y[:, k], p[:, k], thresholds[flag]) if len(y) else None
+        flag: _flag_report(y[:, k], p[:, k], thresholds[flag], examples) if len(y) else None
         for k, flag in enumerate(preprocess.FLAGS)
+    }
+
+
+def _flag_report(y: np.ndarray, p: np.ndarray, threshold: float, examples: list[Example]) -> dict:
+    """One flag's image metrics, and under "studies" the same counted in studies."""
+    sy, sp = metrics.by_group(y > 0.5, p, [e.study_instance_uid for e in examples])
+    return metrics.flag_report(y, p, threshold) | {
+        "studies": metrics.flag_report(sy, sp, threshold)
     }
 
 
