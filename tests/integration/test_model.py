@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mammo_dagster.core import metrics
 from mammo_dagster.core.imaging import preprocess
 from mammo_dagster.core.model.dataset import load_snapshot
 from mammo_dagster.core.model.modelstore import read_current
@@ -140,17 +141,30 @@ def test_thresholds_count_studies_and_the_card_reports_both(trained) -> None:
         for rule in ("biopsy", "mag"):  # validation: out of fold (biopsy) or its split (mag)
             v = card["validation"][rule]
             assert 0 < v["studies"]["n"] < v["n"] and v["studies"]["positives"] <= v["positives"]
-    assert card["config"]["recall_of"] == "studies"
+    assert card["config"]["recall_of"] == "auto"
     assert set(card["image_rule_thresholds"]) == {"biopsy", "mag"}
-    for rule in card["threshold_rule"].values():
-        assert "98% recall of studies" in rule, rule
+    # auto: studies where the threshold comes from out-of-fold scores, images on validation
+    assert card["threshold_rule"]["mag"].startswith("98% recall of images on validation")
+    assert card["thresholds"]["mag"] == card["image_rule_thresholds"]["mag"]
+    oof = np.load(home / "models" / "m0001" / "out_of_fold.npz")
+    assert card["threshold_rule"]["biopsy"].startswith("98% recall of studies on out-of-fold")
+    y, scores = oof["labels"][:, 0] > 0.5, oof["biopsy"]
+    assert len(y) == card["train_images"] + card["valid_images"]
+    assert card["thresholds"]["biopsy"] == pytest.approx(
+        metrics.threshold_for_recall(y, scores, 0.98, groups=oof["study_instance_uid"])
+    )
+    assert card["image_rule_thresholds"]["biopsy"] == pytest.approx(
+        metrics.threshold_for_recall(y, scores, 0.98)
+    )
 
 
 def test_training_refuses_an_unknown_recall_unit(tmp_path: Path) -> None:
     from mammo_dagster.core.model.dataset import Snapshot
     from mammo_dagster.core.model.train import TrainConfig, train
 
-    with pytest.raises(ValueError, match="recall_of must be one of studies, images, not 'exams'"):
+    with pytest.raises(
+        ValueError, match="recall_of must be one of auto, studies, images, not 'exa"
+    ):
         train(Snapshot([], 0, 0, 0), tmp_path, TrainConfig(recall_of="exams"))
 
 

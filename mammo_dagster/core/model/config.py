@@ -15,7 +15,7 @@ from ..imaging import preprocess
 TARGET_RECALL = 0.98
 
 #: What the target recall counts (`TrainConfig.recall_of`).
-RECALL_UNITS = ("studies", "images")
+RECALL_UNITS = ("auto", "studies", "images")
 
 #: The patch network reads each patch's lift channel against the patch's own highest
 #: lift, never less than this (0..1 of the channel: 0.5 window widths): a clip over an
@@ -57,9 +57,11 @@ class TrainConfig:
         TARGET_RECALL, "the share of positives each flag's threshold keeps", run=True
     )
     recall_of: str = option(
-        "studies",
-        "what target_recall counts: studies (a study's score is its highest image's, as the "
-        "study CSV flags it) or images",
+        "auto",
+        "what target_recall counts: studies (a study's score is its best image's, as the "
+        "study CSV flags it), images, or auto: studies for a threshold from out-of-fold "
+        "scores (biopsy), images for one from the validation split (mag: its few positive "
+        "studies leave a wide gap whose middle sits too high)",
         run=True,
     )
     threads: int | None = option(None, "torch threads (None: torch's default)")

@@ -257,30 +257,35 @@ def train(
         shipped = ExportModel.wrap(learn.model.cpu())
     valid_p = _torch_probs(shipped, images[n:], None if patches is None else patches[n:])
     valid_y = y[n:]
-    recall, unit = config.target_recall, config.recall_of
+    recall = config.target_recall
+    unit = _recall_units(config.recall_of)
 
-    def groups(ex: list[Example]) -> list[str] | None:
-        return [e.study_instance_uid for e in ex] if unit == "studies" else None
+    def groups(ex: list[Example], u: str) -> list[str] | None:
+        return [e.study_instance_uid for e in ex] if u == "studies" else None
 
+    u = unit["validation"]
     thresholds = {
-        flag: metrics.threshold_for_recall(valid_y[:, k], valid_p[:, k], recall, groups(valid_ex))
+        flag: metrics.threshold_for_recall(
+            valid_y[:, k], valid_p[:, k], recall, groups(valid_ex, u)
+        )
         for k, flag in enumerate(preprocess.FLAGS)
     }
     validation = _report(valid_y, valid_p, thresholds, valid_ex)
     validation_thresholds = dict(thresholds)  # what validation alone would have chosen
-    threshold_rule = {f: f"{recall:.0%} recall of {unit} on validation ({len(valid_y)} "
+    threshold_rule = {f: f"{recall:.0%} recall of {u} on validation ({len(valid_y)} "
                       "images)" for f in preprocess.FLAGS}  # fmt: skip
     image_rule = {  # the same rule counting images, for comparison
         flag: metrics.threshold_for_recall(valid_y[:, k], valid_p[:, k], recall)
         for k, flag in enumerate(preprocess.FLAGS)
     }
     if look is not None and look.oof is not None:  # the biopsy flag: out of fold
-        t = metrics.threshold_for_recall(y[:, 0], look.oof, recall, groups(items))
+        u = unit["out_of_fold"]
+        t = metrics.threshold_for_recall(y[:, 0], look.oof, recall, groups(items, u))
         thresholds["biopsy"] = t
         image_rule["biopsy"] = metrics.threshold_for_recall(y[:, 0], look.oof, recall)
         validation["biopsy"] = _flag_report(y[:, 0], look.oof, t, items)
         threshold_rule["biopsy"] = (
-            f"{recall:.0%} recall of {unit} on out-of-fold scores "
+            f"{recall:.0%} recall of {u} on out-of-fold scores "
             f"({look.folds} folds by patient, {len(y)} images)"
         )
     hold_images, hold_patches = load_inputs(holdout_ex, size)
@@ -359,6 +364,14 @@ def _best_epoch(history: list[dict], warmup: int) -> int | None:
         if h["valid_loss"] is not None and h["epoch"] >= warmup
     ]
     return min(losses)[1] if losses else None
+
+
+def _recall_units(recall_of: str) -> dict[str, str]:
+    """What the target recall counts for a threshold chosen on out-of-fold scores and for
+    one chosen on the validation split (`TrainConfig.recall_of`)."""
+    if recall_of == "auto":
+        return {"out_of_fold": "studies", "validation": "images"}
+    return {"out_of_fold": recall_of, "validation": recall_of}
 
 
 def _report(y: np.ndarray, p: np.ndarray, thresholds: dict, examples: list[Example]) -> dict:
