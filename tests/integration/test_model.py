@@ -150,9 +150,10 @@ def test_thresholds_count_studies_and_the_card_reports_both(trained) -> None:
     assert card["threshold_rule"]["biopsy"].startswith("98% recall of studies on out-of-fold")
     y, scores = oof["labels"][:, 0] > 0.5, oof["biopsy"]
     assert len(y) == card["train_images"] + card["valid_images"]
-    assert card["thresholds"]["biopsy"] == pytest.approx(
-        metrics.threshold_for_recall(y, scores, 0.98, groups=oof["study_instance_uid"])
-    )
+    by_study = metrics.threshold_for_recall(y, scores, 0.98, groups=oof["study_instance_uid"])
+    valid = card["validation_thresholds"]["biopsy"]
+    assert card["thresholds"]["biopsy"] == pytest.approx(min(by_study, valid))  # capped
+    assert ("capped at validation's" in card["threshold_rule"]["biopsy"]) == (valid < by_study)
     assert card["image_rule_thresholds"]["biopsy"] == pytest.approx(
         metrics.threshold_for_recall(y, scores, 0.98)
     )

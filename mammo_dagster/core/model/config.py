@@ -60,8 +60,8 @@ class TrainConfig:
         "auto",
         "what target_recall counts: studies (a study's score is its best image's, as the "
         "study CSV flags it), images, or auto: studies for a threshold from out-of-fold "
-        "scores (biopsy), images for one from the validation split (mag: its few positive "
-        "studies leave a wide gap whose middle sits too high)",
+        "scores (biopsy; never above validation's), images for one from the validation "
+        "split (mag: its few positive studies leave a wide gap whose middle sits too high)",
         run=True,
     )
     threads: int | None = option(None, "torch threads (None: torch's default)")

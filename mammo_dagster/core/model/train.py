@@ -279,15 +279,14 @@ def train(
         for k, flag in enumerate(preprocess.FLAGS)
     }
     if look is not None and look.oof is not None:  # the biopsy flag: out of fold
-        u = unit["out_of_fold"]
-        t = metrics.threshold_for_recall(y[:, 0], look.oof, recall, groups(items, u))
+        t, rule = out_of_fold_threshold(
+            y[:, 0], look.oof, [e.study_instance_uid for e in items],
+            validation_thresholds["biopsy"], recall, config.recall_of,
+        )  # fmt: skip
+        threshold_rule["biopsy"] = f"{rule} ({look.folds} folds by patient, {len(y)} images)"
         thresholds["biopsy"] = t
         image_rule["biopsy"] = metrics.threshold_for_recall(y[:, 0], look.oof, recall)
         validation["biopsy"] = _flag_report(y[:, 0], look.oof, t, items)
-        threshold_rule["biopsy"] = (
-            f"{recall:.0%} recall of {u} on out-of-fold scores "
-            f"({look.folds} folds by patient, {len(y)} images)"
-        )
     hold_images, hold_patches = load_inputs(holdout_ex, size)
     holdout_p = _torch_probs(shipped, hold_images, hold_patches if second_look else None)
     holdout_y = _labels(holdout_ex) if holdout_ex else np.zeros((0, 2), np.float32)
@@ -364,6 +363,22 @@ def _best_epoch(history: list[dict], warmup: int) -> int | None:
         if h["valid_loss"] is not None and h["epoch"] >= warmup
     ]
     return min(losses)[1] if losses else None
+
+
+def out_of_fold_threshold(
+    y: np.ndarray, oof: np.ndarray, studies: list[str], valid_t: float, recall: float,
+    recall_of: str,
+) -> tuple[float, str]:  # fmt: skip
+    """The threshold for `recall` on out-of-fold scores and the rule that chose it.
+    auto: counted in studies, never above `valid_t` (validation's threshold): the
+    out-of-fold positive studies can all score ~1.0, and the middle of their gap then
+    sits above new positives."""
+    u = _recall_units(recall_of)["out_of_fold"]
+    t = metrics.threshold_for_recall(y, oof, recall, studies if u == "studies" else None)
+    rule = f"{recall:.0%} recall of {u} on out-of-fold scores"
+    if recall_of == "auto" and valid_t < t:
+        return float(valid_t), f"{rule}, capped at validation's ({valid_t:.3f})"
+    return t, rule
 
 
 def _recall_units(recall_of: str) -> dict[str, str]:
