@@ -16,8 +16,9 @@ benchmark existed (rendering v2: headroom to the stored extreme; metal channel a
 level), kept runnable as the baseline.
 
 Archives, thumbnails and models are cached under results/data/robustness/ (an archive
-is regenerated only if its ground truth is missing). Results merge into
-results/robustness.json by method; the table is written to docs/benchmarks/robustness.md.
+is regenerated only if its ground truth is missing). Results merge by method into
+docs/benchmarks/robustness_<matrix>.json (in git: the archives alone take over an hour
+to generate on 2 cores); the table is written to docs/benchmarks/robustness.md.
 
     python benchmarks/bench_robustness.py [--methods today ...] [--shifts base metal-low ...]
         [--train-studies 70] [--test-studies 40] [--matrix full|small] [--lovo] [--retrain]
@@ -41,6 +42,8 @@ HERE = Path(__file__).parent
 RESULTS = HERE / "results"
 DATA = RESULTS / "data" / "robustness"
 DOC = HERE.parent / "docs" / "benchmarks" / "robustness.md"
+#: The raw results, kept in git beside the page (a full rerun takes hours): per matrix.
+RAW = DOC.parent / "robustness_{matrix}.json"
 TRAIN_SEED, TEST_SEED = 21, 1021
 
 
@@ -270,23 +273,20 @@ def trained(matrix: str, method: Method, thumbs: Path, epochs: int, retrain: boo
 
 
 def flag_scores(
-    truth: list, probs: np.ndarray, threshold: dict, flag: str, k: int, before: dict | None = None
-) -> dict:
-    """Image and study metrics of one flag (and recall at `before`, the thresholds
-    validation alone would have chosen, when the model's came from elsewhere)."""
+    truth: list, probs: np.ndarray, threshold: dict, flag: str, k: int,
+    others: dict[str, dict] | None = None,
+) -> dict:  # fmt: skip
+    """Image and study metrics of one flag at the model's stored threshold, and recall and
+    false alarms at `others`, named other thresholds of the same model (`ALTERNATIVES`)."""
     from mammo_dagster.core import metrics
 
     attr = "has_biopsy_tool" if flag == "biopsy" else "has_mag_view"
     y = np.array([getattr(im, attr) for im in truth], bool)
     p = probs[:, k]
-    studies: dict[str, list[int]] = {}
-    for i, im in enumerate(truth):
-        studies.setdefault(im.study_instance_uid, []).append(i)
-    sy = np.array([y[idx].any() for idx in studies.values()])
-    sp = np.array([p[idx].max() for idx in studies.values()])
+    sy, sp = metrics.by_group(y, p, [im.study_instance_uid for im in truth])
     t = threshold[flag]
     img, std = metrics.at_threshold(y, p, t), metrics.at_threshold(sy, sp, t)
-    return {
+    out = {
         "images": int(len(y)), "image_positives": int(y.sum()),
         "studies": int(len(sy)), "study_positives": int(sy.sum()),
         "image_auc": metrics.auc(y, p), "study_auc": metrics.auc(sy, sp),
@@ -294,18 +294,25 @@ def flag_scores(
         "study_false_alarms": std["confusion"]["fp"], "study_negatives": int((~sy).sum()),
         "image_false_alarms": img["confusion"]["fp"], "study_accuracy": std["accuracy"],
         "threshold": t,
-    } | _before(y, p, sy, sp, before[flag] if before and flag in before else None)  # fmt: skip
+    }  # fmt: skip
+    for name, ts in (others or {}).items():
+        if ts and flag in ts:
+            out |= _at_other(name, y, p, sy, sp, ts[flag])
+    return out
 
 
-def _before(y, p, sy, sp, t: float | None) -> dict:
+#: The card's other thresholds the benchmark scores beside the stored one: what
+#: validation alone would have chosen, and the same rule counting images, not studies.
+ALTERNATIVES = {"validation": "validation_thresholds", "image_rule": "image_rule_thresholds"}
+
+
+def _at_other(name: str, y, p, sy, sp, t: float) -> dict:
     from mammo_dagster.core import metrics
 
-    if t is None:
-        return {}
     img, std = metrics.at_threshold(y, p, t), metrics.at_threshold(sy, sp, t)
-    return {"validation_threshold": t, "image_recall_at_validation_threshold": img["recall"],
-            "study_recall_at_validation_threshold": std["recall"],
-            "study_false_alarms_at_validation_threshold": std["confusion"]["fp"]}  # fmt: skip
+    return {f"{name}_threshold": t, f"image_recall_at_{name}_threshold": img["recall"],
+            f"study_recall_at_{name}_threshold": std["recall"],
+            f"study_false_alarms_at_{name}_threshold": std["confusion"]["fp"]}  # fmt: skip
 
 
 def score(model_dir: Path, truth: list, thumbs: Path) -> dict:
@@ -317,8 +324,8 @@ def score(model_dir: Path, truth: list, thumbs: Path) -> dict:
     model.render = None  # the bench keeps contracts apart by folder
     pngs = [thumbs / thumbnail_name(im.sop_instance_uid, 0) for im in truth]
     probs = model.thumbnail_probs(pngs)
-    before = model.card.get("validation_thresholds")
-    return {f: flag_scores(truth, probs, model.thresholds, f, k, before)
+    others = {name: model.card.get(key) for name, key in ALTERNATIVES.items()}
+    return {f: flag_scores(truth, probs, model.thresholds, f, k, others)
             for k, f in enumerate(("biopsy", "mag"))}  # fmt: skip
 
 
@@ -354,45 +361,58 @@ def table(results: dict, methods: list[str], shifts: list[str]) -> str:
 
 
 def threshold_table(results: dict, methods: list[str]) -> str:
-    """Per method and flag, over every shifted archive: study recall and false alarms at
-    the stored threshold and at the one validation alone would have chosen."""
-    head = ("| method | flag | threshold: stored / validation's | study recall, mean (worst) "
-            "of the archives: stored / validation's | study false alarms, all archives: "
-            "stored / validation's |\n|---|---|---|---|---|\n")  # fmt: skip
+    """Per method and flag, over every shifted archive: image and study recall and study
+    false alarms at the stored threshold and at each other one the card names
+    (`ALTERNATIVES`: validation's, and the rule counting images) where it holds them."""
+    head = (
+        "| method | flag | threshold | value | image recall, mean (worst) | study recall, "
+        "mean (worst) | study false alarms, all archives |\n|---|---|---|---|---|---|---|\n"
+    )
     rows = []
     for m in methods:
         shifts = (results.get(m) or {}).get("shifts", {})
         for flag in ("biopsy", "mag"):
-            s = [v[flag] for v in shifts.values() if "validation_threshold" in v[flag]]
-            if not s:
+            s = [v[flag] for v in shifts.values()]
+            if not s or not any("validation_threshold" in v for v in s):
                 continue
-            stored = [v["study_recall"] for v in s if v["study_recall"] is not None]
-            valid = [v["study_recall_at_validation_threshold"] for v in s
-                     if v["study_recall_at_validation_threshold"] is not None]  # fmt: skip
-            if not stored or not valid:
-                continue
-            fa = sum(v["study_false_alarms"] for v in s)
-            fa_v = sum(v["study_false_alarms_at_validation_threshold"] for v in s)
             neg = sum(v["study_negatives"] for v in s)
-            rows.append(
-                f"| `{m}` | {flag} | {s[0]['threshold']:.3f} / {s[0]['validation_threshold']:.3f} "
-                f"| {np.mean(stored):.1%} ({min(stored):.0%}) / {np.mean(valid):.1%} "
-                f"({min(valid):.0%}) | {fa} / {fa_v} of {neg} |"
-            )
+            names = [("stored", "")] + [(n, f"_at_{n}_threshold") for n in ALTERNATIVES]
+            for name, suffix in names:
+                if suffix and f"{name}_threshold" not in s[0]:
+                    continue
+                img = [v[f"image_recall{suffix}"] for v in s
+                       if v.get(f"image_recall{suffix}") is not None]  # fmt: skip
+                std = [v[f"study_recall{suffix}"] for v in s
+                       if v.get(f"study_recall{suffix}") is not None]  # fmt: skip
+                if not img or not std:
+                    continue
+                fa = sum(v[f"study_false_alarms{suffix}"] for v in s)
+                t = s[0]["threshold" if not suffix else f"{name}_threshold"]
+                rows.append(
+                    f"| `{m}` | {flag} | {name.replace('_', ' ')} | {t:.3f} | "
+                    f"{np.mean(img):.1%} ({min(img):.0%}) | {np.mean(std):.1%} "
+                    f"({min(std):.0%}) | {fa} of {neg} |"
+                )
     return head + "\n".join(rows) + "\n" if rows else ""
 
 
 def write_doc(results: dict, methods: list[str], shifts: list[str], setup: str) -> None:
     DOC.parent.mkdir(parents=True, exist_ok=True)
     lines = ["# Robustness benchmark (`benchmarks/bench_robustness.py`)", "",
-             "Generated by the benchmark; do not edit by hand.", "", setup, "",
+             "Generated by the benchmark; do not edit by hand. The methods of earlier runs "
+             "(rendering v2-v6, tried recipes) and their numbers: "
+             "[history/robustness-2026-12-06.md](history/robustness-2026-12-06.md).", "",
+             setup, "",
              table(results, methods, shifts), ""]  # fmt: skip
     thresholds = threshold_table(results, methods)
     if thresholds:
-        lines += ["Thresholds that hold: the biopsy threshold comes from out-of-fold scores "
-                  "over train + validation (3 folds), the mag threshold from validation; "
-                  "each against the threshold validation alone would have chosen, over "
-                  "every archive above:", "", thresholds, ""]  # fmt: skip
+        lines += ["Thresholds that hold: the stored biopsy threshold comes from out-of-fold "
+                  "scores over train + validation (3 folds), the mag threshold from "
+                  "validation; models from 2026-12-07 on count the target recall in studies "
+                  "(a study's score is its best image's). Beside it, over every archive "
+                  "above: the threshold validation alone would have chosen, and the same "
+                  "rule counting images (models that store them):", "", thresholds,
+                  ""]  # fmt: skip
     lines += ["Methods:", ""]
     for m in methods:
         r = results.get(m) or {}
@@ -421,7 +441,7 @@ def main() -> int:
              f"{TRAIN_SEED}), tested on {args.test_studies} other studies (seed {TEST_SEED}) "
              f"per archive; {args.epochs} epochs; study score = highest image score; recall "
              "and false alarms at the model's stored threshold.")  # fmt: skip
-    out = RESULTS / f"robustness_{args.matrix}.json"
+    out = Path(str(RAW).format(matrix=args.matrix))
     if args.doc_only:
         results = json.loads(out.read_text())
         write_doc(results, list(results), list(SHIFTS), setup)
@@ -462,8 +482,7 @@ def main() -> int:
                                exclude_vendor=vendor)  # fmt: skip
                 only = [im for im in base if im.vendor == vendor]
                 r["lovo"][f"without-{vendor}"] = score(held, only, thumbs["test-base"])
-        RESULTS.mkdir(exist_ok=True)
-        out.write_text(json.dumps(results, indent=2))
+        out.write_text(json.dumps(results, indent=2) + "\n")
     write_doc(results, list(results), list(SHIFTS), setup)
     print(table(results, args.methods, args.shifts))
     return 0
