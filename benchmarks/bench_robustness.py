@@ -408,8 +408,9 @@ def write_doc(results: dict, methods: list[str], shifts: list[str], setup: str) 
     if thresholds:
         lines += ["Thresholds that hold: the stored biopsy threshold comes from out-of-fold "
                   "scores over train + validation (3 folds), the mag threshold from "
-                  "validation; models from 2026-12-07 on count the target recall in studies "
-                  "(a study's score is its best image's). Beside it, over every archive "
+                  "validation; the biopsy threshold of models that store image_rule_thresholds "
+                  "counts studies (a study's score is its best image's), never above "
+                  "validation's. Beside it, over every archive "
                   "above: the threshold validation alone would have chosen, and the same "
                   "rule counting images (models that store them):", "", thresholds,
                   ""]  # fmt: skip

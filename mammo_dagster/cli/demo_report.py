@@ -84,8 +84,8 @@ def print_loop(summary: list[tuple]) -> None:
         )
         print(f"  {version:6s} {labels:7d} {n:7d} | {cells}")
     print("  (acc: p >= 0.5, as in benchmarks/bench_active_learning.py; missed and false alarms:")
-    print("  its flags, at the threshold chosen for the target recall of studies: biopsy on the")
-    print("  second look's out-of-fold scores, mag on its validation split)")
+    print("  its flags, at the threshold chosen for the target recall: biopsy counting studies on")
+    print("  the second look's out-of-fold scores, mag counting images on its validation split)")
 
 
 def score(csv_path: Path, truth: list) -> None:

@@ -43,7 +43,7 @@ def _fmt(v) -> str:
 
 def _reports(card: dict):
     """(split, flag, report) per split and flag; a flag's study-level report (models from
-    2026-12-07 on) follows it as "<flag>, studies"."""
+    that report it) follows it as "<flag>, studies"."""
     for split in ("validation", "holdout"):
         for flag, r in (card.get(split) or {}).items():
             if r:
