@@ -39,16 +39,27 @@ def test_threshold_edge_cases() -> None:
     assert p[1] < t <= 1.0
 
 
-@pytest.mark.parametrize("seed", range(20))
-def test_threshold_flags_the_same_validation_images_as_the_edge(seed: int) -> None:
+def _random_scores(seed: int, most: int) -> tuple[np.random.Generator, np.ndarray, np.ndarray]:
+    """(rng, labels, scores) of up to `most` images, positives scoring higher, with ties."""
     rng = np.random.default_rng(seed)
-    n = int(rng.integers(5, 60))
+    n = int(rng.integers(5, most))
     y = rng.random(n) < 0.3
     y[0] = True
     p = np.clip(rng.random(n) * 0.6 + 0.4 * y, 0, 1).round(int(rng.integers(2, 6)))
-    t = threshold_for_recall(y, p, 0.98)
+    return rng, y, p
+
+
+def _edge(y: np.ndarray, p: np.ndarray) -> float:
+    """The score of the last positive that 98% recall needs."""
     pos = np.sort(p[y])[::-1]
-    edge = pos[max(1, int(np.ceil(0.98 * len(pos)))) - 1]
+    return pos[max(1, int(np.ceil(0.98 * len(pos)))) - 1]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_threshold_flags_the_same_validation_images_as_the_edge(seed: int) -> None:
+    _, y, p = _random_scores(seed, 60)
+    t = threshold_for_recall(y, p, 0.98)
+    edge = _edge(y, p)
     assert t <= edge
     np.testing.assert_array_equal(p >= t, p >= edge)
     assert at_threshold(y, p, t)["recall"] >= 0.98
@@ -87,16 +98,12 @@ def test_a_hard_image_in_a_found_study_does_not_pull_the_study_threshold_down() 
 
 @pytest.mark.parametrize("seed", range(20))
 def test_study_threshold_flags_the_same_studies_as_its_edge(seed: int) -> None:
-    rng = np.random.default_rng(seed)
-    n = int(rng.integers(5, 80))
-    y = rng.random(n) < 0.3
-    y[0] = True
-    p = np.clip(rng.random(n) * 0.6 + 0.4 * y, 0, 1).round(int(rng.integers(2, 6)))
+    rng, y, p = _random_scores(seed, 80)
+    n = len(y)
     studies = rng.integers(0, max(2, n // 3), n).astype(str)
     t = threshold_for_recall(y, p, 0.98, groups=studies)
     sy, sp = by_group(y, p, studies)
-    pos = np.sort(sp[sy])[::-1]
-    edge = pos[max(1, int(np.ceil(0.98 * len(pos)))) - 1]
+    edge = _edge(sy, sp)
     np.testing.assert_array_equal(sp >= t, sp >= edge)
     assert at_threshold(sy, sp, t)["recall"] >= 0.98
     # one image per study: the same threshold as counting images
