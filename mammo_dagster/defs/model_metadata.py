@@ -42,14 +42,10 @@ def _fmt(v) -> str:
 
 
 def _reports(card: dict):
-    """(split, flag, report) per split and flag; a flag's study-level report (models from
-    that report it) follows it as "<flag>, studies"."""
     for split in ("validation", "holdout"):
         for flag, r in (card.get(split) or {}).items():
             if r:
                 yield split, flag, r
-                if r.get("studies"):
-                    yield split, f"{flag}, studies", r["studies"]
 
 
 def metrics_table(card: dict, split: str) -> str:
