@@ -140,6 +140,18 @@ _METHODS = (
     ),
     _seeded(skin, 1),
     _seeded(skin, 2),
+    (
+        objects := Method(
+            "second-look-objects",
+            render={"render": "8"},
+            train={"metal": True, "jitter": 1.0, "second_look": True},
+            about="as `second-look-skin`, with rendering v8: nor any lift on a compact round "
+            "object (at most 20 mm long, 2.5x as long as wide) that reaches within 4 mm of the "
+            "air (`lift.skin_objects`): a skin BB whose far side lies deeper than that",
+        )
+    ),
+    _seeded(objects, 1),
+    _seeded(objects, 2),
     _seeded(distinct, 2),
     _seeded(mag, 2),
     (

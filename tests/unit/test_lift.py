@@ -448,3 +448,103 @@ def test_spots_rank_equal_lifts_in_raster_order_on_every_cpu(seed: int) -> None:
     flat = rng.integers(0, 6, 5000).astype(np.float32)  # hundreds of ties at every level
     for n in (1, 7, 288, 2304, 5000):
         np.testing.assert_array_equal(_ranked(flat, n), np.argsort(-flat, kind="stable")[:n])
+
+
+def _components_by_flood(mask: np.ndarray) -> np.ndarray:
+    """8-connected components by breadth-first flood fill (slow): each labelled with its
+    smallest flat index, -1 off the mask."""
+    h, w = mask.shape
+    out = np.full((h, w), -1, np.int64)
+    for start in np.flatnonzero(mask):  # raster order: a component's first cell is its smallest
+        y0, x0 = divmod(int(start), w)
+        if out[y0, x0] >= 0:
+            continue
+        out[y0, x0], todo = start, [(y0, x0)]
+        while todo:
+            y, x = todo.pop()
+            for dy in (-1, 0, 1):
+                for dx in (-1, 0, 1):
+                    v, u = y + dy, x + dx
+                    if 0 <= v < h and 0 <= u < w and mask[v, u] and out[v, u] < 0:
+                        out[v, u] = start
+                        todo.append((v, u))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_components_are_the_flood_fills_ones(seed: int) -> None:
+    """Random blobs, long diagonal and zig-zag lines (the worst case for propagation)."""
+    from mammo_dagster.core.imaging.lift import components
+
+    rng = np.random.default_rng(seed)
+    h, w = (int(v) for v in rng.integers(5, 90, 2))
+    mask = rng.random((h, w)) < rng.uniform(0.05, 0.6)
+    i = np.arange(min(h, w))
+    mask[i, i] = True  # a diagonal: connected only through corners
+    mask[i[::2], (w - 1) - i[::2]] = True  # a dotted anti-diagonal: single cells
+    np.testing.assert_array_equal(components(mask), _components_by_flood(mask))
+    assert (components(np.zeros((h, w), bool)) == -1).all()
+
+
+def test_object_shape_tells_round_from_long() -> None:
+    from mammo_dagster.core.imaging.lift import object_shape
+
+    yy, xx = np.mgrid[0:40, 0:40]
+    ring = np.nonzero(np.abs(np.hypot(yy - 20, xx - 20) - 12) <= 1)
+    length, width = object_shape(*ring)
+    assert length == pytest.approx(width, rel=0.1) and length == pytest.approx(26, abs=1.5)
+    half = np.nonzero((np.abs(np.hypot(yy - 20, xx - 20) - 12) <= 1) & (xx <= 20))
+    length, width = object_shape(*half)  # a ring half over the air: twice as long as wide
+    assert 1.6 <= length / width <= 2.2
+    t = np.arange(30)
+    length, width = object_shape(t, t // 3)  # a line at a slant
+    assert length == pytest.approx(np.hypot(30, 10), abs=1.5) and width <= 2.5
+
+
+def _ring_wire_and_clip() -> tuple[np.ndarray, tuple[slice, slice]]:
+    """Tissue with the air on the right (skin line at column 800); a 12 mm skin ring
+    centred on the skin line (a 6.7 mm BB ring seen in a 1.8x mag view: its far side 6 mm
+    in, past SKIN_MM); a localization wire that crosses the skin and ends 25 mm in; a clip
+    40 mm in."""
+    img = _phantom()
+    img[:, 800:] = 30
+    yy, xx = np.mgrid[0:ROWS, 0:COLS]
+    img[np.abs(np.hypot(yy - 300, xx - 800) - 60) <= 2.5] = 4095
+    a, d = np.array([900.0, 950.0]), np.array([100.0, -400.0])
+    t = np.clip(((yy - a[0]) * d[0] + (xx - a[1]) * d[1]) / (d @ d), 0, 1)
+    img[np.hypot(yy - a[0] - t * d[0], xx - a[1] - t * d[1]) <= 2.0] = 4095
+    clip = _marker(img, 4095, at=(700, 400))
+    return img, clip
+
+
+@pytest.mark.parametrize("exact", [False, True])
+def test_v8_lifts_no_skin_ring_deeper_than_skin_mm_and_keeps_a_wire_across_the_skin(
+    tmp_path: Path, exact: bool
+) -> None:
+    """v7 gates pixels within SKIN_MM of the air, so a wider ring's far side stays lifted
+    and takes spots; v8 gates the whole compact round object. The wire, which reaches the
+    skin too but is long, keeps its lift and its spots in both; so does the clip."""
+    from mammo_dagster.core.imaging.lift import PATCHES
+
+    img, clip = _ring_wire_and_clip()
+    path = _file(tmp_path, img, "ring.dcm")
+    v7 = render(path, size=256, pad=False, render="7", exact=exact)
+    v8 = render(path, size=256, pad=False, render="8", exact=exact)
+    far = (slice(240, 360), slice(735, 765))  # the ring's far side, 3.5-6.5 mm in
+    wire = (slice(960, 990), slice(640, 700))  # the wire, 10-16 mm in
+    assert _at(v7.image, far).max() > 245
+    assert _at(v8.image, far).max() <= WINDOW_TOP
+    for thumb in (v7, v8):
+        assert _at(thumb.image, wire).max() > 245
+        assert _at(thumb.image, clip).max() > 245
+    s = 256 / ROWS
+
+    def on_ring(spot) -> bool:
+        return abs(spot[0] - 300 * s) <= 70 * s and abs(spot[1] - 800 * s) <= 70 * s
+
+    assert any(on_ring(sp) for sp in v7.spots[:PATCHES])
+    assert not any(on_ring(sp) for sp in v8.spots)
+    assert any(abs(sp[0] - 700 * s) <= 4 and abs(sp[1] - 415 * s) <= 4 for sp in v8.spots[:PATCHES])
+    # away from the ring v8 is v7
+    rest = (slice(400, ROWS), slice(0, COLS))
+    np.testing.assert_array_equal(v8.image[_thumb_slices(rest)], v7.image[_thumb_slices(rest)])

@@ -57,6 +57,11 @@ LIFT_FROM, LIFT_FULL = 0.3, 1.2
 AIR_FROM, AIR_FULL = 0.04, 0.12
 #: v7: no lift within this many millimetres (at the detector) of the air: the skin line.
 SKIN_MM = 4.0
+#: v8: nor anywhere on a compact, round bright object that reaches within SKIN_MM of the
+#: air: at most COMPACT_MM across (at the detector) and at most ROUND_ASPECT times as long
+#: as it is wide. A skin BB (a bead, a ring up to 7 mm across magnified up to 2x) is one;
+#: a localization wire or a needle that crosses the skin is long, and stays lifted.
+COMPACT_MM, ROUND_ASPECT = 20.0, 2.5
 #: v4: over a background with less than 1 / ROOM_SHARE window widths of room left to the
 #: stored extreme, ROOM_SHARE times that room counts as the unit (at most ROOM_CAP x).
 ROOM_SHARE, ROOM_CAP = 2.0, 8.0
@@ -466,16 +471,28 @@ class Lifter:
         return b.astype(np.uint16)
 
     def analyse(
-        self, mean: np.ndarray, peak: np.ndarray, factor: float, skin: bool = False
+        self,
+        mean: np.ndarray,
+        peak: np.ndarray,
+        factor: float,
+        skin: bool = False,
+        objects: bool = False,
     ) -> LiftMap:
         """The lift map of oriented cell means and cell maxima (the same array when the
         cells are single pixels) whose pixels span `factor` detector pixels; `skin`
-        (contract v7): no lift within SKIN_MM of the air either (`skin_gate`)."""
+        (contract v7): no lift within SKIN_MM of the air either (`skin_gate`); `objects`
+        (contract v8, with `skin`): nor on a compact round object that reaches there
+        (`skin_objects`)."""
         px = self.spacing * factor
         coarse, cell = lift_background(mean, px)
         gate = self.gate[coarse]
         if skin:
-            gate = gate * skin_gate(gate > 0, cell * px)
+            skin_map = skin_gate(gate > 0, cell * px)
+            if objects:
+                top = block_max(np.ascontiguousarray(peak), cell)
+                lift = (top.astype(np.float32) - coarse) * gate
+                skin_map *= skin_objects(lift, (gate > 0) & (skin_map == 0), cell * px)
+            gate = gate * skin_map
         return LiftMap(peak, self.lut[mean], coarse.astype(np.float32), gate, cell, px)
 
 
@@ -487,3 +504,66 @@ def skin_gate(tissue: np.ndarray, cell_mm: float) -> np.ndarray:
     k = 2 * int(np.ceil(SKIN_MM / max(cell_mm, 1e-3))) + 1
     t = tissue.astype(np.uint8)
     return _running(_running(t, k, 0, np.minimum, 1), k, 1, np.minimum, 1).astype(np.float32)
+
+
+def components(mask: np.ndarray) -> np.ndarray:
+    """The 8-connected components of a 2-D bool array: each True cell labelled with the
+    smallest flat index of its component, -1 elsewhere (minimum propagation with pointer
+    jumping: a long line takes a few dozen passes, not its length)."""
+    h, w = mask.shape
+    big = h * w
+    lab = np.where(mask, np.arange(big).reshape(h, w), big)
+    while True:
+        padded = np.pad(lab, 1, constant_values=big)
+        low = np.minimum.reduce(
+            [
+                padded[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
+                for dy in (-1, 0, 1)
+                for dx in (-1, 0, 1)
+            ]
+        )
+        flat = np.where(mask, low, big).ravel()
+        on = np.flatnonzero(flat < big)
+        while True:  # a label is a cell of the same component: take that cell's label
+            jumped = flat[flat[on]]
+            if np.array_equal(jumped, flat[on]):
+                break
+            flat[on] = jumped
+        low = flat.reshape(h, w)
+        if np.array_equal(low, lab):
+            return np.where(mask, lab, -1)
+        lab = low
+
+
+def object_shape(rows: np.ndarray, cols: np.ndarray) -> tuple[float, float]:
+    """(length, width) in cells of a set of cells: their spread along and across their
+    principal axis, each plus one cell."""
+    pts = np.stack([rows, cols], axis=1).astype(np.float64)
+    pts -= pts.mean(axis=0)
+    _, vectors = np.linalg.eigh(pts.T @ pts)
+    along, across = pts @ vectors[:, 1], pts @ vectors[:, 0]
+    return float(np.ptp(along) + 1.0), float(np.ptp(across) + 1.0)
+
+
+def skin_objects(lift: np.ndarray, zone: np.ndarray, cell_mm: float) -> np.ndarray:
+    """float32 1, and 0 on every cell of (and one cell around) each compact, round object
+    (8-connected cells lifted by at least LIFT_FROM window widths; at most COMPACT_MM long,
+    at most ROUND_ASPECT times as long as wide) with a cell in `zone`, the tissue within
+    SKIN_MM of the air: a skin BB, which `skin_gate` alone leaves lifted past SKIN_MM (a
+    ring wider than that, a skin line that runs on under a collimated border)."""
+    out = np.ones(lift.shape, np.float32)
+    lifted = lift >= LIFT_FROM
+    if not (lifted & zone).any():
+        return out
+    labels = components(lifted)
+    gone = np.zeros(lift.shape, bool)
+    for label in np.unique(labels[lifted & zone]):
+        rows, cols = np.nonzero(labels == label)
+        length, width = object_shape(rows, cols)
+        if length * cell_mm <= COMPACT_MM and length <= ROUND_ASPECT * width:
+            gone[rows, cols] = True
+    if gone.any():
+        out[
+            _running(_running(gone.astype(np.uint8), 3, 0, np.maximum, 0), 3, 1, np.maximum, 0) > 0
+        ] = 0.0
+    return out

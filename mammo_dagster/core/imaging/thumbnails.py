@@ -77,10 +77,15 @@ MAG_RENDER = "5"
 DISTINCT_RENDER = "6"
 #: As v6, with no lift within `lift.SKIN_MM` of the air (metal on the skin line: a skin BB).
 SKIN_RENDER = "7"
-#: The contracts that lift (and carry second-look patches), with two sets, distinct spots.
-LIFT_RENDERS = (LIFT_RENDER, ROOM_RENDER, MAG_RENDER, DISTINCT_RENDER, SKIN_RENDER)
-WIDE_RENDERS = (MAG_RENDER, DISTINCT_RENDER, SKIN_RENDER)
-DISTINCT_RENDERS = (DISTINCT_RENDER, SKIN_RENDER)
+#: As v7, nor on a compact round object that reaches there (`lift.skin_objects`): a skin
+#: BB whose far side lies deeper than `lift.SKIN_MM`.
+OBJECT_RENDER = "8"
+#: The contracts that lift (and carry second-look patches), with two sets, distinct spots,
+#: a skin gate.
+LIFT_RENDERS = (LIFT_RENDER, ROOM_RENDER, MAG_RENDER, DISTINCT_RENDER, SKIN_RENDER, OBJECT_RENDER)
+WIDE_RENDERS = (MAG_RENDER, DISTINCT_RENDER, SKIN_RENDER, OBJECT_RENDER)
+DISTINCT_RENDERS = (DISTINCT_RENDER, SKIN_RENDER, OBJECT_RENDER)
+SKIN_RENDERS = (SKIN_RENDER, OBJECT_RENDER)
 RENDERS = (LEGACY_RENDER, EXTREME_RENDER, *LIFT_RENDERS)
 #: The PNG text chunk that carries it.
 RENDER_KEY = "mammo-render"
@@ -262,7 +267,9 @@ def _render(
         if lifted:
             lifter = Lifter(ds, voi, facts, room=room)
             bright = lifter.orient(np.asarray(stored))
-            lift_map = lifter.analyse(bright, bright, 1.0, render == SKIN_RENDER)
+            lift_map = lifter.analyse(
+                bright, bright, 1.0, render in SKIN_RENDERS, render == OBJECT_RENDER
+            )
         else:
             img = display8(values, ds, voi) if render != LEGACY_RENDER else None
             img = to_uint8(display_values(values, ds, voi)) if img is None else img
@@ -287,7 +294,9 @@ def _render(
             mean = lifter.orient(reduced.pixels)
             raw = (reduced.extremes or {}).get("max" if lifter.high else "min", reduced.pixels)
             peak = lifter.orient(raw) if raw.shape == mean.shape else mean
-            lift_map = lifter.analyse(mean, peak, reduced.factor, render == SKIN_RENDER)
+            lift_map = lifter.analyse(
+                mean, peak, reduced.factor, render in SKIN_RENDERS, render == OBJECT_RENDER
+            )
         else:
             img = apply_lut(reduced.pixels, lut)
             peaks = None

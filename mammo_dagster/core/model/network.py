@@ -30,7 +30,7 @@ METAL_LEVEL = 250
 METAL_LEVELS = {"1": (METAL_LEVEL - 3.0, METAL_LEVEL + 1.0),
                 "2": (METAL_LEVEL - 3.0, METAL_LEVEL + 1.0),
                 "3": (228.0, 252.0), "4": (228.0, 252.0), "5": (228.0, 252.0),
-                "6": (228.0, 252.0), "7": (228.0, 252.0)}  # fmt: skip
+                "6": (228.0, 252.0), "7": (228.0, 252.0), "8": (228.0, 252.0)}  # fmt: skip
 
 
 class MetalChannel(nn.Module):
