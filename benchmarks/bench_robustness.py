@@ -146,8 +146,10 @@ _METHODS = (
             render={"render": "8"},
             train={"metal": True, "jitter": 1.0, "second_look": True},
             about="as `second-look-skin`, with rendering v8: nor any lift on a compact round "
-            "object (at most 20 mm long, 2.5x as long as wide) that reaches within 4 mm of the "
-            "air (`lift.skin_objects`): a skin BB whose far side lies deeper than that",
+            "object (at most 20 mm long, 2.5x as long as wide) that reaches within 4 mm of air "
+            "seen at each 1-mm cell's darkest (`lift.skin_objects`, `Lifter.near_air`): a skin "
+            "BB whose far side lies deeper than 4 mm, or where the skin runs into a collimated "
+            "border past a sliver of air",
         )
     ),
     _seeded(objects, 1),

@@ -548,3 +548,33 @@ def test_v8_lifts_no_skin_ring_deeper_than_skin_mm_and_keeps_a_wire_across_the_s
     # away from the ring v8 is v7
     rest = (slice(400, ROWS), slice(0, COLS))
     np.testing.assert_array_equal(v8.image[_thumb_slices(rest)], v7.image[_thumb_slices(rest)])
+
+
+@pytest.mark.parametrize("exact", [False, True])
+def test_v8_sees_a_skin_bb_where_the_skin_line_runs_into_a_collimated_border(
+    tmp_path: Path, exact: bool
+) -> None:
+    """A bright collimated border on the right; between it and the breast a sliver of air
+    2 mm wide, which ends where the skin line meets the border; a skin BB there. The
+    background's opening and dilation leave no air in the sliver, so v7 lifts the BB and
+    spends spots on it; v8 sees the air at each cell's darkest and lifts it nowhere."""
+    img = _phantom()
+    img[:, 850:] = 3000  # the collimated border: bright, wider than the structuring element
+    img[:280, 830:850] = 30  # the sliver of air, ending at row 280
+    yy, xx = np.mgrid[0:ROWS, 0:COLS]
+    img[(yy - 300) ** 2 + (xx - 835) ** 2 <= 25**2] = 4095  # a 5 mm bead at the junction
+    clip = _marker(img, 4095, at=(800, 400))
+    path = _file(tmp_path, img, "junction.dcm")
+    v7 = render(path, size=256, pad=False, render="7", exact=exact)
+    v8 = render(path, size=256, pad=False, render="8", exact=exact)
+    bead = (slice(285, 325), slice(810, 835))  # its side toward the breast
+    assert _at(v7.image, bead).max() > 245
+    assert _at(v8.image, bead).max() <= WINDOW_TOP
+    assert _at(v8.image, clip).max() > 245
+    s = 256 / ROWS
+
+    def on_bead(spot) -> bool:
+        return abs(spot[0] - 300 * s) <= 40 * s and abs(spot[1] - 835 * s) <= 40 * s
+
+    assert any(on_bead(sp) for sp in v7.spots)
+    assert not any(on_bead(sp) for sp in v8.spots)

@@ -470,6 +470,15 @@ class Lifter:
         b = v - self.lo if self.high else self.hi - v
         return b.astype(np.uint16)
 
+    def near_air(self, mean: np.ndarray, cell: int, px: float) -> np.ndarray:
+        """bool, per background cell: within SKIN_MM of a cell whose darkest value is
+        air (below the middle of the air gate's ramp). Finer than the background's air,
+        which an opening and a dilation have taken from a sliver of air a few millimetres
+        wide (a skin line that runs into a collimated border)."""
+        darkest = self.lut[block_min(np.ascontiguousarray(mean), cell)] / WINDOW_TOP
+        air = ramp(darkest, AIR_FROM, AIR_FULL) < 0.5
+        return skin_gate(~air, cell * px) == 0
+
     def analyse(
         self,
         mean: np.ndarray,
@@ -481,8 +490,8 @@ class Lifter:
         """The lift map of oriented cell means and cell maxima (the same array when the
         cells are single pixels) whose pixels span `factor` detector pixels; `skin`
         (contract v7): no lift within SKIN_MM of the air either (`skin_gate`); `objects`
-        (contract v8, with `skin`): nor on a compact round object that reaches there
-        (`skin_objects`)."""
+        (contract v8, with `skin`): nor on a compact round object that reaches within
+        SKIN_MM of air seen at the cells' darkest (`skin_objects`, `near_air`)."""
         px = self.spacing * factor
         coarse, cell = lift_background(mean, px)
         gate = self.gate[coarse]
@@ -491,7 +500,9 @@ class Lifter:
             if objects:
                 top = block_max(np.ascontiguousarray(peak), cell)
                 lift = (top.astype(np.float32) - coarse) * gate
-                skin_map *= skin_objects(lift, (gate > 0) & (skin_map == 0), cell * px)
+                skin_map *= skin_objects(
+                    lift, (gate > 0) & self.near_air(mean, cell, px), cell * px
+                )
             gate = gate * skin_map
         return LiftMap(peak, self.lut[mean], coarse.astype(np.float32), gate, cell, px)
 
