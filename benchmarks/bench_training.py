@@ -51,18 +51,19 @@ NETS = {
     "metal": "image network with its metal channel, both flags",
     "plain": "image network, window channel only",
 }
-RENDERS = {"v7": "as v6, no lift on the skin line",
+RENDERS = {"v8": "as v7, nor on a compact round object that reaches it",
+           "v7": "as v6, no lift on the skin line",
            "v6": "as v5, distinct spots (one object: at most 2)",
            "v5": "lift headroom (room-limited) + contact and wide patches",
            "v4": "lift headroom (room-limited) + patches", "v3": "lift headroom + patches",
            "v2": "headroom toward the stored maximum", "v1": "plain 8-bit window"}  # fmt: skip
 
 
-DEFAULT_RUNS = ["v7:128:look", "v5:128:look"]
+DEFAULT_RUNS = ["v8:128:look", "v7:128:look"]
 FOLDERS = {"v1": "thumbnails_v1", "v2": "thumbnails_v2", "v3": "thumbnails_v3",
            "v4": "thumbnails_v4", "v5": "thumbnails_v5", "v6": "thumbnails_v6",
-           "v7": "thumbnails"}  # fmt: skip
-LIFTED = ("v3", "v4", "v5", "v6", "v7")  # contracts whose thumbnails carry patches
+           "v7": "thumbnails_v7", "v8": "thumbnails"}  # fmt: skip
+LIFTED = ("v3", "v4", "v5", "v6", "v7", "v8")  # contracts whose thumbnails carry patches
 
 
 def prepare(studies: int, matrix: str, renders: set[str]) -> Path:
