@@ -121,13 +121,20 @@ def lift_background(bright: np.ndarray, pixel_mm: float) -> tuple[np.ndarray, in
     """The local background of an oriented image (bright = high) of `pixel_mm` pixels:
     block minima on a ~GRID_MM grid, a grey opening of SE_MM, then a dilation by one
     cell. Returns the background grid and its cell size in input pixels."""
+    background, cell, _darkest = lift_grids(bright, pixel_mm)
+    return background, cell
+
+
+def lift_grids(bright: np.ndarray, pixel_mm: float) -> tuple[np.ndarray, int, np.ndarray]:
+    """`lift_background`'s background grid and cell size, and the block minima it
+    started from (each cell's darkest value)."""
     cell = max(1, int(round(GRID_MM / max(pixel_mm, 1e-3))))
     coarse = block_min(np.ascontiguousarray(bright), cell)
     background = opening(coarse, se_pixels(cell * pixel_mm))
     # one more cell of dilation: a pixel beside a bright edge (an implant's, a muscle's)
     # takes the bright side's background, not the dark side's that shares its cell
     background = _running(_running(background, 3, 0, np.maximum, 0), 3, 1, np.maximum, 0)
-    return background, cell
+    return background, cell, coarse
 
 
 def se_pixels(pixel_mm: float) -> int:
@@ -470,14 +477,13 @@ class Lifter:
         b = v - self.lo if self.high else self.hi - v
         return b.astype(np.uint16)
 
-    def near_air(self, mean: np.ndarray, cell: int, px: float) -> np.ndarray:
-        """bool, per background cell: within SKIN_MM of a cell whose darkest value is
-        air (below the middle of the air gate's ramp). Finer than the background's air,
-        which an opening and a dilation have taken from a sliver of air a few millimetres
-        wide (a skin line that runs into a collimated border)."""
-        darkest = self.lut[block_min(np.ascontiguousarray(mean), cell)] / WINDOW_TOP
-        air = ramp(darkest, AIR_FROM, AIR_FULL) < 0.5
-        return skin_gate(~air, cell * px) == 0
+    def near_air(self, darkest: np.ndarray, cell_mm: float) -> np.ndarray:
+        """bool, per background cell: within SKIN_MM of a cell whose `darkest` value
+        (`lift_grids`) is air (below the middle of the air gate's ramp). Finer than the
+        background's air, which an opening and a dilation have taken from a sliver of air
+        a few millimetres wide (a skin line that runs into a collimated border)."""
+        air = self.lut[darkest] < np.float32((AIR_FROM + AIR_FULL) / 2 * WINDOW_TOP)
+        return skin_gate(~air, cell_mm) == 0
 
     def analyse(
         self,
@@ -493,16 +499,16 @@ class Lifter:
         (contract v8, with `skin`): nor on a compact round object that reaches within
         SKIN_MM of air seen at the cells' darkest (`skin_objects`, `near_air`)."""
         px = self.spacing * factor
-        coarse, cell = lift_background(mean, px)
+        coarse, cell, darkest = lift_grids(mean, px)
         gate = self.gate[coarse]
         if skin:
             skin_map = skin_gate(gate > 0, cell * px)
             if objects:
                 top = block_max(np.ascontiguousarray(peak), cell)
                 lift = (top.astype(np.float32) - coarse) * gate
-                skin_map *= skin_objects(
-                    lift, (gate > 0) & self.near_air(mean, cell, px), cell * px
-                )
+                if (lift >= LIFT_FROM).any():
+                    zone = (gate > 0) & self.near_air(darkest, cell * px)
+                    skin_map *= skin_objects(lift, zone, cell * px)
             gate = gate * skin_map
         return LiftMap(peak, self.lut[mean], coarse.astype(np.float32), gate, cell, px)
 
@@ -519,31 +525,42 @@ def skin_gate(tissue: np.ndarray, cell_mm: float) -> np.ndarray:
 
 def components(mask: np.ndarray) -> np.ndarray:
     """The 8-connected components of a 2-D bool array: each True cell labelled with the
-    smallest flat index of its component, -1 elsewhere (minimum propagation with pointer
-    jumping: a long line takes a few dozen passes, not its length)."""
+    smallest flat index of its component, -1 elsewhere. Works on the True cells only (a
+    lift map has few): each pair of neighbours takes the lower of their labels, and a
+    label jumps to its own label, until nothing changes."""
     h, w = mask.shape
-    big = h * w
-    lab = np.where(mask, np.arange(big).reshape(h, w), big)
+    out = np.full(h * w, -1, np.int64)
+    cells = np.flatnonzero(mask)
+    if not len(cells):
+        return out.reshape(h, w)
+    ys, xs = np.divmod(cells, w)
+    where = np.full(h * w, -1, np.int64)
+    where[cells] = np.arange(len(cells))
+    a_parts, b_parts = [], []
+    for dy, dx in ((0, 1), (1, -1), (1, 0), (1, 1)):  # each neighbour pair once
+        ny, nx = ys + dy, xs + dx
+        inside = np.flatnonzero((ny < h) & (nx >= 0) & (nx < w))
+        other = where[ny[inside] * w + nx[inside]]
+        linked = other >= 0
+        a_parts.append(inside[linked])
+        b_parts.append(other[linked])
+    a, b = np.concatenate(a_parts), np.concatenate(b_parts)
+    label = np.arange(len(cells))
     while True:
-        padded = np.pad(lab, 1, constant_values=big)
-        low = np.minimum.reduce(
-            [
-                padded[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
-                for dy in (-1, 0, 1)
-                for dx in (-1, 0, 1)
-            ]
-        )
-        flat = np.where(mask, low, big).ravel()
-        on = np.flatnonzero(flat < big)
+        low = np.minimum(label[a], label[b])
+        new = label.copy()
+        np.minimum.at(new, a, low)
+        np.minimum.at(new, b, low)
         while True:  # a label is a cell of the same component: take that cell's label
-            jumped = flat[flat[on]]
-            if np.array_equal(jumped, flat[on]):
+            jumped = new[new]
+            if np.array_equal(jumped, new):
                 break
-            flat[on] = jumped
-        low = flat.reshape(h, w)
-        if np.array_equal(low, lab):
-            return np.where(mask, lab, -1)
-        lab = low
+            new = jumped
+        if np.array_equal(new, label):
+            break
+        label = new
+    out[cells] = cells[label]
+    return out.reshape(h, w)
 
 
 def object_shape(rows: np.ndarray, cols: np.ndarray) -> tuple[float, float]:
@@ -567,9 +584,11 @@ def skin_objects(lift: np.ndarray, zone: np.ndarray, cell_mm: float) -> np.ndarr
     if not (lifted & zone).any():
         return out
     labels = components(lifted)
+    cells = np.flatnonzero(lifted)
+    of = labels.ravel()[cells]
     gone = np.zeros(lift.shape, bool)
     for label in np.unique(labels[lifted & zone]):
-        rows, cols = np.nonzero(labels == label)
+        rows, cols = np.divmod(cells[of == label], lift.shape[1])
         length, width = object_shape(rows, cols)
         if length * cell_mm <= COMPACT_MM and length <= ROUND_ASPECT * width:
             gone[rows, cols] = True
