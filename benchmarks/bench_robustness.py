@@ -133,7 +133,7 @@ _METHODS = (
             "second-look-skin",
             render={"render": "7"},
             train={"metal": True, "jitter": 1.0, "second_look": True},
-            about="the default until rendering v8: as `second-look-distinct`, with rendering "
+            about="the shipped default: as `second-look-distinct`, with rendering "
             "v7: no lift "
             "within 4 mm of the air (`lift.SKIN_MM`), where metal is a skin marker, not a "
             "biopsy marker",
@@ -146,8 +146,8 @@ _METHODS = (
             "second-look-objects",
             render={"render": "8"},
             train={"metal": True, "jitter": 1.0, "second_look": True},
-            about="the shipped default: as `second-look-skin`, with rendering v8: nor any "
-            "lift on a compact round "
+            about="tried, not shipped (it gates a clip beside dark fat in a mag view of `make "
+            "demo`): as `second-look-skin`, with rendering v8: nor any lift on a compact round "
             "object (at most 20 mm long, 2.5x as long as wide) that reaches within 4 mm of air "
             "seen at each 1-mm cell's darkest (`lift.skin_objects`, `Lifter.near_air`): a skin "
             "BB whose far side lies deeper than 4 mm, or where the skin runs into a collimated "
