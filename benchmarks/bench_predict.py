@@ -5,8 +5,8 @@ vendors), in one run, each variant in a fresh process:
 - ours: `predict_folder` with a model of the current contract (2 decode workers, the
   fast reduced-resolution path, the current rendering with its patches, ONNX Runtime
   int8 with the second look, streaming CSVs);
-- previous: the same with a model of an earlier rendering contract (`--previous`,
-  default v7: the contract before the current one);
+- previous: the same with a model of an earlier rendering contract (`--previous`;
+  default: the one before the current contract);
 - v2: the same with a model of rendering contract v2 (the image-only graph): what
   `mammo predict` cost before the second look;
 - naive: sequential pydicom full decode -> float VOI -> PIL resize -> ORT fp32,
@@ -16,7 +16,7 @@ not grow from N to 4N. The model is an untrained ResNet18 of the default input
 size: speed does not depend on the weights.
 
     python benchmarks/bench_predict.py [--images 64] [--repeats 3] [--naive-repeats 1]
-        [--previous 7] [--doc-only]  # rewrite the page from the results
+        [--previous N] [--doc-only]  # rewrite the page from the results
 
 Results go to results/predict.json; the table to docs/benchmarks/model.md.
 """
@@ -267,7 +267,11 @@ def main() -> int:
     )  # fmt: skip
     ap.add_argument("--size", type=int, default=None, help="model input (default: ours)")
     ap.add_argument("--syntaxes", nargs="+", default=["explicit", "j2k"])
-    ap.add_argument("--previous", default="7", help="the rendering contract to compare with")
+    ap.add_argument(
+        "--previous",
+        default=None,
+        help="the rendering contract to compare with (default: the one before ours)",
+    )
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     ap.add_argument("--generate", nargs=2, help=argparse.SUPPRESS)
     ap.add_argument("--doc-only", action="store_true", help="rewrite the page from the results")
@@ -284,7 +288,9 @@ def main() -> int:
         child(args.child[0], Path(args.child[1]), Path(args.child[2]))
         return 0
     from mammo_dagster.core.imaging.preprocess import INPUT_SIZE
-    from mammo_dagster.core.imaging.thumbnails import RENDER_VERSION
+    from mammo_dagster.core.imaging.thumbnails import RENDER_VERSION, RENDERS
+
+    args.previous = args.previous or RENDERS[RENDERS.index(RENDER_VERSION) - 1]
 
     models = {
         "ours": model(args.size or INPUT_SIZE),

@@ -142,10 +142,10 @@ _METHODS = (
     _seeded(skin, 1),
     _seeded(skin, 2),
     (
-        objects := Method(
-            "second-look-objects",
+        objects := replace(
+            skin,
+            name="second-look-objects",
             render={"render": "8"},
-            train={"metal": True, "jitter": 1.0, "second_look": True},
             about="tried, not shipped (it gates a clip beside dark fat in a mag view of `make "
             "demo`): as `second-look-skin`, with rendering v8: nor any lift on a compact round "
             "object (at most 20 mm long, 2.5x as long as wide) that reaches within 4 mm of air "

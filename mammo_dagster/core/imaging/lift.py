@@ -505,10 +505,10 @@ class Lifter:
             skin_map = skin_gate(gate > 0, cell * px)
             if objects:
                 top = block_max(np.ascontiguousarray(peak), cell)
-                lift = (top.astype(np.float32) - coarse) * gate
-                if (lift >= LIFT_FROM).any():
+                lifted = (top.astype(np.float32) - coarse) * gate >= LIFT_FROM
+                if lifted.any():
                     zone = (gate > 0) & self.near_air(darkest, cell * px)
-                    skin_map *= skin_objects(lift, zone, cell * px)
+                    skin_map *= skin_objects(lifted, zone, cell * px)
             gate = gate * skin_map
         return LiftMap(peak, self.lut[mean], coarse.astype(np.float32), gate, cell, px)
 
@@ -573,27 +573,25 @@ def object_shape(rows: np.ndarray, cols: np.ndarray) -> tuple[float, float]:
     return float(np.ptp(along) + 1.0), float(np.ptp(across) + 1.0)
 
 
-def skin_objects(lift: np.ndarray, zone: np.ndarray, cell_mm: float) -> np.ndarray:
+def skin_objects(lifted: np.ndarray, zone: np.ndarray, cell_mm: float) -> np.ndarray:
     """float32 1, and 0 on every cell of (and one cell around) each compact, round object
-    (8-connected cells lifted by at least LIFT_FROM window widths; at most COMPACT_MM long,
+    (8-connected `lifted` cells, those lifted by at least LIFT_FROM window widths; at most
+    COMPACT_MM long,
     at most ROUND_ASPECT times as long as wide) with a cell in `zone`, the tissue within
     SKIN_MM of the air: a skin BB, which `skin_gate` alone leaves lifted past SKIN_MM (a
     ring wider than that, a skin line that runs on under a collimated border)."""
-    out = np.ones(lift.shape, np.float32)
-    lifted = lift >= LIFT_FROM
+    out = np.ones(lifted.shape, np.float32)
     if not (lifted & zone).any():
         return out
     labels = components(lifted)
     cells = np.flatnonzero(lifted)
     of = labels.ravel()[cells]
-    gone = np.zeros(lift.shape, bool)
+    gone = np.zeros(lifted.shape, bool)
     for label in np.unique(labels[lifted & zone]):
-        rows, cols = np.divmod(cells[of == label], lift.shape[1])
+        rows, cols = np.divmod(cells[of == label], lifted.shape[1])
         length, width = object_shape(rows, cols)
         if length * cell_mm <= COMPACT_MM and length <= ROUND_ASPECT * width:
             gone[rows, cols] = True
     if gone.any():
-        out[
-            _running(_running(gone.astype(np.uint8), 3, 0, np.maximum, 0), 3, 1, np.maximum, 0) > 0
-        ] = 0.0
+        out[_neighbourhood_max(gone) > 0] = 0.0
     return out
