@@ -486,6 +486,74 @@ def test_components_are_the_flood_fills_ones(seed: int) -> None:
     assert (components(np.zeros((h, w), bool)) == -1).all()
 
 
+def _reach_by_bfs(mask: np.ndarray, seeds: np.ndarray, steps: int) -> np.ndarray:
+    """The reference: breadth-first search from the mask's cells beside a seed."""
+    h, w = mask.shape
+    dist = np.full((h, w), -1)
+    frontier = []
+    for y, x in zip(*np.nonzero(mask), strict=True):
+        window = seeds[max(0, y - 1) : y + 2, max(0, x - 1) : x + 2]
+        if window.any():
+            dist[y, x] = 1
+            frontier.append((y, x))
+    while frontier:
+        nxt = []
+        for y, x in frontier:
+            for dy in (-1, 0, 1):
+                for dx in (-1, 0, 1):
+                    ny, nx = y + dy, x + dx
+                    if 0 <= ny < h and 0 <= nx < w and mask[ny, nx] and dist[ny, nx] < 0:
+                        dist[ny, nx] = dist[y, x] + 1
+                        nxt.append((ny, nx))
+        frontier = nxt
+    return (dist >= 1) & (dist <= steps)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_reach_is_a_geodesic_dilation_of_at_most_steps(seed: int) -> None:
+    """Random masks and seeds, and a long zig-zag channel from one seed cell: the cells of
+    the mask within `steps` cells of a seed along the mask, no further."""
+    from mammo_dagster.core.imaging.lift import reach
+
+    rng = np.random.default_rng(seed)
+    h, w = (int(v) for v in rng.integers(8, 70, 2))
+    mask = rng.random((h, w)) < rng.uniform(0.2, 0.6)
+    seeds = rng.random((h, w)) < 0.02
+    mask[1::4, 1:-1] = True  # rows joined at alternate ends: a long channel
+    for r in range(1, h - 4, 8):
+        mask[r + 1 : r + 4, -2] = True
+        mask[r + 5 : r + 8, 1] = True
+    mask[0, :] = False
+    seeds[0, 0] = True
+    seeds &= ~mask  # the seeds are the air, the mask the dark cells that are not
+    for steps in (1, 3, 10, 400):
+        np.testing.assert_array_equal(reach(mask, seeds, steps), _reach_by_bfs(mask, seeds, steps))
+    assert not reach(mask, np.zeros_like(seeds), 10).any()
+
+
+def test_reach_stops_after_steps_along_a_serpentine() -> None:
+    """A serpentine channel from a seed in the corner: its far end is d steps away along
+    it (far more than across it); reach gets there with d steps, not with d - 1."""
+    from mammo_dagster.core.imaging.lift import reach
+
+    mask = np.zeros((21, 20), bool)
+    seeds = np.zeros_like(mask)
+    seeds[0, 0] = True
+    mask[1::4, :19] = True
+    for r in range(1, 17, 8):
+        mask[r : r + 5, 18] = True
+        mask[r + 4 : r + 9, 0] = True
+    dist = np.full(mask.shape, -1)
+    for steps in range(1, 200):
+        dist[reach(mask, seeds, steps) & (dist < 0)] = steps
+    d = dist.max()
+    assert d >= 80 and (dist >= 0).sum() == mask.sum()  # along the rows, every cell
+    far = tuple(np.argwhere(dist == d)[0])
+    assert not reach(mask, seeds, d - 1)[far]
+    assert reach(mask, seeds, d)[far]
+    np.testing.assert_array_equal(reach(mask, seeds, d), _reach_by_bfs(mask, seeds, d))
+
+
 def test_object_shape_tells_round_from_long() -> None:
     from mammo_dagster.core.imaging.lift import object_shape
 
@@ -555,11 +623,13 @@ def test_v8_sees_a_skin_bb_where_the_skin_line_runs_into_a_collimated_border(
     tmp_path: Path, exact: bool
 ) -> None:
     """A bright collimated border on the right; between it and the breast a sliver of air
-    2 mm wide, which ends where the skin line meets the border; a skin BB there. The
-    background's opening and dilation leave no air in the sliver, so v7 lifts the BB and
-    spends spots on it; v8 sees the air at each cell's darkest and lifts it nowhere."""
+    2 mm wide, which runs 16 mm from the air beyond the breast and ends where the skin line
+    meets the border; a skin BB there. The background's opening and dilation leave no air
+    in the sliver, so v7 lifts the BB and spends spots on it; v8 sees the air at each
+    cell's darkest, joined to the background's air, and lifts it nowhere."""
     img = _phantom()
     img[:, 850:] = 3000  # the collimated border: bright, wider than the structuring element
+    img[:120, 600:850] = 30  # the air beyond the breast (12 x 25 mm): the background's air
     img[:280, 830:850] = 30  # the sliver of air, ending at row 280
     yy, xx = np.mgrid[0:ROWS, 0:COLS]
     img[(yy - 300) ** 2 + (xx - 835) ** 2 <= 25**2] = 4095  # a 5 mm bead at the junction
@@ -580,18 +650,32 @@ def test_v8_sees_a_skin_bb_where_the_skin_line_runs_into_a_collimated_border(
     assert not any(on_bead(sp) for sp in v8.spots)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known, why v8 is not the default (docs/dicom.md, item 9): fat that its window "
-    "leaves dark reads as air at the cells' darkest, and a round clip beside it is gated",
-)
+@pytest.mark.parametrize("exact", [False, True])
+def test_v8_keeps_a_round_clip_just_under_the_skin(tmp_path: Path, exact: bool) -> None:
+    """A ribbon clip (5 x 3 mm) whose near end lies 4.5 mm under the skin line, beside the
+    skin's darker rim: v7 lifts it, and so does v8, for it does not reach the skin line.
+    (v8 with the skin zone of SKIN_MM gated it: a real clip in a demo view.)"""
+    img = _phantom()
+    img[:, 800:] = 30  # the air, right of the skin line
+    img[:, 790:800] = 850  # the skin's rim, dark under the window: air at its darkest
+    img[585:615, 705:755] = 4095  # the clip: 4.5 to 9.5 mm in
+    clip = (slice(585, 615), slice(705, 755))
+    path = _file(tmp_path, img, "under_skin.dcm")
+    v7 = render(path, size=256, pad=False, render="7", exact=exact)
+    v8 = render(path, size=256, pad=False, render="8", exact=exact)
+    assert _at(v7.image, clip).max() > 245
+    assert _at(v8.image, clip).max() > 245
+
+
 def test_v8_keeps_a_round_clip_beside_dark_fat(tmp_path: Path) -> None:
     """A 10 mm pocket of fat at 0.06 of the window (tissue to the air gate, which starts at
-    0.04) and a 2.5-mm coil 3 mm from it: v7 lifts the coil, and so should v8."""
+    0.04, but air at its cells' darkest) and a 2.5-mm coil 1 mm from it, within
+    OBJECT_SKIN_MM: v7 lifts the coil, and so does v8, for the pocket is not joined to the
+    air beyond the breast. (The first v8 gated such a clip in a demo mag view.)"""
     img = _phantom()
     img[500:600, 300:400] = 944  # 800 (the window's bottom) + 0.06 x 2400
-    img[630:655, 330:355] = 4095
-    coil = (slice(630, 655), slice(330, 355))
+    img[610:635, 330:355] = 4095
+    coil = (slice(610, 635), slice(330, 355))
     path = _file(tmp_path, img, "fat.dcm")
     assert _at(render(path, size=256, pad=False, render="7").image, coil).max() > 245
     assert _at(render(path, size=256, pad=False, render="8").image, coil).max() > 245

@@ -57,11 +57,17 @@ LIFT_FROM, LIFT_FULL = 0.3, 1.2
 AIR_FROM, AIR_FULL = 0.04, 0.12
 #: v7: no lift within this many millimetres (at the detector) of the air: the skin line.
 SKIN_MM = 4.0
-#: v8: nor anywhere on a compact, round bright object that reaches within SKIN_MM of the
-#: air: at most COMPACT_MM across (at the detector) and at most ROUND_ASPECT times as long
-#: as it is wide. A skin BB (a bead, a ring up to 7 mm across magnified up to 2x) is one;
-#: a localization wire or a needle that crosses the skin is long, and stays lifted.
-COMPACT_MM, ROUND_ASPECT = 20.0, 2.5
+#: v8: nor anywhere on a compact, round bright object that reaches within OBJECT_SKIN_MM of
+#: the air (the skin line itself): at most COMPACT_MM across (at the detector) and at most
+#: ROUND_ASPECT times as long as it is wide. A skin BB (a bead, a ring up to 7 mm across
+#: magnified up to 2x) is one; a localization wire or a needle that crosses the skin is
+#: long, and stays lifted; a clip a few millimetres under the skin does not reach the air.
+COMPACT_MM, ROUND_ASPECT, OBJECT_SKIN_MM = 20.0, 2.5, 2.0
+#: v8's finer air: a cell dark enough to be air at its darkest counts only when a path of
+#: such cells about this long (mm, counted in cells) joins it to the background's air: a
+#: sliver of air where a skin line runs into a collimated border does, a pocket of fat that
+#: its window leaves dark, inside the breast, does not.
+REACH_MM = 25.0
 #: v4: over a background with less than 1 / ROOM_SHARE window widths of room left to the
 #: stored extreme, ROOM_SHARE times that room counts as the unit (at most ROOM_CAP x).
 ROOM_SHARE, ROOM_CAP = 2.0, 8.0
@@ -477,13 +483,15 @@ class Lifter:
         b = v - self.lo if self.high else self.hi - v
         return b.astype(np.uint16)
 
-    def near_air(self, darkest: np.ndarray, cell_mm: float) -> np.ndarray:
-        """bool, per background cell: within SKIN_MM of a cell whose `darkest` value
-        (`lift_grids`) is air (below the middle of the air gate's ramp). Finer than the
-        background's air, which an opening and a dilation have taken from a sliver of air
-        a few millimetres wide (a skin line that runs into a collimated border)."""
-        air = self.lut[darkest] < np.float32((AIR_FROM + AIR_FULL) / 2 * WINDOW_TOP)
-        return skin_gate(~air, cell_mm) == 0
+    def near_air(self, darkest: np.ndarray, air: np.ndarray, cell_mm: float) -> np.ndarray:
+        """bool, per background cell: within OBJECT_SKIN_MM of the background's `air` or of a cell
+        whose `darkest` value (`lift_grids`) is air (below the middle of the air gate's
+        ramp) and joined to that air within REACH_MM (`reach`). Finer than the background's
+        air, which an opening and a dilation have taken from a sliver of air a few
+        millimetres wide (a skin line that runs into a collimated border)."""
+        dark = self.lut[darkest] < np.float32((AIR_FROM + AIR_FULL) / 2 * WINDOW_TOP)
+        steps = int(np.ceil(REACH_MM / max(cell_mm, 1e-3)))
+        return skin_gate(~(air | reach(dark & ~air, air, steps)), cell_mm, OBJECT_SKIN_MM) == 0
 
     def analyse(
         self,
@@ -497,7 +505,8 @@ class Lifter:
         cells are single pixels) whose pixels span `factor` detector pixels; `skin`
         (contract v7): no lift within SKIN_MM of the air either (`skin_gate`); `objects`
         (contract v8, with `skin`): nor on a compact round object that reaches within
-        SKIN_MM of air seen at the cells' darkest (`skin_objects`, `near_air`)."""
+        OBJECT_SKIN_MM of air seen at the cells' darkest and joined to the background's air
+        within REACH_MM (`skin_objects`, `near_air`)."""
         px = self.spacing * factor
         coarse, cell, darkest = lift_grids(mean, px)
         gate = self.gate[coarse]
@@ -507,18 +516,18 @@ class Lifter:
                 top = block_max(np.ascontiguousarray(peak), cell)
                 lifted = (top.astype(np.float32) - coarse) * gate >= LIFT_FROM
                 if lifted.any():
-                    zone = (gate > 0) & self.near_air(darkest, cell * px)
+                    zone = (gate > 0) & self.near_air(darkest, gate <= 0, cell * px)
                     skin_map *= skin_objects(lifted, zone, cell * px)
             gate = gate * skin_map
         return LiftMap(peak, self.lut[mean], coarse.astype(np.float32), gate, cell, px)
 
 
-def skin_gate(tissue: np.ndarray, cell_mm: float) -> np.ndarray:
-    """1 where a background cell is tissue at least SKIN_MM from any air cell, else 0:
+def skin_gate(tissue: np.ndarray, cell_mm: float, mm: float = SKIN_MM) -> np.ndarray:
+    """1 where a background cell is tissue at least `mm` from any air cell, else 0:
     metal on the skin line (a skin BB, a scar marker) is not a biopsy marker, which sits
     in a lesion inside the breast. The array's edges count as tissue (a chest wall or a
     collimated border is not skin)."""
-    k = 2 * int(np.ceil(SKIN_MM / max(cell_mm, 1e-3))) + 1
+    k = 2 * int(np.ceil(mm / max(cell_mm, 1e-3))) + 1
     t = tissue.astype(np.uint8)
     return _running(_running(t, k, 0, np.minimum, 1), k, 1, np.minimum, 1).astype(np.float32)
 
@@ -563,6 +572,30 @@ def components(mask: np.ndarray) -> np.ndarray:
     return out.reshape(h, w)
 
 
+def reach(mask: np.ndarray, seeds: np.ndarray, steps: int) -> np.ndarray:
+    """bool: the cells of `mask` joined to a cell of `seeds` (cells outside `mask`) by an
+    8-connected path of at most `steps` cells of `mask`: a cell beside a seed is one step
+    away. Grows from the newly reached cells only, so a step costs what it adds."""
+    h, w = mask.shape
+    inside = np.pad(mask.astype(bool, copy=False), 1).ravel()
+    near = np.flatnonzero(inside)
+    reached = np.zeros(inside.shape, bool)
+    if len(near) and steps >= 1:
+        offsets = np.array([dy * (w + 2) + dx for dy in (-1, 0, 1) for dx in (-1, 0, 1)])
+        offsets = offsets[offsets != 0]
+        seeded = np.pad(seeds.astype(bool, copy=False), 1).ravel()
+        front = near[seeded[near[:, None] + offsets].any(axis=1)]
+        reached[front] = True
+        for _ in range(steps - 1):
+            if not len(front):
+                break
+            grown = (front[:, None] + offsets).ravel()
+            grown = np.unique(grown[inside[grown] & ~reached[grown]])
+            reached[grown] = True
+            front = grown
+    return reached.reshape(h + 2, w + 2)[1:-1, 1:-1]
+
+
 def object_shape(rows: np.ndarray, cols: np.ndarray) -> tuple[float, float]:
     """(length, width) in cells of a set of cells: their spread along and across their
     principal axis, each plus one cell."""
@@ -576,10 +609,10 @@ def object_shape(rows: np.ndarray, cols: np.ndarray) -> tuple[float, float]:
 def skin_objects(lifted: np.ndarray, zone: np.ndarray, cell_mm: float) -> np.ndarray:
     """float32 1, and 0 on every cell of (and one cell around) each compact, round object
     (8-connected `lifted` cells, those lifted by at least LIFT_FROM window widths; at most
-    COMPACT_MM long,
-    at most ROUND_ASPECT times as long as wide) with a cell in `zone`, the tissue within
-    SKIN_MM of the air: a skin BB, which `skin_gate` alone leaves lifted past SKIN_MM (a
-    ring wider than that, a skin line that runs on under a collimated border)."""
+    COMPACT_MM long, at most ROUND_ASPECT times as long as wide) with a cell in `zone`, the
+    tissue within OBJECT_SKIN_MM of the air: a skin BB, which `skin_gate` alone leaves
+    lifted past SKIN_MM (a ring wider than that, a skin line that runs on under a
+    collimated border)."""
     out = np.ones(lifted.shape, np.float32)
     if not (lifted & zone).any():
         return out
