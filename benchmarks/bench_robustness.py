@@ -133,10 +133,9 @@ _METHODS = (
             "second-look-skin",
             render={"render": "7"},
             train={"metal": True, "jitter": 1.0, "second_look": True},
-            about="the shipped default: as `second-look-distinct`, with rendering "
-            "v7: no lift "
-            "within 4 mm of the air (`lift.SKIN_MM`), where metal is a skin marker, not a "
-            "biopsy marker",
+            about="the default until rendering v8: as `second-look-distinct`, with rendering "
+            "v7: no lift within 4 mm of the air (`lift.SKIN_MM`), where metal is a skin "
+            "marker, not a biopsy marker",
         )
     ),
     _seeded(skin, 1),
@@ -146,12 +145,12 @@ _METHODS = (
             skin,
             name="second-look-objects",
             render={"render": "8"},
-            about="tried, not shipped (it gates a clip beside dark fat in a mag view of `make "
-            "demo`): as `second-look-skin`, with rendering v8: nor any lift on a compact round "
-            "object (at most 20 mm long, 2.5x as long as wide) that reaches within 4 mm of air "
-            "seen at each 1-mm cell's darkest (`lift.skin_objects`, `Lifter.near_air`): a skin "
-            "BB whose far side lies deeper than 4 mm, or where the skin runs into a collimated "
-            "border past a sliver of air",
+            about="the shipped default: as `second-look-skin`, with rendering v8: nor any lift "
+            "on a compact round object (at most 20 mm long, 2.5x as long as wide) that reaches "
+            "the skin line (within 2 mm of air: the background's, or cells dark at their "
+            "darkest that a path of at most 25 mm joins to it; `lift.skin_objects`, "
+            "`Lifter.near_air`): a skin BB whose far side lies deeper than 4 mm, or where the "
+            "skin runs into a collimated border past a sliver of air",
         )
     ),
     _seeded(objects, 1),

@@ -24,6 +24,7 @@ from .lift import (
     CANDIDATE_MM,
     COMPACT_MM,
     MAG_SCALE,
+    OBJECT_SKIN_MM,
     OBJECT_SPOTS,
     PATCH_CHANNELS,
     PATCH_LIFT_FULL,
@@ -78,9 +79,9 @@ CONTRACT = {
     f"{PATCHES} highest-lift spots (at least {CANDIDATE_MM:g} mm apart), then (v5) "
     f"{PATCHES} patches {MAG_SCALE:g}x as wide around spots {MAG_SCALE:g}x as far apart; "
     f"(v6) one straight bright object takes at most {OBJECT_SPOTS} spots of a set while "
-    f"others remain; (v7) nothing within {SKIN_MM:g} mm of the air is lifted; (v8, an "
-    f"option) nor any compact round object (at most {COMPACT_MM:g} mm long) that reaches "
-    "there; "
+    f"others remain; (v7) nothing within {SKIN_MM:g} mm of the air is lifted; (v8) nor "
+    f"any compact round object (at most {COMPACT_MM:g} mm long) that reaches within "
+    f"{OBJECT_SKIN_MM:g} mm of it; "
     "carried in the thumbnail PNG; v3/v4 models take the first set only, v1/v2 models "
     "have no patches input",
     "normalization": f"inside the graph: (x - {MEAN}) / {STD}",

@@ -51,10 +51,9 @@ from .lift import MAG_SCALE, PATCH_PX, Lifter, lift_up, working_level
 from .voi import Voi, choose_voi
 
 DEFAULT_SIZE = 512
-#: The rendering contract's version: "7" lifts nothing within `lift.SKIN_MM` of the air
-#: (a skin BB is not a biopsy marker); "8" (an option, not the default: it gates a clip
-#: beside dark fat, see docs/dicom.md) nor on a compact round object that reaches within
-#: `lift.SKIN_MM` of air seen at each cell's darkest; "6" let one straight
+#: The rendering contract's version: "8" lifts nothing on a compact round object that
+#: reaches the skin line (`lift.skin_objects`: a skin BB, however wide); "7" lifted
+#: nothing within `lift.SKIN_MM` of the air (a skin BB is not a biopsy marker); "6" let one straight
 #: bright object (a wire, a speckled paddle edge) take at most `lift.OBJECT_SPOTS`
 #: second-look spots of a set; "5" carries a second set of second-look patches
 #: MAG_SCALE times as wide (a magnified view's objects at their size in the breast);
@@ -62,7 +61,7 @@ DEFAULT_SIZE = 512
 #: (`core.imaging.lift`), measured against the room left where the background is near
 #: the stored extreme (an implant); "3" did so in window widths only; "2" lifted what
 #: lay toward the stored extreme; "1" had no headroom.
-RENDER_VERSION = "7"
+RENDER_VERSION = "8"
 #: The first version (no headroom); PNGs without a version tag are this one.
 LEGACY_RENDER = "1"
 #: Headroom toward the stored extreme (display.display8).
@@ -79,8 +78,8 @@ MAG_RENDER = "5"
 DISTINCT_RENDER = "6"
 #: As v6, with no lift within `lift.SKIN_MM` of the air (metal on the skin line: a skin BB).
 SKIN_RENDER = "7"
-#: As v7, nor on a compact round object that reaches there (`lift.skin_objects`): a skin
-#: BB whose far side lies deeper than `lift.SKIN_MM`.
+#: As v7, nor on a compact round object that reaches the skin line (`lift.skin_objects`):
+#: a skin BB whose far side lies deeper than `lift.SKIN_MM`, or one past a sliver of air.
 OBJECT_RENDER = "8"
 #: The contracts that lift (and carry second-look patches), with two sets, distinct spots,
 #: a skin gate.
