@@ -59,7 +59,7 @@ RENDERS = {"v8": "as v7, nor on a compact round object that reaches it",
            "v2": "headroom toward the stored maximum", "v1": "plain 8-bit window"}  # fmt: skip
 
 
-DEFAULT_RUNS = ["v7:128:look", "v5:128:look"]
+DEFAULT_RUNS = ["v8:128:look", "v7:128:look"]
 FOLDERS = {"v1": "thumbnails_v1", "v2": "thumbnails_v2", "v3": "thumbnails_v3",
            "v4": "thumbnails_v4", "v5": "thumbnails_v5", "v6": "thumbnails_v6",
            "v7": "thumbnails", "v8": "thumbnails_v8"}  # fmt: skip
