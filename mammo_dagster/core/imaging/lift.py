@@ -484,11 +484,11 @@ class Lifter:
         return b.astype(np.uint16)
 
     def near_air(self, darkest: np.ndarray, air: np.ndarray, cell_mm: float) -> np.ndarray:
-        """bool, per background cell: within OBJECT_SKIN_MM of the background's `air` or of a cell
-        whose `darkest` value (`lift_grids`) is air (below the middle of the air gate's
-        ramp) and joined to that air within REACH_MM (`reach`). Finer than the background's
-        air, which an opening and a dilation have taken from a sliver of air a few
-        millimetres wide (a skin line that runs into a collimated border)."""
+        """bool, per background cell: within OBJECT_SKIN_MM of the background's `air` or
+        of a cell whose `darkest` value (`lift_grids`) is air (below the middle of the air
+        gate's ramp) and joined to that air within REACH_MM (`reach`). Finer than the
+        background's air, which an opening and a dilation have taken from a sliver of air
+        a few millimetres wide (a skin line that runs into a collimated border)."""
         dark = self.lut[darkest] < np.float32((AIR_FROM + AIR_FULL) / 2 * WINDOW_TOP)
         steps = int(np.ceil(REACH_MM / max(cell_mm, 1e-3)))
         return skin_gate(~(air | reach(dark & ~air, air, steps)), cell_mm, OBJECT_SKIN_MM) == 0
@@ -511,12 +511,13 @@ class Lifter:
         coarse, cell, darkest = lift_grids(mean, px)
         gate = self.gate[coarse]
         if skin:
-            skin_map = skin_gate(gate > 0, cell * px)
+            tissue = gate > 0
+            skin_map = skin_gate(tissue, cell * px)
             if objects:
                 top = block_max(np.ascontiguousarray(peak), cell)
                 lifted = (top.astype(np.float32) - coarse) * gate >= LIFT_FROM
                 if lifted.any():
-                    zone = (gate > 0) & self.near_air(darkest, gate <= 0, cell * px)
+                    zone = tissue & self.near_air(darkest, ~tissue, cell * px)
                     skin_map *= skin_objects(lifted, zone, cell * px)
             gate = gate * skin_map
         return LiftMap(peak, self.lut[mean], coarse.astype(np.float32), gate, cell, px)

@@ -53,9 +53,9 @@ from .voi import Voi, choose_voi
 DEFAULT_SIZE = 512
 #: The rendering contract's version: "8" lifts nothing on a compact round object that
 #: reaches the skin line (`lift.skin_objects`: a skin BB, however wide); "7" lifted
-#: nothing within `lift.SKIN_MM` of the air (a skin BB is not a biopsy marker); "6" let one straight
-#: bright object (a wire, a speckled paddle edge) take at most `lift.OBJECT_SPOTS`
-#: second-look spots of a set; "5" carries a second set of second-look patches
+#: nothing within `lift.SKIN_MM` of the air (a skin BB is not a biopsy marker); "6" let
+#: one straight bright object (a wire, a speckled paddle edge) take at most
+#: `lift.OBJECT_SPOTS` second-look spots of a set; "5" carries a second set of second-look patches
 #: MAG_SCALE times as wide (a magnified view's objects at their size in the breast);
 #: "4" lifts what stands above its surroundings into the headroom above the window
 #: (`core.imaging.lift`), measured against the room left where the background is near
