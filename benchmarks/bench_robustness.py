@@ -145,8 +145,9 @@ _METHODS = (
             skin,
             name="second-look-objects",
             render={"render": "8"},
-            about="the shipped default: as `second-look-skin`, with rendering v8: nor any lift "
-            "on a compact round object (at most 20 mm long, 2.5x as long as wide) that reaches "
+            about="rendering v8 (the default since 2026-12-07), early stopping as before: as "
+            "`second-look-skin`, with rendering v8: nor any lift on a compact round object "
+            "(at most 20 mm long, 2.5x as long as wide) that reaches "
             "the skin line (within 2 mm of air: the background's, or cells dark at their "
             "darkest that a path of at most 25 mm joins to it; `lift.skin_objects`, "
             "`Lifter.near_air`): a skin BB whose far side lies deeper than 4 mm, or where the "
@@ -155,6 +156,19 @@ _METHODS = (
     ),
     _seeded(objects, 1),
     _seeded(objects, 2),
+    (
+        schedule := replace(
+            objects,
+            name="second-look-schedule",
+            train=objects.train | {"patience": 0},
+            about="the shipped default: as `second-look-objects`, the image network trains "
+            "the whole one-cycle schedule (`TrainConfig.patience` 0, no early stopping): "
+            "stopping 5 epochs after the best validation loss had kept a mid-schedule epoch "
+            "of high learning rate",
+        )
+    ),
+    _seeded(schedule, 1),
+    _seeded(schedule, 2),
     _seeded(distinct, 2),
     _seeded(mag, 2),
     (
@@ -280,7 +294,9 @@ def trained(matrix: str, method: Method, thumbs: Path, epochs: int, retrain: boo
           f"valid labels ({c['holdout']['images']} hold-out images left out) ...",
           flush=True)  # fmt: skip
     t0 = time.perf_counter()
-    config = TrainConfig(epochs=epochs, any_render=True, **method.train)
+    # every method before `second-look-schedule` trained with early stopping (patience 5),
+    # the default then
+    config = TrainConfig(epochs=epochs, any_render=True, **({"patience": 5} | method.train))
     card = train(snap, out, config)
     card["bench_minutes"] = round((time.perf_counter() - t0) / 60, 2)
     (out / "card.json").write_text(json.dumps(card, indent=2, default=str))

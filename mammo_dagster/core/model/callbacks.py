@@ -35,7 +35,7 @@ class InputJitter(Callback):
 class Record(Callback):
     """Keeps each epoch's losses in `history`, and tells `progress` (a line per epoch)."""
 
-    order = 90
+    order = 55  # after the Recorder (50) fills in the epoch, before early stopping (63) ends it
 
     def __init__(self, history: list[dict], progress: Callable[[str], None] | None = None) -> None:
         self.history = history

@@ -35,7 +35,13 @@ class TrainConfig:
     epochs: int = option(16, "epochs of the image network", run=True)
     batch_size: int = option(16, "images per batch", run=True)
     lr: float = option(1e-3, "the one-cycle schedule's peak learning rate", run=True)
-    patience: int = option(5, "early stopping on validation loss, after the warm-up", run=True)
+    patience: int = option(
+        0,
+        "early stopping: epochs without a better validation loss, after the warm-up, before "
+        "training stops; 0: never (the one-cycle schedule's last epochs, at a small learning "
+        "rate, are what settles the network; stopping first kept a mid-schedule epoch)",
+        run=True,
+    )
     rotate: float = option(10.0, "max rotation (degrees) of the augmentation")
     lighting: float = option(0.2, "max brightness/contrast change of the augmentation")
     metal: bool = option(True, "a second input channel marking metal (`metal_stem`)", run=True)

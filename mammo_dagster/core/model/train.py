@@ -133,9 +133,9 @@ def fit(
     flags: list[int] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> tuple[Learner, list[dict], int, bool]:
-    """Train `model` one-cycle with best-epoch saving and early stopping after the
-    warm-up, on the loss of `flags` (default: every flag). Returns (learner, history,
-    warm-up epochs, bf16 used)."""
+    """Train `model` one-cycle on the loss of `flags` (default: every flag), keeping the
+    best epoch after the warm-up (and, with a `config.patience`, stopping early). Returns
+    (learner, history, warm-up epochs, bf16 used)."""
     import fastai.callback.progress  # noqa: F401  (Learner.no_bar)
     import fastai.callback.schedule  # noqa: F401  (Learner.fit_one_cycle)
     from fastai.losses import BCEWithLogitsLossFlat
@@ -149,10 +149,11 @@ def fit(
     bf16 = cpu_bf16_supported() if config.bf16 is None else config.bf16
     callbacks = [
         SaveBest(warmup, monitor="valid_loss", fname="best", with_opt=False),
-        StopEarly(warmup, monitor="valid_loss", patience=config.patience),
         Record(history, progress),
         InputJitter(config.jitter),
     ] + ([CpuBf16()] if bf16 else [])
+    if config.patience > 0:
+        callbacks.append(StopEarly(warmup, monitor="valid_loss", patience=config.patience))
     chatter = io.StringIO()  # fastai prints "Better model found ..." itself
     with learn.no_bar(), learn.no_logging(), contextlib.redirect_stdout(chatter):
         learn.fit_one_cycle(config.epochs, config.lr, cbs=callbacks)
