@@ -17,8 +17,9 @@ level), kept runnable as the baseline.
 
 Archives, thumbnails and models are cached under results/data/robustness/ (an archive
 is regenerated only if its ground truth is missing). Results merge by method into
-docs/benchmarks/robustness_<matrix>.json (in git: the archives alone take over an hour
-to generate on 2 cores); the table is written to docs/benchmarks/robustness.md.
+docs/benchmarks/robustness_<matrix>.json (in git: the 13 full-matrix archives take
+~30 min to generate on 2 cores, a model ~5 min to train); the table is written to
+docs/benchmarks/robustness.md.
 
     python benchmarks/bench_robustness.py [--methods today ...] [--shifts base metal-low ...]
         [--train-studies 70] [--test-studies 40] [--matrix full|small] [--lovo] [--retrain]
