@@ -146,8 +146,8 @@ _METHODS = (
             skin,
             name="second-look-objects",
             render={"render": "8"},
-            about="rendering v8 (the default since 2026-12-07), early stopping as before: as "
-            "`second-look-skin`, with rendering v8: nor any lift on a compact round object "
+            about="as `second-look-skin` (early stopping included), with rendering v8, the "
+            "default since 2026-12-07: nor any lift on a compact round object "
             "(at most 20 mm long, 2.5x as long as wide) that reaches "
             "the skin line (within 2 mm of air: the background's, or cells dark at their "
             "darkest that a path of at most 25 mm joins to it; `lift.skin_objects`, "
