@@ -25,6 +25,9 @@ def report_model(result) -> None:
         f"  model {trained['version'].value}: trained in {trained['training_seconds'].value} s "
         f"({trained['pretrained'].value}); {checks}; current: {onnx['current'].value}"
     )
+    notes = trained.get("threshold_notes")
+    if notes is not None and notes.value != "none":
+        print("    " + notes.value.replace("\n", "\n    "))
 
 
 def check_state(check) -> str:

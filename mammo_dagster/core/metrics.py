@@ -77,6 +77,37 @@ def threshold_for_recall(y: np.ndarray, p: np.ndarray, recall: float, groups=Non
     return float(middle) if below < middle <= edge else float(edge)
 
 
+#: fewer positives than this and one of them can set a flag's threshold alone
+STEADY_POSITIVES = 20
+#: a threshold that flags this share of the negatives it was chosen on is worth a word
+NOTED_FALSE_ALARMS = 0.10
+
+
+def threshold_note(
+    flag: str, y: np.ndarray, p: np.ndarray, threshold: float, source: str, groups=None
+) -> str | None:
+    """A sentence for the person who labels when a threshold stands on little: fewer than
+    `STEADY_POSITIVES` positives (with `groups`, positive groups) in `source` (what it
+    was chosen on), or `NOTED_FALSE_ALARMS` of the negatives there flagged; None if not."""
+    unit = "images"
+    if groups is not None:
+        y, p, unit = *by_group(y, p, groups), "studies"
+    y, p = np.asarray(y, bool), np.asarray(p, dtype=np.float64)
+    pos, neg = p[y], p[~y]
+    if not len(pos):
+        return f"{flag}: no positive {unit} in {source} to set its threshold: label some"
+    flagged = int((neg >= threshold).sum())
+    if len(pos) >= STEADY_POSITIVES and flagged < NOTED_FALSE_ALARMS * max(1, len(neg)):
+        return None
+    one = unit[:-1].replace("studie", "study")
+    return (
+        f"{flag}: threshold {threshold:.3f} set on {len(pos)} positive "
+        f"{one if len(pos) == 1 else unit} in {source} "
+        f"(lowest score {pos.min():.3f}, median {np.median(pos):.3f}); it flags {flagged} of "
+        f"{len(neg)} negative {unit} there. Label more {flag} positives to steady it"
+    )
+
+
 def logit(p: float) -> float:
     """log(p / (1 - p)), with p kept 1e-7 inside (0, 1)."""
     p = min(max(float(p), 1e-7), 1 - 1e-7)

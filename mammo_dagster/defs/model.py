@@ -155,6 +155,9 @@ def trained_model(
     card.write(out)
     report = card.to_dict()
     context.log.info(f"trained {version} in {report['training_seconds']} s")
+    notes = report.get("threshold_notes") or []
+    for note in notes:
+        context.log.warning(note)
     return dg.MaterializeResult(
         metadata={
             "version": version,
@@ -163,6 +166,7 @@ def trained_model(
             "pretrained": "ImageNet weights" if report["pretrained"] else "no: from scratch",
             "best_epoch": report["best_epoch"],
             "thresholds": dg.MetadataValue.json(rounded(card.thresholds)),
+            "threshold_notes": dg.MetadataValue.md("\n".join(f"- {n}" for n in notes) or "none"),
             **holdout_metadata(report),
             "metrics_validation": dg.MetadataValue.md(metrics_table(report, "validation")),
             "metrics_holdout": dg.MetadataValue.md(metrics_table(report, "holdout")),

@@ -7,6 +7,7 @@ import contextlib
 import csv
 import io
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -153,6 +154,20 @@ def test_thresholds_count_studies_and_the_card_reports_both(trained) -> None:
     assert card["image_rule_thresholds"]["biopsy"] == pytest.approx(
         metrics.threshold_for_recall(y, scores, 0.98)
     )
+    # a note on each threshold that stands on little, from what it was chosen on; ten
+    # studies leave few positives, so mag's (its validation split) has one
+    valid = np.load(home / "models" / "m0001" / "validation.npz")
+    want = [
+        metrics.threshold_note("biopsy", y, scores, card["thresholds"]["biopsy"],
+                               "out-of-fold scores", oof["study_instance_uid"]),
+        metrics.threshold_note("mag", valid["labels"][:, 1] > 0.5, valid["torch_probs"][:, 1],
+                               card["thresholds"]["mag"], "the validation split"),
+    ]  # fmt: skip
+    assert want[1] is not None and card["threshold_notes"] == [n for n in want if n]
+    md = trained[2].asset_materializations_for_node("trained_model")[0].metadata
+    assert md["threshold_notes"].value == "\n".join(f"- {n}" for n in card["threshold_notes"])
+    warned = [e.user_message for e in trained[-1] if e.level == logging.WARNING]
+    assert all(n in warned for n in card["threshold_notes"])  # and the run's log says so
 
 
 def test_training_refuses_an_unknown_recall_unit(tmp_path: Path) -> None:

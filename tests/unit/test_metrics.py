@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from mammo_dagster.core import metrics
 from mammo_dagster.core.metrics import at_threshold, by_group, threshold_for_recall
 
 
@@ -108,3 +109,43 @@ def test_study_threshold_flags_the_same_studies_as_its_edge(seed: int) -> None:
     assert at_threshold(sy, sp, t)["recall"] >= 0.98
     # one image per study: the same threshold as counting images
     assert threshold_for_recall(y, p, 0.98, groups=np.arange(n)) == threshold_for_recall(y, p, 0.98)
+
+
+def test_threshold_note_names_a_threshold_one_low_positive_set() -> None:
+    """7 mag views, one scoring 0.11: the threshold drops below most negatives, and the
+    note says on what it stands, what it flags there and what to do."""
+    y = np.array([True] * 7 + [False] * 24)
+    p = np.array([0.99, 0.98, 0.97, 0.95, 0.93, 0.9, 0.11] + [0.05] * 15 + [0.2] * 9)
+    t = metrics.threshold_for_recall(y, p, 0.98)
+    note = metrics.threshold_note("mag", y, p, t, "the validation split")
+    assert note is not None and note.startswith(f"mag: threshold {t:.3f} set on 7 positive images")
+    assert "lowest score 0.110, median 0.950" in note
+    assert "it flags 9 of 24 negative images there" in note
+    assert note.endswith("Label more mag positives to steady it")
+
+
+def test_threshold_note_is_silent_on_many_well_separated_positives() -> None:
+    rng = np.random.default_rng(0)
+    y = np.array([True] * metrics.STEADY_POSITIVES + [False] * 100)
+    p = np.concatenate([rng.uniform(0.8, 1, metrics.STEADY_POSITIVES), rng.uniform(0, 0.2, 100)])
+    t = metrics.threshold_for_recall(y, p, 0.98)
+    assert metrics.threshold_note("biopsy", y, p, t, "out-of-fold scores") is None
+    # one positive fewer, or a tenth of the negatives above the threshold, and it speaks
+    assert metrics.threshold_note("biopsy", y[1:], p[1:], t, "out-of-fold scores") is not None
+    p[-10:] = 0.99
+    assert "flags 10 of 100 negative images" in metrics.threshold_note(
+        "biopsy", y, p, t, "out-of-fold scores"
+    )
+
+
+def test_threshold_note_counts_studies_with_groups_and_says_when_none_is_positive() -> None:
+    y = np.array([True, False, False, False])
+    p = np.array([0.9, 0.95, 0.1, 0.2])
+    studies = ["a", "a", "b", "b"]
+    note = metrics.threshold_note("biopsy", y, p, 0.5, "out-of-fold scores", studies)
+    assert "set on 1 positive study in out-of-fold scores" in note
+    assert "flags 0 of 1 negative studies" in note
+    assert "lowest score 0.950" in note  # a study scores as its best image
+    assert metrics.threshold_note("mag", ~np.ones(3, bool), p[:3], 0.5, "x") == (
+        "mag: no positive images in x to set its threshold: label some"
+    )

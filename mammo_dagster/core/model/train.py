@@ -279,7 +279,15 @@ def train(
         flag: metrics.threshold_for_recall(valid_y[:, k], valid_p[:, k], recall)
         for k, flag in enumerate(preprocess.FLAGS)
     }
+    chosen_on = {  # per flag: what its threshold was chosen on, for the notes below
+        flag: ("the validation split", valid_y[:, k], valid_p[:, k], groups(valid_ex, u))
+        for k, flag in enumerate(preprocess.FLAGS)
+    }
     if look is not None and look.oof is not None:  # the biopsy flag: out of fold
+        chosen_on["biopsy"] = (
+            "out-of-fold scores", y[:, 0], look.oof,
+            groups(items, unit["out_of_fold"]),
+        )  # fmt: skip
         t, rule = out_of_fold_threshold(
             y[:, 0], look.oof, [e.study_instance_uid for e in items],
             validation_thresholds["biopsy"], recall, config.recall_of,
@@ -288,6 +296,11 @@ def train(
         thresholds["biopsy"] = t
         image_rule["biopsy"] = metrics.threshold_for_recall(y[:, 0], look.oof, recall)
         validation["biopsy"] = _flag_report(y[:, 0], look.oof, t, items)
+    threshold_notes = [
+        note
+        for flag, (source, fy, fp, fg) in chosen_on.items()
+        if (note := metrics.threshold_note(flag, fy > 0.5, fp, thresholds[flag], source, fg))
+    ]
     hold_images, hold_patches = load_inputs(holdout_ex, size)
     holdout_p = _torch_probs(shipped, hold_images, hold_patches if second_look else None)
     holdout_y = _labels(holdout_ex) if holdout_ex else np.zeros((0, 2), np.float32)
@@ -327,6 +340,7 @@ def train(
         "holdout_images": len(holdout_ex),
         "thresholds": thresholds,
         "threshold_rule": threshold_rule,
+        "threshold_notes": threshold_notes,
         "validation_thresholds": validation_thresholds,
         "image_rule_thresholds": image_rule,
         "target_recall": config.target_recall,
