@@ -131,8 +131,9 @@ def trained_model(
     paths: MammoHome,
     store: StoreResource,
 ) -> dg.MaterializeResult:
-    """fastai ResNet18, multi-label (biopsy, mag), thresholds for the target recall on
-    validation, evaluated on the labeled hold-out; exported to ONNX with its model card."""
+    """The image network (mag) and the second look (biopsy), thresholds for the target
+    recall (biopsy: out-of-fold scores, mag: validation) with a note on each that stands on
+    few positives, evaluated on the labeled hold-out; exported to ONNX with its model card."""
     from mammo_dagster.core.model.train import train
 
     home = paths.data
