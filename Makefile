@@ -70,6 +70,7 @@ bench: $(STAMP) browser services orthanc  ## every benchmark; each writes its pa
 	$(BIN)/python benchmarks/bench_predict.py
 	$(BIN)/python benchmarks/bench_training.py
 	$(BIN)/python benchmarks/bench_robustness.py
+	$(BIN)/python benchmarks/bench_mag_flip.py
 	$(BIN)/python benchmarks/bench_thresholds.py
 	$(BIN)/python benchmarks/bench_active_learning.py
 	$(BIN)/python benchmarks/bench_scale.py
