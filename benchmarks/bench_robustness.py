@@ -170,6 +170,18 @@ _METHODS = (
     ),
     _seeded(schedule, 1),
     _seeded(schedule, 2),
+    (
+        mirror := replace(
+            schedule,
+            name="second-look-mirror",
+            train=schedule.train | {"mag_mirror": True},
+            about="as `second-look-schedule`, mag the mean of the image network's logits on "
+            "the image and its left-right mirror (`TrainConfig.mag_mirror`; not yet the "
+            "default: `bench_mag_flip.py` measured it on the shipped models)",
+        )
+    ),
+    _seeded(mirror, 1),
+    _seeded(mirror, 2),
     _seeded(distinct, 2),
     _seeded(mag, 2),
     (

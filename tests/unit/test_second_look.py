@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from mammo_dagster.core.imaging.lift import PATCH_CHANNELS, PATCH_PX, PATCHES
 
@@ -168,6 +169,13 @@ def test_with_two_sets_the_biopsy_logit_follows_the_wide_set_as_far_as_the_view_
     torch.testing.assert_close(out[:, 0], torch.tensor([5.0, 2.0, -1.0]), atol=1e-4, rtol=0)
     one_set = MammoNet(Image(), Patch())(image, patches)
     torch.testing.assert_close(one_set[:, 0], torch.full((3,), 5.0))
+    torch.testing.assert_close(out[:, 1], image[:, 0, 0, 0])  # mag: the image network's
+    # with the mirror, mag is the mean of the image's logit and its mirror's (whose first
+    # pixel is the image's last of the row); the biopsy blend follows that logit
+    image[:, 0, 0, -1] = torch.tensor([-10.0, 30.0, 30.0])
+    mirrored = MammoNet(Image(), Patch(), sets=2, mirror=True)(image, patches)
+    torch.testing.assert_close(mirrored[:, 1], torch.tensor([-20.0, 15.0, 30.0]))
+    torch.testing.assert_close(mirrored[:, 0], torch.tensor([5.0, -1.0, -1.0]), atol=1e-4, rtol=0)
 
 
 def test_the_second_look_trains_on_the_wide_set_of_images_labeled_mag() -> None:
@@ -181,7 +189,8 @@ def test_the_second_look_trains_on_the_wide_set_of_images_labeled_mag() -> None:
     assert _patch_set(patches, np.array([0.0, 1.0]), sets=1) is patches
 
 
-def test_a_two_set_graph_exports_and_onnx_runtime_agrees(tmp_path) -> None:
+@pytest.mark.parametrize("mirror", [False, True])
+def test_a_two_set_graph_exports_and_onnx_runtime_agrees(tmp_path, mirror: bool) -> None:
     import contextlib
     import io
 
@@ -192,7 +201,7 @@ def test_a_two_set_graph_exports_and_onnx_runtime_agrees(tmp_path) -> None:
     from mammo_dagster.core.prediction.onnx_model import OnnxModel
 
     torch.manual_seed(0)
-    shipped = ExportModel.wrap(network(sets=2))
+    shipped = ExportModel.wrap(network(sets=2, mirror=mirror))
     with contextlib.redirect_stdout(io.StringIO()):
         export_onnx(shipped, tmp_path / "model.onnx", 64)
     rng = np.random.default_rng(0)

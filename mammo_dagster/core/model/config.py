@@ -51,6 +51,12 @@ class TrainConfig:
     patch_zoom: float = option(0.0, "half the patches magnified up to 1 + this while training")
     lift_floor: float = option(LIFT_FLOOR, "the patch net's lift against the patch's own")
     second_look: bool | None = option(None, "patches for biopsy (None: if thumbnails carry them)")
+    mag_mirror: bool = option(
+        False,
+        "with the second look, mag as the mean of the image network's logits on the image "
+        "and its left-right mirror (one more pass per image; measured by "
+        "benchmarks/bench_mag_flip.py, not yet the default)",
+    )
     folds: int = option(3, "out-of-fold biopsy thresholds (< 2: from validation)")
     patch_epochs: int = option(24, "the second look's fixed schedule")
     bf16: bool | None = option(None, "bfloat16 autocast (None: if the CPU has it)")

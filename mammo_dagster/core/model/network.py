@@ -126,16 +126,23 @@ class MammoNet(nn.Module):
     """Rendering contract v3's model: the biopsy logit is the second look's highest patch
     logit, the mag logit the image network's. With `sets` 2 (contract v5) the patches
     come as two sets, contact-size then `lift.MAG_SCALE` times as wide, and the biopsy
-    logit leans on the wide set as far as the image network believes the view magnified."""
+    logit leans on the wide set as far as the image network believes the view magnified.
+    With `mirror` the mag logit is the mean of the image network's on the image and on its
+    left-right mirror (`benchmarks/bench_mag_flip.py`)."""
 
-    def __init__(self, image_net: nn.Module, patch_net: nn.Module, sets: int = 1) -> None:
+    def __init__(
+        self, image_net: nn.Module, patch_net: nn.Module, sets: int = 1, mirror: bool = False
+    ) -> None:
         super().__init__()
         self.image_net = image_net
         self.patch_net = patch_net
         self.sets = sets
+        self.mirror = mirror
 
     def forward(self, image: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
         mag = self.image_net(image)[:, 1]
+        if self.mirror:
+            mag = (mag + self.image_net(torch.flip(image, dims=[-1]))[:, 1]) / 2
         logits = self.patch_net(patches)
         if self.sets == 1:
             biopsy = torch.amax(logits, dim=1)
@@ -152,6 +159,7 @@ def network(
     levels: tuple[float, float] | None = None,
     second_look: bool = True,
     sets: int | None = None,
+    mirror: bool = False,
 ) -> nn.Module:
     """The network of the current contract (`MammoNet` over `sets` patch sets, by default
     as many as the current rendering carries), or with `second_look` False the image
@@ -159,7 +167,7 @@ def network(
     image_net = image_network(pretrained, metal, levels)
     if not second_look:
         return image_net
-    return MammoNet(image_net, PatchNet(), sets or preprocess.patch_sets(RENDER_VERSION))
+    return MammoNet(image_net, PatchNet(), sets or preprocess.patch_sets(RENDER_VERSION), mirror)
 
 
 class Shipped(nn.Module):

@@ -252,7 +252,7 @@ def train(
                         seed=config.seed),
             progress,
         )  # fmt: skip
-        shipped = ExportModel.wrap(MammoNet(learn.model.cpu(), look.net, sets))
+        shipped = ExportModel.wrap(MammoNet(learn.model.cpu(), look.net, sets, config.mag_mirror))
     else:
         patches = None
         shipped = ExportModel.wrap(learn.model.cpu())
@@ -367,7 +367,8 @@ def _architecture(config: TrainConfig, second_look: bool) -> str:
         " + metal channel (metal_stem)" if config.metal else ""
     )
     if second_look:
-        return f"{image} for mag; biopsy: the highest score of a patch CNN over the patches"
+        mirror = " (the mean over the image and its left-right mirror)" if config.mag_mirror else ""
+        return f"{image} for mag{mirror}; biopsy: the highest score of a patch CNN over the patches"
     return image + ", 2 sigmoid outputs"
 
 
