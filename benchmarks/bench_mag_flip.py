@@ -57,8 +57,7 @@ def run(methods: list[str]) -> dict:
     from mammo_dagster.core.prediction.onnx_model import OnnxModel
     from mammo_dagster.core.synthetic.realism import SHIFTS
 
-    jobs = [("train", "base", br.TRAIN_SEED, 70, "full")]
-    jobs += [(f"test-{s}", s, br.TEST_SEED, 40, "full") for s in SHIFTS]
+    jobs = br.archive_jobs(list(SHIFTS))
     br.prepare_archives(jobs)
     out: dict = {}
     for name in methods:

@@ -237,6 +237,15 @@ def _generate(job: tuple[str, str, int, int, str]) -> str:
     return name
 
 
+def archive_jobs(
+    shifts: list[str], train_studies: int = 70, test_studies: int = 40, matrix: str = "full"
+) -> list[tuple[str, str, int, int, str]]:
+    """The training archive, then one test archive per shift: (name, shift, seed, studies,
+    matrix) for `prepare_archives`."""
+    jobs = [("train", "base", TRAIN_SEED, train_studies, matrix)]
+    return jobs + [(f"test-{s}", s, TEST_SEED, test_studies, matrix) for s in shifts]
+
+
 def prepare_archives(jobs: list[tuple[str, str, int, int, str]]) -> None:
     """Generate the archives whose ground truth is missing, two at a time."""
     todo = [j for j in jobs if not (DATA / j[4] / j[0] / "truth.csv").exists()]
@@ -493,8 +502,7 @@ def main() -> int:
         print(threshold_table(results, list(results)))
         return 0
 
-    jobs = [("train", "base", TRAIN_SEED, args.train_studies, args.matrix)]
-    jobs += [(f"test-{s}", s, TEST_SEED, args.test_studies, args.matrix) for s in args.shifts]
+    jobs = archive_jobs(args.shifts, args.train_studies, args.test_studies, args.matrix)
     prepare_archives(jobs)
     try:
         results = json.loads(out.read_text())
