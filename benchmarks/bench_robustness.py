@@ -176,8 +176,9 @@ _METHODS = (
             name="second-look-mirror",
             train=schedule.train | {"mag_mirror": True},
             about="as `second-look-schedule`, mag the mean of the image network's logits on "
-            "the image and its left-right mirror (`TrainConfig.mag_mirror`; not yet the "
-            "default: `bench_mag_flip.py` measured it on the shipped models)",
+            "the image and its left-right mirror (`TrainConfig.mag_mirror`; the biopsy blend "
+            "keeps the plain logit; `bench_mag_flip.py` measured the mirror on the shipped "
+            "models)",
         )
     ),
     _seeded(mirror, 1),

@@ -171,11 +171,12 @@ def test_with_two_sets_the_biopsy_logit_follows_the_wide_set_as_far_as_the_view_
     torch.testing.assert_close(one_set[:, 0], torch.full((3,), 5.0))
     torch.testing.assert_close(out[:, 1], image[:, 0, 0, 0])  # mag: the image network's
     # with the mirror, mag is the mean of the image's logit and its mirror's (whose first
-    # pixel is the image's last of the row); the biopsy blend follows that logit
+    # pixel is the image's last of the row); the biopsy blend keeps the plain logit (the
+    # unsure image's mirror says magnified, yet its biopsy logit stays the even blend)
     image[:, 0, 0, -1] = torch.tensor([-10.0, 30.0, 30.0])
     mirrored = MammoNet(Image(), Patch(), sets=2, mirror=True)(image, patches)
     torch.testing.assert_close(mirrored[:, 1], torch.tensor([-20.0, 15.0, 30.0]))
-    torch.testing.assert_close(mirrored[:, 0], torch.tensor([5.0, -1.0, -1.0]), atol=1e-4, rtol=0)
+    torch.testing.assert_close(mirrored[:, 0], torch.tensor([5.0, 2.0, -1.0]), atol=1e-4, rtol=0)
 
 
 def test_the_second_look_trains_on_the_wide_set_of_images_labeled_mag() -> None:

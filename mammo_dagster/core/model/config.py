@@ -54,8 +54,8 @@ class TrainConfig:
     mag_mirror: bool = option(
         False,
         "with the second look, mag as the mean of the image network's logits on the image "
-        "and its left-right mirror (one more pass per image; measured by "
-        "benchmarks/bench_mag_flip.py, not yet the default)",
+        "and its left-right mirror; the biopsy blend keeps the plain logit (one more pass "
+        "per image; measured by benchmarks/bench_robustness.py, not yet the default)",
     )
     folds: int = option(3, "out-of-fold biopsy thresholds (< 2: from validation)")
     patch_epochs: int = option(24, "the second look's fixed schedule")

@@ -127,8 +127,9 @@ class MammoNet(nn.Module):
     logit, the mag logit the image network's. With `sets` 2 (contract v5) the patches
     come as two sets, contact-size then `lift.MAG_SCALE` times as wide, and the biopsy
     logit leans on the wide set as far as the image network believes the view magnified.
-    With `mirror` the mag logit is the mean of the image network's on the image and on its
-    left-right mirror (`benchmarks/bench_mag_flip.py`)."""
+    With `mirror` the mag logit it answers is the mean of the image network's on the image
+    and on its left-right mirror (`benchmarks/bench_mag_flip.py`); the biopsy blend keeps
+    the plain logit, on which the patch sets were trained to lean."""
 
     def __init__(
         self, image_net: nn.Module, patch_net: nn.Module, sets: int = 1, mirror: bool = False
@@ -140,16 +141,17 @@ class MammoNet(nn.Module):
         self.mirror = mirror
 
     def forward(self, image: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
-        mag = self.image_net(image)[:, 1]
+        plain = self.image_net(image)[:, 1]
+        mag = plain
         if self.mirror:
-            mag = (mag + self.image_net(torch.flip(image, dims=[-1]))[:, 1]) / 2
+            mag = (plain + self.image_net(torch.flip(image, dims=[-1]))[:, 1]) / 2
         logits = self.patch_net(patches)
         if self.sets == 1:
             biopsy = torch.amax(logits, dim=1)
         else:
             k = logits.shape[1] // 2
             contact, wide = torch.amax(logits[:, :k], dim=1), torch.amax(logits[:, k:], dim=1)
-            biopsy = contact + torch.sigmoid(mag) * (wide - contact)
+            biopsy = contact + torch.sigmoid(plain) * (wide - contact)
         return torch.stack([biopsy, mag], dim=1)
 
 
