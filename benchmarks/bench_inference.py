@@ -1,11 +1,13 @@
 """Model inference speed on the CPU: PyTorch eager vs ONNX Runtime fp32 vs ONNX Runtime int8.
 
-Three graphs at each input size, side by side in one run: the shipped second-look graph
-(normalize -> metal channel -> fastai ResNet18 for mag, a patch CNN over the 16 patches
-of rendering v5-v7, contact-size and wide, for biopsy -> sigmoid; v6 and v7 change
-which spots the patches show, not the graph) and, as baselines, the same
-over rendering v4's 8 patches (`second-look-v4`, shipped before v5) and the image-only
-graph every model before the second look shipped. The same images (and patches) for
+Four graphs at each input size, side by side in one run: the shipped second-look graph
+(normalize -> metal channel -> fastai ResNet18 for mag, on the image and its left-right
+mirror (`TrainConfig.mag_mirror`), a patch CNN over the 16 patches of rendering v5-v8,
+contact-size and wide, for biopsy -> sigmoid; v6-v8 change which spots the patches
+show, not the graph) and, as baselines, the same without the mirror (`second-look`,
+shipped before 2026-12-07's evening), the same over rendering v4's 8 patches
+(`second-look-v4`, shipped before v5) and the image-only graph every model before the
+second look shipped. The same images (and patches) for
 every runtime; images/s is the median of 5 passes over 256 images (batch 32, 2 threads).
 Also checks on the way that ONNX fp32 matches PyTorch and how often int8 decisions
 (at 0.5) agree with fp32.
@@ -32,7 +34,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from pages import RESULTS, bold, measured, table, write_section  # noqa: E402
 
-SHIPPED = "second-look"
+SHIPPED = "second-look-mirror"
 TARGET_INT8 = 250  # img/s at the default input size, the issue's target
 
 
@@ -52,8 +54,11 @@ def _images(n: int, size: int) -> np.ndarray:
     return np.stack(out)
 
 
-#: graph -> its patch sets (0: no patches input)
-GRAPHS = {"image-only": 0, "second-look-v4": 1, SHIPPED: 2}
+#: graph -> (its patch sets (0: no patches input), the mag mirror)
+GRAPHS = {
+    "image-only": (0, False), "second-look-v4": (1, False), "second-look": (2, False),
+    SHIPPED: (2, True),
+}  # fmt: skip
 
 
 def _patches(n: int, sets: int) -> np.ndarray:
@@ -83,8 +88,8 @@ def _measure(size: int, graph: str, images, patches, work: Path, threads: int) -
     from mammo_dagster.core.model.train import _torch_probs
     from mammo_dagster.core.prediction.onnx_model import OnnxModel
 
-    sets = GRAPHS[graph]
-    model = ExportModel.wrap(network(second_look=sets > 0, sets=max(sets, 1)).eval())
+    sets, mirror = GRAPHS[graph]
+    model = ExportModel.wrap(network(second_look=sets > 0, sets=max(sets, 1), mirror=mirror).eval())
     with contextlib.redirect_stdout(io.StringIO()):
         fp32_path = export_onnx(model, work / f"{graph}{size}.onnx", size)
     calibration = None if patches is None else patches[:64]
@@ -155,7 +160,8 @@ def write_doc(rows: list[dict], images: int, threads: int, when: str | None = No
             f"**{ours:,.0f} img/s**: the ≥ {TARGET_INT8} img/s target is "
             + ("met" if ours >= TARGET_INT8 else "**not met**")
         )
-        for name, what in (("second-look-v4", "rendering v4's 8 patches"),
+        for name, what in (("second-look", "the graph without the mirror"),
+                           ("second-look-v4", "rendering v4's 8 patches"),
                            ("image-only", "the image-only graph")):  # fmt: skip
             if name in shipped:
                 base = shipped[name]["onnx_int8_img_s"]
@@ -184,12 +190,12 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bench_inference_"))
     for size in args.sizes:
         images = _images(args.images, size)
-        for graph, sets in GRAPHS.items():
+        for graph, (sets, _) in GRAPHS.items():
             patches = _patches(args.images, sets) if sets else None
             row = _measure(size, graph, images, patches, work, args.threads)
             rows.append(row)
             print(
-                f"{size:4d} px {graph:14s}: torch eager {row['torch_img_s']:6.1f} img/s | ORT "
+                f"{size:4d} px {graph:18s}: torch eager {row['torch_img_s']:6.1f} img/s | ORT "
                 f"fp32 {row['onnx_fp32_img_s']:6.1f} | ORT int8 {row['onnx_int8_img_s']:6.1f} "
                 f"(x{row['onnx_int8_img_s'] / row['torch_img_s']:.1f} vs torch) | fp32 max "
                 f"diff {row['fp32_max_diff_vs_torch']:.1e}, int8 agreement "

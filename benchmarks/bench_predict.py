@@ -6,7 +6,8 @@ vendors), in one run, each variant in a fresh process:
   fast reduced-resolution path, the current rendering with its patches, ONNX Runtime
   int8 with the second look, streaming CSVs);
 - previous: the same with a model of an earlier rendering contract (`--previous`;
-  default: the one before the current contract);
+  default: the one before the current contract; the current one: its graph without the
+  mag mirror, `TrainConfig.mag_mirror`);
 - v2: the same with a model of rendering contract v2 (the image-only graph): what
   `mammo predict` cost before the second look;
 - naive: sequential pydicom full decode -> float VOI -> PIL resize -> ORT fp32,
@@ -64,13 +65,14 @@ def _drop(syntax: str, n: int) -> Path:
     return folder / "drop"
 
 
-def model(size: int, render: str | None = None) -> Path:
+def model(size: int, render: str | None = None, mirror: bool = False) -> Path:
     """An untrained model of the architecture of rendering contract `render` (default:
-    the current one; v3 and later: with the second look), exported once (fp32 + int8)."""
+    the current one; v3 and later: with the second look; `mirror`: mag on the image and
+    its left-right mirror), exported once (fp32 + int8)."""
     from mammo_dagster.core.imaging.thumbnails import LIFT_RENDERS, RENDER_VERSION
 
     render = render or RENDER_VERSION
-    folder = DATA / f"predict_model_{size}_v{render}"
+    folder = DATA / f"predict_model_{size}_v{render}{'_mirror' if mirror else ''}"
     if (folder / "model.int8.onnx").exists():
         return folder
     import numpy as np
@@ -85,7 +87,8 @@ def model(size: int, render: str | None = None) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     second = render in LIFT_RENDERS
     sets = patch_sets(render)
-    net = ExportModel.wrap(network(levels=METAL_LEVELS[render], second_look=second, sets=sets))
+    net = ExportModel.wrap(network(levels=METAL_LEVELS[render], second_look=second, sets=sets,
+                                   mirror=mirror))  # fmt: skip
     export_onnx(net, folder / "model.onnx", size)
     rng = np.random.default_rng(0)
     shape = (32, PATCHES * sets, len(PATCH_CHANNELS), PATCH_PX, PATCH_PX)
@@ -292,8 +295,11 @@ def main() -> int:
 
     args.previous = args.previous or RENDERS[RENDERS.index(RENDER_VERSION) - 1]
 
+    from mammo_dagster.core.model.config import TrainConfig
+
+    mirror = TrainConfig().mag_mirror and args.previous == RENDER_VERSION
     models = {
-        "ours": model(args.size or INPUT_SIZE),
+        "ours": model(args.size or INPUT_SIZE, mirror=TrainConfig().mag_mirror),
         "previous": model(args.size or INPUT_SIZE, args.previous),
         "v2": model(args.size or INPUT_SIZE, "2"),
     }
@@ -337,11 +343,11 @@ def main() -> int:
         "naive_repeats": args.naive_repeats,
         "rows": rows,
         "measured": measured(),
-        "previous": args.previous,
+        "previous": args.previous + (" without the mirror" if mirror else ""),
         "ours": RENDER_VERSION,
     }
     (RESULTS / "predict.json").write_text(json.dumps(saved, indent=2))
-    write_doc(rows, args.repeats, args.naive_repeats, saved["measured"], args.previous,
+    write_doc(rows, args.repeats, args.naive_repeats, saved["measured"], saved["previous"],
               RENDER_VERSION)  # fmt: skip
     return 0
 

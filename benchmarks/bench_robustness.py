@@ -183,6 +183,17 @@ _METHODS = (
     ),
     _seeded(mirror, 1),
     _seeded(mirror, 2),
+    (
+        mag_seeds := replace(
+            schedule,
+            name="second-look-mag-seeds",
+            train=schedule.train | {"mag_nets": 2},
+            about="as `second-look-schedule`, two image networks (seeds s and s + 1000); mag "
+            "and the biopsy blend take the mean of their logits (`TrainConfig.mag_nets`)",
+        )
+    ),
+    _seeded(mag_seeds, 1),
+    _seeded(mag_seeds, 2),
     _seeded(distinct, 2),
     _seeded(mag, 2),
     (
@@ -318,8 +329,9 @@ def trained(matrix: str, method: Method, thumbs: Path, epochs: int, retrain: boo
           flush=True)  # fmt: skip
     t0 = time.perf_counter()
     # every method before `second-look-schedule` trained with early stopping (patience 5),
-    # the default then
-    config = TrainConfig(epochs=epochs, any_render=True, **({"patience": 5} | method.train))
+    # the default then, and every method before `second-look-mirror` without the mirror
+    then = {"patience": 5, "mag_mirror": False}
+    config = TrainConfig(epochs=epochs, any_render=True, **(then | method.train))
     card = train(snap, out, config)
     card["bench_minutes"] = round((time.perf_counter() - t0) / 60, 2)
     (out / "card.json").write_text(json.dumps(card, indent=2, default=str))

@@ -180,6 +180,37 @@ def test_training_refuses_an_unknown_recall_unit(tmp_path: Path) -> None:
         train(Snapshot([], 0, 0, 0), tmp_path, TrainConfig(recall_of="exams"))
 
 
+def test_two_seeds_mag_networks_train_export_and_reload(trained, tmp_path: Path) -> None:
+    """`mag_nets` 2: a second image network from another seed; the shipped graph's mag is
+    the mean of both logits, ONNX agrees, and Grad-CAM reloads both."""
+    import torch
+
+    from mammo_dagster.core.model.gradcam import gradcam, load_torch_model
+    from mammo_dagster.core.model.network import MeanNet
+    from mammo_dagster.core.model.train import TrainConfig, _torch_probs, train
+    from mammo_dagster.core.prediction.onnx_model import OnnxModel
+
+    home, *_ = trained
+    said: list[str] = []
+    card = train(load_snapshot(home / "training_sets" / "current.csv"), tmp_path,
+                 TrainConfig(**TINY, mag_nets=2), said.append)  # fmt: skip
+    assert len(card["mag_net_best_epochs"]) == 2 and "2 seeds' mean logit" in card["architecture"]
+    assert any(line.startswith("image network 2/2: epoch 2/2") for line in said)
+    shipped = load_torch_model(tmp_path)
+    nets = shipped.image_net.nets
+    assert isinstance(shipped.image_net, MeanNet) and len(nets) == 2
+    pairs = list(zip(nets[0].parameters(), nets[1].parameters(), strict=True))
+    assert not all(torch.equal(a, b) for a, b in pairs)  # two trainings, not one twice
+    data = np.load(tmp_path / "validation.npz")
+    images, patches = data["images"][:4], data["patches"][:4]
+    again = _torch_probs(shipped, images, patches)  # the reloaded graph is the trained one
+    assert np.max(np.abs(again - data["torch_probs"][:4])) < 1e-5
+    onnx = OnnxModel(tmp_path / "model.onnx").probs(list(images), list(patches))
+    np.testing.assert_allclose(onnx, data["torch_probs"][:4], atol=1e-4)
+    cam = gradcam(shipped, images[0], "mag")
+    assert cam.shape == images[0].shape and cam.max() == pytest.approx(1.0)
+
+
 def test_onnx_matches_pytorch_and_becomes_current(trained) -> None:
     home, _, result, *_ = trained
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}

@@ -190,8 +190,39 @@ def test_the_second_look_trains_on_the_wide_set_of_images_labeled_mag() -> None:
     assert _patch_set(patches, np.array([0.0, 1.0]), sets=1) is patches
 
 
-@pytest.mark.parametrize("mirror", [False, True])
-def test_a_two_set_graph_exports_and_onnx_runtime_agrees(tmp_path, mirror: bool) -> None:
+def test_mean_net_answers_the_mean_of_its_networks_logits() -> None:
+    import torch
+    from torch import nn
+
+    from mammo_dagster.core.model.network import MammoNet, MeanNet
+
+    class Const(nn.Module):
+        def __init__(self, mag: float) -> None:
+            super().__init__()
+            self.mag = mag
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.tensor([[0.0, self.mag]]).expand(len(x), 2)
+
+    mean = MeanNet([Const(4.0), Const(-1.0), Const(0.0)])
+    torch.testing.assert_close(mean(torch.zeros(2, 1, 4, 4))[:, 1], torch.tensor([1.0, 1.0]))
+
+    class Patch(nn.Module):  # patch logit = the patch's first pixel
+        def forward(self, p: torch.Tensor) -> torch.Tensor:
+            return p[:, :, 0, 0, 0]
+
+    patches = torch.full((2, 2 * PATCHES, 2, 4, 4), -1.0)  # the wide set: -1
+    patches[:, 0, 0, 0, 0] = 5.0  # the contact set's best
+    out = MammoNet(mean, Patch(), sets=2)(torch.zeros(2, 1, 4, 4), patches)
+    torch.testing.assert_close(out[:, 1], torch.tensor([1.0, 1.0]))  # mag: the mean logit
+    blend = 5.0 + torch.sigmoid(torch.tensor(1.0)) * (-1.0 - 5.0)  # leaning on the mean
+    torch.testing.assert_close(out[:, 0], blend.expand(2))
+
+
+@pytest.mark.parametrize("mirror,mag_nets", [(False, 1), (True, 1), (False, 2)])
+def test_a_two_set_graph_exports_and_onnx_runtime_agrees(
+    tmp_path, mirror: bool, mag_nets: int
+) -> None:
     import contextlib
     import io
 
@@ -202,7 +233,7 @@ def test_a_two_set_graph_exports_and_onnx_runtime_agrees(tmp_path, mirror: bool)
     from mammo_dagster.core.prediction.onnx_model import OnnxModel
 
     torch.manual_seed(0)
-    shipped = ExportModel.wrap(network(sets=2, mirror=mirror))
+    shipped = ExportModel.wrap(network(sets=2, mirror=mirror, mag_nets=mag_nets))
     with contextlib.redirect_stdout(io.StringIO()):
         export_onnx(shipped, tmp_path / "model.onnx", 64)
     rng = np.random.default_rng(0)

@@ -52,10 +52,17 @@ class TrainConfig:
     lift_floor: float = option(LIFT_FLOOR, "the patch net's lift against the patch's own")
     second_look: bool | None = option(None, "patches for biopsy (None: if thumbnails carry them)")
     mag_mirror: bool = option(
-        False,
+        True,
         "with the second look, mag as the mean of the image network's logits on the image "
         "and its left-right mirror; the biopsy blend keeps the plain logit (one more pass "
-        "per image; measured by benchmarks/bench_robustness.py, not yet the default)",
+        "per image; measured by benchmarks/bench_robustness.py)",
+        run=True,
+    )
+    mag_nets: int = option(
+        1,
+        "with the second look, image networks trained alike from seeds seed, seed + 1000, ...; "
+        "mag is the mean of their logits (each adds a training and a pass per image)",
+        run=True,
     )
     folds: int = option(3, "out-of-fold biopsy thresholds (< 2: from validation)")
     patch_epochs: int = option(24, "the second look's fixed schedule")

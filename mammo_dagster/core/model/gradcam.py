@@ -45,16 +45,20 @@ def load_torch_model(folder: Path):
     second_look = any(k.startswith("patch_net.") for k in state)
     if second_look and "patch_net.lift_floor" not in state:  # trained before the floor
         state["patch_net.lift_floor"] = torch.tensor(0.0)
-    prefix = "image_net." if second_look else ""
+    mag_nets = len({k.split(".")[2] for k in state if k.startswith("image_net.nets.")})
+    prefix = "image_net.nets.0." if mag_nets else "image_net." if second_look else ""
     metal = f"{prefix}0.0.1.weight" in state  # the metal stem wraps the first conv
     levels = state.get(f"{prefix}0.0.0.levels")
     levels = tuple(float(v) for v in levels) if levels is not None else None
     try:
-        render = preprocess.model_render(ModelCard.read(folder).to_dict())
+        card = ModelCard.read(folder).to_dict()
+        render = preprocess.model_render(card)
     except (OSError, ValueError, KeyError):
-        render = None  # no card: a model from before contract v5
+        card, render = {}, None  # no card: a model from before contract v5
     sets = preprocess.patch_sets(render or "")
-    net = network(metal=metal, levels=levels, second_look=second_look, sets=sets)
+    mirror = bool((card.get("config") or {}).get("mag_mirror", False))
+    net = network(metal=metal, levels=levels, second_look=second_look, sets=sets,
+                  mirror=mirror, mag_nets=max(mag_nets, 1))  # fmt: skip
     net.load_state_dict(state, strict=levels is not None or not metal)
     return ExportModel.wrap(net)
 
@@ -62,12 +66,22 @@ def load_torch_model(folder: Path):
 def gradcam(shipped, image: np.ndarray, flag: str, block: int | None = None) -> np.ndarray:
     """Heatmap (float32 [S, S], 0..1) of where `shipped` found `flag` in one model input.
     `block` picks a module of the encoder to hook (e.g. 6: ResNet18's layer3, a grid twice
-    as fine); None, the encoder's output."""
-    import torch
+    as fine); None, the encoder's output. Of several seeds' image networks (`MeanNet`),
+    the mean of their heatmaps."""
     import torch.nn.functional as F
 
+    nets = getattr(shipped.image_net, "nets", [shipped.image_net])
+    cam = sum(_cam(shipped, net, image, flag, block) for net in nets) / len(nets)
+    cam = F.interpolate(cam[None, None], size=image.shape, mode="bilinear", align_corners=False)
+    cam = cam[0, 0].numpy()
+    return (cam / cam.max() if cam.max() > 0 else cam).astype(np.float32)
+
+
+def _cam(shipped, image_net, image: np.ndarray, flag: str, block: int | None):
+    """One image network's Grad-CAM on its encoder's grid (a tensor, not yet scaled)."""
+    import torch
+
     k = preprocess.FLAGS.index(flag)
-    image_net = shipped.image_net
     body = image_net[0]  # the convolutional encoder
     body = body if block is None else body[block]
     saved: dict = {}
@@ -90,9 +104,7 @@ def gradcam(shipped, image: np.ndarray, flag: str, block: int | None = None) -> 
         h2.remove()
     act, grad = saved["act"].detach()[0], saved["grad"].detach()[0]
     cam = torch.relu((grad.mean(dim=(1, 2))[:, None, None] * act).sum(0))
-    cam = F.interpolate(cam[None, None], size=image.shape, mode="bilinear", align_corners=False)
-    cam = cam[0, 0].numpy()
-    return (cam / cam.max() if cam.max() > 0 else cam).astype(np.float32)
+    return cam / cam.max() if cam.max() > 0 else cam
 
 
 def _fit(cam: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

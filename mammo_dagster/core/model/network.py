@@ -122,6 +122,18 @@ class PatchNet(nn.Module):
         return self.score(h).view(n, k)
 
 
+class MeanNet(nn.Module):
+    """Image networks trained alike from different seeds: the mean of their logits (one
+    network's mag ranking swings with its seed; `benchmarks/bench_robustness.py`)."""
+
+    def __init__(self, nets: list[nn.Module]) -> None:
+        super().__init__()
+        self.nets = nn.ModuleList(nets)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([net(x) for net in self.nets]).mean(dim=0)
+
+
 class MammoNet(nn.Module):
     """Rendering contract v3's model: the biopsy logit is the second look's highest patch
     logit, the mag logit the image network's. With `sets` 2 (contract v5) the patches
@@ -141,10 +153,12 @@ class MammoNet(nn.Module):
         self.mirror = mirror
 
     def forward(self, image: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
-        plain = self.image_net(image)[:, 1]
-        mag = plain
-        if self.mirror:
-            mag = (plain + self.image_net(torch.flip(image, dims=[-1]))[:, 1]) / 2
+        if self.mirror:  # one pass over both: the int8 graph then keeps one copy of weights
+            n = image.shape[0]
+            both = self.image_net(torch.cat([image, torch.flip(image, dims=[-1])]))[:, 1]
+            plain, mag = both[:n], (both[:n] + both[n:]) / 2
+        else:
+            plain = mag = self.image_net(image)[:, 1]
         logits = self.patch_net(patches)
         if self.sets == 1:
             biopsy = torch.amax(logits, dim=1)
@@ -162,13 +176,18 @@ def network(
     second_look: bool = True,
     sets: int | None = None,
     mirror: bool = False,
+    mag_nets: int = 1,
 ) -> nn.Module:
     """The network of the current contract (`MammoNet` over `sets` patch sets, by default
-    as many as the current rendering carries), or with `second_look` False the image
-    network alone (contracts v1/v2)."""
+    as many as the current rendering carries; with `mag_nets` > 1 its image network a
+    `MeanNet` of that many), or with `second_look` False the image network alone
+    (contracts v1/v2)."""
     image_net = image_network(pretrained, metal, levels)
     if not second_look:
         return image_net
+    if mag_nets > 1:
+        rest = [image_network(pretrained, metal, levels) for _ in range(mag_nets - 1)]
+        image_net = MeanNet([image_net, *rest])
     return MammoNet(image_net, PatchNet(), sets or preprocess.patch_sets(RENDER_VERSION), mirror)
 
 

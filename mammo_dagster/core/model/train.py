@@ -17,6 +17,7 @@ import platform
 import time
 import warnings
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -237,9 +238,25 @@ def train(
         dls, image_net, config, out_dir / "fastai", mag_only, progress
     )
     n = len(train_ex)
+    image_nets = [learn.model.cpu()]
+    best_epochs = [_best_epoch(history, warmup)]
+    for i in range(1, config.mag_nets if second_look else 1):  # more seeds for mag
+        seed = config.seed + 1000 * i
+        torch.manual_seed(seed)
+        said = None
+        if progress:
+            tag = f"image network {i + 1}/{config.mag_nets}"
+            said = lambda line, tag=tag: progress(line.replace("image network", tag, 1))  # noqa: E731
+        more, more_history, _, _ = fit(
+            get_dls(images, y, n, replace(config, seed=seed)),
+            network(pretrained, config.metal, levels, second_look=False),
+            config, out_dir / f"fastai{i}", mag_only, said,
+        )  # fmt: skip
+        image_nets.append(more.model.cpu())
+        best_epochs.append(_best_epoch(more_history, warmup))
     look = None
     if second_look:
-        from .network import MammoNet
+        from .network import MammoNet, MeanNet
         from .second_look import PatchConfig, train_second_look
 
         sets = preprocess.patch_sets(render)
@@ -252,7 +269,8 @@ def train(
                         seed=config.seed),
             progress,
         )  # fmt: skip
-        shipped = ExportModel.wrap(MammoNet(learn.model.cpu(), look.net, sets, config.mag_mirror))
+        mag_net = image_nets[0] if len(image_nets) == 1 else MeanNet(image_nets)
+        shipped = ExportModel.wrap(MammoNet(mag_net, look.net, sets, config.mag_mirror))
     else:
         patches = None
         shipped = ExportModel.wrap(learn.model.cpu())
@@ -348,7 +366,8 @@ def train(
         "second_look_seconds": round(look.seconds, 1) if look else None,
         "holdout": _report(holdout_y, holdout_p, thresholds, holdout_ex),
         "history": history,
-        "best_epoch": _best_epoch(history, warmup),
+        "best_epoch": best_epochs[0],
+        "mag_net_best_epochs": best_epochs,
         "warmup_epochs": warmup,
         "config": {k: v for k, v in vars(config).items() if k != "extra"},
         "preprocessing": preprocess.CONTRACT | {"S": size, "render": render},
@@ -367,8 +386,10 @@ def _architecture(config: TrainConfig, second_look: bool) -> str:
         " + metal channel (metal_stem)" if config.metal else ""
     )
     if second_look:
+        nets = f", {config.mag_nets} seeds' mean logit," if config.mag_nets > 1 else ""
         mirror = " (the mean over the image and its left-right mirror)" if config.mag_mirror else ""
-        return f"{image} for mag{mirror}; biopsy: the highest score of a patch CNN over the patches"
+        return (f"{image}{nets} for mag{mirror}; biopsy: the highest score of a patch CNN over "
+                "the patches")  # fmt: skip
     return image + ", 2 sigmoid outputs"
 
 
