@@ -297,9 +297,10 @@ def main() -> int:
 
     from mammo_dagster.core.model.config import TrainConfig
 
-    mirror = TrainConfig().mag_mirror and args.previous == RENDER_VERSION
+    mirror = TrainConfig().mag_mirror
+    unmirrored = mirror and args.previous == RENDER_VERSION  # ours without the mirror
     models = {
-        "ours": model(args.size or INPUT_SIZE, mirror=TrainConfig().mag_mirror),
+        "ours": model(args.size or INPUT_SIZE, mirror=mirror),
         "previous": model(args.size or INPUT_SIZE, args.previous),
         "v2": model(args.size or INPUT_SIZE, "2"),
     }
@@ -343,7 +344,7 @@ def main() -> int:
         "naive_repeats": args.naive_repeats,
         "rows": rows,
         "measured": measured(),
-        "previous": args.previous + (" without the mirror" if mirror else ""),
+        "previous": args.previous + (" without the mirror" if unmirrored else ""),
         "ours": RENDER_VERSION,
     }
     (RESULTS / "predict.json").write_text(json.dumps(saved, indent=2))
