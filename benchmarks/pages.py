@@ -17,18 +17,30 @@ DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks"
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def vector_units(flags: set[str]) -> str:
+    """The CPU's widest vector and int8 dot-product units, from its /proc/cpuinfo flags:
+    ONNX Runtime's int8 speed depends on them more than on anything else (VNNI)."""
+    width = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    vnni = "avx512_vnni" in flags or "avx_vnni" in flags
+    return f"{width}{' VNNI' if vnni else ', no VNNI'}"
+
+
 def machine() -> str:
-    """This machine in a few words: CPU model, cores, load when the run ended."""
-    model = platform.processor() or platform.machine()
+    """This machine in a few words: CPU model, vector units, cores, load when the run
+    ended."""
+    model, units = platform.processor() or platform.machine(), ""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        for line in lines:
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
+        flags = next((ln.split(":", 1)[1].split() for ln in lines if ln.startswith("flags")), [])
+        units = f" ({vector_units(set(flags))})" if flags else ""
     except OSError:
         pass
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return f"{model}, {os.cpu_count()} cores, load average {load:.1f}"
+    return f"{model}{units}, {os.cpu_count()} cores, load average {load:.1f}"
 
 
 def bold(text: str, when: bool = True) -> str:

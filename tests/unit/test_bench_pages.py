@@ -44,3 +44,15 @@ def test_every_benchmark_writes_its_page() -> None:
             assert f"<!-- {script.stem}" in (DOCS / page).read_text(), (script.name, page)
         for page in whole:
             assert (DOCS / page).is_file(), (script.name, page)
+
+
+def test_the_machine_stamp_names_the_vector_units() -> None:
+    """int8 speed hangs on VNNI: a page must say whether the CPU that measured it had it."""
+    assert pages.vector_units({"avx2", "avx512f", "avx512_vnni"}) == "AVX-512 VNNI"
+    assert pages.vector_units({"avx2", "avx512f"}) == "AVX-512, no VNNI"
+    assert pages.vector_units({"avx2", "avx_vnni"}) == "AVX2 VNNI"
+    assert pages.vector_units({"avx2", "fma"}) == "AVX2, no VNNI"
+    assert pages.vector_units({"sse4_2"}) == "no AVX2, no VNNI"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists() and "flags" in cpuinfo.read_text():  # Linux: this machine's are named
+        assert re.search(r"\((AVX|no AVX)[^)]*\), \d+ cores", pages.machine())
