@@ -163,7 +163,17 @@ def test_thresholds_count_studies_and_the_card_reports_both(trained) -> None:
         metrics.threshold_note("mag", valid["labels"][:, 1] > 0.5, valid["torch_probs"][:, 1],
                                card["thresholds"]["mag"], "the validation split"),
     ]  # fmt: skip
-    assert want[1] is not None and card["threshold_notes"] == [n for n in want if n]
+    notes = [n for n in want if n]
+    assert want[1] is not None and card["threshold_notes"][: len(notes)] == notes
+    # every patch network's fits, each ranking its own training images; another fit only
+    # after one below the floor, and a warning where the shipped one never reached it
+    fits = card["second_look_fits"]
+    assert list(fits) == ["fold 1", "fold 2", "fold 3", "shipped"]
+    for aucs in fits.values():
+        assert 1 <= len(aucs) <= 3 and all(a < 0.9 for a in aucs[:-1])
+    weak = [n for n in card["threshold_notes"] if "second look's network ranks" in n]
+    assert len(card["threshold_notes"]) == len(notes) + len(weak)
+    assert bool(weak) == (max(fits["shipped"]) < 0.9)
     md = trained[2].asset_materializations_for_node("trained_model")[0].metadata
     assert md["threshold_notes"].value == "\n".join(f"- {n}" for n in card["threshold_notes"])
     warned = [e.user_message for e in trained[-1] if e.level == logging.WARNING]

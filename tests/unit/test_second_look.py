@@ -49,6 +49,7 @@ def test_out_of_fold_scores_come_from_networks_that_never_saw_them(monkeypatch) 
         patches[i, 0, 0, 0, 0] = i
     monkeypatch.setattr(sl, "fit_patch_net", fake_fit)
     monkeypatch.setattr(sl, "patch_probs", fake_probs)
+    monkeypatch.setattr(sl, "fit_auc", lambda net, p, labels: 1.0)  # every fit a healthy one
     said: list[str] = []
     look = sl.train_second_look(
         patches, y, patients, np.arange(24, 30), sl.PatchConfig(folds=3), said.append
@@ -72,6 +73,54 @@ def test_out_of_fold_scores_come_from_networks_that_never_saw_them(monkeypatch) 
     one_class = sl.train_second_look(patches, np.zeros(30, np.float32), patients, np.arange(6),
                                      sl.PatchConfig(folds=3))  # fmt: skip
     assert one_class.oof is None and one_class.folds == 0 and len(trained_on) == 1
+
+
+def test_a_collapsed_fit_is_fitted_again_from_the_next_seed(monkeypatch) -> None:
+    from mammo_dagster.core.model import second_look as sl
+
+    patches, y = _patches(30)
+    patients = [f"p{i // 3}" for i in range(30)]
+    seeds: list[int] = []
+    ranked = iter([0.65, 1.0, 0.99, 0.5, 0.7, 0.6, 0.95])  # each fit, in order
+
+    def fake_fit(p, labels, valid, config):
+        seeds.append(config.seed)
+        return len(seeds) - 1
+
+    monkeypatch.setattr(sl, "fit_patch_net", fake_fit)
+    monkeypatch.setattr(sl, "fit_auc", lambda net, p, labels: next(ranked))
+    monkeypatch.setattr(sl, "patch_probs", lambda net, p, batch=64: np.zeros(len(p), np.float32))
+    said: list[str] = []
+    look = sl.train_second_look(
+        patches, y, patients, np.arange(24, 30), sl.PatchConfig(folds=3, seed=7), said.append
+    )
+    # fold 1: collapsed, then fine; fold 2: fine; fold 3: three poor fits, the best kept
+    # (0.7, the 2nd of them); the shipped one: fine at once
+    assert look.fits == {"fold 1": [0.65, 1.0], "fold 2": [0.99], "fold 3": [0.5, 0.7, 0.6],
+                         "shipped": [0.95]}  # fmt: skip
+    assert seeds == [7, 8, 7, 7, 8, 9, 7]
+    assert look.net == 6
+    assert "2 fits, ranking their own training images at AUC 0.65, 1.00" in said[0]
+    assert "fits" not in said[1] and "fits" not in said[3]
+    assert "none reached 0.9, the best kept" in said[2]
+
+
+def test_a_healthy_fit_passes_the_check() -> None:
+    """Real networks on separable patches: the fits stop at the first that learned, which
+    is kept, and a seed fits the same network whatever ran before it."""
+    import random
+
+    from mammo_dagster.core.model import second_look as sl
+
+    patches, y = _patches(40)
+    config = sl.PatchConfig(epochs=6, folds=0)
+    net, fits = sl.fit_checked(patches, y, None, config)
+    assert fits[-1] >= sl.MIN_FIT_AUC and all(f < sl.MIN_FIT_AUC for f in fits[:-1])
+    assert sl.fit_auc(net, patches, y) == fits[-1]
+    random.seed(12345)  # another state of the generator fastai shuffles with
+    assert sl.fit_checked(patches, y, None, config)[1] == fits
+    _, none = sl.fit_checked(patches, np.zeros(40, np.float32), None, sl.PatchConfig(epochs=1))
+    assert none == []  # one class: nothing to rank, one fit
 
 
 def test_patch_jitter_keeps_shapes_and_range() -> None:

@@ -319,6 +319,15 @@ def train(
         for flag, (source, fy, fp, fg) in chosen_on.items()
         if (note := metrics.threshold_note(flag, fy > 0.5, fp, thresholds[flag], source, fg))
     ]
+    if look is not None and look.fits.get("shipped"):
+        from .second_look import FIT_TRIES, MIN_FIT_AUC
+
+        if (best_fit := max(look.fits["shipped"])) < MIN_FIT_AUC:
+            threshold_notes.append(
+                f"biopsy: the second look's network ranks its own training images at AUC "
+                f"{best_fit:.2f} after {FIT_TRIES} fits (a healthy fit: ~1.0, at least "
+                f"{MIN_FIT_AUC}): its flags can't be trusted; retrain, or check the labels"
+            )
     hold_images, hold_patches = load_inputs(holdout_ex, size)
     holdout_p = _torch_probs(shipped, hold_images, hold_patches if second_look else None)
     holdout_y = _labels(holdout_ex) if holdout_ex else np.zeros((0, 2), np.float32)
@@ -364,6 +373,11 @@ def train(
         "target_recall": config.target_recall,
         "validation": validation,
         "second_look_seconds": round(look.seconds, 1) if look else None,
+        "second_look_fits": (
+            {name: [round(a, 4) for a in aucs] for name, aucs in look.fits.items()}
+            if look
+            else None
+        ),
         "holdout": _report(holdout_y, holdout_p, thresholds, holdout_ex),
         "history": history,
         "best_epoch": best_epochs[0],
