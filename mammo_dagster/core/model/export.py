@@ -48,10 +48,12 @@ def quantize_int8(
     calibration: np.ndarray,
     patches: np.ndarray | None = None,
     per_channel: bool = True,
+    patch_int8: bool = False,
 ) -> Path:
     """Static QDQ int8 quantization, calibrated on `calibration` (uint8 [n,S,S] inputs)
     and, for a two-input graph, their `patches` (uint8 [n,K,C,P,P]). Only the image
-    network's convolutions: the second look's stay fp32 (`patch_convolutions`)."""
+    network's convolutions: the second look's stay fp32 (`patch_convolutions`) unless
+    `patch_int8` (as until 2026-12-08; `benchmarks/bench_inference.py` compares)."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
@@ -79,7 +81,7 @@ def quantize_int8(
 
     pre = int8.with_name(int8.stem + ".pre.onnx")
     quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)  # fails on fastai Concat
-    keep = patch_convolutions(pre) if patches is not None else []
+    keep = patch_convolutions(pre) if patches is not None and not patch_int8 else []
     quantize_static(
         str(pre),
         str(int8),
