@@ -37,16 +37,12 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
+from ..allocator import keep_freed_memory
+
 #: Environment variable that lets the codecs' own log through (``mammo --debug``).
 ENV_DEBUG = "MAMMO_DEBUG"
 #: Notes kept per file, and characters per note.
 MAX_NOTES, NOTE_CHARS = 5, 200
-#: glibc otherwise returns every 10-30 MB decode buffer to the OS and page-faults
-#: it back for the next image: measured 41 -> 15 ms per reduced J2K decode. Both
-#: thresholds: with only the mmap one, freed buffers at the heap's top are still trimmed
-#: (M_TRIM_THRESHOLD stays 128 KiB): rendering an explicit VR file under contract v8
-#: took 53 ms, 15.7 of them in the kernel; 42 ms, 2.3 in the kernel, with both.
-MMAP_THRESHOLD = TRIM_THRESHOLD = 256 * 1024 * 1024
 _CODEC_LOGGERS = ("pydicom",)
 #: How long a fresh worker may take to start (imports) before its first file's clock runs.
 
@@ -183,11 +179,7 @@ def init_worker() -> None:
     os.environ["RUST_BACKTRACE"] = "0"  # a Rust panic: its message, not a stack
     warnings.filterwarnings("ignore", module="pydicom")
     quiet_codecs()
-    libc = ctypes.util.find_library("c")
-    if libc:
-        with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to tune
-            ctypes.CDLL(libc).mallopt(-3, MMAP_THRESHOLD)  # M_MMAP_THRESHOLD
-            ctypes.CDLL(libc).mallopt(-1, TRIM_THRESHOLD)  # M_TRIM_THRESHOLD
+    keep_freed_memory()  # each file's frame buffers reuse the last one's memory
 
 
 def worker_main(conn: Connection, job: Callable[[Any], Any], parent: int, err_path: str) -> None:

@@ -25,6 +25,7 @@ import torch
 from fastai.learner import Learner
 
 from .. import metrics
+from ..allocator import keep_freed_memory
 from ..imaging import preprocess
 from ..imaging.thumbnails import RENDER_VERSION
 from .callbacks import CpuBf16, FlagLoss, InputJitter, Record, SaveBest, StopEarly
@@ -193,6 +194,7 @@ def train(
     the labeled hold-out, export ONNX. Returns the model card (also written as card.json).
     `progress` gets a line per epoch and per second-look network."""
     config = config or TrainConfig()
+    keep_freed_memory()  # each step's activations reuse the last step's memory
     if config.recall_of not in RECALL_UNITS:
         raise ValueError(
             f"recall_of must be one of {', '.join(RECALL_UNITS)}, not {config.recall_of!r}"
