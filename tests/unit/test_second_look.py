@@ -268,10 +268,9 @@ def test_mean_net_answers_the_mean_of_its_networks_logits() -> None:
     torch.testing.assert_close(out[:, 0], blend.expand(2))
 
 
-@pytest.mark.parametrize("mirror,mag_nets", [(False, 1), (True, 1), (False, 2)])
-def test_a_two_set_graph_exports_and_onnx_runtime_agrees(
-    tmp_path, mirror: bool, mag_nets: int
-) -> None:
+def _exported(tmp_path, n: int, **net: object) -> tuple:
+    """A seeded two-set network exported to tmp_path/model.onnx at 64 px, and n random
+    images and patches for it."""
     import contextlib
     import io
 
@@ -279,16 +278,27 @@ def test_a_two_set_graph_exports_and_onnx_runtime_agrees(
 
     from mammo_dagster.core.model.export import export_onnx
     from mammo_dagster.core.model.network import ExportModel, network
-    from mammo_dagster.core.prediction.onnx_model import OnnxModel
 
     torch.manual_seed(0)
-    shipped = ExportModel.wrap(network(sets=2, mirror=mirror, mag_nets=mag_nets))
+    shipped = ExportModel.wrap(network(sets=2, **net))
     with contextlib.redirect_stdout(io.StringIO()):
         export_onnx(shipped, tmp_path / "model.onnx", 64)
     rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (3, 64, 64), dtype=np.uint8)
-    patches = rng.integers(0, 256, (3, 2 * PATCHES, len(PATCH_CHANNELS), PATCH_PX, PATCH_PX),
+    images = rng.integers(0, 256, (n, 64, 64), dtype=np.uint8)
+    patches = rng.integers(0, 256, (n, 2 * PATCHES, len(PATCH_CHANNELS), PATCH_PX, PATCH_PX),
                            dtype=np.uint8)  # fmt: skip
+    return shipped, images, patches
+
+
+@pytest.mark.parametrize("mirror,mag_nets", [(False, 1), (True, 1), (False, 2)])
+def test_a_two_set_graph_exports_and_onnx_runtime_agrees(
+    tmp_path, mirror: bool, mag_nets: int
+) -> None:
+    import torch
+
+    from mammo_dagster.core.prediction.onnx_model import OnnxModel
+
+    shipped, images, patches = _exported(tmp_path, 3, mirror=mirror, mag_nets=mag_nets)
     x = torch.from_numpy(images[:, None].astype(np.float32) / 255.0)
     with torch.no_grad():
         want = shipped(x, torch.from_numpy(patches.astype(np.float32) / 255.0)).numpy()
@@ -300,25 +310,14 @@ def test_a_two_set_graph_exports_and_onnx_runtime_agrees(
 def test_int8_quantizes_the_image_network_and_keeps_the_second_look_in_fp32(tmp_path) -> None:
     """Quantized, a trained patch network's logits moved by up to 0.997 in probability and
     flipped a fifth of a model's validation decisions; its convolutions stay fp32."""
-    import contextlib
-    import io
-
     import onnx
-    import torch
     from torch import nn
 
-    from mammo_dagster.core.model.export import export_onnx, patch_convolutions, quantize_int8
-    from mammo_dagster.core.model.network import ExportModel, PatchNet, network
+    from mammo_dagster.core.model.export import patch_convolutions, quantize_int8
+    from mammo_dagster.core.model.network import PatchNet
     from mammo_dagster.core.prediction.onnx_model import OnnxModel
 
-    torch.manual_seed(0)
-    shipped = ExportModel.wrap(network(sets=2, mirror=True))
-    with contextlib.redirect_stdout(io.StringIO()):
-        export_onnx(shipped, tmp_path / "model.onnx", 64)
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (8, 64, 64), dtype=np.uint8)
-    patches = rng.integers(0, 256, (8, 2 * PATCHES, len(PATCH_CHANNELS), PATCH_PX, PATCH_PX),
-                           dtype=np.uint8)  # fmt: skip
+    _, images, patches = _exported(tmp_path, 8, mirror=True)
     quantize_int8(tmp_path / "model.onnx", tmp_path / "model.int8.onnx", images, patches)
 
     graph = onnx.load(str(tmp_path / "model.onnx")).graph
